@@ -1,0 +1,10 @@
+"""keras_clr: the learning-rate range test and cyclical / one-cycle schedules
+for Keras 3, as callbacks for `model.fit`."""
+
+from keras_clr import schedules
+from keras_clr.callbacks import CyclicLR
+from keras_clr.callbacks import OneCycle
+
+__version__ = "0.1.0"
+
+__all__ = ["CyclicLR", "OneCycle", "schedules"]

@@ -1,0 +1,69 @@
+"""Argument checks shared by the schedules, callbacks and the range test.
+
+Each check raises `ValueError` naming the argument, what was expected and the
+value received, in the wording Keras uses.
+"""
+
+import math
+import numbers
+
+
+def _fail(name, expected, value):
+    raise ValueError(f"Argument `{name}` must be {expected}. Received: {name}={value!r}")
+
+
+def positive_finite(name, value):
+    """A real number > 0 that is not inf or NaN; returns it as a float."""
+    if (isinstance(value, bool) or not isinstance(value, numbers.Real)
+            or not math.isfinite(value) or value <= 0):
+        _fail(name, "a positive finite number", value)
+    return float(value)
+
+
+def positive_int(name, value):
+    """An integer >= 1 (a float with an integral value is accepted)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        _fail(name, "a positive integer", value)
+    if isinstance(value, numbers.Integral):
+        if value < 1:
+            _fail(name, "a positive integer", value)
+        return int(value)
+    if not math.isfinite(value) or value != int(value) or value < 1:
+        _fail(name, "a positive integer", value)
+    return int(value)
+
+
+def in_interval(name, value, low, high, low_open=False, high_open=False):
+    """A finite real number within the interval; returns it as a float."""
+    interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+    if (isinstance(value, bool) or not isinstance(value, numbers.Real)
+            or not math.isfinite(value)):
+        _fail(name, f"a number in {interval}", value)
+    too_low = value <= low if low_open else value < low
+    too_high = value >= high if high_open else value > high
+    if too_low or too_high:
+        _fail(name, f"a number in {interval}", value)
+    return float(value)
+
+
+def one_of(name, value, choices):
+    """One of a fixed set of strings."""
+    if value not in choices:
+        listed = ", ".join(repr(c) for c in choices)
+        _fail(name, f"one of {listed}", value)
+    return value
+
+
+def ordered(low_name, low, high_name, high):
+    """`low <= high`, for pairs such as base_lr and max_lr."""
+    if low > high:
+        raise ValueError(
+            f"Argument `{high_name}` must be at least `{low_name}`. "
+            f"Received: {low_name}={low!r}, {high_name}={high!r}"
+        )
+
+
+def a_callable(name, value):
+    if not callable(value):
+        _fail(name, "a callable (x -> scale factor)", value)
+    return value

@@ -1,0 +1,410 @@
+"""Serializable learning-rate (and momentum) schedules built on `curves`.
+
+`CyclicalLearningRate` and its `Triangular`, `Triangular2` and `Exponential`
+variants take the argument names of TF-Addons' end-of-life
+`tfa.optimizers` classes and give the same value at every step, so migrating
+is an import change. `OneCycleLearningRate` is PyTorch's `OneCycleLR` as a
+schedule. All are registered with Keras: a model compiled with one saves to
+`.keras` and loads back in safe mode.
+
+Called with a Python int or a NumPy integer array, a schedule evaluates in
+float64 on the host and returns a float (or a float64 array). Called with a
+tensor, as an optimizer does with its step counter, it evaluates inside the
+graph with `keras.ops` (float64 arithmetic on integer steps) and returns a
+float32 tensor.
+"""
+
+import numbers
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_clr import _checks
+from keras_clr import curves
+
+_PACKAGE = "keras_clr"
+
+
+class KerasOps:
+    """The graph namespace: `keras.ops`, with float64 arithmetic."""
+
+    where = staticmethod(ops.where)
+    cos = staticmethod(ops.cos)
+    power = staticmethod(ops.power)
+    minimum = staticmethod(ops.minimum)
+    floor_divide = staticmethod(ops.floor_divide)
+    mod = staticmethod(ops.mod)
+
+    @staticmethod
+    def to_float(x):
+        return ops.cast(x, "float64")
+
+
+def _is_host_step(step):
+    if isinstance(step, (numbers.Integral, np.integer, list, tuple)):
+        return True
+    return isinstance(step, np.ndarray)
+
+
+# The scale functions of the named modes are registered so that a schedule
+# built on them by hand saves and loads in safe mode.
+triangular_scale = keras.saving.register_keras_serializable(_PACKAGE)(
+    curves.triangular_scale)
+triangular2_scale = keras.saving.register_keras_serializable(_PACKAGE)(
+    curves.triangular2_scale)
+
+
+class _Curve(keras.optimizers.schedules.LearningRateSchedule):
+    """Dispatches a step to the host (NumPy) or graph (keras.ops) curve."""
+
+    def curve(self, step, xp):
+        raise NotImplementedError
+
+    def __call__(self, step):
+        if _is_host_step(step):
+            value = self.curve(np.asarray(step, dtype=np.int64), curves.NumpyOps)
+            value = np.asarray(value, dtype=np.float64)
+            return float(value) if value.ndim == 0 else value
+        step = ops.cast(step, "int64")
+        return ops.cast(self.curve(step, KerasOps), "float32")
+
+
+def _serialize_fn(fn):
+    return keras.saving.serialize_keras_object(fn)
+
+
+def _deserialize_fn(config, owner):
+    if not isinstance(config, dict):
+        return keras.saving.deserialize_keras_object(config)
+    try:
+        return keras.saving.deserialize_keras_object(config)
+    except (ValueError, TypeError) as error:
+        if config.get("class_name") == "__lambda__":
+            raise ValueError(
+                f"{owner} was saved with a lambda as `scale_fn`, which Keras "
+                "will not restore in safe mode. Load it with "
+                "`keras.models.load_model(..., safe_mode=False)` if you trust "
+                "the file, or save it with a named schedule "
+                "(TriangularCyclicalLearningRate, "
+                "Triangular2CyclicalLearningRate, "
+                "ExponentialCyclicalLearningRate) or a function decorated with "
+                "`@keras.saving.register_keras_serializable()`."
+            ) from error
+        raise
+
+
+def _check_cyclical(initial, maximal, step_size, step_size_down, scale_mode):
+    initial = _checks.positive_finite("initial_learning_rate", initial)
+    maximal = _checks.positive_finite("maximal_learning_rate", maximal)
+    _checks.ordered("initial_learning_rate", initial, "maximal_learning_rate", maximal)
+    step_size = _checks.positive_int("step_size", step_size)
+    if step_size_down is not None:
+        step_size_down = _checks.positive_int("step_size_down", step_size_down)
+    _checks.one_of("scale_mode", scale_mode, ("cycle", "iterations"))
+    return initial, maximal, step_size, step_size_down
+
+
+@keras.saving.register_keras_serializable(_PACKAGE)
+class CyclicalLearningRate(_Curve):
+    """Cyclical learning rate (Smith 2017) with a custom scale function.
+
+    The rate rises linearly from `initial_learning_rate` to
+    `maximal_learning_rate` over `step_size` steps, falls back over
+    `step_size_down` steps (default: `step_size`), and the height of each
+    cycle is multiplied by `scale_fn(cycle)` or `scale_fn(step)`.
+
+    Args:
+        initial_learning_rate: the lower bound, a positive float.
+        maximal_learning_rate: the upper bound, at least the lower bound.
+        step_size: steps in the rising half of a cycle.
+        scale_fn: x -> factor. Register it with
+            `@keras.saving.register_keras_serializable()` to save and load the
+            schedule in safe mode; a lambda cannot be restored there.
+        scale_mode: `"cycle"` passes the 1-based cycle number to `scale_fn`,
+            `"iterations"` the 0-based step.
+        name: name of the schedule.
+        step_size_down: steps in the falling half (an extension over
+            TF-Addons, as in PyTorch's `CyclicLR`).
+
+    Raises:
+        ValueError: for a non-positive or non-finite rate, bounds in the wrong
+            order, a step size that is not a positive integer, an unknown
+            `scale_mode` or a `scale_fn` that is not callable.
+
+    Example:
+        >>> schedule = Triangular2CyclicalLearningRate(1e-4, 1e-2, step_size=500)
+        >>> optimizer = keras.optimizers.SGD(learning_rate=schedule)
+
+    References:
+        Smith, L. N. (2017). Cyclical Learning Rates for Training Neural
+        Networks. arXiv:1506.01186.
+    """
+
+    def __init__(self, initial_learning_rate, maximal_learning_rate, step_size,
+                 scale_fn, scale_mode="cycle", name="CyclicalLearningRate",
+                 step_size_down=None):
+        super().__init__()
+        (self.initial_learning_rate, self.maximal_learning_rate, self.step_size,
+         self.step_size_down) = _check_cyclical(
+            initial_learning_rate, maximal_learning_rate, step_size,
+            step_size_down, scale_mode)
+        self.scale_fn = _checks.a_callable("scale_fn", scale_fn)
+        self.scale_mode = scale_mode
+        self.name = name
+
+    def curve(self, step, xp):
+        down = self.step_size_down or self.step_size
+        return curves.cyclic(step, self.initial_learning_rate,
+                             self.maximal_learning_rate, self.step_size, down,
+                             self.scale_fn, self.scale_mode, xp)
+
+    def get_config(self):
+        return {
+            "initial_learning_rate": self.initial_learning_rate,
+            "maximal_learning_rate": self.maximal_learning_rate,
+            "step_size": self.step_size,
+            "scale_fn": _serialize_fn(self.scale_fn),
+            "scale_mode": self.scale_mode,
+            "name": self.name,
+            "step_size_down": self.step_size_down,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["scale_fn"] = _deserialize_fn(config["scale_fn"], cls.__name__)
+        return cls(**config)
+
+
+class _NamedCyclical(CyclicalLearningRate):
+    """A cyclical schedule whose scale function is fixed by its class."""
+
+    def get_config(self):
+        config = super().get_config()
+        del config["scale_fn"]
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+@keras.saving.register_keras_serializable(_PACKAGE)
+class TriangularCyclicalLearningRate(_NamedCyclical):
+    """Cyclical learning rate whose cycles all have the same height.
+
+    Args: as `CyclicalLearningRate`, without `scale_fn`.
+    """
+
+    def __init__(self, initial_learning_rate, maximal_learning_rate, step_size,
+                 scale_mode="cycle", name="TriangularCyclicalLearningRate",
+                 step_size_down=None):
+        super().__init__(initial_learning_rate, maximal_learning_rate, step_size,
+                         triangular_scale, scale_mode, name, step_size_down)
+
+
+@keras.saving.register_keras_serializable(_PACKAGE)
+class Triangular2CyclicalLearningRate(_NamedCyclical):
+    """Cyclical learning rate whose cycle height halves every cycle.
+
+    Args: as `CyclicalLearningRate`, without `scale_fn`.
+    """
+
+    def __init__(self, initial_learning_rate, maximal_learning_rate, step_size,
+                 scale_mode="cycle", name="Triangular2CyclicalLearningRate",
+                 step_size_down=None):
+        super().__init__(initial_learning_rate, maximal_learning_rate, step_size,
+                         triangular2_scale, scale_mode, name, step_size_down)
+
+
+@keras.saving.register_keras_serializable(_PACKAGE)
+class ExponentialCyclicalLearningRate(_NamedCyclical):
+    """Cyclical learning rate whose height decays as `gamma ** step`.
+
+    Args: as `CyclicalLearningRate`, without `scale_fn`, plus
+        gamma: decay per step, in (0, 1].
+    """
+
+    def __init__(self, initial_learning_rate, maximal_learning_rate, step_size,
+                 scale_mode="iterations", gamma=1.0,
+                 name="ExponentialCyclicalLearningRate", step_size_down=None):
+        self.gamma = _checks.in_interval("gamma", gamma, 0.0, 1.0, low_open=True)
+        super().__init__(initial_learning_rate, maximal_learning_rate, step_size,
+                         self._scale, scale_mode, name, step_size_down)
+
+    def _scale(self, x):
+        return self.gamma ** x
+
+    def get_config(self):
+        return {**super().get_config(), "gamma": self.gamma}
+
+
+def _check_one_cycle(total_steps, pct_start, anneal_strategy, div_factor,
+                     final_div_factor):
+    total_steps = _checks.positive_int("total_steps", total_steps)
+    pct_start = _checks.in_interval("pct_start", pct_start, 0.0, 1.0, True, True)
+    _checks.one_of("anneal_strategy", anneal_strategy, tuple(curves.ANNEALS))
+    div_factor = _checks.positive_finite("div_factor", div_factor)
+    final_div_factor = _checks.positive_finite("final_div_factor", final_div_factor)
+    return total_steps, pct_start, div_factor, final_div_factor
+
+
+@keras.saving.register_keras_serializable(_PACKAGE)
+class OneCycleLearningRate(_Curve):
+    """One-cycle learning rate (Smith & Topin 2019), as PyTorch's `OneCycleLR`.
+
+    The rate starts at `maximal_learning_rate / div_factor`, anneals up to
+    `maximal_learning_rate` over the first `pct_start` of `total_steps`, then
+    down to `initial / final_div_factor` at step `total_steps - 1`, and holds
+    there afterwards. With `three_phase=True` it first comes back down to the
+    initial rate symmetrically, then anneals to the final one.
+
+    Args:
+        maximal_learning_rate: the peak, a positive float.
+        total_steps: optimizer steps in the whole cycle.
+        pct_start: fraction of the steps spent rising, in (0, 1).
+        anneal_strategy: `"cos"` or `"linear"`.
+        div_factor: initial rate = maximal_learning_rate / div_factor.
+        final_div_factor: final rate = initial rate / final_div_factor.
+        three_phase: use the three-phase variant.
+        name: name of the schedule.
+
+    Raises:
+        ValueError: for any argument outside the ranges above.
+
+    Example:
+        >>> schedule = OneCycleLearningRate(1e-2, total_steps=10_000)
+        >>> optimizer = keras.optimizers.AdamW(learning_rate=schedule)
+
+    References:
+        Smith, L. N., & Topin, N. (2019). Super-Convergence. arXiv:1708.07120.
+    """
+
+    def __init__(self, maximal_learning_rate, total_steps, pct_start=0.3,
+                 anneal_strategy="cos", div_factor=25.0, final_div_factor=1e4,
+                 three_phase=False, name="OneCycleLearningRate"):
+        super().__init__()
+        self.maximal_learning_rate = _checks.positive_finite(
+            "maximal_learning_rate", maximal_learning_rate)
+        (self.total_steps, self.pct_start, self.div_factor,
+         self.final_div_factor) = _check_one_cycle(
+            total_steps, pct_start, anneal_strategy, div_factor, final_div_factor)
+        self.anneal_strategy = anneal_strategy
+        self.three_phase = bool(three_phase)
+        self.name = name
+
+    @property
+    def initial_learning_rate(self):
+        return self.maximal_learning_rate / self.div_factor
+
+    @property
+    def final_learning_rate(self):
+        return self.initial_learning_rate / self.final_div_factor
+
+    def curve(self, step, xp):
+        return curves.one_cycle(step, self.total_steps, self.initial_learning_rate,
+                                self.maximal_learning_rate,
+                                self.final_learning_rate, self.pct_start,
+                                self.anneal_strategy, self.three_phase, xp)
+
+    def get_config(self):
+        return {
+            "maximal_learning_rate": self.maximal_learning_rate,
+            "total_steps": self.total_steps,
+            "pct_start": self.pct_start,
+            "anneal_strategy": self.anneal_strategy,
+            "div_factor": self.div_factor,
+            "final_div_factor": self.final_div_factor,
+            "three_phase": self.three_phase,
+            "name": self.name,
+        }
+
+
+def _check_momenta(base_momentum, max_momentum):
+    base = _checks.in_interval("base_momentum", base_momentum, 0.0, 1.0)
+    peak = _checks.in_interval("max_momentum", max_momentum, 0.0, 1.0)
+    _checks.ordered("base_momentum", base, "max_momentum", peak)
+    return base, peak
+
+
+@keras.saving.register_keras_serializable(_PACKAGE)
+class CyclicalMomentum(_Curve):
+    """Momentum cycled inversely to a cyclical learning rate.
+
+    It is `max_momentum` where the rate is lowest and
+    `max_momentum - (max_momentum - base_momentum) * scale` at the rate's peak,
+    as in PyTorch's `CyclicLR`.
+    """
+
+    def __init__(self, base_momentum, max_momentum, step_size, scale_fn,
+                 scale_mode="cycle", step_size_down=None, name="CyclicalMomentum"):
+        super().__init__()
+        self.base_momentum, self.max_momentum = _check_momenta(base_momentum,
+                                                               max_momentum)
+        self.step_size = _checks.positive_int("step_size", step_size)
+        self.step_size_down = (None if step_size_down is None else
+                               _checks.positive_int("step_size_down", step_size_down))
+        _checks.one_of("scale_mode", scale_mode, ("cycle", "iterations"))
+        self.scale_fn = _checks.a_callable("scale_fn", scale_fn)
+        self.scale_mode = scale_mode
+        self.name = name
+
+    def curve(self, step, xp):
+        return curves.cyclic(step, self.max_momentum, self.base_momentum,
+                             self.step_size, self.step_size_down or self.step_size,
+                             self.scale_fn, self.scale_mode, xp)
+
+    def get_config(self):
+        return {
+            "base_momentum": self.base_momentum,
+            "max_momentum": self.max_momentum,
+            "step_size": self.step_size,
+            "scale_fn": _serialize_fn(self.scale_fn),
+            "scale_mode": self.scale_mode,
+            "step_size_down": self.step_size_down,
+            "name": self.name,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["scale_fn"] = _deserialize_fn(config["scale_fn"], cls.__name__)
+        return cls(**config)
+
+
+@keras.saving.register_keras_serializable(_PACKAGE)
+class OneCycleMomentum(_Curve):
+    """Momentum of the one-cycle policy: max -> base while the rate rises,
+    then back to max (PyTorch's `OneCycleLR` with `cycle_momentum=True`)."""
+
+    def __init__(self, total_steps, base_momentum=0.85, max_momentum=0.95,
+                 pct_start=0.3, anneal_strategy="cos", three_phase=False,
+                 name="OneCycleMomentum"):
+        super().__init__()
+        self.total_steps = _checks.positive_int("total_steps", total_steps)
+        self.pct_start = _checks.in_interval("pct_start", pct_start, 0.0, 1.0,
+                                             True, True)
+        _checks.one_of("anneal_strategy", anneal_strategy, tuple(curves.ANNEALS))
+        self.base_momentum, self.max_momentum = _check_momenta(base_momentum,
+                                                               max_momentum)
+        self.anneal_strategy = anneal_strategy
+        self.three_phase = bool(three_phase)
+        self.name = name
+
+    def curve(self, step, xp):
+        return curves.one_cycle(step, self.total_steps, self.max_momentum,
+                                self.base_momentum, self.max_momentum,
+                                self.pct_start, self.anneal_strategy,
+                                self.three_phase, xp)
+
+    def get_config(self):
+        return {
+            "total_steps": self.total_steps,
+            "base_momentum": self.base_momentum,
+            "max_momentum": self.max_momentum,
+            "pct_start": self.pct_start,
+            "anneal_strategy": self.anneal_strategy,
+            "three_phase": self.three_phase,
+            "name": self.name,
+        }
