@@ -130,3 +130,15 @@ def one_cycle(step, total_steps, start, peak, end, pct_start=0.3,
     values = [start, peak, start, end] if three_phase else [start, peak, end]
     step = xp.minimum(step, total_steps - 1)
     return piecewise(step, ends, values, ANNEALS[anneal], xp)
+
+
+def range_test(step, start, end, num_steps, step_mode="exp", xp=NumpyOps):
+    """Learning rate of a range test at `step`, from `start` to `end` inclusive.
+
+    `"exp"` spaces the rates evenly in log space, `"linear"` evenly; step
+    `num_steps - 1` is `end` and later steps hold it.
+    """
+    pct = xp.to_float(xp.minimum(step, num_steps - 1)) / max(num_steps - 1, 1)
+    if step_mode == "exp":
+        return start * xp.power(end / start, pct)
+    return start + (end - start) * pct

@@ -1,0 +1,539 @@
+"""The learning-rate range test: the `LRFinder` callback and `find_lr()`.
+
+The learning rate rises each step from `start_lr` to `end_lr` inside the
+compiled train step (see `keras_clr.hooks`). Each step starts from reset
+metrics, so the loss it reports is that batch's own loss, not Keras's running
+mean, and the step writes (learning rate, loss, monitored value) into a small
+buffer on the device. The host reads that buffer every few steps, never per
+step, to stop on divergence. Afterwards every model and optimizer variable is
+put back from a host snapshot taken when training began.
+
+References:
+    Smith, L. N. (2017). Cyclical Learning Rates for Training Neural
+    Networks, section 3.3. arXiv:1506.01186.
+"""
+
+import math
+import sys
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_clr import _checks
+from keras_clr import curves
+from keras_clr import hooks
+from keras_clr import results
+from keras_clr import schedules
+
+# Steps between two host reads of the record (the divergence check).
+CHECK_EVERY = 5
+_MAX_NAMES = ("acc", "auc", "precision", "recall", "f1", "iou")
+
+
+def _default_mode(monitor):
+    name = monitor[4:] if monitor.startswith("val_") else monitor
+    return "max" if any(key in name for key in _MAX_NAMES) else "min"
+
+
+def diverged(smoothed, stop_factor):
+    """Index of the first step past the stop rule, or None.
+
+    A step stops the test when its value is not finite, or when its smoothed
+    value exceeds the best (lowest) smoothed value before it by more than
+    `(stop_factor - 1) * |best|`. For positive losses this is fastai's rule,
+    `smoothed > stop_factor * best`; for negative losses it still means
+    "worse than the best by (stop_factor - 1) times its size".
+    """
+    smoothed = np.asarray(smoothed, dtype=np.float64)
+    if smoothed.size == 0:
+        return None
+    bad = ~np.isfinite(smoothed)
+    clean = np.where(bad, np.inf, smoothed)
+    best = np.concatenate([[np.inf], np.minimum.accumulate(clean)[:-1]])
+    with np.errstate(invalid="ignore"):
+        limit = best + (stop_factor - 1.0) * np.abs(best)
+        bad |= np.isfinite(best) & (smoothed > limit)
+    return int(np.argmax(bad)) if bad.any() else None
+
+
+def _recorded(rows):
+    """Rows the train step has written: those before the first empty one."""
+    finite = np.isfinite(rows[:, 0])
+    return len(rows) if finite.all() else int(np.argmin(finite))
+
+
+class _DivergenceWatch:
+    """The stop rule applied online, as the record grows: `smooth` and
+    `diverged` over the whole record give the same index."""
+
+    def __init__(self, smoothing, stop_factor):
+        self.beta = smoothing
+        self.factor = stop_factor
+        self.average = 0.0
+        self.count = 0
+        self.best = math.inf
+        self.stopped_at = None
+
+    def update(self, losses):
+        for loss in losses:
+            if self.stopped_at is not None:
+                return
+            self.average = self.beta * self.average + (1.0 - self.beta) * loss
+            self.count += 1
+            value = self.average / (1.0 - self.beta ** self.count)
+            if not math.isfinite(value) or (
+                    self.factor is not None and self.best < math.inf
+                    and value > self.best + (self.factor - 1.0) * abs(self.best)):
+                self.stopped_at = self.count - 1
+            self.best = min(self.best, value)
+
+
+class LRFinder(keras.callbacks.Callback):
+    """The learning-rate range test as a callback for `model.fit`.
+
+    Over `num_steps` steps the learning rate rises from `start_lr` to
+    `end_lr`; the test stops early when the smoothed loss diverges or a loss
+    is NaN/inf, stops training, puts the model and optimizer back exactly as
+    they were when training began, and leaves its `result`
+    (`keras_clr.LRFinderResult`).
+
+    Restoration happens when training ends. If training is ended by an
+    exception instead, use the callback as a context manager (or call
+    `restore()`), or run the test through `find_lr()`, which does this for
+    you:
+
+        with keras_clr.LRFinder() as finder:
+            model.fit(x, y, epochs=100, callbacks=[finder])
+
+    Args:
+        start_lr: the first learning rate.
+        end_lr: the last learning rate, above `start_lr`.
+        num_steps: steps of the test, at least 2.
+        step_mode: `"exp"` (evenly spaced in log space) or `"linear"`.
+        smoothing: beta of the bias-corrected moving average of the loss, in
+            [0, 1); 0 disables smoothing.
+        stop_factor: stop once the smoothed loss is this many times the best
+            one (see `diverged`); above 1, or None to never stop early.
+        monitor: the curve to analyse: `"loss"`, a training metric such as
+            `"accuracy"`, or a validation one (`"val_loss"`,
+            `"val_accuracy"`) computed every `val_every` steps on the first
+            `val_steps` batches of `validation_data`.
+        validation_data: data for a validation monitor, as in `fit`.
+        val_every: steps between two validation evaluations.
+        val_steps: batches of `validation_data` in the fixed subset.
+        mode: `"min"`, `"max"` or `"auto"` (max for accuracy-like names).
+        verbose: 0 silent, 1 a progress bar and a summary line.
+
+    Raises:
+        ValueError: at construction for invalid arguments; when training
+            begins for an unknown `monitor` or an optimizer with its own
+            learning-rate schedule, before any training step.
+    """
+
+    def __init__(self, start_lr=1e-7, end_lr=10.0, num_steps=100, step_mode="exp",
+                 smoothing=0.98, stop_factor=4.0, monitor="loss",
+                 validation_data=None, val_every=10, val_steps=4, mode="auto",
+                 verbose=1):
+        super().__init__()
+        self.start_lr = _checks.positive_finite("start_lr", start_lr)
+        self.end_lr = _checks.positive_finite("end_lr", end_lr)
+        if self.end_lr <= self.start_lr:
+            raise ValueError(
+                "Argument `end_lr` must be greater than `start_lr`. Received: "
+                f"start_lr={start_lr!r}, end_lr={end_lr!r}")
+        self.num_steps = _checks.positive_int("num_steps", num_steps)
+        if self.num_steps < 2:
+            raise ValueError(
+                f"Argument `num_steps` must be at least 2. Received: num_steps={num_steps!r}")
+        self.step_mode = _checks.one_of("step_mode", step_mode, ("exp", "linear"))
+        self.smoothing = _checks.in_interval("smoothing", smoothing, 0.0, 1.0,
+                                             high_open=True)
+        if stop_factor is not None:
+            stop_factor = _checks.positive_finite("stop_factor", stop_factor)
+            if stop_factor <= 1:
+                raise ValueError("Argument `stop_factor` must be greater than 1 "
+                                 f"or None. Received: stop_factor={stop_factor!r}")
+        self.stop_factor = stop_factor
+        if not isinstance(monitor, str) or not monitor:
+            raise ValueError("Argument `monitor` must be a metric name such as "
+                             f"'loss' or 'val_accuracy'. Received: monitor={monitor!r}")
+        if monitor.startswith("val_") and validation_data is None:
+            raise ValueError(
+                f"Argument `validation_data` is needed to monitor {monitor!r}. "
+                "Received: validation_data=None")
+        self.monitor = monitor
+        self.validation_data = validation_data
+        self.val_every = _checks.positive_int("val_every", val_every)
+        self.val_steps = _checks.positive_int("val_steps", val_steps)
+        self.mode = _checks.one_of("mode", mode, ("auto", "min", "max"))
+        self.verbose = verbose
+        self.result = None
+        self._snapshot = None
+        self._control = None
+
+    # -- the learning rate and the in-graph record ---------------------------
+
+    def lr_at(self, step):
+        """The learning rate of step `step` (an int, array or tensor)."""
+        xp = curves.NumpyOps if schedules._is_host_step(step) else schedules.KerasOps
+        value = curves.range_test(step, self.start_lr, self.end_lr,
+                                  self.num_steps, self.step_mode, xp)
+        return value if xp is curves.NumpyOps else ops.cast(value, "float32")
+
+    def _reset_metrics(self, step):
+        for metric in self.model.metrics:
+            metric.reset_state()
+
+    def _record(self, step, logs):
+        row = ops.stack([ops.cast(logs["learning_rate"], "float32"),
+                         ops.cast(logs["loss"], "float32"),
+                         ops.cast(logs.get(self._train_monitor, logs["loss"]), "float32")])
+        index = ops.minimum(step, self.num_steps)
+        self._buffer.assign(ops.slice_update(self._buffer, ops.stack([index, 0]),
+                                             ops.expand_dims(row, 0)))
+        return logs
+
+    # -- training hooks ------------------------------------------------------
+
+    def on_train_begin(self, logs=None):
+        optimizer = hooks.base_optimizer(self.model)
+        hooks.check_learning_rate(optimizer, "LRFinder")
+        self._check_monitor()
+        self.restore()  # a previous, unfinished run of this callback
+        self._snapshot = snapshot(self.model)
+        self._buffer = keras.Variable(
+            np.full((self.num_steps + 1, 3), np.nan, dtype="float32"),
+            trainable=False, dtype="float32", name="lr_finder_record")
+        self._validation = [] if self.monitor.startswith("val_") else None
+        self._calls = 0
+        self._steps_seen = 0
+        self._stop = None
+        self._watch = _DivergenceWatch(self.smoothing, self.stop_factor)
+        every = min(CHECK_EVERY, self.val_every) if self._validation is not None else CHECK_EVERY
+        self._check_every = max(1, every // self._steps_per_call())
+        self._progbar = (keras.utils.Progbar(self.num_steps, verbose=1)
+                         if self.verbose else None)
+        self._control = hooks.StepControl(self.model, self.lr_at,
+                                          before_step=self._reset_metrics,
+                                          after_step=self._record)
+        self._control.start_step = int(optimizer.iterations)
+        self._control.install()
+
+    def _check_monitor(self):
+        names = list(self.model.get_metrics_result())
+        wanted = self.monitor[4:] if self.monitor.startswith("val_") else self.monitor
+        if wanted not in names:
+            raise ValueError(
+                f"Argument `monitor` must name one of the model's metrics "
+                f"({', '.join(repr(n) for n in names)}, or those with 'val_'). "
+                f"Received: monitor={self.monitor!r}")
+        self._train_monitor = "loss" if self.monitor.startswith("val_") else wanted
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._calls += 1
+        if self._calls % self._check_every == 0:
+            self._check()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._check()
+
+    def on_train_end(self, logs=None):
+        self._check()
+        try:
+            self.result = self._build_result()
+        finally:
+            self.restore()
+        if self.verbose:
+            sys.stdout.write(f"\n{self.result!r}\n")
+
+    def _steps_per_call(self):
+        return int(getattr(self.model, "steps_per_execution", 1) or 1)
+
+    def _check(self):
+        """Reads the record once; stops training when the test is over."""
+        if self._control is None:
+            return
+        rows = np.asarray(self._buffer.numpy(), dtype=np.float64)[: self.num_steps]
+        count = _recorded(rows)
+        if count > self._steps_seen:
+            self._watch.update(rows[self._steps_seen:count, 1])
+            self._steps_seen = count
+        if self._validation is not None:
+            self._validate(count, rows)
+        self._stop = self._watch.stopped_at
+        if self._progbar is not None and count:
+            self._progbar.update(min(count, self.num_steps),
+                                 [("lr", rows[count - 1, 0]), ("loss", rows[count - 1, 1])])
+        if self._stop is not None or count >= self.num_steps:
+            self.model.stop_training = True
+
+    def _validate(self, count, rows):
+        done = self._validation[-1][0] + 1 if self._validation else 0
+        if count and (count - done >= self.val_every
+                      or (count >= self.num_steps and done < count)):
+            step = count - 1
+            values = self.model.evaluate(*self._validation_subset(), verbose=0,
+                                         return_dict=True)
+            self._validation.append((step, rows[step, 0], rows[step, 1],
+                                     float(values[self.monitor[4:]])))
+
+    def _validation_subset(self):
+        if not hasattr(self, "_val_subset"):
+            self._val_subset = _take_batches(self.validation_data, self.val_steps,
+                                             self._batch_size_hint())
+        return self._val_subset
+
+    def _batch_size_hint(self):
+        return (self.params or {}).get("batch_size") or 32
+
+    def _build_result(self):
+        rows = np.asarray(self._buffer.numpy(), dtype=np.float64)[: self.num_steps]
+        count = _recorded(rows)
+        stop = diverged(results.smooth(rows[:count, 1], self.smoothing),
+                        self.stop_factor or math.inf) if count else None
+        if stop is not None:
+            is_nan = not np.isfinite(rows[stop, 1])
+            reason, count = ("nan" if is_nan else "diverged"), stop + 1
+        elif count >= self.num_steps:
+            reason = "completed"
+        else:
+            reason = "interrupted"
+        mode = _default_mode(self.monitor) if self.mode == "auto" else self.mode
+        common = dict(num_steps=self.num_steps, smoothing=self.smoothing,
+                      stop_reason=reason, monitor=self.monitor, mode=mode,
+                      start_lr=self.start_lr, end_lr=self.end_lr)
+        if self._validation is not None:
+            points = [p for p in self._validation if p[0] < count]
+            planned = max(2, self.num_steps // self.val_every)
+            lrs = np.array([p[1] for p in points])
+            values = np.array([p[3] for p in points])
+            train = np.array([p[2] for p in points])
+            return results.LRFinderResult(lrs, values, metrics={"loss": train},
+                                          **{**common, "num_steps": planned})
+        metrics = None
+        if self.monitor != "loss":
+            metrics = {"loss": rows[:count, 1]}
+        return results.LRFinderResult(rows[:count, 0], rows[:count, 2],
+                                      metrics=metrics, **common)
+
+    # -- restoration ---------------------------------------------------------
+
+    def restore(self):
+        """Puts the model and optimizer back as they were when training began.
+
+        Safe to call more than once; a no-op when there is nothing to restore.
+        """
+        if self._control is not None:
+            self._control.remove()
+            self._control = None
+        if self._snapshot is not None:
+            restore(self._snapshot)
+            self._snapshot = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.restore()
+        return False
+
+
+def _state_variables(model):
+    """Every variable a training step can change, each once."""
+    groups = [model.variables, model.optimizer.variables, model.metrics_variables]
+    seen, variables = set(), []
+    for variable in (v for group in groups for v in group):
+        if id(variable) not in seen:
+            seen.add(id(variable))
+            variables.append(variable)
+    return variables
+
+
+def snapshot(model):
+    """Host copies of every model, optimizer and metric variable."""
+    return [(v, np.array(v.numpy(), copy=True)) for v in _state_variables(model)]
+
+
+def restore(saved):
+    """Assigns the values of a `snapshot` back, bit for bit."""
+    for variable, value in saved:
+        variable.assign(value)
+
+
+def _take_batches(data, steps, batch_size):
+    """The first `steps` batches of validation data, kept for reuse."""
+    import tensorflow as tf
+
+    if isinstance(data, tf.data.Dataset):
+        return (data.take(steps).cache(),)
+    if isinstance(data, (tuple, list)):
+        count = steps * batch_size
+        return tuple(part[:count] for part in data[:2])
+    if isinstance(data, keras.utils.PyDataset):
+        batches = [data[i] for i in range(min(steps, len(data)))]
+        xs = np.concatenate([b[0] for b in batches])
+        ys = np.concatenate([b[1] for b in batches])
+        return (xs, ys)
+    raise ValueError(
+        "Argument `validation_data` must be a tuple (x, y), a tf.data.Dataset "
+        f"or a keras.utils.PyDataset. Received: validation_data={type(data).__name__}")
+
+
+def _repeating(generator):
+    """Replays a generator's batches once it runs out."""
+    seen = []
+    for batch in generator:
+        seen.append(batch)
+        yield batch
+    if not seen:
+        return
+    while True:
+        yield from seen
+
+
+def _fit_plan(model, x, batch_size, num_steps):
+    """(x, epochs, steps_per_epoch) that give at least `num_steps` steps."""
+    import tensorflow as tf
+
+    if isinstance(x, tf.data.Dataset):
+        return x.repeat(), 1, num_steps
+    if isinstance(x, keras.utils.PyDataset):
+        per_epoch = len(x)
+    elif hasattr(x, "__next__"):
+        return _repeating(x), 1, num_steps
+    else:
+        first = x[0] if isinstance(x, (list, tuple)) else x
+        if isinstance(first, dict):
+            first = next(iter(first.values()))
+        per_epoch = math.ceil(len(first) / (batch_size or 32))
+    return x, math.ceil(num_steps / max(per_epoch, 1)), None
+
+
+def find_lr(model, x=None, y=None, *, batch_size=None, start_lr=1e-7, end_lr=10.0,
+            num_steps=100, step_mode="exp", smoothing=0.98, stop_factor=4.0,
+            monitor="loss", validation_data=None, callbacks=None, verbose=1,
+            repeats=1, weight_decays=None, val_every=10, val_steps=4,
+            mode="auto", **fit_kwargs):
+    """Runs the learning-rate range test on a compiled model and restores it.
+
+    Accepts the data `fit` accepts: NumPy arrays, a `tf.data.Dataset`
+    (finite or repeated), a Python generator or a `keras.utils.PyDataset`,
+    cycling through it when `num_steps` exceeds one pass. Whatever happens,
+    completion, divergence, NaN, an exception or KeyboardInterrupt from a
+    callback (re-raised), the model's weights and optimizer state are
+    bit-identical afterwards to what they were before.
+
+    Args:
+        model: a compiled Keras model.
+        x, y, batch_size: the training data, as for `model.fit`.
+        start_lr, end_lr, num_steps, step_mode, smoothing, stop_factor,
+            monitor, validation_data, val_every, val_steps, mode: see
+            `LRFinder`.
+        callbacks: more callbacks to run alongside the test.
+        verbose: 0 silent, 1 progress bar and summary.
+        repeats: run the test this many times from the same start with
+            different data orders; the result holds the mean curve and its
+            band, and suggestions come from the mean.
+        weight_decays: a list of weight decays to sweep (Smith 2018): one
+            test per value; the result is the one with the lowest smoothed
+            loss and `result.sweep` maps each weight decay to its result.
+        **fit_kwargs: passed to `model.fit` (e.g. `class_weight`).
+
+    Returns:
+        `keras_clr.LRFinderResult`.
+
+    Raises:
+        ValueError: for invalid arguments or an uncompiled model, before any
+            training step.
+
+    Example:
+        >>> result = keras_clr.find_lr(model, x_train, y_train, batch_size=128)
+        >>> result.plot()
+        >>> model.fit(x_train, y_train, epochs=10,
+        ...           callbacks=[keras_clr.OneCycle(result.suggest())])
+    """
+    if not getattr(model, "compiled", False) or getattr(model, "optimizer", None) is None:
+        raise ValueError("Argument `model` must be compiled with an optimizer "
+                         f"before the range test. Received: model={model.name!r}, "
+                         "not compiled")
+    for key in ("epochs", "steps_per_epoch", "initial_epoch"):
+        if key in fit_kwargs:
+            raise ValueError(f"Argument `{key}` is set by the range test from "
+                             f"`num_steps`. Received: {key}={fit_kwargs[key]!r}")
+    repeats = _checks.positive_int("repeats", repeats)
+    settings = dict(start_lr=start_lr, end_lr=end_lr, num_steps=num_steps,
+                    step_mode=step_mode, smoothing=smoothing, stop_factor=stop_factor,
+                    monitor=monitor, validation_data=validation_data,
+                    val_every=val_every, val_steps=val_steps, mode=mode)
+    LRFinder(**settings, verbose=0)  # checks every argument before training
+    if weight_decays is not None:
+        return _weight_decay_sweep(model, x, y, weight_decays, batch_size,
+                                   settings, callbacks, verbose, repeats, fit_kwargs)
+    runs = [_run_once(model, x, y, batch_size, settings, callbacks, verbose, fit_kwargs)
+            for _ in range(repeats)]
+    return runs[0] if repeats == 1 else _average(runs)
+
+
+def _average(runs):
+    """One result from repeated tests: the mean curve, with the band between
+    the lowest and highest smoothed curve, over the steps all runs reached."""
+    length = min(len(r.lrs) for r in runs)
+    stack = lambda name: np.stack([getattr(r, name)[:length] for r in runs])  # noqa: E731
+    smoothed = stack("smoothed_losses")
+    shortest = min(runs, key=lambda r: len(r.lrs))
+    first = runs[0]
+    metrics = None
+    if first.metrics:
+        metrics = {k: np.mean([r.metrics[k][:length] for r in runs], axis=0)
+                   for k in first.metrics}
+    return results.LRFinderResult(
+        first.lrs[:length], stack("losses").mean(axis=0), smoothed.mean(axis=0),
+        num_steps=first.num_steps, smoothing=first.smoothing,
+        stop_reason=shortest.stop_reason, monitor=first.monitor, mode=first.mode,
+        metrics=metrics, loss_band=(smoothed.min(axis=0), smoothed.max(axis=0)),
+        start_lr=first.start_lr, end_lr=first.end_lr)
+
+
+def _run_once(model, x, y, batch_size, settings, callbacks, verbose, fit_kwargs):
+    finder = LRFinder(**settings, verbose=verbose)
+    data, epochs, steps = _fit_plan(model, x, batch_size, finder.num_steps)
+    if data is not x or isinstance(x, keras.utils.PyDataset):
+        fit_kwargs = {"shuffle": False, **fit_kwargs}  # the data shuffles itself
+    history = getattr(model, "history", None)
+    with finder:
+        model.fit(data, y, batch_size=batch_size, epochs=epochs,
+                  steps_per_epoch=steps, verbose=0,
+                  callbacks=[finder, *(callbacks or [])], **fit_kwargs)
+    model.history = history
+    return finder.result
+
+
+def _weight_decay_sweep(model, x, y, weight_decays, batch_size, settings,
+                        callbacks, verbose, repeats, fit_kwargs):
+    optimizer = hooks.base_optimizer(model)
+    if getattr(optimizer, "weight_decay", False) is False:
+        raise ValueError(
+            "Argument `weight_decays` needs an optimizer with `weight_decay`. "
+            f"Received: optimizer={type(optimizer).__name__}")
+    original = optimizer.weight_decay
+    sweep = {}
+    try:
+        for value in weight_decays:
+            optimizer.weight_decay = _checks.in_interval(
+                "weight_decays", value, 0.0, math.inf, high_open=True)
+            runs = [_run_once(model, x, y, batch_size, settings, callbacks, verbose,
+                              fit_kwargs) for _ in range(repeats)]
+            result = runs[0] if repeats == 1 else _average(runs)
+            result.weight_decay = value
+            sweep[value] = result
+    finally:
+        optimizer.weight_decay = original
+    def lowest(result):
+        sign = -1.0 if result.mode == "max" else 1.0
+        values = sign * result.smoothed_losses
+        return np.min(np.where(np.isfinite(values), values, np.inf), initial=np.inf)
+
+    best = min(sweep.values(), key=lowest)
+    best.sweep = sweep
+    return best
