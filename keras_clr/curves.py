@@ -61,8 +61,12 @@ def triangular_scale(x):
 
 
 def triangular2_scale(x):
-    """Scale of the `triangular2` mode: the amplitude halves each cycle."""
-    return 1.0 / (2.0 ** (x - 1.0))
+    """Scale of the `triangular2` mode: the amplitude halves each cycle.
+
+    Written as `2 ** (1 - x)` so that late cycles underflow quietly to 0
+    instead of overflowing `2 ** (x - 1)` (a NumPy RuntimeWarning).
+    """
+    return 2.0 ** (1.0 - x)
 
 
 def cyclic(step, bottom, peak, step_size_up, step_size_down, scale_fn,

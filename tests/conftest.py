@@ -13,7 +13,7 @@ import pytest  # noqa: E402
 @pytest.fixture(autouse=True)
 def _clean_keras_state():
     """Each test starts from a fresh Keras session and float32 policy."""
-    keras.backend.clear_session()
+    keras.backend.clear_session(free_memory=False)
     keras.mixed_precision.set_global_policy("float32")
     yield
     keras.mixed_precision.set_global_policy("float32")
