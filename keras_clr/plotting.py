@@ -38,3 +38,138 @@ def plot_schedule(frame, title=None, ax=None):
         ax.set_title(title)
     ax.grid(alpha=0.3)
     return ax
+
+
+_MARKERS = (  # suggestion method -> (label, marker, colour)
+    ("one_cycle", "default", "*", "tab:red"),
+    ("valley", "valley", "o", "tab:orange"),
+    ("steep", "steep", "v", "tab:purple"),
+    ("minimum", "minimum", "s", "tab:brown"),
+)
+
+
+def _robust_ylim(curves, mode, raw=None):
+    """y-limits showing the valley: the divergence tail is cut at the larger
+    of the curves' early level and their 80% quantile; the other end reaches
+    the lowest curve value or the raw losses' 2% quantile. Mirrored for mode
+    "max", where the tail falls."""
+    import numpy as np
+
+    sign = -1.0 if mode == "max" else 1.0
+    finite = [sign * c[np.isfinite(c)] for c in curves]
+    finite = [c for c in finite if c.size]
+    if not finite:
+        return None
+    early = max(np.median(c[:max(1, c.size // 10)]) for c in finite)
+    everything = np.concatenate(finite)
+    low, high = everything.min(), everything.max()
+    high = min(high, max(early, np.quantile(everything, 0.8)))
+    if raw is not None and np.isfinite(raw).any():
+        low = min(low, np.quantile(sign * raw[np.isfinite(raw)], 0.02))
+    pad = 0.05 * (high - low) or 0.05 * abs(high) or 1.0
+    low, high = low - pad, high + pad
+    return (low, high) if sign > 0 else (-high, -low)
+
+
+def plot_range_test(result, ax=None, suggest=True, show_raw=True):
+    """The LR range test: loss against learning rate on a log axis.
+
+    Draws the smoothed curve over the faint raw one, the band of repeats if
+    any, markers for the default, valley, steep and minimum suggestions that
+    exist, and a shaded span for `suggest_range()`. The y-limits cut the
+    divergence tail so the valley stays visible.
+
+    Args:
+        result: an `LRFinderResult`.
+        ax: Axes to draw on, or None for a new figure.
+        suggest: draw the suggestions.
+        show_raw: draw the raw (unsmoothed) losses.
+
+    Returns:
+        The Axes.
+    """
+    import warnings
+
+    import numpy as np
+
+    ax = _axes(ax)
+    lrs, smoothed = result.lrs, result.smoothed_losses
+    run, planned = len(lrs), result.num_steps
+    if show_raw:
+        ax.plot(lrs, result.losses, color="tab:blue", alpha=0.25, linewidth=1, label="raw")
+    if result.loss_band is not None:
+        ax.fill_between(lrs, *result.loss_band, color="tab:blue", alpha=0.15, linewidth=0,
+                        label="band of repeats")
+    ax.plot(lrs, smoothed, color="tab:blue", linewidth=2, label="smoothed")
+    finite = np.isfinite(smoothed)
+    if suggest and finite.any():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            span = result.suggest_range()
+        if span is not None:
+            ax.axvspan(*span, color="tab:green", alpha=0.12,
+                       label=f"CyclicLR range: {span[0]:.1e} to {span[1]:.1e}")
+        found = result.suggestions()
+        log_lrs = np.log(lrs[finite])
+        for method, label, marker, colour in _MARKERS:
+            lr = found[method]
+            if lr is not None:
+                y = np.interp(np.log(lr), log_lrs, smoothed[finite])
+                ax.plot([lr], [y], linestyle="none", marker=marker, color=colour,
+                        markersize=12 if method == "one_cycle" else 8,
+                        label=f"{label}: {lr:.1e}")
+    if run:
+        ax.set_xscale("log")
+    limits = _robust_ylim([smoothed] + list(result.loss_band or ()), result.mode,
+                          raw=result.losses if show_raw else None)
+    if limits is not None:
+        ax.set_ylim(*limits)
+    else:
+        ax.text(0.5, 0.5, f"no finite {result.monitor} recorded", transform=ax.transAxes,
+                ha="center", va="center")
+    steps = f"{run} steps" if run == planned else f"{run} of {planned} steps"
+    ax.set_title(f"LR range test: {steps}, stopped: {result.stop_reason}")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel(result.monitor)
+    if finite.any():
+        ax.legend(fontsize="small")
+    ax.grid(alpha=0.3)
+    return ax
+
+
+def plot_weight_decays(results, ax=None):
+    """Smoothed range-test curves of a weight-decay sweep on one Axes.
+
+    Args:
+        results: a non-empty dict weight decay -> `LRFinderResult`.
+        ax: Axes to draw on, or None for a new figure.
+
+    Returns:
+        The Axes.
+
+    Raises:
+        ValueError: if `results` is empty or not a dict.
+    """
+    import matplotlib
+
+    if not isinstance(results, dict) or not results:
+        raise ValueError("Argument `results` must be a non-empty dict weight decay -> "
+                         f"LRFinderResult. Received: results={results!r}")
+    ax = _axes(ax)
+    colours = matplotlib.colormaps["viridis"]
+    ordered = sorted(results.items(), key=lambda item: float(item[0]))
+    for i, (weight_decay, result) in enumerate(ordered):
+        ax.plot(result.lrs, result.smoothed_losses, color=colours(i / max(1, len(ordered) - 1)),
+                label=f"weight decay {float(weight_decay):g}")
+    if any(len(result.lrs) for _, result in ordered):
+        ax.set_xscale("log")
+    first = ordered[0][1]
+    limits = _robust_ylim([r.smoothed_losses for _, r in ordered], first.mode)
+    if limits is not None:
+        ax.set_ylim(*limits)
+    ax.set_title("LR range test by weight decay")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel(f"{first.monitor} (smoothed)")
+    ax.legend(fontsize="small")
+    ax.grid(alpha=0.3)
+    return ax

@@ -1,0 +1,628 @@
+"""The learning-rate range test's result: the record, suggestions, export.
+
+`LRFinderResult` holds what a range test measured (one learning rate and one
+loss per step) and computes from it; it draws nothing itself (`plot` hands
+the result to `keras_clr.plotting`).
+
+Suggestions named `valley`, `slide`, `minimum` and `steep` return the value
+fastai 2.8's functions of those names return for the same record: the
+smoothed losses are trimmed to `[num_steps // 10 : -5]` and cut at the first
+NaN, as fastai's `lr_find` does, and each rule is re-implemented here with
+its quirks. Where fastai would return a meaningless number (too few points,
+a curve that never descends, an index that wraps around, a value outside the
+tested range) the suggestion is None and `explain` says why.
+"""
+
+import csv
+import io
+import json
+import os
+import warnings
+
+import numpy as np
+
+from keras_clr import _checks
+
+FORMAT = "keras_clr.LRFinderResult"
+VERSION = 1
+METHODS = ("one_cycle", "valley", "slide", "minimum", "steep")
+ONE_CYCLE_DIVISOR = 4.0  # default rule: lr_min / ONE_CYCLE_DIVISOR
+RANGE_START_FRACTION = 0.05  # suggest_range: the "clear drop" for base_lr
+RAGGED_WINDOW = 5  # suggest_range: points in the raw-loss variability window
+RAGGED_FACTOR = 4.0  # suggest_range: variability "blows up" at this ratio
+SLIDE_LR_DIFF, SLIDE_THRESH, SLIDE_ADJUST = 15, 0.005, 1.0  # fastai defaults
+_RESERVED = ("step", "lr", "loss", "smoothed_loss", "loss_low", "loss_high")
+_NAN_BITS = 0x7FF8000000000000
+_SIGN_BIT = 0x8000000000000000
+
+
+def smooth(losses, beta):
+    """Bias-corrected exponential moving average, the range test's smoothing.
+
+    `avg_i = beta * avg_{i-1} + (1 - beta) * loss_i` with `avg_{-1} = 0`, and
+    `smoothed_i = avg_i / (1 - beta ** (i + 1))`. With `beta=0` the result
+    equals the input. A NaN or infinite loss makes every later smoothed value
+    non-finite (NaN or inf): one diverged step is not averaged away.
+
+    Args:
+        losses: 1-D sequence of per-step losses.
+        beta: the smoothing factor, in [0, 1).
+
+    Returns:
+        A float64 array of the same length.
+    """
+    beta = _checks.in_interval("beta", beta, 0, 1, high_open=True)
+    losses = _array("losses", losses)
+    if beta == 0:
+        return losses.copy()
+    out = np.empty_like(losses)
+    avg = 0.0
+    for i, loss in enumerate(losses.tolist()):
+        avg = beta * avg + (1 - beta) * loss
+        out[i] = avg / (1 - beta ** (i + 1))
+    return out
+
+
+def _array(name, values):
+    try:
+        array = np.array(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"Argument `{name}` must be a 1-D array of numbers. "
+                         f"Received: {name} of type {type(values).__name__}") from None
+    if array.ndim != 1:
+        raise ValueError(f"Argument `{name}` must be a 1-D array. "
+                         f"Received: {name} with shape {array.shape}")
+    return array
+
+
+def _too_few(n, needed):
+    return (f"only {n} point{'' if n == 1 else 's'} left after trimming "
+            f"(needs at least {needed})")
+
+
+# fastai 2.8's rules, on the trimmed, NaN-cut smoothed curve. Each returns
+# (lr or None, reason).
+
+def _valley(lrs, losses):
+    n = len(losses)
+    if n < 2:
+        return None, _too_few(n, 2)
+    lds = np.ones(n, dtype=np.int64)  # longest decreasing subsequence ending at i
+    for i in range(1, n):
+        longer = lds[:i][losses[:i] > losses[i]]
+        if longer.size:
+            lds[i] = longer.max() + 1
+    end = int(np.argmax(lds))  # first maximum, as fastai's strict `<` update
+    if lds[end] == 1:
+        return None, "the smoothed loss never decreases"
+    start = end - int(lds[end])  # fastai's off-by-one: may be -1
+    sections = (end - start) / 3
+    idx = start + int(sections) + int(sections / 2)
+    if idx < 0:
+        return None, (f"the longest descent has only {lds[end]} points, so "
+                      "fastai's index wraps around to the last LR")
+    return float(lrs[idx]), ("half-way into the longest descending run of the "
+                             f"smoothed loss ({lrs[max(start, 0)]:.1e} to {lrs[end]:.1e})")
+
+
+def _slide(lrs, losses):
+    n = len(losses)
+    if n < SLIDE_LR_DIFF + 1:
+        return None, _too_few(n, SLIDE_LR_DIFF + 1)
+    with np.errstate(all="ignore"):
+        grad = np.gradient(losses)
+        r_idx, l_idx = -1, -1 - SLIDE_LR_DIFF
+        lr = lrs[l_idx]
+        while l_idx >= -n and abs(grad[r_idx] - grad[l_idx]) > SLIDE_THRESH:
+            lr = lrs[l_idx]
+            r_idx -= 1
+            l_idx -= 1
+    return float(lr) * SLIDE_ADJUST, (
+        f"where the loss gradient {SLIDE_LR_DIFF} points apart first differs by "
+        f"at most {SLIDE_THRESH}, walking down from the largest LR")
+
+
+def _minimum(lrs, losses, lowest):
+    if len(losses) == 0:
+        return None, _too_few(0, 1)
+    lr_min = float(lrs[np.argmin(losses)])
+    if lr_min / 10 < lowest:
+        return None, (f"a tenth of the LR at the lowest loss ({lr_min:.1e}) is "
+                      f"below the smallest tested LR ({lowest:.1e})")
+    return lr_min / 10, f"a tenth of the LR at the lowest smoothed loss ({lr_min:.1e})"
+
+
+def _steep(lrs, losses):
+    if len(losses) < 2:
+        return None, _too_few(len(losses), 2)
+    with np.errstate(all="ignore"):
+        grads = np.diff(losses) / np.diff(np.log(lrs))
+    k = int(np.argmin(grads))  # a NaN slope wins, as in torch
+    if np.isnan(grads[k]):
+        return None, "the steepest slope is undefined (infinite loss)"
+    if grads[k] >= 0:
+        return None, "the smoothed loss never decreases"
+    return float(lrs[k]), "where the smoothed loss falls fastest against log(LR)"
+
+
+def _one_cycle_rule(lrs, losses):
+    """The default suggestion: a `max_lr` for `OneCycle`.
+
+    `max(lr_min / ONE_CYCLE_DIVISOR, lr_steep)`, where `lr_min` is the LR at
+    the lowest smoothed loss and `lr_steep` is `steep`'s LR. None when the
+    curve never descends (no `lr_steep`).
+
+    Args:
+        lrs, losses: the trimmed smoothed curve, cut at its first non-finite value.
+
+    Returns:
+        (lr or None, reason).
+    """
+    lr_steep, reason = _steep(lrs, losses)
+    if lr_steep is None:
+        return None, reason
+    lr_min = float(lrs[np.argmin(losses)])
+    return max(lr_min / ONE_CYCLE_DIVISOR, lr_steep), (
+        f"the larger of the LR at the lowest loss ({lr_min:.1e}) / "
+        f"{ONE_CYCLE_DIVISOR:g} and the steepest-descent LR ({lr_steep:.1e})")
+
+
+def _finite_median(values):
+    values = values[np.isfinite(values)]
+    return float(np.median(values)) if values.size else np.nan
+
+
+def _cyclic_range(lrs, smoothed, raw):
+    """(base_lr, max_lr) for CyclicLR; see `LRFinderResult.suggest_range`."""
+    n = len(smoothed)
+    if n < 3:
+        return None, _too_few(n, 3)
+    start, low = smoothed[0], int(np.argmin(smoothed))
+    depth = start - smoothed[low]
+    if low == 0 or not depth > 0:
+        return None, "the smoothed loss never drops below its starting level"
+    base = int(np.argmax(smoothed < start - RANGE_START_FRACTION * depth))
+    wiggle = np.full(n, np.nan)
+    with np.errstate(all="ignore"):
+        wiggle[1:-1] = np.abs(raw[:-2] - 2 * raw[1:-1] + raw[2:])
+    baseline = _finite_median(wiggle[1:low + 1])
+    top, why = low, "the lowest smoothed loss"
+    if baseline > 0:
+        for k in range(base + 1, low + 1):
+            window = wiggle[max(1, k - RAGGED_WINDOW + 1):k + 1]
+            if _finite_median(window) > RAGGED_FACTOR * baseline:
+                top, why = k, "where the raw loss turns ragged"
+                break
+    return (float(lrs[base]), float(lrs[top])), (
+        f"from where the smoothed loss has made {RANGE_START_FRACTION:.0%} of its "
+        f"drop to {why}")
+
+
+class LRFinderResult:
+    """The record of one learning-rate range test, and what follows from it.
+
+    Args:
+        lrs: 1-D array, the learning rate of each step: positive, finite and
+            strictly increasing.
+        losses: 1-D array of the same length, the raw monitored value per step.
+        smoothed_losses: the smoothed curve, or None to compute it with
+            `smooth(losses, smoothing)`.
+        num_steps: the number of steps the test was planned for (fastai's
+            `num_it`, which sets its trimming); defaults to `len(lrs)`.
+        smoothing: the smoothing factor `beta`, in [0, 1).
+        stop_reason: why the test ended, e.g. "completed" or "diverged".
+        monitor: the name of the recorded quantity.
+        mode: "min" for a loss, "max" for an accuracy-like monitor. With "max"
+            the suggestions negate the curve, so the same rules apply.
+        metrics: optional dict name -> 1-D array with one value per step.
+        loss_band: optional (low, high) arrays around a mean curve of repeats.
+        weight_decay, start_lr, end_lr: the test's settings, for the record.
+
+    Raises:
+        ValueError: for arrays of different lengths, not 1-D, or learning
+            rates that are not positive, finite and strictly increasing.
+
+    Example:
+        >>> result = LRFinderResult(lrs, losses, num_steps=100)
+        >>> result.suggest()          # max_lr for OneCycle
+        >>> result.suggest("valley")  # as fastai's lr_find
+        >>> result.plot()
+    """
+
+    def __init__(self, lrs, losses, smoothed_losses=None, *, num_steps=None,
+                 smoothing=0.98, stop_reason="completed", monitor="loss",
+                 mode="min", metrics=None, loss_band=None, weight_decay=None,
+                 start_lr=None, end_lr=None):
+        self.lrs = _array("lrs", lrs)
+        self.losses = self._same_length("losses", losses)
+        if not np.all(np.isfinite(self.lrs) & (self.lrs > 0)):
+            i = int(np.argmin(np.isfinite(self.lrs) & (self.lrs > 0)))
+            raise ValueError("Argument `lrs` must hold positive finite numbers. "
+                             f"Received: lrs[{i}]={float(self.lrs[i])!r}")
+        rising = np.diff(self.lrs) > 0
+        if not rising.all():
+            i = int(np.argmin(rising)) + 1
+            raise ValueError("Argument `lrs` must be strictly increasing. Received: "
+                             f"lrs[{i - 1}]={float(self.lrs[i - 1])!r}, lrs[{i}]={float(self.lrs[i])!r}")
+        self.smoothing = _checks.in_interval("smoothing", smoothing, 0, 1, high_open=True)
+        self.smoothed_losses = (smooth(self.losses, self.smoothing) if smoothed_losses is None
+                                else self._same_length("smoothed_losses", smoothed_losses))
+        if num_steps is None:
+            num_steps = len(self.lrs)
+        if (isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer))
+                or num_steps < len(self.lrs)):
+            raise ValueError("Argument `num_steps` must be an integer at least the number "
+                             f"of recorded steps ({len(self.lrs)}). Received: num_steps={num_steps!r}")
+        self.num_steps = int(num_steps)
+        for name, value in (("stop_reason", stop_reason), ("monitor", monitor)):
+            if not isinstance(value, str) or not value:
+                raise ValueError(f"Argument `{name}` must be a non-empty string. "
+                                 f"Received: {name}={value!r}")
+        self.stop_reason, self.monitor = stop_reason, monitor
+        self.mode = _checks.one_of("mode", mode, ("min", "max"))
+        self.metrics = {}
+        for name, values in (metrics or {}).items():
+            if not isinstance(name, str) or name in _RESERVED:
+                raise ValueError("Argument `metrics` must map new column names to arrays; "
+                                 f"{_RESERVED} are taken. Received: metric name {name!r}")
+            self.metrics[name] = self._same_length(f"metrics[{name!r}]", values)
+        self.loss_band = None
+        if loss_band is not None:
+            if len(loss_band) != 2:
+                raise ValueError("Argument `loss_band` must be a (low, high) pair. "
+                                 f"Received: {len(loss_band)} items")
+            self.loss_band = (self._same_length("loss_band[0]", loss_band[0]),
+                              self._same_length("loss_band[1]", loss_band[1]))
+        self.weight_decay = (None if weight_decay is None else
+                             _checks.in_interval("weight_decay", weight_decay, 0, np.inf, high_open=True))
+        self.start_lr = None if start_lr is None else _checks.positive_finite("start_lr", start_lr)
+        self.end_lr = None if end_lr is None else _checks.positive_finite("end_lr", end_lr)
+
+    def _same_length(self, name, values):
+        array = _array(name, values)
+        if len(array) != len(self.lrs):
+            raise ValueError(f"Argument `{name}` must have one value per step, as `lrs`. "
+                             f"Received: len(lrs)={len(self.lrs)}, len({name})={len(array)}")
+        return array
+
+    # Suggestions -----------------------------------------------------------
+
+    def _window(self, finite):
+        """The curve the rules see: fastai's trim, cut at the first NaN (or
+        first non-finite value when `finite`), negated in mode "max"."""
+        cut = slice(self.num_steps // 10, -5)
+        lrs, smoothed, raw = self.lrs[cut], self.smoothed_losses[cut], self.losses[cut]
+        bad = ~np.isfinite(smoothed) if finite else np.isnan(smoothed)
+        if bad.any():
+            end = int(np.argmax(bad))
+            lrs, smoothed, raw = lrs[:end], smoothed[:end], raw[:end]
+        sign = -1.0 if self.mode == "max" else 1.0
+        return lrs, sign * smoothed, sign * raw
+
+    def _rule(self, method):
+        if method == "one_cycle":
+            lrs, losses, _ = self._window(finite=True)
+            return _one_cycle_rule(lrs, losses)
+        lrs, losses, _ = self._window(finite=False)
+        if method == "minimum":
+            return _minimum(lrs, losses, self.lrs[0] if len(self.lrs) else np.inf)
+        return {"valley": _valley, "slide": _slide, "steep": _steep}[method](lrs, losses)
+
+    def _suggest(self, method, stacklevel):
+        method = _checks.one_of("method", "one_cycle" if method is None else method, METHODS)
+        lr, reason = self._rule(method)
+        if lr is None:
+            warnings.warn(f"No {method!r} learning-rate suggestion: {reason}.",
+                          stacklevel=stacklevel + 1)
+        return lr
+
+    def suggest(self, method=None):
+        """A learning rate read off the curve.
+
+        Args:
+            method: None for the library's default ("one_cycle": a `max_lr`
+                for `OneCycle`, see `_one_cycle_rule`), or fastai's "valley",
+                "slide", "minimum" or "steep" (the value fastai 2.8 returns).
+
+        Returns:
+            The learning rate (a float within the tested range), or None, with
+            a warning, when the rule finds nothing; `explain(method)` says why.
+
+        Raises:
+            ValueError: for an unknown method.
+        """
+        return self._suggest(method, stacklevel=2)
+
+    def suggest_one_cycle(self):
+        """`suggest()`: the default rule, a `max_lr` for `OneCycle`."""
+        return self._suggest("one_cycle", stacklevel=2)
+
+    def suggestions(self):
+        """Every method's suggestion, as a dict method -> float or None (no warnings)."""
+        return {method: self._rule(method)[0] for method in METHODS}
+
+    def _range(self):
+        return _cyclic_range(*self._window(finite=True))
+
+    def suggest_range(self):
+        """(base_lr, max_lr) for `CyclicLR`, after Smith (2015), section 3.3.
+
+        On the smoothed curve trimmed as fastai does and cut at its first
+        non-finite value (negated in mode "max"), with `s0` its first value
+        and `s_min` its lowest (at index `m`):
+
+        * `base_lr` is the first LR where `s < s0 - 0.05 * (s0 - s_min)`
+          (`RANGE_START_FRACTION`): the loss has clearly started to improve.
+        * `max_lr` is the LR at `m`, or earlier where the raw loss turns
+          ragged: the first index `k` after `base_lr`'s with the median of
+          `|raw[i-1] - 2 raw[i] + raw[i+1]|` over the last `RAGGED_WINDOW`
+          points above `RAGGED_FACTOR` times its median over indices 1..m.
+
+        Returns:
+            (base_lr, max_lr), or None with a warning when the curve never
+            drops below its starting level or has fewer than 3 points;
+            `explain("range")` says why.
+
+        References:
+            Smith, L. N. (2015). Cyclical Learning Rates for Training Neural
+            Networks. arXiv:1506.01186.
+        """
+        pair, reason = self._range()
+        if pair is None:
+            warnings.warn(f"No CyclicLR range suggestion: {reason}.", stacklevel=2)
+        return pair
+
+    def explain(self, method=None):
+        """Why each suggestion is what it is, in a sentence.
+
+        Args:
+            method: one of `METHODS` or "range"; None for all of them.
+
+        Returns:
+            The sentence for `method`, or a dict method -> sentence when None.
+        """
+        if method is None:
+            return {name: self.explain(name) for name in METHODS + ("range",)}
+        _checks.one_of("method", method, METHODS + ("range",))
+        value, reason = self._range() if method == "range" else self._rule(method)
+        if value is None:
+            return f"{method}: none, {reason}."
+        shown = (f"{value[0]:.1e} to {value[1]:.1e}" if method == "range"
+                 else f"{value:.1e}")
+        return f"{method}: {shown}, {reason}."
+
+    def __repr__(self):
+        run = len(self.lrs)
+        lines = [f"LRFinderResult(monitor={self.monitor!r}, mode={self.mode!r})",
+                 f"  steps: {run} run of {self.num_steps} planned, stopped: {self.stop_reason}"]
+        if run:
+            lines.append(f"  lr: {self.lrs[0]:.1e} to {self.lrs[-1]:.1e}")
+        for method in METHODS + ("range",):
+            value, reason = self._range() if method == "range" else self._rule(method)
+            if value is None:
+                shown = f"none ({reason})"
+            elif method == "range":
+                shown = f"{value[0]:.1e} to {value[1]:.1e}"
+            else:
+                shown = f"{value:.1e}"
+            lines.append(f"  {method}{' (default)' if method == 'one_cycle' else ''}: {shown}")
+        return "\n".join(lines)
+
+    # Drawing ---------------------------------------------------------------
+
+    def plot(self, ax=None, suggest=True, show_raw=True):
+        """Draw the curve; see `keras_clr.plotting.plot_range_test`. Returns the Axes."""
+        from keras_clr import plotting
+
+        return plotting.plot_range_test(self, ax=ax, suggest=suggest, show_raw=show_raw)
+
+    def to_tensorboard(self, log_dir, name="lr_finder"):
+        """Write to TensorBoard; see `keras_clr.tensorboard.write_range_test`."""
+        from keras_clr import tensorboard
+
+        return tensorboard.write_range_test(self, log_dir, name=name)
+
+    # Export ----------------------------------------------------------------
+
+    def _metadata(self):
+        return {"num_steps": self.num_steps, "smoothing": self.smoothing,
+                "stop_reason": self.stop_reason, "monitor": self.monitor, "mode": self.mode,
+                "start_lr": self.start_lr, "end_lr": self.end_lr,
+                "weight_decay": self.weight_decay}
+
+    def _columns(self):
+        columns = {"lr": self.lrs, "loss": self.losses, "smoothed_loss": self.smoothed_losses}
+        columns.update(self.metrics)
+        if self.loss_band is not None:
+            columns["loss_low"], columns["loss_high"] = self.loss_band
+        return columns
+
+    def to_frame(self):
+        """A pandas DataFrame: step, lr, loss, smoothed_loss, one column per
+        metric, and loss_low / loss_high when there is a band."""
+        import pandas as pd
+
+        frame = pd.DataFrame({"step": np.arange(len(self.lrs))})
+        for name, values in self._columns().items():
+            frame[name] = values.copy()
+        return frame
+
+    def to_csv(self, path):
+        """Write a CSV that `read_csv` restores exactly (NaN and inf included).
+
+        Leading `# key=json-value` lines hold the metadata; cells are written
+        with `repr`, so every float64 round-trips.
+        """
+        columns = self._columns()
+        meta = dict(self._metadata(), metrics=list(self.metrics),
+                    loss_band=self.loss_band is not None, rows=len(self.lrs))
+        out = io.StringIO()
+        out.write(f"# {FORMAT} v{VERSION}\n")
+        for key, value in meta.items():
+            out.write(f"# {key}={json.dumps(value)}\n")
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(["step", *columns])
+        cells = [_encode(values) for values in columns.values()]
+        for step, row in enumerate(zip(*cells)):
+            writer.writerow([step, *row])
+        with open(path, "w", encoding="utf-8", newline="") as f:
+            f.write(out.getvalue())
+
+    @classmethod
+    def read_csv(cls, path):
+        """Read a file written by `to_csv`.
+
+        Raises:
+            ValueError: for a file that is not such a CSV or is damaged.
+        """
+        lines = _read_text(path).splitlines(keepends=True)
+        if not lines or lines[0].rstrip("\r\n") != f"# {FORMAT} v{VERSION}":
+            _bad(path, f"the first line must be '# {FORMAT} v{VERSION}'")
+        meta, i = {}, 1
+        while i < len(lines) and lines[i].startswith("#"):
+            key, _, value = lines[i][1:].strip().partition("=")
+            try:
+                meta[key.strip()] = json.loads(value)
+            except ValueError:
+                _bad(path, f"line {i + 1} is not a '# key=json-value' metadata line")
+            i += 1
+        _need(path, meta, ("rows", "metrics", "loss_band"))
+        if (not isinstance(meta["rows"], int) or not isinstance(meta["loss_band"], bool)
+                or not isinstance(meta["metrics"], list)
+                or not all(isinstance(name, str) for name in meta["metrics"])):
+            _bad(path, "the metadata 'rows', 'metrics' or 'loss_band' has the wrong type")
+        expected = ["step", "lr", "loss", "smoothed_loss", *meta["metrics"]]
+        expected += ["loss_low", "loss_high"] if meta["loss_band"] else []
+        rows = [row for row in csv.reader(io.StringIO("".join(lines[i:]))) if row]
+        if not rows or rows[0] != expected:
+            _bad(path, f"the columns must be {expected}; found {rows[0] if rows else 'none'}")
+        rows = rows[1:]
+        if len(rows) != meta["rows"]:
+            _bad(path, f"{len(rows)} data rows where the metadata says {meta['rows']} "
+                       "(truncated file?)")
+        table = np.empty((len(expected), len(rows)))
+        for r, row in enumerate(rows):
+            where = f"line {i + 2 + r}"
+            if len(row) != len(expected):
+                _bad(path, f"{where} has {len(row)} cells, expected {len(expected)}")
+            if row[0] != str(r):
+                _bad(path, f"{where}: the step must be {r}, found {row[0]!r}")
+            for c, cell in enumerate(row[1:], start=1):
+                table[c, r] = _decode_cell(path, cell, f"{where}, column {expected[c]!r}")
+        arrays = dict(zip(expected, table))
+        return _build(cls, path, meta, arrays["lr"], arrays["loss"], arrays["smoothed_loss"],
+                      {name: arrays[name] for name in meta["metrics"]},
+                      (arrays["loss_low"], arrays["loss_high"]) if meta["loss_band"] else None)
+
+    def to_json(self, path):
+        """Write standard JSON that `read_json` restores exactly; non-finite
+        values are the strings "nan", "-nan", "inf" and "-inf"."""
+        data = {"format": FORMAT, "version": VERSION, **self._metadata(),
+                "lrs": _encode_list(self.lrs), "losses": _encode_list(self.losses),
+                "smoothed_losses": _encode_list(self.smoothed_losses),
+                "metrics": {k: _encode_list(v) for k, v in self.metrics.items()},
+                "loss_band": (None if self.loss_band is None
+                              else [_encode_list(v) for v in self.loss_band])}
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(data, f, allow_nan=False)
+
+    @classmethod
+    def read_json(cls, path):
+        """Read a file written by `to_json`.
+
+        Raises:
+            ValueError: for a file that is not such a JSON file or is damaged.
+        """
+        try:
+            data = json.loads(_read_text(path))
+        except ValueError as e:
+            _bad(path, f"not valid JSON ({e})")
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            _bad(path, f"the JSON has no \"format\": \"{FORMAT}\" tag")
+        if data.get("version") != VERSION:
+            _bad(path, f"unsupported version {data.get('version')!r} (this reads {VERSION})")
+        _need(path, data, ("lrs", "losses", "smoothed_losses", "metrics", "loss_band"))
+        band, metrics = data["loss_band"], data["metrics"]
+        if not isinstance(metrics, dict) or not (band is None or isinstance(band, list)):
+            _bad(path, "\"metrics\" must be an object and \"loss_band\" a list or null")
+        return _build(cls, path, data, *(_decode_list(path, data[k], k) for k in
+                                         ("lrs", "losses", "smoothed_losses")),
+                      {k: _decode_list(path, v, f"metrics.{k}") for k, v in metrics.items()},
+                      None if band is None else [_decode_list(path, v, "loss_band") for v in band])
+
+
+# File helpers ---------------------------------------------------------------
+
+def _bad(path, what):
+    raise ValueError(f"Cannot read an LR range test from {os.fspath(path)!r}: {what}.")
+
+
+def _read_text(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except UnicodeDecodeError:
+        _bad(path, "not UTF-8 text")
+
+
+def _need(path, meta, keys):
+    for key in keys:
+        if key not in meta:
+            _bad(path, f"the entry {key!r} is missing")
+
+
+def _build(cls, path, meta, lrs, losses, smoothed, metrics, band):
+    keys = ("num_steps", "smoothing", "stop_reason", "monitor", "mode",
+            "start_lr", "end_lr", "weight_decay")
+    _need(path, meta, keys)
+    try:
+        return cls(lrs, losses, smoothed, metrics=metrics, loss_band=band,
+                   **{key: meta[key] for key in keys})
+    except (TypeError, ValueError) as e:
+        _bad(path, str(e).rstrip("."))
+
+
+def _encode(values):
+    """Cells for a float64 array: repr for finite values; NaNs keep their bits."""
+    bits = values.view(np.uint64)
+    cells = []
+    for value, b in zip(values.tolist(), bits.tolist()):
+        if value == value:
+            cells.append(repr(value))  # finite, inf, -inf
+        elif b & ~_SIGN_BIT == _NAN_BITS:
+            cells.append("-nan" if b & _SIGN_BIT else "nan")
+        else:
+            cells.append(f"nan:{b:016x}")
+    return cells
+
+
+def _encode_list(values):
+    return [v if np.isfinite(v) else cell
+            for v, cell in zip(values.tolist(), _encode(values))]
+
+
+def _decode_cell(path, cell, where):
+    try:
+        if cell.startswith("nan:"):
+            return np.array(int(cell[4:], 16), dtype=np.uint64).view(np.float64)
+        return float(cell)
+    except (ValueError, OverflowError):
+        _bad(path, f"{where}: {cell!r} is not a number")
+
+
+def _decode_list(path, values, name):
+    if not isinstance(values, list):
+        _bad(path, f"{name!r} must be a list of numbers")
+    out = np.empty(len(values))
+    for i, value in enumerate(values):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            try:
+                out[i] = value
+            except OverflowError:
+                _bad(path, f"{name}[{i}] = {value!r} does not fit a float64")
+        elif isinstance(value, str) and (value in ("inf", "-inf", "nan", "-nan")
+                                         or value.startswith("nan:")):
+            out[i] = _decode_cell(path, value, f"{name}[{i}]")
+        else:
+            _bad(path, f"{name}[{i}] = {value!r} is not a number")
+    return out

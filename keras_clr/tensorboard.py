@@ -1,0 +1,56 @@
+"""Writing a learning-rate range test to TensorBoard with `tf.summary`."""
+
+import io
+import os
+
+
+def write_range_test(result, log_dir, name="lr_finder"):
+    """Write a range test's curves and plot as TensorBoard summaries.
+
+    Scalars `{name}/lr`, `{name}/loss`, `{name}/smoothed_loss`, one
+    `{name}/<metric>` per metric (and `{name}/loss_low`, `{name}/loss_high`
+    for a band), each at step = the step index; and the figure of
+    `keras_clr.plotting.plot_range_test` as the image `{name}/plot` at the
+    last step.
+
+    Args:
+        result: an `LRFinderResult`.
+        log_dir: the directory for the event file.
+        name: the tag prefix.
+
+    Returns:
+        `log_dir`, as a string.
+
+    Raises:
+        ValueError: if `name` is not a non-empty string.
+    """
+    import tensorflow as tf
+    from matplotlib.figure import Figure
+
+    from keras_clr import plotting
+
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"Argument `name` must be a non-empty string. Received: name={name!r}")
+    figure = Figure(figsize=(8, 4.5))
+    plotting.plot_range_test(result, ax=figure.subplots())
+    figure.tight_layout()
+    png = io.BytesIO()
+    figure.savefig(png, format="png", dpi=100)
+    image = tf.image.decode_png(png.getvalue(), channels=4)[tf.newaxis]
+
+    series = {"lr": result.lrs, "loss": result.losses, "smoothed_loss": result.smoothed_losses}
+    series.update(result.metrics)
+    if result.loss_band is not None:
+        series["loss_low"], series["loss_high"] = result.loss_band
+    log_dir = os.fspath(log_dir)
+    writer = tf.summary.create_file_writer(log_dir)
+    try:
+        with writer.as_default():
+            for tag, values in series.items():
+                for step, value in enumerate(values.tolist()):
+                    tf.summary.scalar(f"{name}/{tag}", value, step=step)
+            tf.summary.image(f"{name}/plot", image, step=max(len(result.lrs) - 1, 0))
+        writer.flush()
+    finally:
+        writer.close()
+    return log_dir

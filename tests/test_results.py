@@ -1,0 +1,583 @@
+"""Tests for keras_clr.results, the range-test drawing and TensorBoard export.
+
+Expected suggestions come from plain-Python re-implementations of fastai
+2.8's loops written below (the valley loop verbatim), never from the code
+under test.
+"""
+
+import glob
+import json
+import math
+import warnings
+
+import hypothesis
+import hypothesis.strategies as st
+import numpy as np
+import pytest
+
+from keras_clr import plotting
+from keras_clr import results as results_module
+from keras_clr.results import LRFinderResult
+from keras_clr.results import smooth
+
+# Reference implementations ---------------------------------------------------
+
+
+def ref_smooth(losses, beta):
+    if beta == 0:
+        return [float(x) for x in losses]
+    out, avg = [], 0.0
+    for i, x in enumerate(losses):
+        avg = beta * avg + (1 - beta) * float(x)
+        out.append(avg / (1 - beta ** (i + 1)))
+    return out
+
+
+def ref_window(lrs, smoothed, num_steps, finite=False, sign=1.0):
+    """fastai's lr_find: [num_it//10 : -5], then cut at the first NaN."""
+    lrs, losses = list(lrs)[num_steps // 10:-5], list(smoothed)[num_steps // 10:-5]
+    for i, x in enumerate(losses):
+        if math.isnan(x) or (finite and math.isinf(x)):
+            lrs, losses = lrs[:i], losses[:i]
+            break
+    return lrs, [sign * x for x in losses]
+
+
+def ref_valley(lrs, losses):
+    n = len(losses)
+    if n < 2:
+        return None
+    max_start, max_end = 0, 0
+    lds = [1] * n
+    for i in range(1, n):
+        for j in range(0, i):
+            if (losses[i] < losses[j]) and (lds[i] < lds[j] + 1):
+                lds[i] = lds[j] + 1
+            if lds[max_end] < lds[i]:
+                max_end = i
+                max_start = max_end - lds[max_end]
+    sections = (max_end - max_start) / 3
+    idx = max_start + int(sections) + int(sections / 2)
+    if max(lds) == 1 or idx < 0:
+        return None
+    return lrs[idx]
+
+
+def ref_gradient(f):
+    n = len(f)
+    return [f[1] - f[0]] + [(f[i + 1] - f[i - 1]) / 2.0 for i in range(1, n - 1)] + [f[-1] - f[-2]]
+
+
+def ref_slide(lrs, losses, lr_diff=15, thresh=.005, adjust_value=1.):
+    if len(losses) < lr_diff + 1:
+        return None
+    loss_grad = ref_gradient(losses)
+    r_idx = -1
+    l_idx = r_idx - lr_diff
+    local_min_lr = lrs[l_idx]
+    while (l_idx >= -len(losses)) and (abs(loss_grad[r_idx] - loss_grad[l_idx]) > thresh):
+        local_min_lr = lrs[l_idx]
+        r_idx -= 1
+        l_idx -= 1
+    return local_min_lr * adjust_value
+
+
+def ref_argmin(values):
+    best = 0
+    for i, v in enumerate(values):
+        if math.isnan(v):
+            return i
+        if v < values[best]:
+            best = i
+    return best
+
+
+def ref_minimum(lrs, losses, lowest):
+    if not losses:
+        return None
+    lr = lrs[ref_argmin(losses)] / 10
+    return None if lr < lowest else lr
+
+
+def ref_steep(lrs, losses):
+    if len(losses) < 2:
+        return None
+    grads = [(losses[i + 1] - losses[i]) / (math.log(lrs[i + 1]) - math.log(lrs[i]))
+             for i in range(len(losses) - 1)]
+    k = ref_argmin(grads)
+    if math.isnan(grads[k]) or grads[k] >= 0:
+        return None
+    return lrs[k]
+
+
+def ref_one_cycle(lrs, losses):
+    lr_steep = ref_steep(lrs, losses)
+    if lr_steep is None:
+        return None
+    return max(lrs[ref_argmin(losses)] / 4.0, lr_steep)
+
+
+def ref_median(values):
+    values = sorted(v for v in values if math.isfinite(v))
+    if not values:
+        return math.nan
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
+def ref_range(lrs, smoothed, raw):
+    n = len(smoothed)
+    if n < 3:
+        return None
+    low = ref_argmin(smoothed)
+    depth = smoothed[0] - smoothed[low]
+    if low == 0 or not depth > 0:
+        return None
+    base = next(i for i in range(n) if smoothed[i] < smoothed[0] - 0.05 * depth)
+    wiggle = [math.nan] + [abs(raw[i - 1] - 2 * raw[i] + raw[i + 1])
+                           for i in range(1, n - 1)] + [math.nan]
+    baseline = ref_median(wiggle[1:low + 1])
+    top = low
+    if baseline > 0:
+        for k in range(base + 1, low + 1):
+            if ref_median(wiggle[max(1, k - 4):k + 1]) > 4.0 * baseline:
+                top = k
+                break
+    return lrs[base], lrs[top]
+
+
+def expected(result, method):
+    """The reference value of `method` for a result's record."""
+    sign = -1.0 if result.mode == "max" else 1.0
+    lrs, smoothed = result.lrs.tolist(), result.smoothed_losses.tolist()
+    finite = method in ("one_cycle", "range")
+    w_lrs, w_losses = ref_window(lrs, smoothed, result.num_steps, finite, sign)
+    if method == "range":
+        raw = [sign * x for x in result.losses.tolist()[result.num_steps // 10:]]
+        return ref_range(w_lrs, w_losses, raw[:len(w_losses)])
+    if method == "minimum":
+        return ref_minimum(w_lrs, w_losses, lrs[0] if lrs else math.inf)
+    return {"valley": ref_valley, "slide": ref_slide, "steep": ref_steep,
+            "one_cycle": ref_one_cycle}[method](w_lrs, w_losses)
+
+
+# Curves ------------------------------------------------------------------------
+
+def grid(n, start=1e-7, end=10.0):
+    return np.geomspace(start, end, n)
+
+
+def realistic(n, seed, noise=0.05, planned=None, stop=None):
+    """Plateau, descent, minimum near 1e-2, divergence; noise grows at the end."""
+    rng = np.random.default_rng(seed)
+    lrs = grid(planned or n)[:n]
+    x = np.log10(lrs)
+    loss = 2.3 - 1.8 / (1 + np.exp(-2.5 * (x + 3.5))) + np.where(x > -1.5, 4 * (x + 1.5) ** 2, 0)
+    loss = loss + rng.normal(0, noise, n) * (1 + 20 * (x > -1.5))
+    return LRFinderResult(lrs, loss, num_steps=planned or n, stop_reason=stop or "completed")
+
+
+def with_tail(kind):
+    lrs = grid(100)
+    loss = 1 + 0.1 * (np.log10(lrs) + 2) ** 2
+    loss[70:] = np.nan if kind == "nan" else np.inf
+    return LRFinderResult(lrs, loss, stop_reason=kind)
+
+
+CURVES = {
+    "u_shape": lambda: LRFinderResult(grid(100), 1 + 0.1 * (np.log10(grid(100)) + 2) ** 2),
+    "u_shape_no_smoothing": lambda: LRFinderResult(
+        grid(100), 1 + 0.1 * (np.log10(grid(100)) + 2) ** 2, smoothing=0),
+    "noisy_0": lambda: realistic(100, 0),
+    "noisy_1": lambda: realistic(150, 1),
+    "noisy_2": lambda: realistic(200, 2, noise=0.2),
+    "noisy_stopped_early": lambda: realistic(87, 3, planned=100, stop="diverged"),
+    "nan_tail": lambda: with_tail("nan"),
+    "inf_tail": lambda: with_tail("inf"),
+    "short_1": lambda: LRFinderResult([1e-3], [1.0]),
+    "short_6": lambda: LRFinderResult(grid(6), [3.0, 2.0, 1.0, 0.5, 0.4, 0.3]),
+    "short_7_wraps": lambda: LRFinderResult(grid(7), [3.0, 2.0, 1.0, 0.5, 0.4, 0.3, 0.2],
+                                            smoothing=0),
+    "short_8_descending": lambda: LRFinderResult(grid(8), np.linspace(3, 1, 8), smoothing=0),
+    "short_20": lambda: realistic(20, 4),
+    "empty": lambda: LRFinderResult([], []),
+    "flat": lambda: LRFinderResult(grid(100), np.full(100, 0.7), smoothing=0),
+    # smoothing a constant leaves ulp-level wiggles, which fastai's rules read as descents
+    "flat_smoothed": lambda: LRFinderResult(grid(100), np.full(100, 0.7)),
+    "rising": lambda: LRFinderResult(grid(100), np.linspace(1, 5, 100) ** 2),
+    "negative": lambda: LRFinderResult(grid(100), 0.1 * (np.log10(grid(100)) + 3) ** 2 - 5),
+    "negative_noisy": lambda: LRFinderResult(
+        grid(120), realistic(120, 5).losses - 10, num_steps=130),
+    "accuracy": lambda: LRFinderResult(
+        grid(100), 0.1 + 0.8 / (1 + np.exp(-3 * (np.log10(grid(100)) + 4)))
+        - 0.2 * np.clip(np.log10(grid(100)) + 1, 0, None) ** 2, mode="max", monitor="accuracy"),
+}
+
+
+@pytest.fixture(autouse=True)
+def _clean_keras_state():
+    """Overrides conftest's per-test `clear_session`: nothing here builds a
+    Keras model, and clearing 200 times would take most of a minute."""
+    yield
+
+
+def quiet(call):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return call()
+
+
+# Suggestions ------------------------------------------------------------------
+
+class TestSuggest:
+
+    @pytest.mark.parametrize("curve", sorted(CURVES))
+    @pytest.mark.parametrize("method", ["valley", "slide", "minimum", "steep", "one_cycle"])
+    def test_matches_reference(self, curve, method):
+        result = CURVES[curve]()
+        want = expected(result, method)
+        if want is None:
+            with pytest.warns(UserWarning, match=f"No '{method}'"):
+                assert result.suggest(method) is None
+            assert "none" in result.explain(method)
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                got = result.suggest(method)
+            assert got == want
+            assert isinstance(got, float)
+            assert result.lrs[0] <= got <= result.lrs[-1]
+
+    @pytest.mark.parametrize("curve", sorted(CURVES))
+    def test_range_matches_reference(self, curve):
+        result = CURVES[curve]()
+        want = expected(result, "range")
+        got = quiet(result.suggest_range)
+        assert got == want
+        if got is not None:
+            assert result.lrs[0] <= got[0] <= got[1] <= result.lrs[-1]
+
+    def test_reference_curves_cover_the_cases(self):
+        found = {name: quiet(lambda r=CURVES[name](): r.suggestions()) for name in CURVES}
+        assert all(v is not None for v in found["noisy_0"].values())
+        assert found["flat"].pop("slide") == grid(100)[-5 - 16]  # fastai's loop never starts
+        assert all(v is None for v in found["flat"].values())
+        assert found["rising"]["steep"] is None and found["rising"]["minimum"] is None
+        assert found["short_7_wraps"]["valley"] is None      # fastai would wrap to lrs[-1]
+        assert found["short_8_descending"]["valley"] is not None  # max_start = -1, idx = 0
+        assert found["short_6"]["steep"] is None             # trimmed to nothing
+
+    def test_default_is_one_cycle(self):
+        result = realistic(100, 0)
+        assert result.suggest() == result.suggest("one_cycle") == result.suggest_one_cycle()
+        lrs, losses = ref_window(result.lrs.tolist(), result.smoothed_losses.tolist(), 100, True)
+        lr_min = lrs[ref_argmin(losses)]
+        assert result.suggest() == max(lr_min / results_module.ONE_CYCLE_DIVISOR,
+                                       ref_steep(lrs, losses))
+
+    @hypothesis.settings(max_examples=300, deadline=None)
+    @hypothesis.given(st.lists(st.integers(-3, 3), max_size=40))
+    def test_rules_on_ties_and_short_curves(self, values):
+        # small integers make ties, which the vectorised valley must break as the loop does
+        lrs, losses = grid(max(len(values), 1))[:len(values)], np.array(values, dtype=float)
+        for method, rule in (("valley", ref_valley), ("slide", ref_slide), ("steep", ref_steep)):
+            got = getattr(results_module, f"_{method}")(lrs, losses)[0]
+            assert got == rule(lrs.tolist(), [float(v) for v in values]), method
+
+    def test_valley_by_hand(self):
+        # window = lrs[1:5] (num_steps=10): losses 4, 2, 3, 1 -> lds 1, 2, 2, 3;
+        # max_end = 3, max_start = 0, sections = 1, idx = 1.
+        lrs = grid(10)
+        smoothed = [9, 4, 2, 3, 1, 0, 0, 0, 0, 0]
+        result = LRFinderResult(lrs, np.zeros(10), smoothed)
+        assert result.suggest("valley") == lrs[2]
+
+    def test_minimum_below_range_is_none(self):
+        result = LRFinderResult(grid(100), np.linspace(1, 5, 100), smoothing=0)
+        with pytest.warns(UserWarning, match="below the smallest tested LR"):
+            assert result.suggest("minimum") is None
+
+    def test_mode_max_negates(self):
+        lrs = grid(100)
+        loss = 1 + 0.1 * (np.log10(lrs) + 2) ** 2
+        as_loss = LRFinderResult(lrs, loss)
+        as_accuracy = LRFinderResult(lrs, -loss, mode="max", monitor="accuracy")
+        assert as_loss.suggestions() == as_accuracy.suggestions()
+
+    def test_unknown_method(self):
+        with pytest.raises(ValueError, match="`method`.*Received: method='fast'"):
+            realistic(50, 0).suggest("fast")
+
+    def test_explain_and_repr(self):
+        result = realistic(87, 3, planned=100, stop="diverged")
+        sentences = result.explain()
+        assert set(sentences) == set(results_module.METHODS) | {"range"}
+        assert sentences["valley"].startswith("valley: ")
+        text = repr(result)
+        assert "diverged" in text and "87 run of 100 planned" in text
+        assert "steep: none (the smoothed loss never decreases)" in repr(CURVES["flat"]())
+
+    @pytest.mark.parametrize("seed", range(3))
+    def test_range_cuts_at_ragged_raw_loss(self, seed):
+        rng = np.random.default_rng(seed)
+        lrs = grid(200)
+        loss = 2 - 1.5 / (1 + np.exp(-3 * (np.log10(lrs) + 4)))
+        loss[150:] += rng.normal(0, 0.5, 50)  # ragged long before the smoothed minimum
+        loss[150:] -= 0.3
+        result = LRFinderResult(lrs, loss)
+        base, top = result.suggest_range()
+        assert (base, top) == expected(result, "range")
+        assert top < lrs[result.smoothed_losses[:195].argmin()]
+        assert "ragged" in result.explain("range")
+
+    def test_fastai_directly(self):
+        schedule = pytest.importorskip("fastai.callback.schedule")
+        torch = pytest.importorskip("torch")
+        for name in ("noisy_0", "noisy_1", "noisy_2", "u_shape", "negative"):
+            result = CURVES[name]()
+            lrs, losses = ref_window(result.lrs.tolist(), result.smoothed_losses.tolist(),
+                                     result.num_steps)
+            t_lrs = torch.tensor(lrs, dtype=torch.float64)
+            t_losses = torch.tensor(losses, dtype=torch.float64)
+            for method in ("valley", "slide", "minimum", "steep"):
+                ours = quiet(lambda: result.suggest(method))
+                if ours is None:
+                    continue
+                theirs = getattr(schedule, method)(t_lrs, t_losses, result.num_steps)[0]
+                assert ours == pytest.approx(theirs, rel=1e-12), (name, method)
+
+
+# Construction and smoothing -----------------------------------------------------
+
+class TestConstruction:
+
+    def test_smooth_matches_formula(self):
+        losses = np.random.default_rng(0).normal(1, 0.3, 50)
+        for beta in (0, 0.5, 0.9, 0.98):
+            assert smooth(losses, beta).tolist() == ref_smooth(losses.tolist(), beta)
+
+    def test_smooth_non_finite_stays_non_finite(self):
+        losses = [1.0, 2.0, np.inf, 1.0, 1.0, np.nan, 1.0]
+        out = smooth(losses, 0.9)
+        assert np.isfinite(out[:2]).all() and not np.isfinite(out[2:]).any()
+        assert np.isnan(out[5:]).all()
+        assert np.array_equal(smooth(losses, 0), losses, equal_nan=True)
+
+    def test_defaults(self):
+        result = LRFinderResult(grid(10), np.arange(10.0))
+        assert result.num_steps == 10 and result.stop_reason == "completed"
+        assert result.smoothed_losses.tolist() == ref_smooth(list(range(10)), 0.98)
+        assert result.lrs.dtype == np.float64
+
+    @pytest.mark.parametrize("kwargs, match", [
+        (dict(lrs=[1e-3, 1e-2], losses=[1.0]), "`losses`.*len\\(lrs\\)=2, len\\(losses\\)=1"),
+        (dict(lrs=[[1e-3, 1e-2]], losses=[[1.0, 2.0]]), "`lrs` must be a 1-D array"),
+        (dict(lrs=[0.0, 1e-2], losses=[1.0, 2.0]), "`lrs` must hold positive.*lrs\\[0\\]=0.0"),
+        (dict(lrs=[1e-3, np.inf], losses=[1.0, 2.0]), "`lrs` must hold positive.*inf"),
+        (dict(lrs=[1e-3, np.nan], losses=[1.0, 2.0]), "`lrs` must hold positive.*nan"),
+        (dict(lrs=[1e-3, 1e-3], losses=[1.0, 2.0]), "`lrs` must be strictly increasing"),
+        (dict(lrs=[1e-3, 1e-2], losses=["a", "b"]), "`losses` must be a 1-D array of numbers"),
+        (dict(lrs=[1e-3, 1e-2], losses=[1.0, 2.0], smoothed_losses=[1.0]), "`smoothed_losses`"),
+        (dict(lrs=[1e-3, 1e-2], losses=[1.0, 2.0], num_steps=1), "`num_steps`.*num_steps=1"),
+        (dict(lrs=[1e-3, 1e-2], losses=[1.0, 2.0], smoothing=1.0), "`smoothing`"),
+        (dict(lrs=[1e-3, 1e-2], losses=[1.0, 2.0], mode="up"), "`mode`.*mode='up'"),
+        (dict(lrs=[1e-3, 1e-2], losses=[1.0, 2.0], metrics={"acc": [1.0]}), "metrics\\['acc'\\]"),
+        (dict(lrs=[1e-3, 1e-2], losses=[1.0, 2.0], metrics={"lr": [1.0, 2.0]}), "`metrics`"),
+        (dict(lrs=[1e-3, 1e-2], losses=[1.0, 2.0], loss_band=([1.0, 2.0],)), "`loss_band`"),
+        (dict(lrs=[1e-3, 1e-2], losses=[1.0, 2.0], stop_reason=""), "`stop_reason`"),
+        (dict(lrs=[1e-3, 1e-2], losses=[1.0, 2.0], start_lr=-1), "`start_lr`"),
+    ])
+    def test_invalid_arguments(self, kwargs, match):
+        with pytest.raises(ValueError, match=match):
+            LRFinderResult(**kwargs)
+
+    def test_to_frame(self):
+        result = full_result()
+        frame = result.to_frame()
+        assert list(frame.columns) == ["step", "lr", "loss", "smoothed_loss", "accuracy",
+                                       "loss_low", "loss_high"]
+        assert frame["step"].tolist() == list(range(60))
+        assert np.array_equal(frame["loss"], result.losses, equal_nan=True)
+
+
+# Files ---------------------------------------------------------------------------
+
+@np.errstate(invalid="ignore")
+def full_result():
+    lrs = grid(60)
+    loss = 1 + 0.1 * (np.log10(lrs) + 2) ** 2
+    loss[3], loss[4], loss[5] = -0.0, 1e-300, 1 / 3
+    loss[50:] = [np.inf, -np.inf, np.nan, -np.nan, np.nan, 1.0, 2.0, 3.0, 4.0, 5.0]
+    loss[55] = np.array(0x7FF0000000000123, dtype=np.uint64).view(np.float64)  # odd NaN payload
+    loss[56] = np.float64(np.inf) - np.inf  # x86's default NaN has the sign bit set
+    accuracy = np.linspace(0.1, 0.9, 60)
+    accuracy[10] = np.nan
+    return LRFinderResult(lrs, loss, num_steps=80, smoothing=0.9, stop_reason="diverged",
+                          monitor="val_loss", metrics={"accuracy": accuracy},
+                          loss_band=(loss - 0.1, loss + 0.1), weight_decay=1e-4,
+                          start_lr=1e-7, end_lr=10.0)
+
+
+def same_bits(a, b):
+    return a.shape == b.shape and np.array_equal(a.view(np.uint64), b.view(np.uint64))
+
+
+def assert_identical(a, b):
+    for name in ("lrs", "losses", "smoothed_losses"):
+        assert same_bits(getattr(a, name), getattr(b, name)), name
+    assert a.metrics.keys() == b.metrics.keys()
+    assert all(same_bits(a.metrics[k], b.metrics[k]) for k in a.metrics)
+    assert (a.loss_band is None) == (b.loss_band is None)
+    if a.loss_band is not None:
+        assert all(same_bits(x, y) for x, y in zip(a.loss_band, b.loss_band))
+    for name in ("stop_reason", "num_steps", "smoothing", "monitor", "mode",
+                 "start_lr", "end_lr", "weight_decay"):
+        assert getattr(a, name) == getattr(b, name), name
+
+
+class TestFiles:
+
+    @pytest.mark.parametrize("result", [full_result(), LRFinderResult([], []),
+                                        LRFinderResult([1e-3], [np.nan], mode="max")],
+                             ids=["full", "empty", "one_nan"])
+    @pytest.mark.parametrize("kind", ["csv", "json"])
+    def test_round_trip(self, tmp_path, result, kind):
+        path = tmp_path / f"result.{kind}"
+        getattr(result, f"to_{kind}")(path)
+        assert_identical(result, getattr(LRFinderResult, f"read_{kind}")(path))
+
+    def test_json_is_standard(self, tmp_path):
+        path = tmp_path / "r.json"
+        full_result().to_json(path)
+
+        def refuse(constant):
+            raise AssertionError(constant)
+        data = json.loads(path.read_text(), parse_constant=refuse)
+        assert data["format"] == "keras_clr.LRFinderResult" and data["version"] == 1
+        assert data["losses"][50:53] == ["inf", "-inf", "nan"]
+
+    def test_csv_header(self, tmp_path):
+        path = tmp_path / "r.csv"
+        full_result().to_csv(path)
+        lines = path.read_text().splitlines()
+        assert lines[0] == "# keras_clr.LRFinderResult v1"
+        assert '# stop_reason="diverged"' in lines
+
+    @pytest.fixture
+    def csv_lines(self, tmp_path):
+        full_result().to_csv(tmp_path / "good.csv")
+        return (tmp_path / "good.csv").read_text().splitlines(keepends=True)
+
+    @pytest.mark.parametrize("damage, match", [
+        (lambda ls: ["step,lr,loss\n"] + ls[1:], "first line must be"),
+        (lambda ls: [ls[0], "# nonsense\n"] + ls[1:], "line 2 is not a '# key=json-value'"),
+        (lambda ls: [line for line in ls if not line.startswith("# rows")], "'rows' is missing"),
+        (lambda ls: [line.replace(",smoothed_loss,", ",") for line in ls], "the columns must be"),
+        (lambda ls: ls[:-3], "57 data rows where the metadata says 60"),
+        (lambda ls: ls[:-1] + [ls[-1][:12] + "\n"], "line 73 has [1-6] cells, expected 7"),
+        (lambda ls: ls[:20] + [",".join(ls[20].split(",")[:2] + ["abc"] + ls[20].split(",")[3:])]
+         + ls[21:], "line 21, column 'loss': 'abc' is not a number"),
+        (lambda ls: [line.replace('"min"', '"sideways"') for line in ls], "`mode`"),
+        (lambda ls: ls[:14] + [ls[15]] + ls[15:], "the step must be 1"),
+    ])
+    def test_malformed_csv(self, tmp_path, csv_lines, damage, match):
+        path = tmp_path / "bad.csv"
+        path.write_text("".join(damage(csv_lines)))
+        with pytest.raises(ValueError, match=match) as info:
+            LRFinderResult.read_csv(path)
+        assert "bad.csv" in str(info.value)
+
+    @pytest.mark.parametrize("damage, match", [
+        (lambda text: text[:-10], "not valid JSON"),
+        (lambda text: "[1, 2]", "no \"format\""),
+        (lambda text: text.replace("keras_clr.LRFinderResult", "other"), "no \"format\""),
+        (lambda text: text.replace('"version": 1', '"version": 7'), "unsupported version 7"),
+        (lambda text: text.replace('"lrs"', '"lr_values"'), "'lrs' is missing"),
+        (lambda text: text.replace('"losses": [', '"losses": ["x", '), "'x' is not a number"),
+        (lambda text: text.replace('"losses": [', '"losses": [1.0, '), "`losses`"),
+        (lambda text: text.replace('"num_steps": 80', '"num_steps": "many"'), "`num_steps`"),
+    ])
+    def test_malformed_json(self, tmp_path, damage, match):
+        full_result().to_json(tmp_path / "good.json")
+        path = tmp_path / "bad.json"
+        path.write_text(damage((tmp_path / "good.json").read_text()))
+        with pytest.raises(ValueError, match=match) as info:
+            LRFinderResult.read_json(path)
+        assert "bad.json" in str(info.value)
+
+    def test_foreign_files(self, tmp_path):
+        path = tmp_path / "other.csv"
+        path.write_text("a,b\n1,2\n")
+        with pytest.raises(ValueError, match="first line must be"):
+            LRFinderResult.read_csv(path)
+        path.write_bytes(b"\xff\xfe\x00binary")
+        with pytest.raises(ValueError, match="not UTF-8"):
+            LRFinderResult.read_json(path)
+
+
+# Drawing and TensorBoard -----------------------------------------------------------
+
+class TestPlot:
+
+    @pytest.mark.parametrize("result", [
+        realistic(87, 3, planned=100, stop="diverged"), full_result(),
+        LRFinderResult(grid(3), [1.0, 0.5, 2.0]), LRFinderResult([], []),
+        LRFinderResult(grid(20), np.full(20, np.nan)), CURVES["accuracy"](),
+    ], ids=["normal", "band_and_nan", "short", "empty", "all_nan", "accuracy"])
+    def test_returns_axes(self, result):
+        import matplotlib.pyplot as plt
+
+        ax = result.plot()
+        assert isinstance(ax, plt.Axes)
+        assert result.stop_reason in ax.get_title()
+        plt.close(ax.figure)
+
+    def test_draws_on_given_axes_with_suggestions(self):
+        import matplotlib.pyplot as plt
+
+        result = realistic(100, 0)
+        _, ax = plt.subplots()
+        assert plotting.plot_range_test(result, ax=ax) is ax
+        labels = [text.get_text() for text in ax.get_legend().get_texts()]
+        assert f"valley: {result.suggest('valley'):.1e}" in labels
+        assert f"default: {result.suggest():.1e}" in labels
+        assert any(label.startswith("CyclicLR range") for label in labels)
+        assert ax.get_xscale() == "log"
+        low, high = ax.get_ylim()
+        assert high < np.nanmax(result.smoothed_losses)  # divergence tail cut
+        assert low < np.nanmin(result.smoothed_losses)
+        plt.close(ax.figure)
+
+    def test_weight_decays(self):
+        import matplotlib.pyplot as plt
+
+        sweep = {wd: realistic(100, i) for i, wd in enumerate([1e-4, 0.0, 1e-2])}
+        ax = plotting.plot_weight_decays(sweep)
+        assert [line.get_label() for line in ax.get_lines()] == [
+            "weight decay 0", "weight decay 0.0001", "weight decay 0.01"]
+        plt.close(ax.figure)
+        with pytest.raises(ValueError, match="`results`"):
+            plotting.plot_weight_decays({})
+
+
+def test_tensorboard_events(tmp_path):
+    import tensorflow as tf
+
+    result = full_result()
+    assert result.to_tensorboard(tmp_path, name="finder") == str(tmp_path)
+    scalars, images = {}, []
+    for path in glob.glob(str(tmp_path / "events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                if value.tag == "finder/plot":
+                    images.append(event.step)
+                else:
+                    scalars.setdefault(value.tag, {})[event.step] = float(
+                        tf.make_ndarray(value.tensor))
+    assert set(scalars) == {"finder/lr", "finder/loss", "finder/smoothed_loss",
+                            "finder/accuracy", "finder/loss_low", "finder/loss_high"}
+    loss = [scalars["finder/loss"][step] for step in range(60)]
+    with np.errstate(invalid="ignore"):
+        np.testing.assert_array_equal(loss, result.losses.astype(np.float32))
+    assert scalars["finder/lr"][59] == pytest.approx(result.lrs[59], rel=1e-6)
+    assert images == [59]
