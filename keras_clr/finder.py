@@ -186,9 +186,10 @@ class LRFinder(keras.callbacks.Callback):
             metric.reset_state()
 
     def _record(self, step, logs):
+        self._check_monitor([name for name in logs if name != "learning_rate"])
         row = ops.stack([ops.cast(logs["learning_rate"], "float32"),
                          ops.cast(logs["loss"], "float32"),
-                         ops.cast(logs.get(self._train_monitor, logs["loss"]), "float32")])
+                         ops.cast(logs[self._train_monitor], "float32")])
         index = ops.minimum(step, self.num_steps)
         self._buffer.assign(ops.slice_update(self._buffer, ops.stack([index, 0]),
                                              ops.expand_dims(row, 0)))
@@ -201,6 +202,7 @@ class LRFinder(keras.callbacks.Callback):
         hooks.check_learning_rate(optimizer, "LRFinder")
         self._check_monitor()
         self.restore()  # a previous, unfinished run of this callback
+        _build_optimizer(self.model)
         self._snapshot = snapshot(self.model)
         self._buffer = keras.Variable(
             np.full((self.num_steps + 1, 3), np.nan, dtype="float32"),
@@ -220,15 +222,23 @@ class LRFinder(keras.callbacks.Callback):
         self._control.start_step = int(optimizer.iterations)
         self._control.install()
 
-    def _check_monitor(self):
-        names = list(self.model.get_metrics_result())
+    def _check_monitor(self, names=None):
+        """ValueError unless the monitor names a metric. The compiled metrics
+        are built only when the train step is first traced; until then their
+        names are unknown and `_record` checks them at trace time, still
+        before any training step runs."""
         wanted = self.monitor[4:] if self.monitor.startswith("val_") else self.monitor
+        self._train_monitor = "loss" if self.monitor.startswith("val_") else wanted
+        if names is None:
+            try:
+                names = list(self.model.get_metrics_result())
+            except ValueError:  # compiled metrics not built yet
+                return
         if wanted not in names:
             raise ValueError(
                 f"Argument `monitor` must name one of the model's metrics "
                 f"({', '.join(repr(n) for n in names)}, or those with 'val_'). "
                 f"Received: monitor={self.monitor!r}")
-        self._train_monitor = "loss" if self.monitor.startswith("val_") else wanted
 
     def on_train_batch_begin(self, batch, logs=None):
         self._calls += 1
@@ -269,9 +279,10 @@ class LRFinder(keras.callbacks.Callback):
             self.model.stop_training = True
 
     def _validate(self, count, rows):
-        done = self._validation[-1][0] + 1 if self._validation else 0
-        if count and (count - done >= self.val_every
-                      or (count >= self.num_steps and done < count)):
+        # One evaluation each time the record passes a multiple of val_every
+        # (checks come at most val_every steps apart): num_steps // val_every
+        # in all, at most the `num_steps` the result is given.
+        if count // self.val_every > len(self._validation):
             step = count - 1
             values = self.model.evaluate(*self._validation_subset(), verbose=0,
                                          return_dict=True)
@@ -309,11 +320,11 @@ class LRFinder(keras.callbacks.Callback):
             lrs = np.array([p[1] for p in points])
             values = np.array([p[3] for p in points])
             train = np.array([p[2] for p in points])
-            return results.LRFinderResult(lrs, values, metrics={"loss": train},
+            return results.LRFinderResult(lrs, values, metrics={"train_loss": train},
                                           **{**common, "num_steps": planned})
         metrics = None
         if self.monitor != "loss":
-            metrics = {"loss": rows[:count, 1]}
+            metrics = {"train_loss": rows[:count, 1]}
         return results.LRFinderResult(rows[:count, 0], rows[:count, 2],
                                       metrics=metrics, **common)
 
@@ -337,6 +348,16 @@ class LRFinder(keras.callbacks.Callback):
     def __exit__(self, *exc_info):
         self.restore()
         return False
+
+
+def _build_optimizer(model):
+    """Creates the optimizer's slots now, as its first update would, so that
+    the snapshot holds them (their initial values) and restores them."""
+    optimizer = model.optimizer
+    if not optimizer.built and model.built:
+        with keras.name_scope(optimizer.name, caller=optimizer):
+            optimizer.build(model.trainable_variables)
+        optimizer.built = True
 
 
 def _state_variables(model):
@@ -501,11 +522,13 @@ def _run_once(model, x, y, batch_size, settings, callbacks, verbose, fit_kwargs)
     if data is not x or isinstance(x, keras.utils.PyDataset):
         fit_kwargs = {"shuffle": False, **fit_kwargs}  # the data shuffles itself
     history = getattr(model, "history", None)
-    with finder:
-        model.fit(data, y, batch_size=batch_size, epochs=epochs,
-                  steps_per_epoch=steps, verbose=0,
-                  callbacks=[finder, *(callbacks or [])], **fit_kwargs)
-    model.history = history
+    try:
+        with finder:
+            model.fit(data, y, batch_size=batch_size, epochs=epochs,
+                      steps_per_epoch=steps, verbose=0,
+                      callbacks=[finder, *(callbacks or [])], **fit_kwargs)
+    finally:
+        model.history = history
     return finder.result
 
 

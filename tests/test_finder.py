@@ -1,0 +1,588 @@
+"""Tests of keras_clr.finder: the LR range test (`LRFinder`, `find_lr`).
+
+Expected learning rates come from the closed form of the range test and
+expected per-batch losses from a `tf.GradientTape` reference loop written
+here; never from the code under test.
+"""
+
+import math
+import re
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_clr import finder
+from keras_clr.finder import LRFinder
+from keras_clr.finder import find_lr
+
+BATCH = 8
+SAMPLES = 40  # 5 batches of 8 per pass over the data
+QUIET = dict(verbose=0)
+
+
+# -- helpers -------------------------------------------------------------------
+
+
+def _data(seed=0, classes=None):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(SAMPLES, 3)).astype("float32")
+    if classes:
+        y = rng.integers(0, classes, size=SAMPLES).astype("int32")
+    else:
+        y = (x @ np.array([[1.0], [-2.0], [0.5]]) + 0.1 * rng.normal(size=(SAMPLES, 1))
+             ).astype("float32")
+    return x, y
+
+
+def _batches(x, y):
+    return [(x[i:i + BATCH], y[i:i + BATCH]) for i in range(0, len(x), BATCH)]
+
+
+def _model(batchnorm=False, classes=None, seed=0):
+    keras.utils.set_random_seed(seed)
+    layers = [keras.Input((3,)), keras.layers.Dense(4, activation="tanh")]
+    if batchnorm:
+        layers.append(keras.layers.BatchNormalization())
+    if classes:
+        layers.append(keras.layers.Dense(classes, activation="softmax"))
+    else:
+        layers.append(keras.layers.Dense(1))
+    return keras.Sequential(layers)
+
+
+def _compiled(optimizer=None, **kwargs):
+    model = _model(batchnorm=kwargs.pop("batchnorm", False))
+    model.compile(optimizer or keras.optimizers.SGD(0.01, momentum=0.9), "mse", **kwargs)
+    return model
+
+
+def _grid(start, end, n, mode):
+    """The range test's learning rates in closed form, as float32."""
+    i = np.arange(n, dtype=np.float64)
+    if mode == "exp":
+        values = start * (end / start) ** (i / (n - 1))
+    else:
+        values = start + (end - start) * i / (n - 1)
+    return values.astype(np.float32)
+
+
+def _state(model):
+    """(path, value) of every model and optimizer variable."""
+    variables = list(model.variables) + list(model.optimizer.variables)
+    return [(v.path, np.array(keras.ops.convert_to_numpy(v), copy=True))
+            for v in variables]
+
+
+def _assert_same_state(before, model):
+    after = _state(model)
+    assert [p for p, _ in after] == [p for p, _ in before]
+    for (path, old), (_, new) in zip(before, after):
+        assert np.array_equal(old, new), path
+
+
+def _reference(model, weights, batches, lrs, momentum=0.0, loss=None):
+    """Per-batch losses and predictions of plain SGD (Keras's momentum
+    formula m = mu * m - lr * g; w += m) over `batches` with rates `lrs`."""
+    ref = keras.models.clone_model(model)
+    ref.set_weights(weights)
+    loss_fn = loss or keras.losses.MeanSquaredError()
+    velocity = [tf.zeros_like(v) for v in ref.trainable_variables]
+    losses, preds = [], []
+    for (xb, yb), lr in zip(batches, lrs):
+        with tf.GradientTape() as tape:
+            pred = ref(xb, training=True)
+            value = loss_fn(yb, pred)
+        grads = tape.gradient(value, ref.trainable_variables)
+        lr = tf.constant(lr, tf.float32)
+        for i, (var, grad) in enumerate(zip(ref.trainable_variables, grads)):
+            velocity[i] = momentum * velocity[i] - lr * grad
+            var.assign_add(velocity[i])
+        losses.append(float(value))
+        preds.append(pred.numpy())
+    return np.array(losses), preds
+
+
+class _LearningRates(keras.callbacks.Callback):
+    """Reads the optimizer's learning-rate variable at every batch."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        opt = self.model.optimizer
+        opt = getattr(opt, "inner_optimizer", opt)
+        self.seen.append(float(keras.ops.convert_to_numpy(opt.learning_rate)))
+
+
+class _Raise(keras.callbacks.Callback):
+    def __init__(self, error, at=3):
+        super().__init__()
+        self.error, self.at = error, at
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch == self.at:
+            raise self.error
+
+
+class _Changed(keras.callbacks.Callback):
+    """Records whether the state moved away from `before` during the test, so
+    that a restoration check is not vacuous."""
+
+    def __init__(self, before):
+        super().__init__()
+        self.before, self.changed, self.looked = dict(before), False, False
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch >= 2 and not self.looked:
+            self.looked = True
+            now = _state(self.model)
+            self.changed = any(
+                path in self.before and not np.array_equal(self.before[path], value)
+                for path, value in now)
+
+
+class _Count(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.batches = self.begins = 0
+
+    def on_train_begin(self, logs=None):
+        self.begins += 1
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.batches += 1
+
+
+def _fits_normally(model, x, y):
+    """The next `fit` keeps the optimizer's own learning rate; returns it."""
+    opt = getattr(model.optimizer, "inner_optimizer", model.optimizer)
+    lr = float(keras.ops.convert_to_numpy(opt.learning_rate))
+    probe = _LearningRates()
+    history = model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False,
+                        callbacks=[probe], **QUIET)
+    assert probe.seen and set(probe.seen) == {lr}
+    assert np.isfinite(history.history["loss"]).all()
+    assert "train_step" not in model.__dict__
+
+
+# -- 1. the learning-rate grid --------------------------------------------------
+
+
+@pytest.mark.parametrize("mode,per_execution", [("exp", 1), ("linear", 1),
+                                                ("exp", 4), ("linear", 4)])
+def test_lr_grid_closed_form(mode, per_execution):
+    x, y = _data()
+    model = _compiled(steps_per_execution=per_execution)
+    result = find_lr(model, x, y, batch_size=BATCH, start_lr=1e-4, end_lr=1e-1,
+                     num_steps=10, step_mode=mode, stop_factor=None, shuffle=False,
+                     **QUIET)
+    expected = _grid(1e-4, 1e-1, 10, mode)
+    assert result.stop_reason == "completed"
+    np.testing.assert_allclose(result.lrs, expected, rtol=1e-6)
+    assert result.lrs[0] == np.float32(1e-4) and result.lrs[-1] == np.float32(1e-1)
+    assert np.isfinite(result.losses).all()
+
+
+# -- 2. the true per-batch loss ------------------------------------------------
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_losses_match_gradient_tape_reference(momentum):
+    x, y = _data()
+    model = _compiled(keras.optimizers.SGD(0.01, momentum=momentum))
+    weights = model.get_weights()
+    result = find_lr(model, x, y, batch_size=BATCH, start_lr=1e-3, end_lr=1e-1,
+                     num_steps=12, stop_factor=None, shuffle=False, **QUIET)
+    assert len(result.lrs) == 12
+    batches = _batches(x, y)
+    order = [batches[i % 5] for i in range(12)]  # 0..4, 0..4, 0, 1: cycles
+    expected, _ = _reference(model, weights, order, result.lrs, momentum)
+    np.testing.assert_allclose(result.losses, expected, rtol=1e-5)
+    # Not Keras's running mean over the epoch (the trap the test avoids).
+    running = np.concatenate([np.cumsum(part) / np.arange(1, len(part) + 1)
+                              for part in np.split(expected, [5, 10])])
+    assert np.max(np.abs(running - result.losses) / np.abs(expected)) > 1e-2
+
+
+# -- 3. exact restoration ------------------------------------------------------
+
+
+def _scenario(name):
+    """(model, find_lr kwargs, expected stop_reason or exception)."""
+    slow_safe = dict(start_lr=1e-3, end_lr=1e-1, num_steps=12, stop_factor=None)
+    if name == "mixed_precision":
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    if name == "adam_trained":
+        model = _compiled(keras.optimizers.Adam(1e-3))
+    elif name == "batchnorm":
+        model = _compiled(batchnorm=True)
+    elif name == "steps_per_execution":
+        model = _compiled(steps_per_execution=4)
+    else:
+        model = _compiled()
+    kwargs, expect = dict(slow_safe), "completed"
+    if name == "diverged":
+        kwargs = dict(start_lr=1e-3, end_lr=1e3, num_steps=30, smoothing=0.0)
+        expect = "diverged"
+    elif name == "nan":
+        kwargs = dict(start_lr=1e-2, end_lr=1e6, num_steps=12, stop_factor=None)
+        expect = "nan"
+    elif name == "callback_error":
+        kwargs["callbacks"] = [_Raise(RuntimeError("boom"), at=3)]
+        expect = RuntimeError
+    elif name == "keyboard_interrupt":
+        kwargs["callbacks"] = [_Raise(KeyboardInterrupt(), at=3)]
+        expect = KeyboardInterrupt
+    return model, kwargs, expect
+
+
+@pytest.mark.parametrize("name", [
+    "completed", "diverged", "nan", "callback_error", "keyboard_interrupt",
+    "steps_per_execution", "mixed_precision", "batchnorm", "adam_trained"])
+def test_state_restored_bit_for_bit(name):
+    x, y = _data()
+    model, kwargs, expect = _scenario(name)
+    history = model.fit(x, y, batch_size=BATCH, epochs=1, **QUIET)  # trained state
+    before = _state(model)
+    changed = _Changed(before)
+    kwargs["callbacks"] = [changed, *kwargs.get("callbacks", [])]
+    if isinstance(expect, str):
+        result = find_lr(model, x, y, batch_size=BATCH, shuffle=False, **kwargs, **QUIET)
+        assert result.stop_reason == expect
+    else:
+        with pytest.raises(expect):
+            find_lr(model, x, y, batch_size=BATCH, shuffle=False, **kwargs, **QUIET)
+    assert changed.changed
+    _assert_same_state(before, model)
+    assert model.history is history
+    paths = [path for path, _ in before]
+    if name == "mixed_precision":
+        assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+        assert any("dynamic_scale" in p for p in paths)
+        assert any("step_counter" in p for p in paths)
+    if name == "batchnorm":
+        assert any("moving_mean" in p for p in paths)
+        assert any("moving_variance" in p for p in paths)
+    _fits_normally(model, x, y)
+
+
+def _twin(model):
+    """A copy of `model` with the same weights and optimizer state."""
+    twin = keras.models.clone_model(model)
+    twin.set_weights(model.get_weights())
+    twin.compile(model.optimizer.__class__.from_config(model.optimizer.get_config()),
+                 "mse")
+    if model.optimizer.built:
+        twin.optimizer.build(twin.trainable_variables)
+        for mine, theirs in zip(model.optimizer.variables, twin.optimizer.variables):
+            theirs.assign(mine)
+    return twin
+
+
+def _fit_both_equal(model, twin, x, y):
+    for m in (model, twin):
+        m.fit(x, y, batch_size=BATCH, epochs=2, shuffle=False, **QUIET)
+    for a, b in zip(model.get_weights(), twin.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_optimizer_never_built_restored_to_initial_values():
+    x, y = _data()
+    model = _compiled()
+    assert not model.optimizer.built
+    twin = _twin(model)
+    weights = model.get_weights()
+    find_lr(model, x, y, batch_size=BATCH, end_lr=1.0, num_steps=12,
+            stop_factor=None, **QUIET)
+    for old, new in zip(weights, model.get_weights()):
+        assert np.array_equal(old, new)
+    opt = model.optimizer
+    assert int(opt.iterations) == 0
+    assert float(opt.learning_rate) == np.float32(0.01)
+    slots = [v for v in opt.variables if "momentum" in v.path]
+    assert len(slots) == 4
+    for v in slots:
+        assert not np.any(keras.ops.convert_to_numpy(v))  # their initial zeros
+    _fit_both_equal(model, twin, x, y)
+
+
+def test_adam_trained_state_then_fit_matches_untouched_twin():
+    x, y = _data()
+    model = _compiled(keras.optimizers.Adam(1e-2))
+    model.fit(x, y, batch_size=BATCH, epochs=1, **QUIET)
+    twin = _twin(model)
+    find_lr(model, x, y, batch_size=BATCH, end_lr=10.0, num_steps=12, **QUIET)
+    _fit_both_equal(model, twin, x, y)
+
+
+def test_callback_in_fit_restores_at_train_end():
+    x, y = _data()
+    model = _compiled()
+    model.fit(x, y, batch_size=BATCH, epochs=1, **QUIET)
+    before = _state(model)
+    lr_finder = LRFinder(start_lr=1e-3, end_lr=1e-1, num_steps=8, stop_factor=None,
+                         **QUIET)
+    history = model.fit(x, y, batch_size=BATCH, epochs=5, shuffle=False,
+                        callbacks=[lr_finder], **QUIET)
+    assert len(history.epoch) < 5  # the test stopped training
+    assert lr_finder.result.stop_reason == "completed"
+    np.testing.assert_allclose(lr_finder.result.lrs, _grid(1e-3, 1e-1, 8, "exp"),
+                               rtol=1e-6)
+    _assert_same_state(before, model)
+    _fits_normally(model, x, y)
+
+
+def test_context_manager_restores_when_fit_raises():
+    x, y = _data()
+    model = _compiled()
+    model.fit(x, y, batch_size=BATCH, epochs=1, **QUIET)
+    before = _state(model)
+    with pytest.raises(RuntimeError, match="boom"):
+        with LRFinder(start_lr=1e-3, end_lr=1.0, num_steps=20, **QUIET) as lr_finder:
+            model.fit(x, y, batch_size=BATCH, epochs=5, **QUIET,
+                      callbacks=[lr_finder, _Raise(RuntimeError("boom"), at=3)])
+    _assert_same_state(before, model)
+    _fits_normally(model, x, y)
+
+
+# -- 4. data types --------------------------------------------------------------
+
+
+class _Sequence(keras.utils.PyDataset):
+    def __init__(self, x, y):
+        super().__init__()
+        self.x, self.y = x, y
+
+    def __len__(self):
+        return math.ceil(len(self.x) / BATCH)
+
+    def __getitem__(self, i):
+        return self.x[i * BATCH:(i + 1) * BATCH], self.y[i * BATCH:(i + 1) * BATCH]
+
+
+def _data_of_kind(kind, x, y):
+    """(x argument, keyword arguments, number of distinct batches per pass)."""
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(BATCH)
+    if kind == "numpy":
+        return x, dict(y=y, batch_size=BATCH, shuffle=False), 5
+    if kind == "dataset":
+        assert int(dataset.cardinality()) == 5
+        return dataset, {}, 5
+    if kind == "repeated":
+        return dataset.repeat(), {}, 5
+    if kind == "unknown_cardinality":
+        unknown = dataset.filter(lambda a, b: True)
+        assert int(unknown.cardinality()) == tf.data.UNKNOWN_CARDINALITY
+        return unknown, {}, 5
+    if kind == "generator":
+        def three_batches():
+            for i in range(3):
+                yield x[i * BATCH:(i + 1) * BATCH], y[i * BATCH:(i + 1) * BATCH]
+        return three_batches(), {}, 3
+    return _Sequence(x, y), {}, 5
+
+
+@pytest.mark.parametrize("kind", ["numpy", "dataset", "repeated",
+                                  "unknown_cardinality", "generator", "py_dataset"])
+def test_data_kinds_record_num_steps_true_losses(kind):
+    x, y = _data()
+    model = _compiled(keras.optimizers.SGD(0.01))
+    weights = model.get_weights()
+    before = _state(model)
+    data, kwargs, per_pass = _data_of_kind(kind, x, y)
+    result = find_lr(model, data, start_lr=1e-3, end_lr=1e-1, num_steps=12,
+                     stop_factor=None, **kwargs, **QUIET)
+    assert len(result.lrs) == 12 and result.stop_reason == "completed"
+    batches = _batches(x, y)
+    order = [batches[i % per_pass] for i in range(12)]  # replayed in order
+    expected, _ = _reference(model, weights, order, result.lrs)
+    np.testing.assert_allclose(result.losses, expected, rtol=1e-5)
+    _assert_same_state(before, model)
+
+
+# -- 5. the stop rule ------------------------------------------------------------
+
+
+class TestDiverged:
+    def test_positive_losses_stop_past_factor_times_best(self):
+        # best before index 5 is 1.0; the limit 4 * 1.0 is reached, not passed,
+        # at index 4.
+        assert finder.diverged([3.0, 2.0, 1.0, 2.0, 4.0, 4.1], 4.0) == 5
+
+    def test_negative_losses_use_distance_from_best(self):
+        # best -2: limit -2 + (4 - 1) * |-2| = 4.
+        assert finder.diverged([-1.0, -2.0, 0.0, 3.9, 4.0, 4.1], 4.0) == 5
+        assert finder.diverged([-1.0, -2.0, 0.0, 3.9, 4.0], 4.0) is None
+
+    @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+    def test_non_finite_stops_at_once(self, bad):
+        assert finder.diverged([1.0, 0.9, bad, 0.5], 4.0) == 2
+        assert finder.diverged([bad, 1.0], 4.0) == 0
+        assert finder.diverged([1.0, bad], math.inf) == 1
+
+    def test_none_when_no_step_diverges(self):
+        assert finder.diverged([3.0, 2.0, 1.0, 1.5, 3.9, 4.0], 4.0) is None
+        assert finder.diverged([], 4.0) is None
+        assert finder.diverged([1.0, 100.0], math.inf) is None
+
+
+# -- 6. monitors ---------------------------------------------------------------
+
+
+def test_accuracy_monitor_records_per_batch_accuracy():
+    x, y = _data(classes=2)
+    model = _model(classes=2)
+    model.compile(keras.optimizers.SGD(0.01), "sparse_categorical_crossentropy",
+                  metrics=["accuracy"])  # metrics not built yet
+    weights = model.get_weights()
+    result = find_lr(model, x, y, batch_size=BATCH, start_lr=1e-3, end_lr=1e-1,
+                     num_steps=12, stop_factor=None, monitor="accuracy",
+                     shuffle=False, **QUIET)
+    assert result.mode == "max" and len(result.lrs) == 12
+    assert np.all((result.losses >= 0) & (result.losses <= 1))
+    batches = _batches(x, y)
+    order = [batches[i % 5] for i in range(12)]
+    losses, preds = _reference(model, weights, order, result.lrs,
+                               loss=keras.losses.SparseCategoricalCrossentropy())
+    accuracy = [np.mean(np.argmax(p, axis=1) == yb) for p, (_, yb) in zip(preds, order)]
+    np.testing.assert_allclose(result.losses, accuracy, rtol=0, atol=1e-7)
+    train_loss = [v for k, v in result.metrics.items() if "loss" in k]
+    assert len(train_loss) == 1
+    np.testing.assert_allclose(train_loss[0], losses, rtol=1e-5)
+
+
+@pytest.mark.parametrize("num_steps,val_every", [(12, 3), (12, 5)])
+def test_validation_monitor_evaluates_every_val_every_steps(num_steps, val_every):
+    x, y = _data()
+    xv, yv = _data(seed=1)
+    model = _compiled()
+    weights = model.get_weights()
+    result = find_lr(model, x, y, batch_size=BATCH, start_lr=1e-3, end_lr=1e-1,
+                     num_steps=num_steps, stop_factor=None, monitor="val_loss",
+                     validation_data=(xv, yv), val_every=val_every, shuffle=False,
+                     **QUIET)
+    assert len(result.lrs) == num_steps // val_every
+    assert result.mode == "min"
+    grid = _grid(1e-3, 1e-1, num_steps, "exp")
+    for lr in result.lrs:  # each point is a step of the ramp
+        assert np.any(np.isclose(grid, lr, rtol=1e-6))
+    assert np.all(np.isfinite(result.losses))
+    assert int(model.optimizer.iterations) == 0
+    for old, new in zip(weights, model.get_weights()):
+        assert np.array_equal(old, new)
+
+
+@pytest.mark.parametrize("metrics", [None, ["mae"]])
+def test_unknown_monitor_fails_before_any_step(metrics):
+    x, y = _data()
+    model = _model()
+    model.compile(keras.optimizers.SGD(0.01, momentum=0.9), "mse", metrics=metrics)
+    weights = model.get_weights()
+    with pytest.raises(ValueError, match=re.escape("monitor='val_bogus'")):
+        find_lr(model, x, y, batch_size=BATCH, monitor="val_bogus",
+                validation_data=(x, y), **QUIET)
+    with pytest.raises(ValueError, match=re.escape("monitor='bogus'")):
+        find_lr(model, x, y, batch_size=BATCH, monitor="bogus", **QUIET)
+    assert int(model.optimizer.iterations) == 0
+    for old, new in zip(weights, model.get_weights()):
+        assert np.array_equal(old, new)
+
+
+# -- 7. bad input ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(start_lr=1.0, end_lr=1.0), "`end_lr`.*start_lr=1.0, end_lr=1.0"),
+    (dict(start_lr=1e-2, end_lr=1e-3), "`end_lr`.*start_lr=0.01, end_lr=0.001"),
+    (dict(start_lr=0.0), "`start_lr`.*start_lr=0.0"),
+    (dict(start_lr=-1e-3), "`start_lr`.*start_lr=-0.001"),
+    (dict(end_lr=float("inf")), "`end_lr`.*end_lr=inf"),
+    (dict(num_steps=1), "`num_steps`.*num_steps=1"),
+    (dict(num_steps=0), "`num_steps`.*num_steps=0"),
+    (dict(smoothing=1.0), "`smoothing`.*smoothing=1.0"),
+    (dict(smoothing=-0.1), "`smoothing`.*smoothing=-0.1"),
+    (dict(stop_factor=1.0), "`stop_factor`.*stop_factor=1.0"),
+    (dict(stop_factor=0.5), "`stop_factor`.*stop_factor=0.5"),
+    (dict(step_mode="cubic"), "`step_mode`.*step_mode='cubic'"),
+    (dict(monitor=""), "`monitor`.*monitor=''"),
+    (dict(monitor="val_loss"), "`validation_data`.*validation_data=None"),
+    (dict(epochs=3), "`epochs`.*epochs=3"),
+    (dict(steps_per_epoch=3), "`steps_per_epoch`.*steps_per_epoch=3"),
+    (dict(repeats=0), "`repeats`.*repeats=0"),
+])
+def test_invalid_arguments_raise_before_training(kwargs, message):
+    x, y = _data()
+    model = _compiled()
+    weights = model.get_weights()
+    with pytest.raises(ValueError, match=message):
+        find_lr(model, x, y, batch_size=BATCH, **kwargs, **QUIET)
+    assert int(model.optimizer.iterations) == 0
+    for old, new in zip(weights, model.get_weights()):
+        assert np.array_equal(old, new)
+
+
+def test_uncompiled_model_raises():
+    x, y = _data()
+    with pytest.raises(ValueError, match="`model` must be compiled"):
+        find_lr(_model(), x, y, batch_size=BATCH, **QUIET)
+
+
+def test_lr_finder_checks_arguments_at_construction():
+    with pytest.raises(ValueError, match=re.escape("Received: start_lr=1.0, end_lr=0.5")):
+        LRFinder(start_lr=1.0, end_lr=0.5)
+    with pytest.raises(ValueError, match=re.escape("Received: val_every=0")):
+        LRFinder(val_every=0)
+    with pytest.raises(ValueError, match=re.escape("Received: mode='up'")):
+        LRFinder(mode="up")
+
+
+# -- 8. repeats and the weight-decay sweep ----------------------------------------
+
+
+def test_repeats_give_a_band_around_the_mean():
+    x, y = _data()
+    model = _compiled()
+    model.fit(x, y, batch_size=BATCH, epochs=1, **QUIET)
+    before = _state(model)
+    result = find_lr(model, x, y, batch_size=BATCH, start_lr=1e-3, end_lr=1e-1,
+                     num_steps=8, stop_factor=None, repeats=3, **QUIET)
+    low, high = result.loss_band
+    assert len(low) == len(high) == len(result.lrs) == 8
+    # The mean of three values can round one ulp past their min or max.
+    mean, slack = result.smoothed_losses, 1e-12 * np.abs(result.smoothed_losses)
+    assert np.all(low <= mean + slack) and np.all(mean <= high + slack)
+    _assert_same_state(before, model)
+
+
+def test_weight_decay_sweep_with_adamw():
+    x, y = _data()
+    model = _compiled(keras.optimizers.AdamW(1e-3, weight_decay=0.004))
+    model.fit(x, y, batch_size=BATCH, epochs=1, **QUIET)
+    before = _state(model)
+    result = find_lr(model, x, y, batch_size=BATCH, start_lr=1e-3, end_lr=1e-1,
+                     num_steps=6, stop_factor=None, weight_decays=[0.0, 1e-4, 1e-2],
+                     shuffle=False, **QUIET)
+    assert set(result.sweep) == {0.0, 1e-4, 1e-2}
+    assert result in result.sweep.values()
+    # Same data, same start: only the weight decay differs between runs.
+    assert not np.array_equal(result.sweep[0.0].losses, result.sweep[1e-2].losses)
+    assert model.optimizer.weight_decay == 0.004
+    _assert_same_state(before, model)
+    _fits_normally(model, x, y)
+
+
+# -- 9. extra callbacks ------------------------------------------------------------
+
+
+def test_extra_callbacks_see_the_batches():
+    x, y = _data()
+    model = _compiled()
+    counter = _Count()
+    result = find_lr(model, x, y, batch_size=BATCH, start_lr=1e-3, end_lr=1e-1,
+                     num_steps=12, stop_factor=None, callbacks=[counter], **QUIET)
+    assert len(result.lrs) == 12
+    assert counter.begins == 1
+    assert counter.batches >= 12
