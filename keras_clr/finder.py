@@ -489,11 +489,65 @@ def find_lr(model, x=None, y=None, *, batch_size=None, start_lr=1e-7, end_lr=10.
                     val_every=val_every, val_steps=val_steps, mode=mode)
     LRFinder(**settings, verbose=0)  # checks every argument before training
     if weight_decays is not None:
+        x = _ensure_built(model, x, batch_size)
         return _weight_decay_sweep(model, x, y, weight_decays, batch_size,
                                    settings, callbacks, verbose, repeats, fit_kwargs)
-    runs = [_run_once(model, x, y, batch_size, settings, callbacks, verbose, fit_kwargs)
-            for _ in range(repeats)]
+    x = _ensure_built(model, x, batch_size)
+    if hasattr(x, "__next__"):
+        x = _repeating(x)  # later repeats go on with later batches
+    runs = [_run_once(model, x, y, batch_size, settings, callbacks, verbose, fit_kwargs,
+                      repeat) for repeat in range(repeats)]
     return runs[0] if repeats == 1 else _average(runs)
+
+
+def _ensure_built(model, x, batch_size):
+    """Builds a model that has no weights yet on one batch of `x`, so that
+    its initial weights are in the snapshot; returns `x` (a generator is
+    rewound by putting the batch it gave back in front)."""
+    import itertools
+
+    import tensorflow as tf
+
+    if model.built or x is None:
+        return x
+    if isinstance(x, tf.data.Dataset):
+        batch = next(iter(x.take(1)))
+    elif isinstance(x, keras.utils.PyDataset):
+        batch = x[0]
+    elif hasattr(x, "__next__"):
+        batch = next(x)
+        x = itertools.chain([batch], x)
+    else:
+        batch = (_slice(x, 0, batch_size or 32),)
+    model(batch[0] if isinstance(batch, tuple) else batch, training=False)
+    return x
+
+
+def _slice(data, start, stop):
+    if isinstance(data, dict):
+        return {k: v[start:stop] for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return type(data)(v[start:stop] for v in data)
+    return data[start:stop]
+
+
+def _reordered(x, y, seed):
+    """The same arrays in another order (each repeat of a test sees its own)."""
+    first = x[0] if isinstance(x, (list, tuple)) else x
+    if isinstance(first, dict):
+        first = next(iter(first.values()))
+    order = np.random.default_rng(seed).permutation(len(first))
+
+    def take(data):
+        if data is None:
+            return None
+        if isinstance(data, dict):
+            return {k: np.asarray(v)[order] for k, v in data.items()}
+        if isinstance(data, (list, tuple)):
+            return type(data)(np.asarray(v)[order] for v in data)
+        return np.asarray(data)[order]
+
+    return take(x), take(y)
 
 
 def _average(runs):
@@ -516,9 +570,12 @@ def _average(runs):
         start_lr=first.start_lr, end_lr=first.end_lr)
 
 
-def _run_once(model, x, y, batch_size, settings, callbacks, verbose, fit_kwargs):
+def _run_once(model, x, y, batch_size, settings, callbacks, verbose, fit_kwargs,
+              repeat=0):
     finder = LRFinder(**settings, verbose=verbose)
     data, epochs, steps = _fit_plan(model, x, batch_size, finder.num_steps)
+    if repeat and data is x and not isinstance(x, keras.utils.PyDataset):
+        data, y = _reordered(x, y, seed=repeat)
     if data is not x or isinstance(x, keras.utils.PyDataset):
         fit_kwargs = {"shuffle": False, **fit_kwargs}  # the data shuffles itself
     history = getattr(model, "history", None)
@@ -546,7 +603,7 @@ def _weight_decay_sweep(model, x, y, weight_decays, batch_size, settings,
             optimizer.weight_decay = _checks.in_interval(
                 "weight_decays", value, 0.0, math.inf, high_open=True)
             runs = [_run_once(model, x, y, batch_size, settings, callbacks, verbose,
-                              fit_kwargs) for _ in range(repeats)]
+                              fit_kwargs, repeat) for repeat in range(repeats)]
             result = runs[0] if repeats == 1 else _average(runs)
             result.weight_decay = value
             sweep[value] = result

@@ -554,7 +554,32 @@ def test_repeats_give_a_band_around_the_mean():
     # The mean of three values can round one ulp past their min or max.
     mean, slack = result.smoothed_losses, 1e-12 * np.abs(result.smoothed_losses)
     assert np.all(low <= mean + slack) and np.all(mean <= high + slack)
+    # Each repeat sees the data in another order, so the curves differ.
+    assert np.max(high - low) > 0
     _assert_same_state(before, model)
+
+
+class SubclassedNet(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.hidden = keras.layers.Dense(4, activation="tanh")
+        self.out = keras.layers.Dense(1)
+
+    def call(self, x):
+        return self.out(self.hidden(x))
+
+
+def test_model_without_weights_yet_is_left_at_its_initial_weights():
+    x, y = _data()
+    keras.utils.set_random_seed(3)
+    model = SubclassedNet()
+    model.compile(keras.optimizers.SGD(0.01, momentum=0.9), "mse")
+    find_lr(model, x, y, batch_size=BATCH, num_steps=8, end_lr=1e-1, **QUIET)
+    keras.utils.set_random_seed(3)
+    fresh = SubclassedNet()
+    fresh(x[:BATCH])
+    for got, want in zip(model.variables, fresh.variables):
+        np.testing.assert_array_equal(got.numpy(), want.numpy())
 
 
 def test_weight_decay_sweep_with_adamw():
