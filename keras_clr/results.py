@@ -233,6 +233,7 @@ class LRFinderResult:
                  smoothing=0.98, stop_reason="completed", monitor="loss",
                  mode="min", metrics=None, loss_band=None, weight_decay=None,
                  start_lr=None, end_lr=None):
+        self.sweep = None  # weight decay -> result, after a weight-decay sweep
         self.lrs = _array("lrs", lrs)
         self.losses = self._same_length("losses", losses)
         if not np.all(np.isfinite(self.lrs) & (self.lrs > 0)):
@@ -411,9 +412,16 @@ class LRFinderResult:
     # Drawing ---------------------------------------------------------------
 
     def plot(self, ax=None, suggest=True, show_raw=True):
-        """Draw the curve; see `keras_clr.plotting.plot_range_test`. Returns the Axes."""
+        """Draw the curve; see `keras_clr.plotting.plot_range_test`. Returns the Axes.
+
+        The result of a weight-decay sweep (`find_lr(weight_decays=...)`, whose
+        `sweep` maps each weight decay to its result) draws every curve
+        overlaid instead; see `keras_clr.plotting.plot_weight_decays`.
+        """
         from keras_clr import plotting
 
+        if self.sweep:
+            return plotting.plot_weight_decays(self.sweep, ax=ax)
         return plotting.plot_range_test(self, ax=ax, suggest=suggest, show_raw=show_raw)
 
     def to_tensorboard(self, log_dir, name="lr_finder"):

@@ -597,6 +597,9 @@ def test_weight_decay_sweep_with_adamw():
     assert model.optimizer.weight_decay == 0.004
     _assert_same_state(before, model)
     _fits_normally(model, x, y)
+    # The sweep's plot overlays one smoothed curve per weight decay.
+    ax = result.plot()
+    assert len(ax.get_lines()) == 3
 
 
 # -- 9. extra callbacks ------------------------------------------------------------
