@@ -1,0 +1,78 @@
+"""CyclicLR in "triangular2" mode, with bounds from the range test.
+
+`result.suggest_range()` reads (base_lr, max_lr) off the range-test curve
+(Smith 2017, section 3.3: from where the loss starts to fall to where it
+stops falling or turns ragged). `CyclicLR(mode="triangular2")` then cycles
+between them, halving the height of each cycle; momentum cycles inversely.
+Data: scikit-learn's digits (offline).
+
+Run: python examples/cyclic_triangular2.py --output DIR
+Writes DIR/cyclic_triangular2.png (range test, schedule, accuracy).
+"""
+
+import argparse
+import math
+import os
+import pathlib
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import keras  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+from sklearn.datasets import load_digits  # noqa: E402
+from sklearn.model_selection import train_test_split  # noqa: E402
+
+import keras_clr  # noqa: E402
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output", default="outputs/cyclic_triangular2")
+    parser.add_argument("--epochs", type=int, default=12, help="3 cycles of 4 epochs by default")
+    parser.add_argument("--epochs-per-half-cycle", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=32)
+    args = parser.parse_args()
+    out = pathlib.Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(0)
+
+    digits = load_digits()
+    x_train, x_test, y_train, y_test = train_test_split(
+        digits.data.astype("float32") / 16.0, digits.target, test_size=0.25, random_state=0)
+    model = keras.Sequential([keras.Input((64,)),
+                              keras.layers.Dense(64, activation="relu"),
+                              keras.layers.Dense(10)])
+    model.compile(keras.optimizers.SGD(momentum=0.9), metrics=["accuracy"],
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+
+    result = keras_clr.find_lr(model, x_train, y_train, batch_size=args.batch_size, verbose=0)
+    base_lr, max_lr = result.suggest_range() or (1e-3, 1e-1)  # None if no descent
+    print(result.explain("range"))
+
+    steps_per_epoch = math.ceil(len(x_train) / args.batch_size)
+    step_size_up = args.epochs_per_half_cycle * steps_per_epoch  # Smith: 2-10 epochs
+    clr = keras_clr.CyclicLR(base_lr, max_lr, step_size_up=step_size_up, mode="triangular2")
+    history = model.fit(x_train, y_train, batch_size=args.batch_size, epochs=args.epochs,
+                        validation_data=(x_test, y_test), verbose=0, callbacks=[clr])
+    h = history.history
+    print(f"CyclicLR({base_lr:.2g}, {max_lr:.2g}, step_size_up={step_size_up}, "
+          f"mode='triangular2'): test accuracy {h['val_accuracy'][-1]:.4f}")
+
+    fig, (range_ax, schedule_ax, acc_ax) = plt.subplots(1, 3, figsize=(17, 4))
+    result.plot(ax=range_ax)  # the green span is suggest_range()
+    clr.plot(total_steps=args.epochs * steps_per_epoch, ax=schedule_ax)
+    schedule_ax.set_title("CyclicLR, mode='triangular2'")
+    epochs = range(1, len(h["loss"]) + 1)
+    acc_ax.plot(epochs, h["accuracy"], label="train")
+    acc_ax.plot(epochs, h["val_accuracy"], label="test")
+    acc_ax.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
+    acc_ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "cyclic_triangular2.png", dpi=110)
+    print(f"wrote {out / 'cyclic_triangular2.png'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""TensorBoard logging: the range test, then per-step learning rate and momentum.
+
+`result.to_tensorboard` writes the range-test curve and plot as its own run;
+`OneCycle` puts `learning_rate` and `momentum` into every step's logs, so
+`keras.callbacks.TensorBoard(update_freq="batch")`, placed after it, records
+them per step next to the usual per-epoch metrics. The script then reads the
+event files back and prints which tags each run holds. Data: scikit-learn's
+digits (offline).
+
+Run: python examples/tensorboard_logging.py --output DIR
+     tensorboard --logdir DIR/logs
+Writes DIR/logs/{lr_finder,train,validation} and DIR/tensorboard_scalars.png
+(the per-step learning rate and momentum, as read back from the logs).
+"""
+
+import argparse
+import os
+import pathlib
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import keras  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+from sklearn.datasets import load_digits  # noqa: E402
+from sklearn.model_selection import train_test_split  # noqa: E402
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
+from tensorboard.util.tensor_util import make_ndarray  # noqa: E402
+
+import keras_clr  # noqa: E402
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output", default="outputs/tensorboard_logging")
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=32)
+    args = parser.parse_args()
+    out = pathlib.Path(args.output)
+    log_dir = out / "logs"
+    out.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(0)
+
+    digits = load_digits()
+    x_train, x_test, y_train, y_test = train_test_split(
+        digits.data.astype("float32") / 16.0, digits.target, test_size=0.25, random_state=0)
+    model = keras.Sequential([keras.Input((64,)),
+                              keras.layers.Dense(64, activation="relu"),
+                              keras.layers.Dense(10)])
+    model.compile(keras.optimizers.SGD(momentum=0.9), metrics=["accuracy"],
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+
+    result = keras_clr.find_lr(model, x_train, y_train, batch_size=args.batch_size, verbose=0)
+    result.to_tensorboard(log_dir / "lr_finder")
+    callbacks = [keras_clr.OneCycle(result.suggest() or 0.1),
+                 keras.callbacks.TensorBoard(str(log_dir), update_freq="batch", write_graph=False)]
+    model.fit(x_train, y_train, batch_size=args.batch_size, epochs=args.epochs,
+              validation_data=(x_test, y_test), verbose=0, callbacks=callbacks)
+
+    # Read the event files back.
+    runs = {}
+    for run in sorted(p for p in log_dir.iterdir() if p.is_dir()):
+        events = EventAccumulator(str(run), size_guidance={"tensors": 0}).Reload()
+        runs[run.name] = events
+        print(f"{run.name}:")
+        for tag in sorted(events.Tags()["tensors"]):
+            plugin = events.SummaryMetadata(tag).plugin_data.plugin_name
+            print(f"  {tag:28s} {plugin:8s} {len(events.Tensors(tag))} values")
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
+    for ax, tag in zip(axes, ("batch_learning_rate", "batch_momentum")):
+        records = runs["train"].Tensors(tag)
+        ax.plot([r.step for r in records], [float(make_ndarray(r.tensor_proto)) for r in records])
+        ax.set(xlabel="step", title=f"train/{tag}, read back from the event file")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "tensorboard_scalars.png", dpi=110)
+    print(f"wrote {out / 'tensorboard_scalars.png'}; view with: tensorboard --logdir {log_dir}")
+
+
+if __name__ == "__main__":
+    main()
