@@ -6,6 +6,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TF ?= tensorflow-cpu
 PINS := tensorflow-cpu==2.21.0 keras==3.15.1
+# The CPU wheel of torch (an unpinned one pulls gigabytes of CUDA libraries).
+BACKEND_PINS := torch==2.13.0 jax==0.10.2
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .PHONY: demo test benchmark clean
@@ -13,13 +15,20 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 $(BIN)/.installed: setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[$(TF),test]" $(if $(filter tensorflow-cpu,$(TF)),$(PINS))
+	$(BIN)/python -m pip install --quiet -e ".[$(TF),test]" \
+		$(if $(filter tensorflow-cpu,$(TF)),$(PINS))
+	touch $@
+
+# JAX and PyTorch, for the backend tests only (the demo does not need them).
+$(BIN)/.installed-backends: $(BIN)/.installed
+	$(BIN)/python -m pip install --quiet -e ".[backends]" $(BACKEND_PINS) \
+		$(if $(filter tensorflow-cpu,$(TF)),$(PINS))
 	touch $@
 
 demo: $(BIN)/.installed
 	$(BIN)/python examples/demo.py --output keras_clr_demo_output
 
-test: $(BIN)/.installed
+test: $(BIN)/.installed-backends
 	$(BIN)/python -m pytest -q
 
 benchmark: $(BIN)/.installed

@@ -58,7 +58,7 @@ class _ScheduleCallback(keras.callbacks.Callback):
         attribute = hooks.check_momentum(optimizer, name) if self.cycle_momentum else None
         self._prepare()
         lr_schedule, momentum_schedule = self._schedules()
-        self._first_iteration = int(optimizer.iterations)
+        self._first_iteration = hooks.iterations(optimizer)
         self._control = hooks.StepControl(self.model, lr_schedule,
                                           momentum_schedule, attribute)
         self._control.install()
@@ -290,7 +290,7 @@ class OneCycle(_ScheduleCallback):
     def on_epoch_end(self, epoch, logs=None):
         if self._warned:
             return
-        done = int(hooks.base_optimizer(self.model).iterations) - (self._start_step or 0)
+        done = hooks.iterations(hooks.base_optimizer(self.model)) - (self._start_step or 0)
         if done > self._steps():
             self._warned = True
             warnings.warn(

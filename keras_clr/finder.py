@@ -176,13 +176,18 @@ class LRFinder(keras.callbacks.Callback):
 
     def lr_at(self, step):
         """The learning rate of step `step` (an int, array or tensor)."""
-        xp = curves.NumpyOps if schedules._is_host_step(step) else schedules.KerasOps
-        value = curves.range_test(step, self.start_lr, self.end_lr,
-                                  self.num_steps, self.step_mode, xp)
-        return value if xp is curves.NumpyOps else ops.cast(value, "float32")
+        if schedules._is_host_step(step):
+            return curves.range_test(step, self.start_lr, self.end_lr,
+                                     self.num_steps, self.step_mode, curves.NumpyOps)
+        with schedules.graph_precision():
+            value = curves.range_test(ops.cast(step, "int64"), self.start_lr,
+                                      self.end_lr, self.num_steps, self.step_mode,
+                                      schedules.graph_ops())
+            return ops.cast(value, "float32")
 
     def _reset_metrics(self, step):
-        for metric in self.model.metrics:
+        # Not `self.model`: on JAX that property syncs state, here in a trace.
+        for metric in self._control.model.metrics:
             metric.reset_state()
 
     def _record(self, step, logs):
@@ -190,8 +195,11 @@ class LRFinder(keras.callbacks.Callback):
         row = ops.stack([ops.cast(logs["learning_rate"], "float32"),
                          ops.cast(logs["loss"], "float32"),
                          ops.cast(logs[self._train_monitor], "float32")])
+        row = hooks.replica_mean(row)  # the global batch's, as Keras logs it
         index = ops.minimum(step, self.num_steps)
-        self._buffer.assign(ops.slice_update(self._buffer, ops.stack([index, 0]),
+        # JAX no longer converts a Variable passed to its primitives itself.
+        record = self._buffer.value if keras.backend.backend() == "jax" else self._buffer
+        self._buffer.assign(ops.slice_update(record, ops.stack([index, 0]),
                                              ops.expand_dims(row, 0)))
         return logs
 
@@ -204,9 +212,12 @@ class LRFinder(keras.callbacks.Callback):
         self.restore()  # a previous, unfinished run of this callback
         _build_optimizer(self.model)
         self._snapshot = snapshot(self.model)
-        self._buffer = keras.Variable(
-            np.full((self.num_steps + 1, 3), np.nan, dtype="float32"),
-            trainable=False, dtype="float32", name="lr_finder_record")
+        with hooks.strategy_scope(self.model):
+            self._buffer = keras.Variable(
+                np.full((self.num_steps + 1, 3), np.nan, dtype="float32"),
+                trainable=False, dtype="float32", name="lr_finder_record",
+                aggregation="only_first_replica")
+        self._carrier = _carry_record(self.model, self._buffer)
         self._validation = [] if self.monitor.startswith("val_") else None
         self._calls = 0
         self._steps_seen = 0
@@ -219,7 +230,7 @@ class LRFinder(keras.callbacks.Callback):
         self._control = hooks.StepControl(self.model, self.lr_at,
                                           before_step=self._reset_metrics,
                                           after_step=self._record)
-        self._control.start_step = int(optimizer.iterations)
+        self._control.start_step = hooks.iterations(optimizer)
         self._control.install()
 
     def _check_monitor(self, names=None):
@@ -264,6 +275,8 @@ class LRFinder(keras.callbacks.Callback):
         """Reads the record once; stops training when the test is over."""
         if self._control is None:
             return
+        if keras.backend.backend() == "jax":
+            self.model.jax_state_sync()  # the record is in JAX's training state
         rows = np.asarray(self._buffer.numpy(), dtype=np.float64)[: self.num_steps]
         count = _recorded(rows)
         if count > self._steps_seen:
@@ -338,6 +351,9 @@ class LRFinder(keras.callbacks.Callback):
         if self._control is not None:
             self._control.remove()
             self._control = None
+        if getattr(self, "_carrier", None) is not None:
+            self.model._metrics.remove(self._carrier)
+            self._carrier = None
         if self._snapshot is not None:
             restore(self._snapshot)
             self._snapshot = None
@@ -350,12 +366,50 @@ class LRFinder(keras.callbacks.Callback):
         return False
 
 
+class _RecordCarrier(keras.metrics.Metric):
+    """Carries the range test's record in JAX's training state.
+
+    JAX's train step is pure and only the model's, optimizer's and metrics'
+    variables travel through it; as a metric variable the record does. It
+    adds nothing to the logs, and Keras's metric resets leave it alone.
+    """
+
+    def __init__(self, record):
+        super().__init__(name="lr_finder_record")
+        self.record = record
+
+    def update_state(self, *args, **kwargs):
+        pass
+
+    def reset_state(self):
+        pass
+
+    def result(self):
+        return {}
+
+
+def _carry_record(model, record):
+    """On JAX, attaches `record` to the model's metrics until `restore`."""
+    if keras.backend.backend() != "jax":
+        return None
+    carrier = _RecordCarrier(record)
+    model._metrics.append(carrier)
+    return carrier
+
+
+def _is_tf_dataset(data):
+    """Whether `data` is a tf.data.Dataset (without importing TensorFlow)."""
+    tf = sys.modules.get("tensorflow")
+    return tf is not None and isinstance(data, tf.data.Dataset)
+
+
 def _build_optimizer(model):
     """Creates the optimizer's slots now, as its first update would, so that
     the snapshot holds them (their initial values) and restores them."""
     optimizer = model.optimizer
     if not optimizer.built and model.built:
-        with keras.name_scope(optimizer.name, caller=optimizer):
+        with hooks.strategy_scope(model), keras.name_scope(optimizer.name,
+                                                            caller=optimizer):
             optimizer.build(model.trainable_variables)
         optimizer.built = True
 
@@ -371,9 +425,17 @@ def _state_variables(model):
     return variables
 
 
+def _replicas(variable):
+    """The variable, or its per-replica copies under a tf.distribute strategy
+    (whose metric variables may differ from replica to replica)."""
+    copies = getattr(getattr(variable, "value", None), "values", None)
+    return copies if isinstance(copies, tuple) else (variable,)
+
+
 def snapshot(model):
     """Host copies of every model, optimizer and metric variable."""
-    return [(v, np.array(v.numpy(), copy=True)) for v in _state_variables(model)]
+    return [(part, np.array(part.numpy(), copy=True))
+            for v in _state_variables(model) for part in _replicas(v)]
 
 
 def restore(saved):
@@ -384,9 +446,7 @@ def restore(saved):
 
 def _take_batches(data, steps, batch_size):
     """The first `steps` batches of validation data, kept for reuse."""
-    import tensorflow as tf
-
-    if isinstance(data, tf.data.Dataset):
+    if _is_tf_dataset(data):
         return (data.take(steps).cache(),)
     if isinstance(data, (tuple, list)):
         count = steps * batch_size
@@ -415,9 +475,7 @@ def _repeating(generator):
 
 def _fit_plan(model, x, batch_size, num_steps):
     """(x, epochs, steps_per_epoch) that give at least `num_steps` steps."""
-    import tensorflow as tf
-
-    if isinstance(x, tf.data.Dataset):
+    if _is_tf_dataset(x):
         return x.repeat(), 1, num_steps
     if isinstance(x, keras.utils.PyDataset):
         per_epoch = len(x)
@@ -506,11 +564,9 @@ def _ensure_built(model, x, batch_size):
     rewound by putting the batch it gave back in front)."""
     import itertools
 
-    import tensorflow as tf
-
     if model.built or x is None:
         return x
-    if isinstance(x, tf.data.Dataset):
+    if _is_tf_dataset(x):
         batch = next(iter(x.take(1)))
     elif isinstance(x, keras.utils.PyDataset):
         batch = x[0]
@@ -519,7 +575,8 @@ def _ensure_built(model, x, batch_size):
         x = itertools.chain([batch], x)
     else:
         batch = (_slice(x, 0, batch_size or 32),)
-    model(batch[0] if isinstance(batch, tuple) else batch, training=False)
+    with hooks.strategy_scope(model):
+        model(batch[0] if isinstance(batch, tuple) else batch, training=False)
     return x
 
 

@@ -11,11 +11,17 @@ schedules on it in the graph, assigns the learning rate and lets the
 optimizer read a scheduled stand-in for its momentum attribute. Nothing
 crosses to the host per step; the values in force are added to the step's
 logs, so History, CSVLogger and TensorBoard record them.
+
+On JAX the train step is pure (state in, state out): the wrapper runs in a
+StatelessScope over the training state. On PyTorch the step runs eagerly and
+the momentum stand-in is this step's value as a device tensor.
 """
 
 import numbers
 import operator
+import threading
 
+import keras
 from keras import ops
 
 
@@ -28,6 +34,52 @@ def base_optimizer(model):
             f"Received: model={getattr(model, 'name', model)!r} without one"
         )
     return getattr(optimizer, "inner_optimizer", optimizer)
+
+
+def iterations(optimizer):
+    """The optimizer's update count as a Python int, read on the host.
+
+    `int(optimizer.iterations)` fails on a variable mirrored by a
+    `tf.distribute` strategy; its NumPy value does not.
+    """
+    return int(ops.convert_to_numpy(optimizer.iterations))
+
+
+def _tf_strategy():
+    """The tf.distribute strategy in force, or None (other backends too)."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return None
+    import tensorflow as tf
+
+    return tf.distribute.get_strategy() if tf.distribute.has_strategy() else None
+
+
+def strategy_scope(model):
+    """Where to create variables the train step uses: the scope of the
+    model's tf.distribute strategy, so they are mirrored like its own."""
+    import contextlib
+
+    import keras
+
+    if keras.backend.backend() != "tensorflow" or _tf_strategy() is not None:
+        return contextlib.nullcontext()  # no strategy, or already in one
+    return model.distribute_strategy.scope()
+
+
+def replica_mean(value):
+    """Inside a train step run per replica, the mean of `value` over the
+    replicas (as Keras reduces the step's logs); elsewhere `value` itself."""
+    strategy = _tf_strategy()
+    if strategy is None or strategy.num_replicas_in_sync == 1:
+        return value
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    if context is None:  # cross-replica context
+        return value
+    return context.all_reduce(tf.distribute.ReduceOp.MEAN, value)
 
 
 MOMENTUM_ATTRIBUTES = ("beta_1", "momentum")
@@ -124,8 +176,9 @@ def _arithmetic(op, reflected=False):
     return lambda self, other: op(self.value(), other)
 
 
-for _name, _op in [("eq", operator.eq), ("ne", operator.ne), ("lt", operator.lt),
-                   ("le", operator.le), ("gt", operator.gt), ("ge", operator.ge)]:
+_COMPARISONS = [("eq", operator.eq), ("ne", operator.ne), ("lt", operator.lt),
+                ("le", operator.le), ("gt", operator.gt), ("ge", operator.ge)]
+for _name, _op in _COMPARISONS:
     setattr(ScheduledValue, f"__{_name}__", _comparison(_op))
 for _name, _op in [("add", operator.add), ("sub", operator.sub),
                    ("mul", operator.mul), ("truediv", operator.truediv),
@@ -133,6 +186,120 @@ for _name, _op in [("add", operator.add), ("sub", operator.sub),
     setattr(ScheduledValue, f"__{_name}__", _arithmetic(_op))
     setattr(ScheduledValue, f"__r{_name}__", _arithmetic(_op, reflected=True))
 ScheduledValue.__neg__ = lambda self: -self.value()
+
+
+def _stand_in(value_fn, original, torch_compiled=False):
+    """What the optimizer reads for its momentum during a step.
+
+    Traced backends (TensorFlow, JAX) get a `ScheduledValue`, evaluated in
+    the graph. PyTorch runs the step eagerly and passes the attribute to
+    `torch._foreach_*` kernels, which take only numbers and tensors: it gets
+    this step's value as a 0-d tensor on the device (no host round trip)
+    whose comparisons still use the float it replaces.
+    """
+    if keras.backend.backend() != "torch":
+        return ScheduledValue(value_fn, original)
+    value = ops.cast(value_fn(), "float32")
+    if torch_compiled:
+        # TorchDynamo cannot trace the subclass; a plain tensor's comparisons
+        # give tensors, which torch.compile handles with a graph break.
+        return value
+    return _torch_scheduled_type()._make_subclass(
+        _torch_scheduled_type(), value).attach(original)
+
+
+_TORCH_TYPE = []
+
+
+def _torch_scheduled_type():
+    """A torch.Tensor subclass for `_stand_in` (made once, on first use)."""
+    if _TORCH_TYPE:
+        return _TORCH_TYPE[0]
+    import torch
+
+    class ScheduledTensor(torch.Tensor):
+        # Arithmetic gives plain tensors; comparisons and truth use the float.
+        __torch_function__ = torch._C._disabled_torch_function_impl
+
+        def attach(self, original):
+            self._original = original
+            return self
+
+        def __bool__(self):
+            return bool(self._original)
+
+        __hash__ = torch.Tensor.__hash__
+
+    for name, op in _COMPARISONS:
+        setattr(ScheduledTensor, f"__{name}__", _comparison(op))
+    _TORCH_TYPE.append(ScheduledTensor)
+    return ScheduledTensor
+
+
+def _torch_compiled(model):
+    """Whether Keras runs the model's train step through torch.compile."""
+    compiled = getattr(model, "_should_torch_compile", None)
+    return keras.backend.backend() == "torch" and bool(compiled and compiled())
+
+
+def _step_count(optimizer, start_step):
+    """The optimizer's update count minus `start_step`: an int64 tensor, or on
+    JAX one of the counter's own dtype (int32 unless in 64-bit mode; the
+    schedules widen it themselves)."""
+    if keras.backend.backend() == "jax":
+        return ops.convert_to_tensor(optimizer.iterations) - start_step
+    return ops.cast(optimizer.iterations, "int64") - start_step
+
+
+def _jax_state_variables(model):
+    """The variables of JAX's training state, in its order."""
+    return (model.trainable_variables, model.non_trainable_variables,
+            model.optimizer.variables, model.metrics_variables)
+
+
+def _jax_stateless(model, body):
+    """JAX's `train_step(state, data)` from a `body(data)` that reads and
+    assigns variables as on the other backends.
+
+    JAX's train step is pure: the training state comes in and goes out as
+    arrays. `body` runs in a StatelessScope over that whole state, so its
+    reads and assignments (the learning rate, metric resets, the range
+    test's record) act on the state, and the updated state is returned.
+    """
+    def train_step(state, data):
+        groups = _jax_state_variables(model)
+        mapping = [(variable, value) for variables, values in zip(groups, state)
+                   for variable, value in zip(variables, values)]
+        with keras.StatelessScope(state_mapping=mapping) as scope:
+            logs = body(data)
+        state = tuple([scope.get_current_value(v) for v in variables]
+                      for variables in groups)
+        return logs, state
+
+    return train_step
+
+
+def _jax_stateful(model, jax_step):
+    """Keras's JAX `train_step(state, data)` as a `step(data)` for the body
+    of `_jax_stateless`: it reads the state from the enclosing scope and
+    assigns the updated state back there."""
+    nnx = getattr(keras.config, "is_nnx_enabled", lambda: False)
+    if nnx():  # its trainer calls the class's train_step, not the model's
+        raise ValueError(
+            "keras_clr does not support Keras's Flax NNX mode: its train step "
+            "cannot be wrapped. Unset KERAS_NNX_ENABLED. "
+            "Received: KERAS_NNX_ENABLED=true")
+
+    def step(data):
+        groups = _jax_state_variables(model)
+        state = tuple([v.value for v in variables] for variables in groups)
+        logs, state = jax_step(state, data)
+        for variables, values in zip(groups, state):
+            for variable, value in zip(variables, values):
+                variable.assign(value)
+        return logs
+
+    return step
 
 
 class StepControl:
@@ -163,6 +330,8 @@ class StepControl:
         self.start_step = 0
         self._saved_function = None
         self._installed = False
+        self._swap_lock = threading.Lock()
+        self._swapped = 0  # replica traces now inside the train step
 
     def install(self):
         """Puts the schedules into the train step; retraces it once."""
@@ -171,9 +340,11 @@ class StepControl:
         model = self.model
         optimizer = base_optimizer(model)
         original_step = model.train_step
+        if keras.backend.backend() == "jax":
+            original_step = _jax_stateful(model, original_step)
 
         def train_step(data):
-            step = ops.cast(optimizer.iterations, "int64") - self.start_step
+            step = _step_count(optimizer, self.start_step)
             if self.before_step is not None:
                 self.before_step(step)
             extra = {}
@@ -192,30 +363,51 @@ class StepControl:
                 logs = self.after_step(step, logs)
             return logs
 
+        if keras.backend.backend() == "jax":
+            train_step = _jax_stateless(model, train_step)
         self._saved_function = model.train_function
         object.__setattr__(model, "train_step", train_step)
         model.make_train_function(force=True)
+        object.__setattr__(model, "make_train_function", self._make_train_function)
         self._installed = True
 
+    def _make_train_function(self, force=False):
+        # Keras calls this as each `fit` (or `train_on_batch`) begins, and no
+        # callback hears of a `fit` that ends in an exception: a control still
+        # installed then is stale, so the model gets its own step back.
+        self.remove()
+        return self.model.make_train_function(force=force)
+
     def _step_with_momentum(self, optimizer, original_step, data):
+        # A tf.distribute strategy traces the step once per replica, in
+        # threads that interleave: the first to enter swaps the stand-in in,
+        # the last to leave puts the float back.
         name = self.momentum_attribute
-        original = getattr(optimizer, name)
 
         def value():
-            step = ops.cast(optimizer.iterations, "int64") - self.start_step
-            return self.momentum(step)
+            return self.momentum(_step_count(optimizer, self.start_step))
 
-        object.__setattr__(optimizer, name, ScheduledValue(value, original))
+        with self._swap_lock:
+            if not self._swapped:
+                self._swap_original = getattr(optimizer, name)
+                object.__setattr__(optimizer, name,
+                                   _stand_in(value, self._swap_original,
+                                             _torch_compiled(self.model)))
+            self._swapped += 1
         try:
             return original_step(data)
         finally:
-            object.__setattr__(optimizer, name, original)
+            with self._swap_lock:
+                self._swapped -= 1
+                if not self._swapped:
+                    object.__setattr__(optimizer, name, self._swap_original)
 
     def remove(self):
         """Restores the model's own train step and compiled function."""
         if not self._installed:
             return
         self.model.__dict__.pop("train_step", None)
+        self.model.__dict__.pop("make_train_function", None)
         self.model.train_function = self._saved_function
         self._saved_function = None
         self._installed = False

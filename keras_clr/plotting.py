@@ -66,8 +66,12 @@ def _robust_ylim(curves, mode, raw=None):
     high = min(high, max(early, np.quantile(everything, 0.8)))
     if raw is not None and np.isfinite(raw).any():
         low = min(low, np.quantile(sign * raw[np.isfinite(raw)], 0.02))
-    pad = 0.05 * (high - low) or 0.05 * abs(high) or 1.0
-    low, high = low - pad, high + pad
+    big = np.finfo(np.float64).max  # losses near it must not overflow the limits
+    with np.errstate(over="ignore", invalid="ignore"):
+        pad = 0.05 * high - 0.05 * low or 0.05 * abs(high) or 1.0
+        low, high = np.clip([low - pad, high + pad], -big, big)
+    if not low < high:
+        return None
     return (low, high) if sign > 0 else (-high, -low)
 
 

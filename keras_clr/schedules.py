@@ -10,11 +10,15 @@ schedule. All are registered with Keras: a model compiled with one saves to
 Called with a Python int or a NumPy integer array, a schedule evaluates in
 float64 on the host and returns a float (or a float64 array). Called with a
 tensor, as an optimizer does with its step counter, it evaluates inside the
-graph with `keras.ops` (float64 arithmetic on integer steps) and returns a
-float32 tensor.
+graph (float64 arithmetic on int64 steps) and returns a float32 tensor: with
+`keras.ops` on TensorFlow; with jax.numpy (in JAX's 64-bit mode, for the
+evaluation only) and torch on the other backends, where keras.ops would
+round 64-bit values to 32 bits.
 """
 
+import contextlib
 import numbers
+import operator
 
 import keras
 import numpy as np
@@ -39,6 +43,86 @@ class KerasOps:
     @staticmethod
     def to_float(x):
         return ops.cast(x, "float64")
+
+
+class _JaxOps:
+    """The graph namespace on JAX: jax.numpy, which (under `graph_precision`)
+    keeps float64, where keras.ops would compute in float32."""
+
+    @staticmethod
+    def _jnp():
+        import jax.numpy as jnp
+
+        return jnp
+
+    where = staticmethod(lambda c, x, y: _JaxOps._jnp().where(c, x, y))
+    cos = staticmethod(lambda x: _JaxOps._jnp().cos(x))
+    power = staticmethod(lambda x, y: _JaxOps._jnp().power(x, y))
+    minimum = staticmethod(lambda x, y: _JaxOps._jnp().minimum(x, y))
+    floor_divide = staticmethod(lambda x, y: _JaxOps._jnp().floor_divide(x, y))
+    mod = staticmethod(lambda x, y: _JaxOps._jnp().mod(x, y))
+
+    @staticmethod
+    def to_float(x):
+        return _JaxOps._jnp().asarray(x, dtype="float64")
+
+
+class _TorchOps:
+    """The graph namespace on PyTorch: torch in float64 and int64, where
+    keras.ops would compute in float32 and int32. Python numbers stay
+    numbers (no host-to-device copy per step)."""
+
+    floor_divide = staticmethod(operator.floordiv)
+    mod = staticmethod(operator.mod)
+    power = staticmethod(operator.pow)
+
+    @staticmethod
+    def where(condition, x, y):
+        import torch
+
+        return torch.where(condition, x, y)
+
+    @staticmethod
+    def cos(x):
+        import torch
+
+        return torch.cos(x)
+
+    @staticmethod
+    def minimum(x, y):
+        import torch
+
+        if isinstance(y, numbers.Number):
+            return torch.clamp(x, max=y)
+        if isinstance(x, numbers.Number):
+            return torch.clamp(y, max=x)
+        return torch.minimum(x, y)
+
+    @staticmethod
+    def to_float(x):
+        import torch
+
+        return x.to(torch.float64) if isinstance(x, torch.Tensor) else float(x)
+
+
+def graph_ops():
+    """The namespace curves use on tensors of the current Keras backend."""
+    return {"jax": _JaxOps, "torch": _TorchOps}.get(keras.backend.backend(),
+                                                    KerasOps)
+
+
+def graph_precision():
+    """Context in which the graph namespace has float64 and int64: JAX's
+    64-bit mode (off by default); elsewhere nothing to do."""
+    if keras.backend.backend() != "jax":
+        return contextlib.nullcontext()
+    import jax
+
+    if hasattr(jax, "enable_x64"):
+        return jax.enable_x64(True)
+    from jax.experimental import enable_x64
+
+    return enable_x64()
 
 
 def _is_host_step(step):
@@ -66,8 +150,9 @@ class _Curve(keras.optimizers.schedules.LearningRateSchedule):
             value = self.curve(np.asarray(step, dtype=np.int64), curves.NumpyOps)
             value = np.asarray(value, dtype=np.float64)
             return float(value) if value.ndim == 0 else value
-        step = ops.cast(step, "int64")
-        return ops.cast(self.curve(step, KerasOps), "float32")
+        with graph_precision():
+            step = ops.cast(step, "int64")
+            return ops.cast(self.curve(step, graph_ops()), "float32")
 
 
 def _serialize_fn(fn):

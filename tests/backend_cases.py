@@ -1,0 +1,329 @@
+"""The public API on the JAX and PyTorch Keras backends.
+
+Not collected by the TensorFlow run (the name does not match `test_*.py`):
+tests/test_backends.py runs it in a subprocess per backend with
+KERAS_BACKEND set, since Keras fixes its backend at import. On JAX the
+subprocess also has two host devices (XLA_FLAGS), for the DataParallel cases.
+
+References are closed-form: the schedules as PyTorch writes them, and
+float64 NumPy update loops for a linear model with MSE, whose gradients are
+written out here.
+"""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+
+if keras.backend.backend() not in ("jax", "torch"):
+    pytest.skip("runs under KERAS_BACKEND=jax or torch (see test_backends.py)",
+                allow_module_level=True)
+
+import keras_clr  # noqa: E402
+from keras_clr import schedules  # noqa: E402
+
+BACKEND = keras.backend.backend()
+RNG = np.random.default_rng(0)
+X = RNG.normal(size=(20, 3)).astype("float32")
+Y = (X @ np.array([[1.0], [-2.0], [0.5]]) + 0.3).astype("float32")
+BATCH = 4
+STEPS_PER_EPOCH = 5
+KERNEL = np.array([[0.2], [-0.1], [0.4]], dtype="float32")
+BIAS = np.array([0.1], dtype="float32")
+TOL = dict(rtol=1e-5, atol=1e-6)  # float32 training against float64 references
+
+
+# -- closed-form references ---------------------------------------------------
+
+def one_cycle_ref(k, total, max_lr, low, high, pct_start=0.3, div=25.0, final_div=1e4):
+    """PyTorch's OneCycleLR (cos, two phases): (learning rate, momentum)."""
+    initial, final = max_lr / div, max_lr / div / final_div
+    k = min(k, total - 1)
+    end1, end2 = pct_start * total - 1, total - 1
+
+    def cos(start, end, pct):
+        return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)
+
+    if k <= end1:
+        pct = k / end1
+        return cos(initial, max_lr, pct), cos(high, low, pct)
+    pct = (k - end1) / (end2 - end1)
+    return cos(max_lr, final, pct), cos(low, high, pct)
+
+
+def cyclic_ref(k, base, peak, up, down, low, high, gamma=None):
+    """PyTorch's CyclicLR: (learning rate, momentum); exp_range with gamma."""
+    total = up + down
+    ratio = up / total
+    cycle = math.floor(1 + k / total)
+    x = 1.0 + k / total - cycle
+    height = x / ratio if x <= ratio else (x - 1) / (ratio - 1)
+    scale = 1.0 if gamma is None else gamma ** k
+    return (base + (peak - base) * height * scale,
+            high - (high - low) * height * scale)
+
+
+def gradients(w, b, x, y):
+    """MSE of a linear model: loss and gradients, in float64."""
+    r = x @ w + b - y
+    return np.mean(r ** 2), 2.0 * x.T @ r / r.size, 2.0 * np.sum(r, axis=0) / r.size
+
+
+def batches(steps):
+    for k in range(steps):
+        i = (k % STEPS_PER_EPOCH) * BATCH
+        yield k, X[i:i + BATCH].astype(np.float64), Y[i:i + BATCH].astype(np.float64)
+
+
+def sgd_ref(lrs, momenta):
+    """Keras SGD: m = mu * m - lr * g; w += m. Returns (w, b, losses)."""
+    w, b = KERNEL.astype(np.float64), BIAS.astype(np.float64)
+    mw, mb = np.zeros_like(w), np.zeros_like(b)
+    losses = []
+    for k, x, y in batches(len(lrs)):
+        loss, gw, gb = gradients(w, b, x, y)
+        losses.append(loss)
+        mw = momenta[k] * mw - lrs[k] * gw
+        mb = momenta[k] * mb - lrs[k] * gb
+        w, b = w + mw, b + mb
+    return w, b, np.array(losses)
+
+
+def adam_ref(lrs, beta_1s, beta_2=0.999, eps=1e-7):
+    """Keras Adam with the step's beta_1 in its update and bias correction."""
+    w, b = KERNEL.astype(np.float64), BIAS.astype(np.float64)
+    state = [[np.zeros_like(w), np.zeros_like(w)], [np.zeros_like(b), np.zeros_like(b)]]
+    for k, x, y in batches(len(lrs)):
+        _, gw, gb = gradients(w, b, x, y)
+        t, b1 = k + 1, beta_1s[k]
+        alpha = lrs[k] * math.sqrt(1 - beta_2 ** t) / (1 - b1 ** t)
+        new = []
+        for value, g, (m, v) in zip((w, b), (gw, gb), state):
+            m += (g - m) * (1 - b1)
+            v += (g * g - v) * (1 - beta_2)
+            new.append(value - alpha * m / (np.sqrt(v) + eps))
+        w, b = new
+    return w, b
+
+
+# -- helpers --------------------------------------------------------------------
+
+@pytest.fixture
+def two_devices():
+    """JAX DataParallel over the two host devices the subprocess has."""
+    import jax
+
+    if len(jax.devices()) < 2:
+        pytest.skip("needs XLA_FLAGS=--xla_force_host_platform_device_count=2")
+    keras.distribution.set_distribution(
+        keras.distribution.DataParallel(devices=jax.devices()))
+    yield
+    keras.distribution.set_distribution(None)
+
+
+def make_model(optimizer, **compile_kwargs):
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.set_weights([KERNEL, BIAS])
+    model.compile(optimizer=optimizer, loss="mse", **compile_kwargs)
+    return model
+
+
+def weights(model):
+    kernel, bias = (keras.ops.convert_to_numpy(v) for v in model.weights)
+    return kernel.astype(np.float64), bias.astype(np.float64)
+
+
+def state_bytes(model):
+    """Every model, optimizer and metric variable, as raw bytes."""
+    variables = model.variables + model.optimizer.variables + model.metrics_variables
+    return [(v.path, keras.ops.convert_to_numpy(v).tobytes()) for v in variables]
+
+
+class BatchLogs(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.rows = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.rows.append({k: float(keras.ops.convert_to_numpy(v))
+                          for k, v in logs.items()})
+
+
+# -- schedules --------------------------------------------------------------------
+
+STEPS = [0, 1, 2, 3, 7, 29, 30, 31, 64, 99, 100, 1000, 10**6, 2**31 - 1]
+
+
+@pytest.mark.parametrize("name", ["one_cycle", "triangular", "exp_range", "momentum"])
+def test_schedule_values_host_and_tensor(name):
+    if name == "one_cycle":
+        schedule = schedules.OneCycleLearningRate(0.1, 100)
+        ref = lambda k: one_cycle_ref(k, 100, 0.1, 0.85, 0.95)[0]  # noqa: E731
+    elif name == "triangular":
+        schedule = schedules.TriangularCyclicalLearningRate(1e-3, 1e-1, 5, step_size_down=3)
+        ref = lambda k: cyclic_ref(k, 1e-3, 1e-1, 5, 3, 0.8, 0.9)[0]  # noqa: E731
+    elif name == "exp_range":
+        schedule = schedules.ExponentialCyclicalLearningRate(1e-3, 1e-1, 5, gamma=0.99)
+        ref = lambda k: cyclic_ref(k, 1e-3, 1e-1, 5, 5, 0.8, 0.9, 0.99)[0]  # noqa: E731
+    else:
+        schedule = schedules.OneCycleMomentum(100)
+        ref = lambda k: one_cycle_ref(k, 100, 0.1, 0.85, 0.95)[1]  # noqa: E731
+    expected = np.array([ref(k) for k in STEPS])
+    host = np.array([schedule(k) for k in STEPS])
+    np.testing.assert_allclose(host, expected, rtol=1e-12)
+    tensor = np.array([float(keras.ops.convert_to_numpy(
+        schedule(keras.ops.convert_to_tensor(k, "int32")))) for k in STEPS])
+    keep = expected > 1e-30  # exp_range underflows at 2**31 - 1
+    np.testing.assert_allclose(tensor[keep], expected[keep], rtol=1e-6)
+
+
+# -- CyclicLR and OneCycle in fit ---------------------------------------------------
+
+def test_one_cycle_sgd_momentum_matches_reference():
+    model = make_model(keras.optimizers.SGD(momentum=0.9))
+    batch_logs = BatchLogs()
+    history = model.fit(X, Y, batch_size=BATCH, epochs=2, shuffle=False, verbose=0,
+                        callbacks=[keras_clr.OneCycle(0.5), batch_logs])
+    steps = 2 * STEPS_PER_EPOCH
+    lrs, momenta = zip(*(one_cycle_ref(k, steps, 0.5, 0.85, 0.95) for k in range(steps)))
+    w, b, _ = sgd_ref(lrs, momenta)
+    kernel, bias = weights(model)
+    np.testing.assert_allclose(kernel, w, **TOL)
+    np.testing.assert_allclose(bias, b, **TOL)
+    # Negative control: the optimizer's own constant momentum ends elsewhere.
+    w_const, _, _ = sgd_ref(lrs, [0.9] * steps)
+    assert np.max(np.abs(w_const - w)) > 1e-3
+    # Logs: per batch and per epoch, the values in force.
+    np.testing.assert_allclose([r["learning_rate"] for r in batch_logs.rows], lrs, rtol=1e-6)
+    np.testing.assert_allclose([r["momentum"] for r in batch_logs.rows], momenta, rtol=1e-6)
+    np.testing.assert_allclose(history.history["learning_rate"], lrs[4::5], rtol=1e-6)
+    np.testing.assert_allclose(history.history["momentum"], momenta[4::5], rtol=1e-6)
+    # The optimizer's learning-rate variable holds the last applied value.
+    np.testing.assert_allclose(
+        float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)), lrs[-1], rtol=1e-6)
+    assert model.optimizer.momentum == 0.9  # the float is back after fit
+
+
+def test_cyclic_adam_beta_1_matches_reference():
+    model = make_model(keras.optimizers.Adam(beta_1=0.9))
+    callback = keras_clr.CyclicLR(0.01, 0.2, step_size_up=3, step_size_down=2,
+                                  base_momentum=0.8, max_momentum=0.95)
+    model.fit(X, Y, batch_size=BATCH, epochs=3, shuffle=False, verbose=0,
+              callbacks=[callback])
+    steps = 3 * STEPS_PER_EPOCH
+    lrs, beta_1s = zip(*(cyclic_ref(k, 0.01, 0.2, 3, 2, 0.8, 0.95) for k in range(steps)))
+    w, b = adam_ref(lrs, beta_1s)
+    kernel, bias = weights(model)
+    np.testing.assert_allclose(kernel, w, **TOL)
+    np.testing.assert_allclose(bias, b, **TOL)
+    w_const, _ = adam_ref(lrs, [0.9] * steps)
+    assert np.max(np.abs(w_const - w)) > 1e-3
+    assert model.optimizer.beta_1 == 0.9
+
+
+def test_schedule_continues_across_fits():
+    model = make_model(keras.optimizers.SGD(momentum=0.9))
+    callback = keras_clr.OneCycle(0.5, total_steps=10)
+    for _ in range(2):
+        model.fit(X, Y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0,
+                  callbacks=[callback])
+    lrs, momenta = zip(*(one_cycle_ref(k, 10, 0.5, 0.85, 0.95) for k in range(10)))
+    w, b, _ = sgd_ref(lrs, momenta)
+    np.testing.assert_allclose(weights(model)[0], w, **TOL)
+
+
+# -- the range test ------------------------------------------------------------------
+
+def range_lrs(start, end, count):
+    return [start * (end / start) ** (i / (count - 1)) for i in range(count)]
+
+
+def test_find_lr_records_true_batch_losses():
+    model = make_model(keras.optimizers.SGD(momentum=0.5))
+    result = keras_clr.find_lr(model, X, Y, batch_size=BATCH, start_lr=1e-3, end_lr=0.1,
+                               num_steps=12, stop_factor=None, verbose=0, shuffle=False)
+    lrs = range_lrs(1e-3, 0.1, 12)
+    _, _, losses = sgd_ref(lrs, [0.5] * 12)
+    assert result.stop_reason == "completed"
+    np.testing.assert_allclose(result.lrs, lrs, rtol=1e-6)
+    np.testing.assert_allclose(result.losses, losses, rtol=1e-5)
+    # Not Keras's running mean: the losses rise and fall batch by batch.
+    assert not np.allclose(result.losses, np.cumsum(losses) / np.arange(1, 13), rtol=1e-3)
+
+
+class Boom(keras.callbacks.Callback):
+    """Raises in the seventh step, in the test's second epoch."""
+
+    calls = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.calls += 1
+        if self.calls == 7:
+            raise RuntimeError("boom")
+
+
+@pytest.mark.parametrize("ending", ["completed", "diverged", "exception"])
+def test_find_lr_restores_bit_identically(ending):
+    model = make_model(keras.optimizers.Adam(1e-3))
+    model.fit(X, Y, batch_size=BATCH, epochs=1, verbose=0)  # slots and counts not zero
+    before = state_bytes(model)
+    metrics = list(model.metrics)
+    kwargs = dict(batch_size=BATCH, num_steps=12, verbose=0)
+    if ending == "completed":
+        result = keras_clr.find_lr(model, X, Y, end_lr=1e-2, stop_factor=None, **kwargs)
+        assert result.stop_reason == "completed"
+    elif ending == "diverged":
+        result = keras_clr.find_lr(model, X, Y, start_lr=1.0, end_lr=1e4, **kwargs)
+        assert result.stop_reason in ("diverged", "nan")
+        assert len(result.losses) < 12
+    else:
+        with pytest.raises(RuntimeError, match="boom"):
+            keras_clr.find_lr(model, X, Y, end_lr=1e-2, stop_factor=None,
+                              callbacks=[Boom()], **kwargs)
+    assert state_bytes(model) == before
+    assert model.metrics == metrics
+    # The model trains on as it would have without the test.
+    model.fit(X, Y, batch_size=BATCH, epochs=1, verbose=0)
+
+
+# -- backend specifics -------------------------------------------------------------
+
+@pytest.mark.skipif(BACKEND != "jax", reason="JAX runs several steps per call")
+def test_jax_steps_per_execution():
+    model = make_model(keras.optimizers.SGD(momentum=0.5), steps_per_execution=3)
+    result = keras_clr.find_lr(model, X, Y, batch_size=BATCH, start_lr=1e-3, end_lr=0.1,
+                               num_steps=12, stop_factor=None, verbose=0, shuffle=False)
+    lrs = range_lrs(1e-3, 0.1, 12)
+    np.testing.assert_allclose(result.losses, sgd_ref(lrs, [0.5] * 12)[2], rtol=1e-5)
+    model = make_model(keras.optimizers.SGD(momentum=0.9), steps_per_execution=2)
+    model.fit(X, Y, batch_size=BATCH, epochs=2, shuffle=False, verbose=0,
+              callbacks=[keras_clr.OneCycle(0.5)])
+    lrs, momenta = zip(*(one_cycle_ref(k, 10, 0.5, 0.85, 0.95) for k in range(10)))
+    np.testing.assert_allclose(weights(model)[0], sgd_ref(lrs, momenta)[0], **TOL)
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="Keras's own limit on PyTorch")
+def test_torch_refuses_steps_per_execution():
+    model = make_model(keras.optimizers.SGD(momentum=0.9), steps_per_execution=2)
+    with pytest.raises(ValueError, match="steps_per_execution"):
+        model.fit(X, Y, batch_size=BATCH, epochs=1, verbose=0,
+                  callbacks=[keras_clr.OneCycle(0.5)])
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="keras.distribution is JAX-only")
+def test_jax_data_parallel(two_devices):
+    model = make_model(keras.optimizers.SGD(momentum=0.5))
+    model.optimizer.build(model.trainable_variables)
+    before = state_bytes(model)
+    result = keras_clr.find_lr(model, X, Y, batch_size=BATCH, start_lr=1e-3, end_lr=0.1,
+                               num_steps=12, stop_factor=None, verbose=0, shuffle=False)
+    lrs = range_lrs(1e-3, 0.1, 12)
+    np.testing.assert_allclose(result.losses, sgd_ref(lrs, [0.5] * 12)[2], rtol=1e-5)
+    assert state_bytes(model) == before
+
+    model = make_model(keras.optimizers.SGD(momentum=0.9))
+    model.fit(X, Y, batch_size=BATCH, epochs=2, shuffle=False, verbose=0,
+              callbacks=[keras_clr.OneCycle(0.5)])
+    lrs, momenta = zip(*(one_cycle_ref(k, 10, 0.5, 0.85, 0.95) for k in range(10)))
+    np.testing.assert_allclose(weights(model)[0], sgd_ref(lrs, momenta)[0], **TOL)

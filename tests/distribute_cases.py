@@ -1,0 +1,210 @@
+"""Cases run under tf.distribute.MirroredStrategy on two logical CPUs.
+
+Not collected by the main run (the name does not start with `test_`):
+`tests/test_distribute.py` runs this module in a fresh interpreter, because
+the logical devices must be configured before TensorFlow initialises its
+devices, which the main run has long done.
+
+Each case trains the same tiny model twice on the same data with the same
+global batch: once under the strategy (two replicas, half a batch each) and
+once on one device; the two must agree.
+"""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+_CPUS = tf.config.list_physical_devices("CPU")
+tf.config.set_logical_device_configuration(
+    _CPUS[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+
+import keras_clr  # noqa: E402
+
+BATCH = 16  # global batch: 8 per replica
+SAMPLES = 64
+STEPS_PER_EPOCH = SAMPLES // BATCH
+
+
+@pytest.fixture(scope="module")
+def strategy():
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+    assert len(devices) == 2, devices
+    return tf.distribute.MirroredStrategy(devices)
+
+
+def _data(seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(SAMPLES, 3)).astype("float32")
+    y = (x @ np.array([[1.0], [-2.0], [0.5]])
+         + 0.1 * rng.normal(size=(SAMPLES, 1))).astype("float32")
+    return x, y
+
+
+def _model(optimizer, batchnorm=False):
+    keras.utils.set_random_seed(0)
+    layers = [keras.Input((3,)), keras.layers.Dense(4, activation="tanh")]
+    if batchnorm:
+        layers.append(keras.layers.BatchNormalization())
+    model = keras.Sequential([*layers, keras.layers.Dense(1)])
+    model.compile(optimizer(), "mse", metrics=["mae"])
+    return model
+
+
+def _pair(strategy, optimizer, batchnorm=False):
+    """(model under the strategy, the same model on one device)."""
+    with strategy.scope():
+        mirrored = _model(optimizer, batchnorm)
+    return mirrored, _model(optimizer, batchnorm)
+
+
+def _sgd():
+    return keras.optimizers.SGD(0.01, momentum=0.9)
+
+
+def _adam():
+    return keras.optimizers.Adam(0.01)
+
+
+def _replica_values(model):
+    """Every replica's copy of every model, optimizer and metric variable."""
+    values = {}
+    for v in model.variables + model.optimizer.variables + model.metrics_variables:
+        copies = getattr(v.value, "values", None) or (v.value,)
+        values[v.path] = [np.array(c.numpy()) for c in copies]
+    return values
+
+
+def _assert_bit_identical(before, after):
+    assert before.keys() == after.keys()
+    for path, copies in before.items():
+        assert len(copies) == len(after[path]), path
+        for old, new in zip(copies, after[path]):
+            assert old.dtype == new.dtype and old.tobytes() == new.tobytes(), path
+
+
+class _BatchLogs(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.rows = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.rows.append((logs["learning_rate"], logs["momentum"]))
+
+
+def _fit(model, callback, epochs=3):
+    x, y = _data()
+    logs = _BatchLogs()
+    history = model.fit(x, y, batch_size=BATCH, epochs=epochs, shuffle=False,
+                        verbose=0, callbacks=[callback, logs])
+    return np.array(logs.rows), history.history
+
+
+def test_models_are_mirrored(strategy):
+    mirrored, _ = _pair(strategy, _sgd)
+    assert mirrored.distribute_strategy is strategy
+    assert all(len(v.value.values) == 2 for v in mirrored.trainable_variables)
+
+
+@pytest.mark.parametrize("make_callback, optimizer, attribute", [
+    (lambda: keras_clr.OneCycle(0.1, total_steps=12), _sgd, "momentum"),
+    (lambda: keras_clr.OneCycle(0.05, total_steps=12, anneal_strategy="linear",
+                                three_phase=True), _adam, "beta_1"),
+    (lambda: keras_clr.CyclicLR(0.001, 0.1, step_size_up=3), _sgd, "momentum"),
+    (lambda: keras_clr.CyclicLR(0.001, 0.05, step_size_up=2, step_size_down=3,
+                                mode="triangular2"), _adam, "beta_1"),
+], ids=["one_cycle-sgd", "one_cycle-adam", "cyclic-sgd", "cyclic-adam"])
+def test_schedules_match_one_device(strategy, make_callback, optimizer, attribute):
+    mirrored, single = _pair(strategy, optimizer)
+    callback = make_callback()
+    rows, history = _fit(mirrored, callback)
+    single_rows, _ = _fit(single, make_callback())
+
+    steps = np.arange(3 * STEPS_PER_EPOCH)
+    np.testing.assert_allclose(rows[:, 0], callback.lr_schedule(steps), rtol=1e-6)
+    np.testing.assert_allclose(rows[:, 1], callback.momentum_schedule(steps), rtol=1e-6)
+    np.testing.assert_array_equal(rows, single_rows)
+    assert {"learning_rate", "momentum", "loss"} <= set(history)
+    for got, want in zip(mirrored.get_weights(), single.get_weights()):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    # the optimizer has its float back, the model its own train step
+    assert type(getattr(mirrored.optimizer, attribute)) is float
+    assert "train_step" not in mirrored.__dict__
+
+
+def test_schedule_continues_over_two_fits(strategy):
+    mirrored, single = _pair(strategy, _sgd)
+    callback = keras_clr.CyclicLR(0.001, 0.1, step_size_up=5)
+    first, _ = _fit(mirrored, callback, epochs=1)
+    second, _ = _fit(mirrored, callback, epochs=2)
+    reference, _ = _fit(single, keras_clr.CyclicLR(0.001, 0.1, step_size_up=5), epochs=3)
+    np.testing.assert_array_equal(np.concatenate([first, second]), reference)
+
+
+def _pretrained(strategy, **kwargs):
+    """A model pair one epoch into training: non-zero slots and metrics."""
+    mirrored, single = _pair(strategy, _sgd, **kwargs)
+    x, y = _data(seed=1)
+    for model in (mirrored, single):
+        model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+    return mirrored, single
+
+
+@pytest.mark.parametrize("settings, reasons", [
+    (dict(num_steps=12, stop_factor=None), {"completed"}),
+    (dict(num_steps=30, end_lr=1e4), {"diverged", "nan"}),
+], ids=["completed", "diverged"])
+def test_find_lr_restores_every_replica(strategy, settings, reasons):
+    model, _ = _pretrained(strategy, batchnorm=True)
+    before = _replica_values(model)
+    x, y = _data()
+    result = keras_clr.find_lr(model, x, y, batch_size=BATCH, verbose=0, **settings)
+    assert result.stop_reason in reasons
+    _assert_bit_identical(before, _replica_values(model))
+    assert type(model.optimizer.momentum) is float
+
+
+def test_find_lr_restores_after_an_exception(strategy):
+    model, _ = _pretrained(strategy)
+    before = _replica_values(model)
+
+    class Boom(keras.callbacks.Callback):
+        seen = 0
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.seen += 1
+            if self.seen == 7:
+                raise tf.errors.ResourceExhaustedError(None, None, "OOM on replica")
+
+    x, y = _data()
+    with pytest.raises(tf.errors.ResourceExhaustedError):
+        keras_clr.find_lr(model, x, y, batch_size=BATCH, num_steps=20, verbose=0,
+                          callbacks=[Boom()])
+    _assert_bit_identical(before, _replica_values(model))
+
+
+def test_find_lr_losses_match_one_device(strategy):
+    mirrored, single = _pretrained(strategy)
+    x, y = _data()
+    settings = dict(batch_size=BATCH, num_steps=12, stop_factor=None, verbose=0,
+                    start_lr=1e-4, end_lr=1.0)
+    got = keras_clr.find_lr(mirrored, x, y, **settings)
+    want = keras_clr.find_lr(single, x, y, **settings)
+    assert len(got.lrs) == 12 and got.stop_reason == "completed"
+    np.testing.assert_array_equal(got.lrs, want.lrs)
+    np.testing.assert_allclose(got.losses, want.losses, rtol=1e-5)
+
+
+def test_lr_finder_monitors_a_metric_and_validation(strategy):
+    mirrored, single = _pretrained(strategy)
+    x, y = _data()
+    settings = dict(batch_size=BATCH, num_steps=8, stop_factor=None, verbose=0,
+                    monitor="val_mae", validation_data=_data(seed=2), val_every=4,
+                    val_steps=2)
+    got = keras_clr.find_lr(mirrored, x, y, **settings)
+    want = keras_clr.find_lr(single, x, y, **settings)
+    assert len(got.lrs) == 2
+    np.testing.assert_allclose(got.losses, want.losses, rtol=1e-5)
+    np.testing.assert_allclose(got.metrics["train_loss"], want.metrics["train_loss"],
+                               rtol=1e-5)
+
