@@ -16,6 +16,7 @@ tested range) the suggestion is None and `explain` says why.
 import csv
 import io
 import json
+import math
 import os
 import warnings
 
@@ -26,7 +27,9 @@ from keras_clr import _checks
 FORMAT = "keras_clr.LRFinderResult"
 VERSION = 1
 METHODS = ("one_cycle", "valley", "slide", "minimum", "steep")
-ONE_CYCLE_DIVISOR = 4.0  # default rule: lr_min / ONE_CYCLE_DIVISOR
+ONE_CYCLE_DROP = 2 / 3  # default rule: lr_drop is where this much of the drop is made
+ONE_CYCLE_FACTOR = 0.7  # default rule: FACTOR * sqrt(lr_min * lr_drop)
+ONE_CYCLE_MIN_DROP = 0.01  # default rule: None unless the loss falls by this fraction
 RANGE_START_FRACTION = 0.05  # suggest_range: the "clear drop" for base_lr
 RAGGED_WINDOW = 5  # suggest_range: points in the raw-loss variability window
 RAGGED_FACTOR = 4.0  # suggest_range: variability "blows up" at this ratio
@@ -148,9 +151,18 @@ def _steep(lrs, losses):
 def _one_cycle_rule(lrs, losses):
     """The default suggestion: a `max_lr` for `OneCycle`.
 
-    `max(lr_min / ONE_CYCLE_DIVISOR, lr_steep)`, where `lr_min` is the LR at
-    the lowest smoothed loss and `lr_steep` is `steep`'s LR. None when the
-    curve never descends (no `lr_steep`).
+    Two landmarks of the smoothed curve: `lr_min`, the LR at its lowest
+    point, and `lr_drop`, the first LR where it has made `ONE_CYCLE_DROP`
+    (two thirds) of its drop from its first value to that lowest point. The
+    smoothing lags (beta 0.98: about 25 steps, two decades of the default
+    100-step test), so `lr_min` comes late, where the raw loss is already
+    climbing; `lr_drop` lies in the descent. The suggestion is
+    `ONE_CYCLE_FACTOR * sqrt(lr_min * lr_drop)`, a little below their
+    midpoint on the log axis (and at least the first LR of the window).
+    None when the smoothed loss never falls below its first value by more
+    than `ONE_CYCLE_MIN_DROP` of it: without a descent its lowest point is
+    noise. Measured against a grid of `max_lr` in
+    benchmarks/suggestion_quality.py (see benchmarks/README.md).
 
     Args:
         lrs, losses: the trimmed smoothed curve, cut at its first non-finite value.
@@ -158,13 +170,19 @@ def _one_cycle_rule(lrs, losses):
     Returns:
         (lr or None, reason).
     """
-    lr_steep, reason = _steep(lrs, losses)
-    if lr_steep is None:
-        return None, reason
-    lr_min = float(lrs[np.argmin(losses)])
-    return max(lr_min / ONE_CYCLE_DIVISOR, lr_steep), (
-        f"the larger of the LR at the lowest loss ({lr_min:.1e}) / "
-        f"{ONE_CYCLE_DIVISOR:g} and the steepest-descent LR ({lr_steep:.1e})")
+    if len(losses) < 2:
+        return None, _too_few(len(losses), 2)
+    low = int(np.argmin(losses))
+    first, lowest = float(losses[0]), float(losses[low])
+    if not first - lowest > ONE_CYCLE_MIN_DROP * abs(first):
+        return None, (f"the smoothed loss never falls more than {ONE_CYCLE_MIN_DROP:.0%} "
+                      "below its first value, so its lowest point is noise")
+    target = first - ONE_CYCLE_DROP * (first - lowest)
+    lr_min, lr_drop = float(lrs[low]), float(lrs[int(np.argmax(losses <= target))])
+    lr = max(ONE_CYCLE_FACTOR * math.sqrt(lr_min) * math.sqrt(lr_drop), float(lrs[0]))
+    return lr, (f"{ONE_CYCLE_FACTOR:g} x the geometric mean of the LR where the smoothed "
+                f"loss has made {ONE_CYCLE_DROP:.0%} of its drop ({lr_drop:.1e}) and the "
+                f"LR at its lowest point ({lr_min:.1e})")
 
 
 def _finite_median(values):
@@ -481,11 +499,16 @@ class LRFinderResult:
         """Read a file written by `to_csv`.
 
         Raises:
-            ValueError: for a file that is not such a CSV or is damaged.
+            ValueError: for a file that is not such a CSV or is damaged,
+                truncated included (`to_csv` ends every line with a newline).
         """
-        lines = _read_text(path).splitlines(keepends=True)
+        text = _read_text(path)
+        lines = text.splitlines(keepends=True)
         if not lines or lines[0].rstrip("\r\n") != f"# {FORMAT} v{VERSION}":
-            _bad(path, f"the first line must be '# {FORMAT} v{VERSION}'")
+            _bad(path, "not a CSV written by `LRFinderResult.to_csv`: its first line "
+                       f"must be '# {FORMAT} v{VERSION}'")
+        if not text.endswith("\n"):
+            _bad(path, "the file ends in the middle of a line (truncated file?)")
         meta, i = {}, 1
         while i < len(lines) and lines[i].startswith("#"):
             key, _, value = lines[i][1:].strip().partition("=")
@@ -543,10 +566,11 @@ class LRFinderResult:
         """
         try:
             data = json.loads(_read_text(path))
-        except ValueError as e:
-            _bad(path, f"not valid JSON ({e})")
+        except (ValueError, RecursionError) as e:
+            _bad(path, f"not valid JSON, truncated or not JSON at all ({e})")
         if not isinstance(data, dict) or data.get("format") != FORMAT:
-            _bad(path, f"the JSON has no \"format\": \"{FORMAT}\" tag")
+            _bad(path, "not a JSON file written by `LRFinderResult.to_json`: it has "
+                       f"no \"format\": \"{FORMAT}\" tag")
         if data.get("version") != VERSION:
             _bad(path, f"unsupported version {data.get('version')!r} (this reads {VERSION})")
         _need(path, data, ("lrs", "losses", "smoothed_losses", "metrics", "loss_band"))

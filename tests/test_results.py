@@ -110,11 +110,18 @@ def ref_steep(lrs, losses):
     return lrs[k]
 
 
-def ref_one_cycle(lrs, losses):
-    lr_steep = ref_steep(lrs, losses)
-    if lr_steep is None:
+def ref_one_cycle(lrs, losses, drop=2 / 3, factor=0.7, min_drop=0.01):
+    """0.7 x the geometric mean of the LR at the lowest loss and the first LR
+    where two thirds of the drop from the first loss is made; None without a
+    drop of more than 1%."""
+    if len(losses) < 2:
         return None
-    return max(lrs[ref_argmin(losses)] / 4.0, lr_steep)
+    low = ref_argmin(losses)
+    if not losses[0] - losses[low] > min_drop * abs(losses[0]):
+        return None
+    target = losses[0] - drop * (losses[0] - losses[low])
+    first = next(i for i, loss in enumerate(losses) if loss <= target)
+    return max(factor * math.sqrt(lrs[low]) * math.sqrt(lrs[first]), lrs[0])
 
 
 def ref_median(values):
@@ -271,9 +278,11 @@ class TestSuggest:
         result = realistic(100, 0)
         assert result.suggest() == result.suggest("one_cycle") == result.suggest_one_cycle()
         lrs, losses = ref_window(result.lrs.tolist(), result.smoothed_losses.tolist(), 100, True)
-        lr_min = lrs[ref_argmin(losses)]
-        assert result.suggest() == max(lr_min / results_module.ONE_CYCLE_DIVISOR,
-                                       ref_steep(lrs, losses))
+        drop, factor = results_module.ONE_CYCLE_DROP, results_module.ONE_CYCLE_FACTOR
+        low = ref_argmin(losses)
+        target = losses[0] - drop * (losses[0] - losses[low])
+        first = next(i for i, loss in enumerate(losses) if loss <= target)
+        assert result.suggest() == pytest.approx(factor * math.sqrt(lrs[low] * lrs[first]))
 
     @hypothesis.settings(max_examples=300, deadline=None)
     @hypothesis.given(st.lists(st.integers(-3, 3), max_size=40))
