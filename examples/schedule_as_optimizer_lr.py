@@ -23,10 +23,9 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 import keras  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from sklearn.datasets import load_digits  # noqa: E402
-from sklearn.model_selection import train_test_split  # noqa: E402
 
 from keras_clr import schedules  # noqa: E402
+from digits_task import digits_split  # noqa: E402
 
 
 def main():
@@ -39,9 +38,7 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(0)
 
-    digits = load_digits()
-    x_train, x_test, y_train, y_test = train_test_split(
-        digits.data.astype("float32") / 16.0, digits.target, test_size=0.25, random_state=0)
+    x_train, x_test, y_train, y_test = digits_split(seed=0)
     total_steps = args.epochs * math.ceil(len(x_train) / args.batch_size)
     candidates = {
         "one_cycle": schedules.OneCycleLearningRate(0.1, total_steps=total_steps),

@@ -23,12 +23,11 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 import keras  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
-from sklearn.datasets import load_digits  # noqa: E402
-from sklearn.model_selection import train_test_split  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 from tensorboard.util.tensor_util import make_ndarray  # noqa: E402
 
 import keras_clr  # noqa: E402
+from digits_task import digits_split, small_mlp  # noqa: E402
 
 
 def main():
@@ -42,14 +41,8 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(0)
 
-    digits = load_digits()
-    x_train, x_test, y_train, y_test = train_test_split(
-        digits.data.astype("float32") / 16.0, digits.target, test_size=0.25, random_state=0)
-    model = keras.Sequential([keras.Input((64,)),
-                              keras.layers.Dense(64, activation="relu"),
-                              keras.layers.Dense(10)])
-    model.compile(keras.optimizers.SGD(momentum=0.9), metrics=["accuracy"],
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x_train, x_test, y_train, y_test = digits_split(seed=0)
+    model = small_mlp()
 
     result = keras_clr.find_lr(model, x_train, y_train, batch_size=args.batch_size, verbose=0)
     result.to_tensorboard(log_dir / "lr_finder")
