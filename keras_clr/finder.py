@@ -433,8 +433,9 @@ def _replicas(variable):
 
 
 def snapshot(model):
-    """Host copies of every model, optimizer and metric variable."""
-    return [(part, np.array(part.numpy(), copy=True))
+    """Host copies of every model, optimizer and metric variable (one copy
+    each: `np.array` reads the variable into a new array)."""
+    return [(part, np.array(part))
             for v in _state_variables(model) for part in _replicas(v)]
 
 

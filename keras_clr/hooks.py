@@ -133,6 +133,11 @@ class ScheduledValue:
     optimizer's update uses the scheduled value at every step. Comparisons
     (`momentum != 0`, `momentum > 0`) use the float it replaces, so the
     optimizer keeps the code path it was built for.
+
+    A stand-in lives for one trace. On TensorFlow, where each evaluation would
+    read the step counter again (a stateful read no optimisation merges), the
+    value is computed once per graph (a `tf.cond` branch is a graph of its
+    own) and reused by every variable's update; XLA merges JAX's copies.
     """
 
     dtype = "float32"
@@ -142,9 +147,15 @@ class ScheduledValue:
     def __init__(self, value_fn, original):
         self._value_fn = value_fn
         self._original = original
+        self._per_graph = {}
 
     def value(self):
-        return self._value_fn()
+        graph = _tf_graph()
+        if graph is None:
+            return self._value_fn()
+        if graph not in self._per_graph:
+            self._per_graph[graph] = self._value_fn()
+        return self._per_graph[graph]
 
     def __tf_tensor__(self, dtype=None, name=None):
         import tensorflow as tf
@@ -164,6 +175,15 @@ class ScheduledValue:
         )
 
     __hash__ = object.__hash__
+
+
+def _tf_graph():
+    """The TensorFlow graph being traced, or None (eager, other backends)."""
+    if keras.backend.backend() != "tensorflow":
+        return None
+    import tensorflow as tf
+
+    return tf.compat.v1.get_default_graph() if tf.inside_function() else None
 
 
 def _comparison(op):
