@@ -96,11 +96,17 @@ MODELS = {
 }
 
 
+# Set from --jit: compile the train step with XLA (Keras's "auto" resolves
+# to no XLA on TensorFlow).
+JIT_COMPILE = False
+
+
 def make_model(builder):
     keras.utils.set_random_seed(0)
     model = builder()
     model.compile(optimizer=keras.optimizers.SGD(BASE_LR, momentum=0.9),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  jit_compile=JIT_COMPILE)
     return model
 
 
@@ -328,6 +334,8 @@ def main(argv=None):
                         help=f"comma-separated, from {', '.join(VARIANTS)}")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 10 steps, 2 timed epochs, 3 rounds")
+    parser.add_argument("--jit", action="store_true",
+                        help="compile every model with jit_compile=True (XLA)")
     parser.add_argument("--loop", action="store_true",
                         help="time the compiled train step in a loop instead of fit")
     parser.add_argument("--block", type=int, default=10,
@@ -335,6 +343,8 @@ def main(argv=None):
     parser.add_argument("--loop-rounds", type=int, default=100,
                         help="loop mode: alternating rounds")
     args = parser.parse_args(argv)
+    global JIT_COMPILE
+    JIT_COMPILE = args.jit
     if args.quick:
         args.steps, args.epochs, args.repeats, args.loop_rounds = 10, 2, 3, 10
     for name in ("steps", "epochs", "repeats", "block", "loop_rounds"):
