@@ -10,10 +10,8 @@ Run: python examples/cyclic_triangular2.py --output DIR
 Writes DIR/cyclic_triangular2.png (range test, schedule, accuracy).
 """
 
-import argparse
 import math
 import os
-import pathlib
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -23,19 +21,12 @@ import keras  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 
 import keras_clr  # noqa: E402
-from digits_task import digits_split, small_mlp  # noqa: E402
+from digits_task import digits_split, example_args, small_mlp  # noqa: E402
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output", default="outputs/cyclic_triangular2")
-    parser.add_argument("--epochs", type=int, default=12, help="3 cycles of 4 epochs by default")
-    parser.add_argument("--epochs-per-half-cycle", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=32)
-    args = parser.parse_args()
-    out = pathlib.Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    keras.utils.set_random_seed(0)
+    args, out = example_args(__doc__, "cyclic_triangular2", epochs=12, extra=[
+        ("--epochs-per-half-cycle", dict(type=int, default=2))])
 
     x_train, x_test, y_train, y_test = digits_split(seed=0)
     model = small_mlp()

@@ -10,9 +10,7 @@ Run: python examples/quickstart.py --output DIR
 Writes DIR/range_test.png and DIR/training.png.
 """
 
-import argparse
 import os
-import pathlib
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -22,18 +20,11 @@ import keras  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 
 import keras_clr  # noqa: E402
-from digits_task import digits_split, small_mlp  # noqa: E402
+from digits_task import digits_split, example_args, small_mlp  # noqa: E402
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output", default="outputs/quickstart")
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=32)
-    args = parser.parse_args()
-    out = pathlib.Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    keras.utils.set_random_seed(0)
+    args, out = example_args(__doc__, "quickstart", epochs=10)
 
     x_train, x_test, y_train, y_test = digits_split(seed=0)
     model = small_mlp()

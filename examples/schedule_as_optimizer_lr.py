@@ -11,10 +11,8 @@ Run: python examples/schedule_as_optimizer_lr.py --output DIR
 Writes DIR/schedules_preview.png and the saved models DIR/*.keras.
 """
 
-import argparse
 import math
 import os
-import pathlib
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -25,18 +23,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from keras_clr import schedules  # noqa: E402
-from digits_task import digits_split  # noqa: E402
+from digits_task import digits_split, example_args  # noqa: E402
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output", default="outputs/schedule_as_optimizer_lr")
-    parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--batch-size", type=int, default=32)
-    args = parser.parse_args()
-    out = pathlib.Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    keras.utils.set_random_seed(0)
+    args, out = example_args(__doc__, "schedule_as_optimizer_lr", epochs=8)
 
     x_train, x_test, y_train, y_test = digits_split(seed=0)
     total_steps = args.epochs * math.ceil(len(x_train) / args.batch_size)

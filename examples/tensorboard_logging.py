@@ -13,9 +13,7 @@ Writes DIR/logs/{lr_finder,train,validation} and DIR/tensorboard_scalars.png
 (the per-step learning rate and momentum, as read back from the logs).
 """
 
-import argparse
 import os
-import pathlib
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -27,19 +25,12 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.util.tensor_util import make_ndarray  # noqa: E402
 
 import keras_clr  # noqa: E402
-from digits_task import digits_split, small_mlp  # noqa: E402
+from digits_task import digits_split, example_args, small_mlp  # noqa: E402
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output", default="outputs/tensorboard_logging")
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=32)
-    args = parser.parse_args()
-    out = pathlib.Path(args.output)
+    args, out = example_args(__doc__, "tensorboard_logging", epochs=5)
     log_dir = out / "logs"
-    out.mkdir(parents=True, exist_ok=True)
-    keras.utils.set_random_seed(0)
 
     x_train, x_test, y_train, y_test = digits_split(seed=0)
     model = small_mlp()
