@@ -16,7 +16,6 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-import keras  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 
 import keras_clr  # noqa: E402
