@@ -159,13 +159,9 @@ class CyclicLR(_ScheduleCallback):
                  cycle_momentum=True, base_momentum=0.8, max_momentum=0.9):
         super().__init__(cycle_momentum, base_momentum, max_momentum)
         # Checked here too, so that errors name this callback's arguments.
-        base_lr = _checks.positive_finite("base_lr", base_lr)
-        max_lr = _checks.positive_finite("max_lr", max_lr)
-        _checks.ordered("base_lr", base_lr, "max_lr", max_lr)
-        step_size_up = _checks.positive_int("step_size_up", step_size_up)
-        if step_size_down is not None:
-            step_size_down = _checks.positive_int("step_size_down", step_size_down)
-        _checks.one_of("scale_mode", scale_mode, ("cycle", "iterations"))
+        base_lr, max_lr, step_size_up, step_size_down = schedules._check_cyclical(
+            base_lr, max_lr, step_size_up, step_size_down, scale_mode,
+            names=("base_lr", "max_lr", "step_size_up"))
         _checks.one_of("mode", mode, ("triangular", "triangular2", "exp_range"))
         self.gamma = _checks.in_interval("gamma", gamma, 0.0, 1.0, low_open=True)
         if scale_fn is None:

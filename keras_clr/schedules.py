@@ -179,11 +179,14 @@ def _deserialize_fn(config, owner):
         raise
 
 
-def _check_cyclical(initial, maximal, step_size, step_size_down, scale_mode):
-    initial = _checks.positive_finite("initial_learning_rate", initial)
-    maximal = _checks.positive_finite("maximal_learning_rate", maximal)
-    _checks.ordered("initial_learning_rate", initial, "maximal_learning_rate", maximal)
-    step_size = _checks.positive_int("step_size", step_size)
+def _check_cyclical(initial, maximal, step_size, step_size_down, scale_mode,
+                    names=("initial_learning_rate", "maximal_learning_rate", "step_size")):
+    """Checks a cyclical schedule's arguments; `names` are what the errors
+    call the first three (the callback names them base_lr, max_lr, ...)."""
+    initial = _checks.positive_finite(names[0], initial)
+    maximal = _checks.positive_finite(names[1], maximal)
+    _checks.ordered(names[0], initial, names[1], maximal)
+    step_size = _checks.positive_int(names[2], step_size)
     if step_size_down is not None:
         step_size_down = _checks.positive_int("step_size_down", step_size_down)
     _checks.one_of("scale_mode", scale_mode, ("cycle", "iterations"))
