@@ -7,6 +7,9 @@ identical model (SGD, momentum 0.9) with `model.fit`:
     onecycle     keras_clr.OneCycle, learning rate and momentum cycled in-graph
     onecycle-lr  keras_clr.OneCycle(cycle_momentum=False): the learning rate
                  only, which separates the cost of the momentum cycle
+    onecycle-arith  OneCycle with its schedules evaluated in the graph instead
+                 of looked up in a table, as for fits over hooks.TABLE_LIMIT
+                 steps
     cycliclr     keras_clr.CyclicLR, learning rate and momentum cycled in-graph
     naive        a per-batch callback that assigns the learning rate from
                  Python in `on_train_batch_begin` (what pre-Keras-3 CLR
@@ -59,11 +62,15 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import keras_clr  # noqa: E402
+from keras_clr import hooks  # noqa: E402
 
 MAX_LR = 0.05
 BASE_LR = 0.005
-VARIANTS = ("constant", "onecycle", "onecycle-lr", "cycliclr", "naive",
-            "constant-again")
+VARIANTS = ("constant", "onecycle", "onecycle-lr", "onecycle-arith", "cycliclr",
+            "naive", "constant-again")
+# Loop mode sets the callbacks up for a fit of this many epochs and steps
+# (more than the loop runs), as fit would for a real training run.
+LOOP_EPOCHS, LOOP_STEPS = 50, 1000
 
 
 # -- models and data -----------------------------------------------------------
@@ -167,6 +174,18 @@ class NaiveOneCycle(keras.callbacks.Callback):
         self.step += 1
 
 
+class ArithmeticOneCycle(keras_clr.OneCycle):
+    """`OneCycle` as it runs when a fit has more than `hooks.TABLE_LIMIT`
+    steps: its schedules evaluated in the graph, not looked up."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        limit, hooks.TABLE_LIMIT = hooks.TABLE_LIMIT, 0
+        try:
+            super().on_epoch_begin(epoch, logs)
+        finally:
+            hooks.TABLE_LIMIT = limit
+
+
 def variant_callbacks(variant, total_steps, steps):
     if variant in ("constant", "constant-again"):
         return []
@@ -174,6 +193,8 @@ def variant_callbacks(variant, total_steps, steps):
         return [keras_clr.OneCycle(MAX_LR, total_steps=total_steps)]
     if variant == "onecycle-lr":
         return [keras_clr.OneCycle(MAX_LR, total_steps=total_steps, cycle_momentum=False)]
+    if variant == "onecycle-arith":
+        return [ArithmeticOneCycle(MAX_LR, total_steps=total_steps)]
     if variant == "cycliclr":
         return [keras_clr.CyclicLR(BASE_LR, MAX_LR, step_size_up=max(1, steps // 2))]
     if variant == "naive":
@@ -264,10 +285,10 @@ def loop_runner(builder, dataset, variant, steps):
     """
     model = make_model(builder)
     model.fit(dataset, epochs=1, steps_per_epoch=2, verbose=0, shuffle=False)
-    callbacks = variant_callbacks(variant, 10**9, steps)
+    callbacks = variant_callbacks(variant, LOOP_EPOCHS * LOOP_STEPS, LOOP_STEPS // 2)
     for callback in callbacks:
         callback.set_model(model)
-        callback.set_params({"epochs": 1, "steps": 10**9, "verbose": 0})
+        callback.set_params({"epochs": LOOP_EPOCHS, "steps": LOOP_STEPS, "verbose": 0})
         callback.on_train_begin()
         callback.on_epoch_begin(0)
     per_batch = [c for c in callbacks if isinstance(c, NaiveOneCycle)]
@@ -288,13 +309,18 @@ def loop_runner(builder, dataset, variant, steps):
 
 
 def bench_loop(name, builder, shape, batch_size, args, out):
+    # Several identical models per variant: one model's own speed (where its
+    # buffers landed) differs from another's by about 1%, enough to mask
+    # the schedules' cost; each round times all of them.
     dataset = make_dataset(shape, batch_size)
-    runners = {v: loop_runner(builder, dataset, v, args.block) for v in args.variants}
+    runners = {v: [loop_runner(builder, dataset, v, args.block)
+                   for _ in range(args.instances)] for v in args.variants}
     times = {v: [] for v in args.variants}
     for repeat in range(args.loop_rounds):
         order = args.variants if repeat % 2 == 0 else args.variants[::-1]
         for variant in order:
-            times[variant].append(runners[variant]() / args.block)
+            seconds = sum(run() for run in runners[variant])
+            times[variant].append(seconds / (args.block * args.instances))
     out.write(f"  [{name}] loop: {args.loop_rounds} rounds done\n")
     base = times["constant"]
     rows = []
@@ -310,8 +336,8 @@ def bench_loop(name, builder, shape, batch_size, args, out):
 
 def loop_markdown(rows, args):
     lines = [
-        f"loop mode: blocks of {args.block} steps, {args.loop_rounds} rounds, "
-        "order reversed every other round",
+        f"loop mode: {args.instances} models per variant, blocks of {args.block} "
+        f"steps each, {args.loop_rounds} rounds, order reversed every other round",
         "",
         "| model | variant | ms/step (median) | ratio vs constant (median of rounds) "
         "| extra us/step |",
@@ -342,12 +368,14 @@ def main(argv=None):
                         help="loop mode: steps per timed block")
     parser.add_argument("--loop-rounds", type=int, default=100,
                         help="loop mode: alternating rounds")
+    parser.add_argument("--instances", type=int, default=3,
+                        help="loop mode: identical models per variant")
     args = parser.parse_args(argv)
     global JIT_COMPILE
     JIT_COMPILE = args.jit
     if args.quick:
-        args.steps, args.epochs, args.repeats, args.loop_rounds = 10, 2, 3, 10
-    for name in ("steps", "epochs", "repeats", "block", "loop_rounds"):
+        args.steps, args.epochs, args.repeats, args.loop_rounds, args.instances = 10, 2, 3, 10, 1
+    for name in ("steps", "epochs", "repeats", "block", "loop_rounds", "instances"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be a positive integer")
     args.variants = [v for v in args.variants.split(",") if v]

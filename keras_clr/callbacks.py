@@ -1,12 +1,17 @@
 """`CyclicLR` and `OneCycle`: drive the learning rate and momentum during fit.
 
-Both evaluate their schedules inside the compiled train step (see
+Both apply their schedules inside the compiled train step (see
 `keras_clr.hooks`), so the value used by step k is exactly
 `lr_schedule(k)` / `momentum_schedule(k)` with `steps_per_execution > 1`,
 under mixed precision and across repeated `fit` calls, at no per-step host
 cost. The step k counts the optimizer's updates since this callback's first
 `fit` began at epoch 0: resuming with `fit(initial_epoch=e)` on a restored
 model continues the schedule where an uninterrupted run would be.
+
+As each `fit` begins, the values of all its steps are tabulated once (one
+gather per step in the graph). The same table gives the values written to
+the logs, on the host: the batch index tells the step, so the logs cost the
+train step nothing and need no device read.
 """
 
 import warnings
@@ -22,6 +27,10 @@ from keras_clr import schedules
 class _ScheduleCallback(keras.callbacks.Callback):
     """Installs `lr_schedule` and `momentum_schedule` for each `fit`."""
 
+    # The batch-end hook only reads host-side tables: Keras may keep running
+    # batch ends in its worker thread instead of waiting for each step.
+    async_safe = True
+
     def __init__(self, cycle_momentum, base_momentum, max_momentum):
         super().__init__()
         self.cycle_momentum = bool(cycle_momentum)
@@ -30,6 +39,9 @@ class _ScheduleCallback(keras.callbacks.Callback):
         self._control = None
         self._start_step = None
         self._first_iteration = 0
+        self._tables = None
+        self._epoch_step = 0
+        self._last_step = None
 
     @property
     def lr_schedule(self):
@@ -51,28 +63,79 @@ class _ScheduleCallback(keras.callbacks.Callback):
     def _prepare(self):
         """Hook for settings known only once `fit` begins."""
 
+    def _constant_from(self):
+        """The step from which the schedules hold their value, or None."""
+        return None
+
     def on_train_begin(self, logs=None):
         name = type(self).__name__
         optimizer = hooks.base_optimizer(self.model)
         hooks.check_learning_rate(optimizer, name)
         attribute = hooks.check_momentum(optimizer, name) if self.cycle_momentum else None
         self._prepare()
-        lr_schedule, momentum_schedule = self._schedules()
+        self._schedules()  # raises now if the schedule cannot be made
         self._first_iteration = hooks.iterations(optimizer)
-        self._control = hooks.StepControl(self.model, lr_schedule,
-                                          momentum_schedule, attribute)
+        self._tables = None
+        self._control = hooks.StepControl(self.model,
+                                          momentum_attribute=attribute)
         self._control.install()
 
     def on_epoch_begin(self, epoch, logs=None):
+        steps = self.params.get("steps") if self.params else None
         if self._start_step is None:
-            steps = self.params.get("steps") if self.params else None
             if epoch and not steps:
                 warnings.warn(
                     f"{type(self).__name__} cannot tell how many steps came "
                     f"before initial_epoch={epoch} (the data has no length); "
                     "the schedule starts at step 0.", stacklevel=2)
             self._start_step = self._first_iteration - epoch * (steps or 0)
-        self._control.start_step = self._start_step
+        if self._tables is None:  # the first epoch of this fit
+            self._epoch_step = self._first_iteration - self._start_step
+            self._install_tables(epoch, steps)
+        else:
+            self._epoch_step = (hooks.iterations(hooks.base_optimizer(self.model))
+                                - self._start_step)
+        self._last_step = None
+
+    def _install_tables(self, epoch, steps):
+        """Tabulates the steps this fit will run and hands them to the graph."""
+        first = self._epoch_step
+        epochs = self.params.get("epochs") if self.params else None
+        count = (epochs - epoch) * steps if epochs and steps else None
+        constant_from = self._constant_from()
+        if constant_from is not None:  # the table may stop where it holds
+            end = max(constant_from + 1, first + 1)
+            count = end - first if count is None else min(count, end - first)
+        self._tables = [None if schedule is None
+                        else hooks.Tabulated(schedule, first, count)
+                        for schedule in self._schedules()]
+        control = self._control
+        control.start_step = self._start_step
+        control.learning_rate, control.momentum = self._tables
+
+    def _log_values(self, step, logs):
+        if logs is None:
+            return
+        rates, momenta = self._tables
+        logs["learning_rate"] = rates.host(step)
+        if momenta is not None:
+            logs["momentum"] = momenta.host(step)
+
+    def on_train_batch_end(self, batch, logs=None):
+        # With steps_per_execution = k, `batch` is the last of the call's k
+        # steps, counted past the epoch's end when its last call ran fewer.
+        steps = self.params.get("steps") if self.params else None
+        self._last_step = self._epoch_step + (min(batch, steps - 1) if steps else batch)
+        self._log_values(self._last_step, logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._last_step is None:
+            return
+        if not (self.params and self.params.get("steps")):
+            # Unknown length: the last call may have run fewer steps.
+            done = hooks.iterations(hooks.base_optimizer(self.model)) - self._start_step
+            self._last_step = min(self._last_step, done - 1)
+        self._log_values(self._last_step, logs)
 
     def on_train_end(self, logs=None):
         if self._control is not None:
@@ -283,7 +346,11 @@ class OneCycle(_ScheduleCallback):
                 self._steps()  # raises: the length is unknown
             self._fit_total_steps = epochs * steps
 
+    def _constant_from(self):
+        return self._steps() - 1
+
     def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
         if self._warned:
             return
         done = hooks.iterations(hooks.base_optimizer(self.model)) - (self._start_step or 0)

@@ -190,9 +190,9 @@ class LRFinder(keras.callbacks.Callback):
         for metric in self._control.model.metrics:
             metric.reset_state()
 
-    def _record(self, step, logs):
-        self._check_monitor([name for name in logs if name != "learning_rate"])
-        row = ops.stack([ops.cast(logs["learning_rate"], "float32"),
+    def _record(self, step, logs, values):
+        self._check_monitor(list(logs))
+        row = ops.stack([ops.cast(values["learning_rate"], "float32"),
                          ops.cast(logs["loss"], "float32"),
                          ops.cast(logs[self._train_monitor], "float32")])
         row = hooks.replica_mean(row)  # the global batch's, as Keras logs it
@@ -227,7 +227,9 @@ class LRFinder(keras.callbacks.Callback):
         self._check_every = max(1, every // self._steps_per_call())
         self._progbar = (keras.utils.Progbar(self.num_steps, verbose=1)
                          if self.verbose else None)
-        self._control = hooks.StepControl(self.model, self.lr_at,
+        # The LR of every step the test can take, and of the one after.
+        rates = hooks.Tabulated(self.lr_at, 0, self.num_steps + 1)
+        self._control = hooks.StepControl(self.model, rates,
                                           before_step=self._reset_metrics,
                                           after_step=self._record)
         self._control.start_step = hooks.iterations(optimizer)

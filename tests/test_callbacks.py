@@ -17,6 +17,7 @@ import pytest
 import tensorflow as tf
 
 import keras_clr
+from keras_clr import hooks
 from keras_clr import schedules
 from test_curves import torch_cyclic
 from test_curves import torch_one_cycle
@@ -429,6 +430,73 @@ def test_history_and_csv_logger_get_lr_and_momentum(tmp_path):
                                rtol=1e-6)
     np.testing.assert_allclose([float(r["momentum"]) for r in rows], expected_momentum,
                                rtol=1e-6)
+
+
+class ReadApplied(keras.callbacks.Callback):
+    """Reads the optimizer's learning rate after each step (a host sync per
+    step: fine in a test) beside the rate the logs carry."""
+
+    def __init__(self):
+        super().__init__()
+        self.applied, self.logged = [], []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.applied.append(float(self.model.optimizer.learning_rate))
+        self.logged.append(logs["learning_rate"])
+
+
+@pytest.mark.parametrize("name", sorted(CALLBACKS))
+def test_logged_rate_is_the_applied_rate(name):
+    model = make_model(keras.optimizers.SGD(0.1, momentum=0.9))
+    reader = ReadApplied()
+    fit(model, [CALLBACKS[name](0.2), reader], epochs=3)
+    assert len(reader.applied) == 3 * STEPS_PER_EPOCH
+    assert reader.logged == reader.applied  # bit for bit
+
+
+def test_logs_keep_keras_batch_ends_asynchronous(monkeypatch):
+    # On JAX and PyTorch, a callback with a batch-end hook that is not
+    # `async_safe` makes Keras wait for every step's results before the next
+    # one. (TensorFlow always dispatches batch ends synchronously.)
+    from keras.src.callbacks import callback_list
+
+    monkeypatch.setattr(callback_list.backend, "IS_THREAD_SAFE", True)
+    model = make_model(keras.optimizers.SGD(0.1, momentum=0.9))
+    assert not keras.callbacks.CallbackList([Recorder()], model=model)._async_train
+    for make in CALLBACKS.values():
+        callbacks = keras.callbacks.CallbackList([make(0.2)], add_history=True,
+                                                 model=model)
+        assert callbacks._async_train
+
+
+@pytest.mark.parametrize("name", sorted(CALLBACKS))
+def test_without_tables_the_values_are_the_same(name, monkeypatch):
+    # Past TABLE_LIMIT steps the schedules are evaluated in the graph.
+    make_optimizer, update, peak = OPTIMIZERS["SGD"]
+    monkeypatch.setattr(hooks, "TABLE_LIMIT", 1)
+    model = make_model(make_optimizer())
+    initial = model.get_weights()
+    cb, recorder = CALLBACKS[name](peak), Recorder()
+    fit(model, [cb, recorder], epochs=2)
+    assert cb._tables[0].values is None
+    expected = reference_weights(initial, update, cb.lr_schedule,
+                                 cb.momentum_schedule, 10)
+    assert max_difference(model.get_weights(), expected) < ATOL
+    np.testing.assert_allclose(recorder.lr, cb.lr_schedule(np.arange(10)), rtol=1e-6)
+    np.testing.assert_allclose(recorder.momentum, cb.momentum_schedule(np.arange(10)),
+                               rtol=1e-6)
+
+
+def test_tabulated_matches_the_schedule_and_holds_past_its_end():
+    schedule = schedules.OneCycleLearningRate(0.1, 50)
+    table = hooks.Tabulated(schedule, 7, 43)  # steps 7..49, then held
+    steps = np.arange(7, 60)
+    expected = np.float32(schedule(steps))
+    graph = [float(table(tf.constant(k, tf.int64))) for k in steps]
+    assert graph == [float(v) for v in expected]
+    assert [table.host(int(k)) for k in steps] == graph
+    assert hooks.Tabulated(schedule, 0, hooks.TABLE_LIMIT + 1).values is None
+    assert hooks.Tabulated(schedule, 0, None).values is None
 
 
 # --- optimizers that cannot be driven ---------------------------------------
