@@ -295,13 +295,13 @@ def loop_runner(builder, dataset, variant, steps):
     iterator = iter(dataset)
 
     def run():
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         for step in range(steps):
             for callback in per_batch:
                 callback.on_train_batch_begin(step)
             logs = model.train_function(iterator)
         float(logs["loss"])  # wait for the last step
-        return time.perf_counter() - start
+        return time.perf_counter() - start, time.process_time() - cpu
 
     run()  # traces
     run()
@@ -316,21 +316,25 @@ def bench_loop(name, builder, shape, batch_size, args, out):
     runners = {v: [loop_runner(builder, dataset, v, args.block)
                    for _ in range(args.instances)] for v in args.variants}
     times = {v: [] for v in args.variants}
+    cpu = {v: [] for v in args.variants}
+    steps = args.block * args.instances
     for repeat in range(args.loop_rounds):
         order = args.variants if repeat % 2 == 0 else args.variants[::-1]
         for variant in order:
-            seconds = sum(run() for run in runners[variant])
-            times[variant].append(seconds / (args.block * args.instances))
+            wall, used = map(sum, zip(*(run() for run in runners[variant])))
+            times[variant].append(wall / steps)
+            cpu[variant].append(used / steps)
     out.write(f"  [{name}] loop: {args.loop_rounds} rounds done\n")
-    base = times["constant"]
     rows = []
     for variant in args.variants:
-        ratios = [t / b for t, b in zip(times[variant], base)]
+        ratios = [t / b for t, b in zip(times[variant], times["constant"])]
+        cpu_ratios = [t / b for t, b in zip(cpu[variant], cpu["constant"])]
         rows.append(dict(model=name, variant=variant,
                          ms=statistics.median(times[variant]) * 1e3,
                          ratio=statistics.median(ratios),
-                         us=statistics.median((t - b) * 1e6
-                                              for t, b in zip(times[variant], base))))
+                         us=statistics.median((t - b) * 1e6 for t, b in
+                                              zip(times[variant], times["constant"])),
+                         cpu_ratio=statistics.median(cpu_ratios)))
     return rows
 
 
@@ -340,13 +344,13 @@ def loop_markdown(rows, args):
         f"steps each, {args.loop_rounds} rounds, order reversed every other round",
         "",
         "| model | variant | ms/step (median) | ratio vs constant (median of rounds) "
-        "| extra us/step |",
-        "|---|---|---:|---:|---:|",
+        "| extra us/step | ratio vs constant, CPU time |",
+        "|---|---|---:|---:|---:|---:|",
     ]
     for r in rows:
         extra = "-" if r["variant"] == "constant" else f"{r['us']:+.0f}"
         lines.append(f"| {r['model']} | {r['variant']} | {r['ms']:.3f} | "
-                     f"{r['ratio']:.3f} | {extra} |")
+                     f"{r['ratio']:.3f} | {extra} | {r['cpu_ratio']:.3f} |")
     return "\n".join(lines)
 
 

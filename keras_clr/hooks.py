@@ -278,8 +278,10 @@ def _step_count(optimizer, start_step):
     JAX one of the counter's own dtype (int32 unless in 64-bit mode; the
     schedules widen it themselves)."""
     if keras.backend.backend() == "jax":
-        return ops.convert_to_tensor(optimizer.iterations) - start_step
-    return ops.cast(optimizer.iterations, "int64") - start_step
+        count = ops.convert_to_tensor(optimizer.iterations)
+    else:
+        count = ops.cast(optimizer.iterations, "int64")
+    return count - start_step if start_step else count  # one op less per step
 
 
 def _jax_state_variables(model):
@@ -472,7 +474,8 @@ class Tabulated:
     def __call__(self, step):
         if self.values is None:
             return self.schedule(step)
-        index = ops.minimum(step - self.first, len(self.values) - 1)
+        index = ops.minimum(step - self.first if self.first else step,
+                            len(self.values) - 1)
         backend = keras.backend.backend()
         if backend == "tensorflow":
             import tensorflow as tf
