@@ -33,17 +33,19 @@ Each round's times (wall clock, and process CPU time, which other jobs on
 the same cores disturb much less) are divided by the same round's plain fit;
 the tables give medians over `--repeats` rounds.
 
-Memory, on a larger MLP (784-2048-1536-10, ~4.8M parameters, Adam), in a
-child process so that its peak RSS starts clean:
+Memory, on a larger MLP (784-2048-1536-10, ~4.8M parameters, Adam), each
+way in a fresh child process after two warm-up `fit`s (so that free heap
+memory left by one run cannot serve, or hide, the next one's):
 
     - bytes of the host snapshot `find_lr` takes vs the bytes of the model's
       and the optimizer's variables (what must be restorable);
     - peak RSS during a `find_lr` above the RSS at its start (sampled from
-      /proc/self/statm every millisecond), and the growth of the process's
-      peak RSS (`ru_maxrss`) across it, each against a plain `fit` of the
-      same steps, after two warm-up `fit`s have set the training peak;
-    - peak of the Python-tracked heap (`tracemalloc`, which NumPy reports to)
-      during a `find_lr` and during a plain `fit`.
+      /proc/self/statm every millisecond), during a `find_lr` whose snapshot
+      and restore are turned off (the cost of its own train function, traced
+      anew), and during a plain `fit` of the same steps; their difference is
+      the snapshot's share;
+    - the RSS still held once each has returned;
+    - peak of the Python-tracked heap (`tracemalloc`, which NumPy reports to).
 
 Usage:
     .venv/bin/python benchmarks/finder_overhead.py             # ~2 min, 2 cores
@@ -284,60 +286,78 @@ class RssSampler:
         self.growth = self.peak - self.start
 
 
-def memory_child(steps):
-    import resource
-    import tracemalloc
+def run_ours_without_snapshot(model, data, steps):
+    """`find_lr` with its snapshot and restore turned off: what the range
+    test's own train function costs, apart from the snapshot."""
+    saved = finder.snapshot, finder.restore
+    finder.snapshot, finder.restore = (lambda model: []), (lambda saved: None)
+    try:
+        run_ours(model, data, steps)
+    finally:
+        finder.snapshot, finder.restore = saved
 
-    def max_rss():
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+MEMORY_WAYS = {"plain": run_plain, "ours": run_ours,
+               "ours-nosnap": run_ours_without_snapshot}
+
+
+def memory_child(steps, way):
+    """One way's memory, in a fresh process (the heap's free memory left by
+    an earlier run would otherwise serve, or hide, the next one's)."""
+    import tracemalloc
 
     model = make_model((2048, 1536), keras.optimizers.Adam(1e-4))
     data = make_data()
     run_plain(model, data, steps)  # traces, builds the optimizer, sets the peak
     run_plain(model, data, steps)
     report = {"params": int(model.count_params()), "state_bytes": state_bytes(model)}
-    # RSS first: memory freed by an earlier snapshot may stay in the heap.
-    for way in ("plain", "ours"):
-        gc.collect()
-        before = max_rss()
-        with RssSampler() as sampler:
-            RUN[way](model, data, steps)
-        report[f"rss_{way}"] = sampler.growth
-        report[f"maxrss_{way}"] = max_rss() - before
-    for way in ("plain", "ours"):
-        gc.collect()
-        tracemalloc.start()
-        RUN[way](model, data, steps)
-        report[f"traced_{way}"] = tracemalloc.get_traced_memory()[1]
-        tracemalloc.stop()
+    gc.collect()
+    with RssSampler() as sampler:
+        MEMORY_WAYS[way](model, data, steps)
+    gc.collect()
+    report["rss_peak"] = sampler.growth
+    report["rss_after"] = sampler._rss() - sampler.start
+    tracemalloc.start()
+    MEMORY_WAYS[way](model, data, steps)
+    report["traced"] = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
     saved = finder.snapshot(model)
     report["snapshot_bytes"] = sum(value.nbytes for _, value in saved)
     return report
 
 
 def bench_memory(args):
-    command = [sys.executable, os.path.abspath(__file__), "--memory-child",
-               "--steps", str(args.memory_steps)]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done.returncode:
-        raise RuntimeError(f"memory child failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    reports = {}
+    for way in MEMORY_WAYS:
+        command = [sys.executable, os.path.abspath(__file__), "--memory-child", way,
+                   "--steps", str(args.memory_steps)]
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if done.returncode:
+            raise RuntimeError(f"memory child failed:\n{done.stderr[-3000:]}")
+        reports[way] = json.loads(done.stdout.strip().splitlines()[-1])
+    return reports
 
 
-def memory_table(report):
+def memory_table(reports):
     mib = 2 ** 20
-    state = report["state_bytes"]
+    first = reports["plain"]
+    state = first["state_bytes"]
+    ours, bare, plain = reports["ours"], reports["ours-nosnap"], reports["plain"]
     rows = [
-        ("host snapshot taken by find_lr (sum of its arrays)", report["snapshot_bytes"]),
-        ("find_lr: peak RSS above RSS at its start (sampled)", report["rss_ours"]),
-        ("plain fit: peak RSS above RSS at its start (sampled)", report["rss_plain"]),
-        ("find_lr: growth of the process peak RSS (ru_maxrss)", report["maxrss_ours"]),
-        ("plain fit: growth of the process peak RSS (ru_maxrss)", report["maxrss_plain"]),
-        ("find_lr: peak traced Python heap (tracemalloc)", report["traced_ours"]),
-        ("plain fit: peak traced Python heap (tracemalloc)", report["traced_plain"]),
+        ("host snapshot taken by find_lr (sum of its arrays)", first["snapshot_bytes"]),
+        ("find_lr: peak RSS above RSS at its start", ours["rss_peak"]),
+        ("find_lr without its snapshot: peak RSS above start", bare["rss_peak"]),
+        ("the snapshot's share of the peak (difference of the two)",
+         ours["rss_peak"] - bare["rss_peak"]),
+        ("plain fit: peak RSS above RSS at its start", plain["rss_peak"]),
+        ("find_lr: RSS still held after it returned", ours["rss_after"]),
+        ("find_lr without its snapshot: RSS held after it returned", bare["rss_after"]),
+        ("find_lr: peak traced Python heap (tracemalloc)", ours["traced"]),
+        ("plain fit: peak traced Python heap (tracemalloc)", plain["traced"]),
     ]
-    lines = [f"model: {report['params'] / 1e6:.2f}M parameters, Adam; weights + "
-             f"optimizer variables = {state / mib:.1f} MiB",
+    lines = [f"model: {first['params'] / 1e6:.2f}M parameters, Adam; weights + "
+             f"optimizer variables = {state / mib:.1f} MiB; each way in a fresh "
+             "process, after two warm-up fits; RSS sampled every ms",
              "",
              "| measure | MiB | / (weights + optimizer) |",
              "|---|---:|---:|"]
@@ -356,10 +376,12 @@ def main(argv=None):
                         help="steps of the runs in the memory measurement")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 20 and 100 steps, 3 rounds, 20 memory steps")
-    parser.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--memory-only", action="store_true",
+                        help="only the memory measurement")
+    parser.add_argument("--memory-child", choices=sorted(MEMORY_WAYS), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory_child:
-        print(json.dumps(memory_child(args.steps)))
+        print(json.dumps(memory_child(args.steps, args.memory_child)))
         return
     if args.quick:
         args.steps, args.long, args.repeats, args.memory_steps = 20, 100, 3, 20
@@ -368,15 +390,16 @@ def main(argv=None):
     if args.repeats < 1 or args.memory_steps < 2:
         parser.error("--repeats must be positive and --memory-steps at least 2")
     started = time.perf_counter()
-    rows = bench_time(args, sys.stderr)
-    report = bench_memory(args)
+    rows = None if args.memory_only else bench_time(args, sys.stderr)
+    reports = bench_memory(args)
     print(f"keras {keras.__version__}, TensorFlow {tf.__version__}, "
           f"{os.cpu_count()} CPU cores, {time.perf_counter() - started:.0f} s\n")
-    print(f"MLP 784-256-256-10, SGD momentum 0.9, batch {BATCH}, "
-          f"{args.repeats} alternating rounds (medians)\n")
-    print(time_table(rows, args))
-    print()
-    print(memory_table(report))
+    if rows is not None:
+        print(f"MLP 784-256-256-10, SGD momentum 0.9, batch {BATCH}, "
+              f"{args.repeats} alternating rounds (medians)\n")
+        print(time_table(rows, args))
+        print()
+    print(memory_table(reports))
 
 
 if __name__ == "__main__":

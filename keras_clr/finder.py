@@ -435,10 +435,72 @@ def _replicas(variable):
 
 
 def snapshot(model):
-    """Host copies of every model, optimizer and metric variable (one copy
-    each: `np.array` reads the variable into a new array)."""
-    return [(part, np.array(part))
+    """Host copies of every model, optimizer and metric variable, one each."""
+    return [(part, _host_copy(part))
             for v in _state_variables(model) for part in _replicas(v)]
+
+
+def _host_copy(part):
+    """A NumPy copy of a variable's value, in memory of its own.
+
+    On TensorFlow's CPU the value is read through DLPack, straight from the
+    variable's buffer (`np.array` would make a second, transient copy).
+    Elsewhere (other backends, GPU buffers, dtypes NumPy lacks) NumPy
+    converts it. The copy is 64-byte aligned, so TensorFlow takes it back
+    without copying it again when `restore` assigns it.
+    """
+    source = None
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        value = tf.convert_to_tensor(part)
+        if "CPU" in value.device:
+            try:
+                source = np.from_dlpack(_DLPackTensor(value))
+            except (TypeError, ValueError, BufferError, RuntimeError):
+                source = None
+    if source is None:
+        source = np.asarray(part)
+    copy = _aligned_empty(source.shape, source.dtype)
+    np.copyto(copy, source)
+    return copy
+
+
+class _DLPackTensor:
+    """A TensorFlow CPU tensor as NumPy's `from_dlpack` wants it."""
+
+    def __init__(self, tensor):
+        self._tensor = tensor
+
+    def __dlpack__(self, stream=None, **kwargs):
+        import tensorflow as tf
+
+        return tf.experimental.dlpack.to_dlpack(self._tensor)
+
+    def __dlpack_device__(self):
+        return (1, 0)  # kDLCPU, device 0
+
+
+# Arrays from this size on get pages of their own (see `_aligned_empty`).
+_OWN_PAGES = 2 ** 20
+
+
+def _aligned_empty(shape, dtype, alignment=64):
+    """An uninitialised array whose data starts on an `alignment` boundary.
+
+    Large ones are mapped pages of their own rather than heap memory: they
+    do not take the heap's free memory that the training steps go on to
+    use, and go back to the system as soon as they are released.
+    """
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if nbytes >= _OWN_PAGES:
+        import mmap
+
+        return np.frombuffer(mmap.mmap(-1, nbytes), dtype=dtype).reshape(shape)
+    buffer = np.empty(nbytes + alignment, dtype=np.uint8)
+    offset = -buffer.ctypes.data % alignment
+    return buffer[offset:offset + nbytes].view(dtype).reshape(shape)
 
 
 def restore(saved):

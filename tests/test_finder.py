@@ -289,6 +289,26 @@ def _fit_both_equal(model, twin, x, y):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("dtype, shape", [("float32", (700, 400)),  # own pages
+                                          ("float32", (3, 5)), ("int64", ()),
+                                          ("bfloat16", (4, 4)), ("float16", (9,))])
+def test_snapshot_copy_is_exact_independent_and_aligned(dtype, shape):
+    rng = np.random.default_rng(0)
+    variable = keras.Variable(rng.standard_normal(shape) * 100, dtype=dtype)
+    before = keras.ops.convert_to_numpy(variable).copy()
+    copy = finder._host_copy(variable)
+    assert copy.shape == before.shape and copy.dtype == before.dtype
+    assert copy.tobytes() == before.tobytes()
+    assert copy.ctypes.data % 64 == 0
+    variable.assign_add(keras.ops.ones(shape, dtype=dtype))  # training moves on
+    assert copy.tobytes() == before.tobytes()
+    variable.assign(copy)
+    variable.assign_add(keras.ops.ones(shape, dtype=dtype))  # after a restore too
+    assert copy.tobytes() == before.tobytes()
+    variable.assign(copy)
+    assert keras.ops.convert_to_numpy(variable).tobytes() == before.tobytes()
+
+
 def test_optimizer_never_built_restored_to_initial_values():
     x, y = _data()
     model = _compiled()
