@@ -448,8 +448,9 @@ class ReadApplied(keras.callbacks.Callback):
 @pytest.mark.parametrize("name", sorted(CALLBACKS))
 def test_logged_rate_is_the_applied_rate(name):
     model = make_model(keras.optimizers.SGD(0.1, momentum=0.9))
-    reader = ReadApplied()
-    fit(model, [CALLBACKS[name](0.2), reader], epochs=3)
+    cb, reader = CALLBACKS[name](0.2), ReadApplied()
+    fit(model, [cb, reader], epochs=3)
+    assert len(cb._tables[0].values) == 3 * STEPS_PER_EPOCH  # looked up
     assert len(reader.applied) == 3 * STEPS_PER_EPOCH
     assert reader.logged == reader.applied  # bit for bit
 
