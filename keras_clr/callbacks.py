@@ -101,7 +101,13 @@ class _ScheduleCallback(keras.callbacks.Callback):
         """Tabulates the steps this fit will run and hands them to the graph."""
         first = self._epoch_step
         epochs = self.params.get("epochs") if self.params else None
-        count = (epochs - epoch) * steps if epochs and steps else None
+        count = None
+        if epochs and steps:
+            # Each call runs k = steps_per_execution steps: on repeating data
+            # an epoch's last call runs all k, past `steps` when k does not
+            # divide it.
+            k = max(1, int(getattr(self.model, "steps_per_execution", 1) or 1))
+            count = (epochs - epoch) * (-(-steps // k) * k)
         constant_from = self._constant_from()
         if constant_from is not None:  # the table may stop where it holds
             end = max(constant_from + 1, first + 1)
@@ -123,19 +129,21 @@ class _ScheduleCallback(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         # With steps_per_execution = k, `batch` is the last of the call's k
-        # steps, counted past the epoch's end when its last call ran fewer.
-        steps = self.params.get("steps") if self.params else None
-        self._last_step = self._epoch_step + (min(batch, steps - 1) if steps else batch)
-        self._log_values(self._last_step, logs)
+        # steps as Keras counts them (an epoch's last call may have run fewer
+        # when the data ran out; the epoch's logs read the step counter).
+        step = self._epoch_step + batch
+        self._log_values(step, logs)
+        # On JAX and PyTorch batch ends may run in Keras's worker threads.
+        self._last_step = step if self._last_step is None else max(self._last_step, step)
 
     def on_epoch_end(self, epoch, logs=None):
         if self._last_step is None:
             return
+        last = hooks.iterations(hooks.base_optimizer(self.model)) - self._start_step - 1
         if not (self.params and self.params.get("steps")):
-            # Unknown length: the last call may have run fewer steps.
-            done = hooks.iterations(hooks.base_optimizer(self.model)) - self._start_step
-            self._last_step = min(self._last_step, done - 1)
-        self._log_values(self._last_step, logs)
+            # Keras counts one more iteration when unknown-length data runs out.
+            last = min(last, self._last_step)
+        self._log_values(last, logs)
 
     def on_train_end(self, logs=None):
         if self._control is not None:

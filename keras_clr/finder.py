@@ -507,7 +507,9 @@ def _aligned_empty(shape, dtype, alignment=64):
     if nbytes >= _OWN_PAGES:
         import mmap
 
-        return np.frombuffer(mmap.mmap(-1, nbytes), dtype=dtype).reshape(shape)
+        flags = getattr(mmap, "MAP_PRIVATE", 0) | getattr(mmap, "MAP_ANONYMOUS", 0)
+        pages = mmap.mmap(-1, nbytes, flags=flags) if flags else mmap.mmap(-1, nbytes)
+        return np.frombuffer(pages, dtype=dtype).reshape(shape)
     buffer = np.empty(nbytes + alignment, dtype=np.uint8)
     offset = -buffer.ctypes.data % alignment
     return buffer[offset:offset + nbytes].view(dtype).reshape(shape)

@@ -470,6 +470,9 @@ class Tabulated:
             steps = np.arange(self.first, self.first + count, dtype=np.int64)
             self.values = np.asarray(schedule(steps), dtype=np.float32)
         self._device_table = None
+        if self.values is not None and keras.backend.backend() == "torch":
+            # Copied to the device once, outside any compiled region.
+            self._device_table = ops.convert_to_tensor(self.values)
 
     def __call__(self, step):
         if self.values is None:
@@ -483,8 +486,6 @@ class Tabulated:
             # tf.gather, not ops.take, which adds ops for negative indices.
             return tf.gather(self.values, index)
         if backend == "torch":
-            if self._device_table is None:  # copied to the device once
-                self._device_table = ops.convert_to_tensor(self.values)
             return self._device_table[index]
         return ops.take(self.values, index)
 

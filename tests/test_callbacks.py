@@ -229,6 +229,24 @@ def test_steps_per_execution_is_exact_per_step():
                                rtol=1e-6)
 
 
+def test_steps_per_execution_on_repeating_data_runs_whole_calls():
+    # With steps_per_epoch=10 and k=4, each epoch's last call still runs 4
+    # steps on repeating data: 12 steps an epoch, all on the schedule.
+    make_optimizer, update, peak = OPTIMIZERS["SGD"]
+    model = make_model(make_optimizer(), steps_per_execution=4)
+    initial = model.get_weights()
+    cb = keras_clr.CyclicLR(peak / 20, peak, step_size_up=5)
+    data = tf.data.Dataset.from_tensor_slices((X, Y)).batch(BATCH).repeat()
+    history = model.fit(data, steps_per_epoch=10, epochs=2, shuffle=False, verbose=0,
+                        callbacks=[cb])
+    assert int(model.optimizer.iterations) == 24
+    expected = reference_weights(initial, update, cb.lr_schedule,
+                                 cb.momentum_schedule, 24)
+    assert max_difference(model.get_weights(), expected) < ATOL
+    np.testing.assert_allclose(history.history["learning_rate"],
+                               np.float32(cb.lr_schedule(np.array([11, 23]))), rtol=1e-6)
+
+
 def test_mixed_precision():
     keras.mixed_precision.set_global_policy("mixed_float16")
     make_optimizer, update, peak = OPTIMIZERS["SGD"]
