@@ -34,7 +34,7 @@ time when other jobs share the cores. Nothing here asserts a time.
 variant's callbacks are set up as `fit` sets them up, then blocks of
 `--block` calls of the compiled train function alternate between the
 variants (reversing the order every other round) for `--loop-rounds`
-rounds. Interleaving every few milliseconds makes the ratios far less
+rounds, on `--instances` identical models per variant. Interleaving every few milliseconds makes the ratios far less
 sensitive to other jobs than whole `fit` calls; it leaves out `fit`'s own
 per-step Python (callback dispatch), which is the same for every variant.
 
