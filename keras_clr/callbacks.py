@@ -39,6 +39,7 @@ class _ScheduleCallback(keras.callbacks.Callback):
         self._control = None
         self._start_step = None
         self._first_iteration = 0
+        self._done = 0  # steps run, read at each epoch end
         self._tables = None
         self._epoch_step = 0
         self._last_step = None
@@ -137,9 +138,11 @@ class _ScheduleCallback(keras.callbacks.Callback):
         self._last_step = step if self._last_step is None else max(self._last_step, step)
 
     def on_epoch_end(self, epoch, logs=None):
+        # The steps run so far: one read of the step counter per epoch.
+        self._done = hooks.iterations(hooks.base_optimizer(self.model)) - self._start_step
         if self._last_step is None:
             return
-        last = hooks.iterations(hooks.base_optimizer(self.model)) - self._start_step - 1
+        last = self._done - 1
         if not (self.params and self.params.get("steps")):
             # Keras counts one more iteration when unknown-length data runs out.
             last = min(last, self._last_step)
@@ -361,7 +364,7 @@ class OneCycle(_ScheduleCallback):
         super().on_epoch_end(epoch, logs)
         if self._warned:
             return
-        done = hooks.iterations(hooks.base_optimizer(self.model)) - (self._start_step or 0)
+        done = self._done  # read by the base class
         if done > self._steps():
             self._warned = True
             warnings.warn(

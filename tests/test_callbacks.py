@@ -22,6 +22,8 @@ from keras_clr import schedules
 from test_curves import torch_cyclic
 from test_curves import torch_one_cycle
 from test_curves import triangular2_scale
+from test_schedules import named
+from test_schedules import ordered
 
 
 @pytest.fixture(autouse=True)
@@ -619,15 +621,6 @@ def test_one_cycle_preview_needs_a_length():
 
 
 # --- argument checks ------------------------------------------------------------
-
-def named(name, value):
-    return re.escape(f"`{name}` must be") + ".*" + re.escape(f"Received: {name}={value!r}")
-
-
-def ordered(low, high, high_value):
-    return (re.escape(f"`{high}` must be at least `{low}`") + ".*"
-            + re.escape(f"{high}={high_value!r}"))
-
 
 BAD = [
     (lambda: keras_clr.CyclicLR(0.0, 1e-2), named("base_lr", 0.0)),
