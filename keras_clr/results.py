@@ -27,8 +27,7 @@ from keras_clr import _checks
 FORMAT = "keras_clr.LRFinderResult"
 VERSION = 1
 METHODS = ("one_cycle", "valley", "slide", "minimum", "steep")
-ONE_CYCLE_DROP = 2 / 3  # default rule: lr_drop is where this much of the drop is made
-ONE_CYCLE_FACTOR = 0.7  # default rule: FACTOR * sqrt(lr_min * lr_drop)
+ONE_CYCLE_WIDTH = 0.2  # default rule: the smoothing kernel's sigma, in decades of LR
 ONE_CYCLE_MIN_DROP = 0.01  # default rule: None unless the loss falls by this fraction
 RANGE_START_FRACTION = 0.05  # suggest_range: the "clear drop" for base_lr
 RAGGED_WINDOW = 5  # suggest_range: points in the raw-loss variability window
@@ -148,41 +147,70 @@ def _steep(lrs, losses):
     return float(lrs[k]), "where the smoothed loss falls fastest against log(LR)"
 
 
+def kernel_smooth(lrs, losses, width):
+    """Gaussian kernel smoothing against log10(lr), without lag.
+
+    Each point becomes the average of the losses around it, weighted by
+    `exp(-d**2 / (2 * width**2))` where `d` is the distance in decades of
+    learning rate (points further than 4 widths are left out). Unlike the
+    moving average of `smooth`, which lags its input by about
+    `1 / (1 - beta)` steps, its lowest point sits where the losses around
+    it are lowest, and the width does not depend on the number of steps.
+
+    Args:
+        lrs: positive, increasing learning rates.
+        losses: finite losses, one per learning rate.
+        width: the kernel's standard deviation, in decades.
+
+    Returns:
+        A float64 array of the same length.
+    """
+    x = np.log10(np.asarray(lrs, dtype=np.float64))
+    losses = np.asarray(losses, dtype=np.float64)
+    low = np.searchsorted(x, x - 4 * width, side="left")
+    high = np.searchsorted(x, x + 4 * width, side="right")
+    out = np.empty_like(losses)
+    for i in range(len(x)):
+        weights = np.exp(-0.5 * ((x[low[i]:high[i]] - x[i]) / width) ** 2)
+        out[i] = weights @ losses[low[i]:high[i]] / weights.sum()
+    return out
+
+
 def _one_cycle_rule(lrs, losses):
     """The default suggestion: a `max_lr` for `OneCycle`.
 
-    Two landmarks of the smoothed curve: `lr_min`, the LR at its lowest
-    point, and `lr_drop`, the first LR where it has made `ONE_CYCLE_DROP`
-    (two thirds) of its drop from its first value to that lowest point. The
-    smoothing lags (beta 0.98: about 25 steps, two decades of the default
-    100-step test), so `lr_min` comes late, where the raw loss is already
-    climbing; `lr_drop` lies in the descent. The suggestion is
-    `ONE_CYCLE_FACTOR * sqrt(lr_min * lr_drop)`, a little below their
-    midpoint on the log axis (and at least the first LR of the window).
-    None when the smoothed loss never falls below its first value by more
-    than `ONE_CYCLE_MIN_DROP` of it: without a descent its lowest point is
-    noise. Measured against a grid of `max_lr` in
-    benchmarks/suggestion_quality.py (see benchmarks/README.md).
+    The LR at the lowest point of the raw losses smoothed without lag
+    (`kernel_smooth`, a Gaussian `ONE_CYCLE_WIDTH` = 0.2 decades wide). The
+    moving average of the plot puts its minimum 1-2 decades late on a
+    100-step test, by an amount that depends on how fast the loss rises
+    after it, and its first value (where rules measuring "a fraction of the
+    drop" start) is mostly noise on a noisy curve; the kernel's minimum
+    moves less from one run to the next. None when the smoothed loss never
+    falls below its first value by more than `ONE_CYCLE_MIN_DROP` of it:
+    without a descent its lowest point is noise. Measured against a grid of
+    `max_lr` in benchmarks/suggestion_quality.py (see benchmarks/README.md).
 
     Args:
-        lrs, losses: the trimmed smoothed curve, cut at its first non-finite value.
+        lrs, losses: the raw curve from step `num_steps // 10` on; it is cut
+            at its first non-finite value.
 
     Returns:
         (lr or None, reason).
     """
+    finite = np.isfinite(losses)
+    if not finite.all():
+        lrs, losses = lrs[:int(np.argmin(finite))], losses[:int(np.argmin(finite))]
     if len(losses) < 2:
         return None, _too_few(len(losses), 2)
-    low = int(np.argmin(losses))
-    first, lowest = float(losses[0]), float(losses[low])
+    smoothed = kernel_smooth(lrs, losses, ONE_CYCLE_WIDTH)
+    low = int(np.argmin(smoothed))
+    first, lowest = float(smoothed[0]), float(smoothed[low])
     if not first - lowest > ONE_CYCLE_MIN_DROP * abs(first):
-        return None, (f"the smoothed loss never falls more than {ONE_CYCLE_MIN_DROP:.0%} "
-                      "below its first value, so its lowest point is noise")
-    target = first - ONE_CYCLE_DROP * (first - lowest)
-    lr_min, lr_drop = float(lrs[low]), float(lrs[int(np.argmax(losses <= target))])
-    lr = max(ONE_CYCLE_FACTOR * math.sqrt(lr_min) * math.sqrt(lr_drop), float(lrs[0]))
-    return lr, (f"{ONE_CYCLE_FACTOR:g} x the geometric mean of the LR where the smoothed "
-                f"loss has made {ONE_CYCLE_DROP:.0%} of its drop ({lr_drop:.1e}) and the "
-                f"LR at its lowest point ({lr_min:.1e})")
+        return None, (f"the loss, smoothed without lag, never falls more than "
+                      f"{ONE_CYCLE_MIN_DROP:.0%} below its first value, so its lowest "
+                      "point is noise")
+    return float(lrs[low]), (f"where the loss, smoothed without lag (a Gaussian "
+                             f"{ONE_CYCLE_WIDTH:g} decades wide), is lowest")
 
 
 def _finite_median(values):
@@ -320,8 +348,12 @@ class LRFinderResult:
 
     def _rule(self, method):
         if method == "one_cycle":
-            lrs, losses, _ = self._window(finite=True)
-            return _one_cycle_rule(lrs, losses)
+            # The raw curve from fastai's start of window to its first
+            # non-finite loss: the kernel needs the rise past the minimum
+            # that fastai's trim of the last 5 points would cut off.
+            sign = -1.0 if self.mode == "max" else 1.0
+            start = self.num_steps // 10
+            return _one_cycle_rule(self.lrs[start:], sign * self.losses[start:])
         lrs, losses, _ = self._window(finite=False)
         if method == "minimum":
             return _minimum(lrs, losses, self.lrs[0] if len(self.lrs) else np.inf)
