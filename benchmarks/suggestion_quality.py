@@ -1,29 +1,33 @@
 """How good is `result.suggest()` as `OneCycle`'s `max_lr`?
 
 For each task (model, optimizer, data, a fixed number of training steps) and
-each seed (the seed sets the initial weights and the data order):
+each seed (the seed sets the initial weights):
 
-1. build and compile the model; run `find_lr(model, x, y, batch_size=...,
-   verbose=0)` with its defaults (100 steps, 1e-7 to 10, smoothing 0.98) on
-   the fresh model, which it restores;
+1. build and compile the model and build its optimizer; run `find_lr(model,
+   x, y, batch_size=..., verbose=0)` with its defaults (100 steps, 1e-7 to
+   10, smoothing 0.98) `--orders` times (default 4), each with its own data
+   order, each from the same initial model, which `find_lr` restores; each
+   range test gives its own suggestion;
 2. train that same initial model with `OneCycle(max_lr)` for the task's steps
    at each `max_lr` of a 9-point log grid (3 points per decade, bracketing
-   the good region of the task's optimizer), and at `result.suggest()`;
+   the good region of the task's optimizer), and at each suggestion;
 3. measure the test metric: accuracy, or R^2 for the regression task (0 when
    the training diverged to non-finite predictions).
 
-Every training run starts from the same snapshot of the model and optimizer
-(taken after the range test built the optimizer), with the same data order
-for a given seed, so runs differ only in `max_lr`. The metric of a
-(task, seed, max_lr) is computed once and cached; range-test curves are
-cached per (task, seed), so `--methods` compares other rules on the same
-curves and trains only at the learning rates they produce.
+Every training run starts from the same snapshot of the model and optimizer,
+with the same data order for a given seed, so runs differ only in `max_lr`.
+The metric of a (task, seed, max_lr) is computed once and cached; range-test
+curves are cached per (task, seed, order), so `--methods` compares other
+rules on the same curves and trains only at the learning rates they produce.
 
-Per task the table gives the suggested LR of each seed, the seed-mean metric
-at it, the grid's best `max_lr` (the grid point with the best seed-mean
-metric) and that metric, the suggestion's metric as a fraction of the grid's
-best ("of best", the goal is >= 99.5%), and the geometric mean over seeds of
-suggested LR / grid-best LR ("LR ratio").
+Per task the table gives the range of the suggested LRs, their mean metric
+(over the range tests of a seed, then over seeds), the grid's best `max_lr`
+(the grid point with the best seed-mean metric) and that metric, the
+suggestions' metric as a fraction of the grid's best ("of best", the goal is
+>= 99.5%), and the geometric mean of suggested LR / grid-best LR ("LR
+ratio"). Several range tests per seed measure what a user gets from one
+test, whose suggestion moves with the data order as much as with the
+initial weights.
 
 The 99.5% goal is close to the measurement's noise: the standard error of a
 seed-mean metric (printed as "+-") is 0.1-0.5% of it, and the grid's best is
@@ -42,10 +46,10 @@ locally by the `mnist1d` package's `make_dataset`):
     friedman_mlp      MLP 64-64 regression on make_friedman1, SGD momentum 0.9, 376 steps
 
 Usage (times on 2 shared CPU cores):
-    .venv/bin/python benchmarks/suggestion_quality.py              # seeds 0 1, ~8 min
-    .venv/bin/python benchmarks/suggestion_quality.py --compare    # + fastai's, ~11 min
+    .venv/bin/python benchmarks/suggestion_quality.py              # seeds 0 1, 4 orders
+    .venv/bin/python benchmarks/suggestion_quality.py --compare    # + fastai's rules
     .venv/bin/python benchmarks/suggestion_quality.py --quick      # smoke run, ~30 s
-    .venv/bin/python benchmarks/suggestion_quality.py --seeds 0 1 2 3 --compare  # ~25 min
+    .venv/bin/python benchmarks/suggestion_quality.py --seeds 0 1 2 3 --compare
     .venv/bin/python benchmarks/suggestion_quality.py --methods default min/2.5 \
         --tasks digits_mlp --finder-steps 200 --cache /tmp/sq.json
 
@@ -145,6 +149,12 @@ def _gru():
         keras.layers.GRU(64), keras.layers.Dense(10)])
 
 
+def _lstm():
+    return keras.Sequential([
+        keras.Input((64,)), keras.layers.Reshape((8, 8)),
+        keras.layers.LSTM(32), keras.layers.Dense(10)])
+
+
 def _sgd():
     return keras.optimizers.SGD(1e-3, momentum=0.9)
 
@@ -171,7 +181,18 @@ TASKS = {
     "mnist1d_cnn": (_mnist1d, _cnn1d, _adam, 64, 8, ADAM_GRID, "accuracy"),
     "mnist1d_gru": (_mnist1d, _gru, _adam, 64, 8, ADAM_GRID, "accuracy"),
     "friedman_mlp": (_friedman, lambda: _dense((10,), 1), _sgd, 32, 8, SGD_GRID, "r2"),
+    "digits_lstm": (_digits, _lstm, _adam, 32, 10, ADAM_GRID, "accuracy"),
+    "mnist1d_mlp": (_mnist1d, lambda: _dense((40,), 10, (128, 128)), _sgd, 64, 8, SGD_GRID,
+                    "accuracy"),
+    "digits_cnn_adam": (_digits, _cnn2d, _adam, 32, 10, ADAM_GRID, "accuracy"),
+    "mnist1d_cnn_sgd": (_mnist1d, _cnn1d, _sgd, 64, 8, SGD_GRID, "accuracy"),
+    "friedman_adam": (_friedman, lambda: _dense((10,), 1), _adam, 32, 8, ADAM_GRID, "r2"),
+    # held out: added after the default rule was chosen, and not used to choose it
+    "mnist1d_gru_sgd": (_mnist1d, _gru, _sgd, 64, 8, SGD_GRID, "accuracy"),
+    "mnist1d_mlp_adam": (_mnist1d, lambda: _dense((40,), 10, (128, 128)), _adam, 64, 8,
+                         ADAM_GRID, "accuracy"),
 }
+HELD_OUT = ("mnist1d_gru_sgd", "mnist1d_mlp_adam")
 QUICK = {"digits_mlp": 3, "digits_adam": 3}  # --quick: these tasks, these epochs
 
 
@@ -194,15 +215,21 @@ def _lr_drop(result, fraction):
     return float(lrs[int(np.argmax(losses[:low + 1] <= target))])
 
 
-def _previous(result):
-    """The rule before this benchmark: max(lr_min / 4, steep)."""
-    steep = result.suggest("steep")
-    return None if steep is None else max(_lr_min(result) / 4, steep)
+def _ema_drop(result):
+    """The earlier default: 0.7 x sqrt(lr_min * the first LR where the moving
+    average has made two thirds of its drop), on fastai's trimmed window."""
+    lrs, losses = _window(result)
+    low = int(np.argmin(losses)) if len(losses) else 0
+    if len(losses) < 2 or not losses[0] - losses[low] > 0.01 * abs(losses[0]):
+        return None
+    return max(0.7 * math.sqrt(lrs[low] * _lr_drop(result, 2 / 3)), float(lrs[0]))
 
 
 METHODS = {
     "default": lambda r: r.suggest(),
-    "previous": _previous,
+    "no-lag": lambda r: results._one_cycle_rule(r.lrs[r.num_steps // 10:],
+                                                r.losses[r.num_steps // 10:])[0],
+    "ema-drop": _ema_drop,
     "valley": lambda r: r.suggest("valley"),
     "steep": lambda r: r.suggest("steep"),
     "minimum": lambda r: r.suggest("minimum"),  # fastai's lr_min / 10
@@ -254,32 +281,43 @@ class Bench:
         return epochs * math.ceil(len(x_tr) / TASKS[task][3])
 
     def model(self, task, seed):
-        """(model, snapshot): the compiled model of (task, seed), after its range test."""
+        """(model, snapshot): the compiled model of (task, seed), as built."""
         key = (task, seed)
         if key not in self.models:
-            _, build, optimizer, batch, _, _, metric = TASKS[task]
-            x_tr, y_tr, _, _ = self._data(task)
+            _, build, optimizer, _, _, _, metric = TASKS[task]
             keras.utils.set_random_seed(seed)
             model = build()
             loss = ("mse" if metric == "r2" else
                     keras.losses.SparseCategoricalCrossentropy(from_logits=True))
             model.compile(optimizer=optimizer(), loss=loss)
-            name = f"{task}/{seed}/{self.finder_steps}"
+            finder._build_optimizer(model)  # as the range test does first
+            self.models[key] = (model, finder.snapshot(model))
+        return self.models[key]
+
+    def curve(self, task, seed, order=0):
+        """The range test of (task, seed) with data order `order`; every
+        order starts from the same model, which `find_lr` restores."""
+        key = (task, seed, order)
+        if key not in self.curves:
+            name = f"{task}/{seed}/{self.finder_steps}" + (f"/{order}" if order else "")
             if name in self.saved_curves:  # --cache: the range test of an earlier run
-                finder._build_optimizer(model)
                 lrs, losses = self.saved_curves[name]
-                self.curves[key] = results.LRFinderResult(lrs, losses,
+                momentum = finder.velocity_momentum(TASKS[task][2]())  # as find_lr records
+                self.curves[key] = results.LRFinderResult(lrs, losses, momentum=momentum,
                                                           num_steps=self.finder_steps)
             else:
-                keras.utils.set_random_seed(10_000 + seed)
+                model, saved = self.model(task, seed)
+                finder.restore(saved)  # the model as built, not as last trained
+                x_tr, y_tr, _, _ = self._data(task)
+                keras.utils.set_random_seed(10_000 + seed + 1000 * order)
                 start = time.perf_counter()
-                self.curves[key] = keras_clr.find_lr(model, x_tr, y_tr, batch_size=batch,
+                self.curves[key] = keras_clr.find_lr(model, x_tr, y_tr,
+                                                     batch_size=TASKS[task][3],
                                                      num_steps=self.finder_steps, verbose=0)
                 self.seconds["range test"] += time.perf_counter() - start
                 self.saved_curves[name] = [self.curves[key].lrs.tolist(),
                                            self.curves[key].losses.tolist()]
-            self.models[key] = (model, finder.snapshot(model))
-        return self.models[key]
+        return self.curves[key]
 
     def metric(self, task, seed, lr, epochs):
         lr = float(f"{lr:.4g}")
@@ -307,10 +345,6 @@ class Bench:
             self.metrics[key] = value
         return self.metrics[key]
 
-    def curve(self, task, seed):
-        self.model(task, seed)
-        return self.curves[(task, seed)]
-
 
 def _suggest(method, result):
     with warnings.catch_warnings():
@@ -328,59 +362,73 @@ def _pm(se):
     return "" if math.isnan(se) else f" +- {se:.4f}"
 
 
-def run_task(bench, task, seeds, epochs, methods, out):
+def run_task(bench, task, seeds, orders, epochs, methods, out):
     grid = TASKS[task][5]
     per_grid = np.array([[bench.metric(task, s, lr, epochs) for lr in grid] for s in seeds])
     means = per_grid.mean(axis=0)
     best = int(np.argmax(means))
     rows = []
     for method in methods:
-        lrs = [_suggest(method, bench.curve(task, s)) for s in seeds]
-        if any(lr is None for lr in lrs):
-            rows.append((method, lrs, None, None, None, None))
+        lrs = [[_suggest(method, bench.curve(task, s, o)) for o in range(orders)] for s in seeds]
+        flat = [lr for per_seed in lrs for lr in per_seed if lr is not None]
+        missing = sum(lr is None for per_seed in lrs for lr in per_seed)
+        if not flat:
+            rows.append((method, lrs, missing, None, None, None, None))
             continue
-        values = [bench.metric(task, s, lr, epochs) for s, lr in zip(seeds, lrs)]
-        ratio = math.exp(np.mean([math.log(lr / grid[best]) for lr in lrs]))
-        rows.append((method, lrs, float(np.mean(values)), _se(values),
-                     float(np.mean(values)) / means[best], ratio))
+        per_seed = [np.mean([bench.metric(task, s, lr, epochs) for lr in row if lr is not None])
+                    for s, row in zip(seeds, lrs) if any(lr is not None for lr in row)]
+        value = float(np.mean(per_seed))
+        ratio = math.exp(np.mean([math.log(lr / grid[best]) for lr in flat]))
+        rows.append((method, lrs, missing, value, _se(per_seed), value / means[best], ratio))
     bench.save()
     _, _, optimizer, batch, _, _, kind = TASKS[task]
     name = "Adam" if optimizer is _adam else "SGD m=0.9"
     out.write(f"\n{task} ({name}, {bench._steps(task, epochs)} steps, batch {batch}, "
-              f"metric {kind}, seeds {seeds})\n")
+              f"metric {kind}, seeds {seeds}, {orders} range tests per seed)\n")
     out.write("  grid: " + "  ".join(f"{lr:.3g}:{m:.4f}" for lr, m in zip(grid, means)) + "\n")
     out.write(f"  grid best: max_lr {grid[best]:.3g}, {kind} {means[best]:.4f}"
               f"{_pm(_se(per_grid[:, best]))} (+- standard error over seeds)\n")
-    for method, lrs, value, se, fraction, ratio in rows:
-        shown = " ".join("none" if lr is None else f"{lr:.2e}" for lr in lrs)
+    for method, lrs, missing, value, se, fraction, ratio in rows:
+        shown = " / ".join(" ".join("none" if lr is None else f"{lr:.2e}" for lr in row)
+                           for row in lrs)
         if value is None:
             out.write(f"  {method:>13}: LR {shown}: no suggestion\n")
             continue
-        flag = "" if fraction >= GOAL else "  < goal"
+        flag = "" if fraction >= GOAL and not missing else "  < goal"
         out.write(f"  {method:>13}: LR {shown}  {kind} {value:.4f}{_pm(se)}  of best "
-                  f"{fraction:.2%}  LR ratio {ratio:.2f}{flag}\n")
+                  f"{fraction:.2%}  LR ratio {ratio:.2f}"
+                  + (f", {missing} without a suggestion" if missing else "") + f"{flag}\n")
     out.flush()
     return {"task": task, "optimizer": name, "metric": kind, "grid_best_lr": grid[best],
             "grid_best": float(means[best]), "grid_best_se": _se(per_grid[:, best]),
             "grid": dict(zip(grid, means.tolist())),
-            "methods": {m: {"lrs": lrs, "metric": v, "se": se, "of_best": f, "lr_ratio": r}
-                        for m, lrs, v, se, f, r in rows}}
+            "methods": {m: {"lrs": lrs, "missing": k, "metric": v, "se": se, "of_best": f,
+                            "lr_ratio": r}
+                        for m, lrs, k, v, se, f, r in rows}}
 
 
 def _table(report, method, out):
     """The summary of one method, as a Markdown table."""
-    out.write(f"\n{method}:\n\n| task | optimizer | suggested max_lr (per seed) | metric at it "
-              "| grid best max_lr | grid best metric | of best | LR ratio |\n"
+    out.write(f"\n{method}:\n\n| task | optimizer | suggested max_lr (lowest-highest) "
+              "| metric at it | grid best max_lr | grid best metric | of best | LR ratio |\n"
               "|---|---|---|---|---|---|---|---|\n")
     for r in report:
         m = r["methods"][method]
-        lrs = ", ".join("none" if lr is None else f"{lr:.2g}" for lr in m["lrs"])
+        flat = [lr for row in m["lrs"] for lr in row if lr is not None]
+        shown = f"{min(flat):.2g}-{max(flat):.2g}" if flat else "none"
+        if m["missing"] and flat:
+            shown += f" ({m['missing']} none)"
         if m["metric"] is None:
             cells = ["none", f"{r['grid_best_lr']:.3g}", f"{r['grid_best']:.4f}", "-", "-"]
         else:
             cells = [f"{m['metric']:.4f}", f"{r['grid_best_lr']:.3g}", f"{r['grid_best']:.4f}",
                      f"{m['of_best']:.2%}", f"{m['lr_ratio']:.2f}"]
-        out.write(f"| {r['task']} | {r['optimizer']} | {lrs} | " + " | ".join(cells) + " |\n")
+        task = r["task"] + (" (held out)" if r["task"] in HELD_OUT else "")
+        out.write(f"| {task} | {r['optimizer']} | {shown} | " + " | ".join(cells) + " |\n")
+
+
+def _met(method_row):
+    return (method_row["of_best"] or 0) >= GOAL and not method_row["missing"]
 
 
 def main(argv=None):
@@ -393,17 +441,23 @@ def main(argv=None):
                         help="rules to compare (fastai's valley, steep, ...); 'default' "
                              "is result.suggest()")
     parser.add_argument("--compare", action="store_true",
-                        help="shorthand for --methods default previous valley steep minimum")
+                        help="shorthand for --methods default ema-drop valley steep minimum")
+    parser.add_argument("--orders", type=int, default=4,
+                        help="range tests per seed, each with its own data order, all "
+                             "from the seed's initial model: each gives a suggestion")
     parser.add_argument("--finder-steps", type=int, default=100,
                         help="num_steps of the range test (find_lr's default: 100)")
     parser.add_argument("--cache", default=None,
                         help="JSON file that keeps trained metrics between runs")
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args(argv)
-    methods = (["default", "previous", "valley", "steep", "minimum"] if args.compare
+    methods = (["default", "ema-drop", "valley", "steep", "minimum"] if args.compare
                else args.methods)
     tasks = args.tasks or (list(QUICK) if args.quick else list(TASKS))
     seeds = [0] if args.quick and args.seeds == [0, 1] else args.seeds
+    orders = 1 if args.quick and args.orders == 4 else args.orders
+    if orders < 1:
+        parser.error(f"--orders must be at least 1. Received: {orders}")
     bench = Bench(args.finder_steps, args.cache)
     start = time.perf_counter()
     out = sys.stdout
@@ -412,12 +466,12 @@ def main(argv=None):
     report = []
     for task in tasks:
         epochs = QUICK.get(task, TASKS[task][4]) if args.quick else TASKS[task][4]
-        report.append(run_task(bench, task, seeds, epochs, methods, out))
+        report.append(run_task(bench, task, seeds, orders, epochs, methods, out))
     elapsed = time.perf_counter() - start
     for method in methods:
         _table(report, method, out)
     out.write(f"\nsummary ({', '.join(methods)}): of best >= {GOAL:.1%} on "
-              + ", ".join(f"{m} {sum((r['methods'][m]['of_best'] or 0) >= GOAL for r in report)}"
+              + ", ".join(f"{m} {sum(_met(r['methods'][m]) for r in report)}"
                           f"/{len(report)}" for m in methods) + " tasks\n")
     out.write(f"time: {elapsed:.0f} s ({bench.seconds['range test']:.0f} s range tests, "
               f"{bench.seconds['training']:.0f} s in {bench.trainings} trainings)\n")

@@ -222,6 +222,7 @@ class LRFinder(keras.callbacks.Callback):
         self.restore()  # a previous, unfinished run of this callback
         _build_optimizer(self.model)
         self._snapshot = snapshot(self.model)
+        self._momentum = velocity_momentum(optimizer)
         with hooks.strategy_scope(self.model):
             self._buffer = keras.Variable(
                 np.full((self.num_steps + 1, 3), np.nan, dtype="float32"),
@@ -340,6 +341,7 @@ class LRFinder(keras.callbacks.Callback):
                       stop_reason=reason, monitor=self.monitor, mode=mode,
                       start_lr=self.start_lr, end_lr=self.end_lr)
         if self._validation is not None:
+            # one point per `val_every` steps: the velocity's lag is per step
             points = [p for p in self._validation if p[0] < count]
             planned = max(2, self.num_steps // self.val_every)
             lrs = np.array([p[1] for p in points])
@@ -350,8 +352,8 @@ class LRFinder(keras.callbacks.Callback):
         metrics = None
         if self.monitor != "loss":
             metrics = {"train_loss": rows[:count, 1]}
-        return results.LRFinderResult(rows[:count, 0], rows[:count, 2],
-                                      metrics=metrics, **common)
+        return results.LRFinderResult(rows[:count, 0], rows[:count, 2], metrics=metrics,
+                                      momentum=self._momentum, **common)
 
     # -- restoration ---------------------------------------------------------
 
@@ -407,6 +409,17 @@ def _carry_record(model, record):
     carrier = _RecordCarrier(record)
     model._metrics.append(carrier)
     return carrier
+
+
+def velocity_momentum(optimizer):
+    """The momentum of an optimizer that folds the learning rate into its
+    velocity (Keras's SGD and RMSprop: `v = momentum * v - lr * grad`), or
+    None for one that applies the rate at each step (Adam and the like) or
+    has no momentum."""
+    if isinstance(optimizer, (keras.optimizers.SGD, keras.optimizers.RMSprop)):
+        momentum = float(getattr(optimizer, "momentum", 0.0) or 0.0)
+        return momentum if 0 < momentum < 1 else None
+    return None
 
 
 def _is_tf_dataset(data):
@@ -701,7 +714,7 @@ def _average(runs):
         num_steps=first.num_steps, smoothing=first.smoothing,
         stop_reason=shortest.stop_reason, monitor=first.monitor, mode=first.mode,
         metrics=metrics, loss_band=(smoothed.min(axis=0), smoothed.max(axis=0)),
-        start_lr=first.start_lr, end_lr=first.end_lr)
+        start_lr=first.start_lr, end_lr=first.end_lr, momentum=first.momentum)
 
 
 def _run_once(model, x, y, batch_size, settings, callbacks, verbose, fit_kwargs,

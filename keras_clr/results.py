@@ -28,7 +28,10 @@ FORMAT = "keras_clr.LRFinderResult"
 VERSION = 1
 METHODS = ("one_cycle", "valley", "slide", "minimum", "steep")
 ONE_CYCLE_WIDTH = 0.2  # default rule: the smoothing kernel's sigma, in decades of LR
+ONE_CYCLE_FALL = 0.9  # default rule: the landmark is where this much of the fall is made
+ONE_CYCLE_FACTOR = 1.2  # default rule: FACTOR x the landmark's LR
 ONE_CYCLE_MIN_DROP = 0.01  # default rule: None unless the loss falls by this fraction
+ONE_CYCLE_PEAK_MOMENTUM = 0.85  # OneCycle's momentum at max_lr (its base_momentum)
 RANGE_START_FRACTION = 0.05  # suggest_range: the "clear drop" for base_lr
 RAGGED_WINDOW = 5  # suggest_range: points in the raw-loss variability window
 RAGGED_FACTOR = 4.0  # suggest_range: variability "blows up" at this ratio
@@ -176,16 +179,46 @@ def kernel_smooth(lrs, losses, width):
     return out
 
 
-def _one_cycle_rule(lrs, losses):
+def momentum_lag(momentum, growth):
+    """How much more strongly `OneCycle` applies a learning rate than a range test did.
+
+    Keras's SGD and RMSprop fold the learning rate into their velocity
+    (`v = momentum * v - lr * grad`), so a step moves the weights by a sum
+    of past rates. At a rate held still with momentum `b` that sum is
+    `lr / (1 - b)`; while the range test raises the rate by `growth` per
+    step it is only `lr / (1 - momentum / growth)`. `OneCycle` holds its
+    peak rate with momentum `ONE_CYCLE_PEAK_MOMENTUM` (0.85), so the same
+    rate moves the weights `(1 - momentum / growth) / (1 - 0.85)` times as
+    far there as in the test: 1.69 for momentum 0.9 in a 100-step test from
+    1e-7 to 10.
+
+    Args:
+        momentum: the optimizer's momentum during the test, in [0, 1).
+        growth: the ratio of consecutive learning rates of the test, > 1.
+
+    Returns:
+        The factor, a float.
+    """
+    return (1 - momentum / growth) / (1 - ONE_CYCLE_PEAK_MOMENTUM)
+
+
+def _one_cycle_rule(lrs, losses, width=ONE_CYCLE_WIDTH, fall=ONE_CYCLE_FALL,
+                    factor=ONE_CYCLE_FACTOR, momentum=None):
     """The default suggestion: a `max_lr` for `OneCycle`.
 
-    The LR at the lowest point of the raw losses smoothed without lag
-    (`kernel_smooth`, a Gaussian `ONE_CYCLE_WIDTH` = 0.2 decades wide). The
-    moving average of the plot puts its minimum 1-2 decades late on a
-    100-step test, by an amount that depends on how fast the loss rises
-    after it, and its first value (where rules measuring "a fraction of the
-    drop" start) is mostly noise on a noisy curve; the kernel's minimum
-    moves less from one run to the next. None when the smoothed loss never
+    The raw losses are smoothed without lag (`kernel_smooth`, a Gaussian
+    `ONE_CYCLE_WIDTH` = 0.2 decades wide); the landmark is the first LR
+    where the smoothed loss has made `ONE_CYCLE_FALL` (90%) of its fall from
+    its first value to its lowest, where the valley's floor begins, and the
+    suggestion is `ONE_CYCLE_FACTOR` (1.2) times it, kept within the tested
+    range. When the optimizer folds the learning rate into its velocity
+    (`momentum` given: Keras's SGD and RMSprop with momentum) the value is
+    divided by `momentum_lag`, so that `OneCycle` moves the weights at its
+    peak as the test did at the landmark. The moving average of the plot puts its minimum 1-2 decades
+    late on a 100-step test, by an amount that depends on how fast the loss
+    rises after it; the lowest point itself wanders along a broad floor
+    from one run to the next, and on recurrent nets sits close to where
+    training at that rate falls apart. None when the smoothed loss never
     falls below its first value by more than `ONE_CYCLE_MIN_DROP` of it:
     without a descent its lowest point is noise. Measured against a grid of
     `max_lr` in benchmarks/suggestion_quality.py (see benchmarks/README.md).
@@ -193,6 +226,10 @@ def _one_cycle_rule(lrs, losses):
     Args:
         lrs, losses: the raw curve from step `num_steps // 10` on; it is cut
             at its first non-finite value.
+        width, fall, factor: the rule's constants (benchmarks try others).
+        momentum: the momentum of an optimizer that folds the learning
+            rate into its velocity, or None; consecutive points are taken
+            as consecutive steps.
 
     Returns:
         (lr or None, reason).
@@ -202,15 +239,25 @@ def _one_cycle_rule(lrs, losses):
         lrs, losses = lrs[:int(np.argmin(finite))], losses[:int(np.argmin(finite))]
     if len(losses) < 2:
         return None, _too_few(len(losses), 2)
-    smoothed = kernel_smooth(lrs, losses, ONE_CYCLE_WIDTH)
+    smoothed = kernel_smooth(lrs, losses, width)
     low = int(np.argmin(smoothed))
     first, lowest = float(smoothed[0]), float(smoothed[low])
     if not first - lowest > ONE_CYCLE_MIN_DROP * abs(first):
         return None, (f"the loss, smoothed without lag, never falls more than "
                       f"{ONE_CYCLE_MIN_DROP:.0%} below its first value, so its lowest "
                       "point is noise")
-    return float(lrs[low]), (f"where the loss, smoothed without lag (a Gaussian "
-                             f"{ONE_CYCLE_WIDTH:g} decades wide), is lowest")
+    target = first - fall * (first - lowest)
+    at = int(np.argmax(smoothed[:low + 1] <= target))
+    floor = float(lrs[at])
+    reason = (f"{factor:g} x the LR where the loss, smoothed without lag (a Gaussian "
+              f"{width:g} decades wide), has made {fall:.0%} of its fall ({floor:.1e})")
+    lr = factor * floor
+    if momentum:
+        lag = momentum_lag(momentum, float(lrs[max(at, 1)] / lrs[max(at, 1) - 1]))
+        lr /= lag
+        reason += (f", divided by {lag:.2f} for the lag of a velocity with momentum "
+                   f"{momentum:g} behind the rising rate")
+    return min(max(lr, float(lrs[0])), float(lrs[-1])), reason
 
 
 def _finite_median(values):
@@ -263,6 +310,10 @@ class LRFinderResult:
         metrics: optional dict name -> 1-D array with one value per step.
         loss_band: optional (low, high) arrays around a mean curve of repeats.
         weight_decay, start_lr, end_lr: the test's settings, for the record.
+        momentum: the momentum of an optimizer that folds the learning rate
+            into its velocity (Keras's SGD and RMSprop), or None (Adam and
+            the like). The default suggestion allows for that velocity's
+            lag behind the rising rate (`momentum_lag`); `find_lr` fills it.
 
     Raises:
         ValueError: for arrays of different lengths, not 1-D, or learning
@@ -278,7 +329,7 @@ class LRFinderResult:
     def __init__(self, lrs, losses, smoothed_losses=None, *, num_steps=None,
                  smoothing=0.98, stop_reason="completed", monitor="loss",
                  mode="min", metrics=None, loss_band=None, weight_decay=None,
-                 start_lr=None, end_lr=None):
+                 start_lr=None, end_lr=None, momentum=None):
         self.sweep = None  # weight decay -> result, after a weight-decay sweep
         self.lrs = _array("lrs", lrs)
         self.losses = self._same_length("losses", losses)
@@ -324,6 +375,8 @@ class LRFinderResult:
                              _checks.in_interval("weight_decay", weight_decay, 0, np.inf, high_open=True))
         self.start_lr = None if start_lr is None else _checks.positive_finite("start_lr", start_lr)
         self.end_lr = None if end_lr is None else _checks.positive_finite("end_lr", end_lr)
+        self.momentum = (None if momentum is None else
+                         _checks.in_interval("momentum", momentum, 0, 1, high_open=True))
 
     def _same_length(self, name, values):
         array = _array(name, values)
@@ -353,7 +406,8 @@ class LRFinderResult:
             # that fastai's trim of the last 5 points would cut off.
             sign = -1.0 if self.mode == "max" else 1.0
             start = self.num_steps // 10
-            return _one_cycle_rule(self.lrs[start:], sign * self.losses[start:])
+            return _one_cycle_rule(self.lrs[start:], sign * self.losses[start:],
+                                   momentum=self.momentum)
         lrs, losses, _ = self._window(finite=False)
         if method == "minimum":
             return _minimum(lrs, losses, self.lrs[0] if len(self.lrs) else np.inf)
@@ -486,7 +540,7 @@ class LRFinderResult:
         return {"num_steps": self.num_steps, "smoothing": self.smoothing,
                 "stop_reason": self.stop_reason, "monitor": self.monitor, "mode": self.mode,
                 "start_lr": self.start_lr, "end_lr": self.end_lr,
-                "weight_decay": self.weight_decay}
+                "weight_decay": self.weight_decay, "momentum": self.momentum}
 
     def _columns(self):
         columns = {"lr": self.lrs, "loss": self.losses, "smoothed_loss": self.smoothed_losses}
@@ -641,7 +695,7 @@ def _build(cls, path, meta, lrs, losses, smoothed, metrics, band):
     _need(path, meta, keys)
     try:
         return cls(lrs, losses, smoothed, metrics=metrics, loss_band=band,
-                   **{key: meta[key] for key in keys})
+                   momentum=meta.get("momentum"), **{key: meta[key] for key in keys})
     except (TypeError, ValueError) as e:
         _bad(path, str(e).rstrip("."))
 

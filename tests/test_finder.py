@@ -634,3 +634,18 @@ def test_extra_callbacks_see_the_batches():
     assert len(result.lrs) == 12
     assert counter.begins == 1
     assert counter.batches >= 12
+
+
+@pytest.mark.parametrize("optimizer, expected", [
+    (lambda: keras.optimizers.SGD(0.01, momentum=0.9), 0.9),
+    (lambda: keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True), 0.9),
+    (lambda: keras.optimizers.RMSprop(0.01, momentum=0.5), 0.5),
+    (lambda: keras.optimizers.SGD(0.01), None),
+    (lambda: keras.optimizers.Adam(0.01), None),
+], ids=["sgd", "nesterov", "rmsprop", "sgd-no-momentum", "adam"])
+def test_result_records_the_momentum_folded_into_the_velocity(optimizer, expected):
+    # Keras's SGD and RMSprop put lr * grad into their velocity, so the
+    # default suggestion allows for its lag; Adam applies the rate per step.
+    x, y = _data()
+    result = find_lr(_compiled(optimizer()), x, y, batch_size=BATCH, num_steps=10, **QUIET)
+    assert result.momentum == expected

@@ -110,10 +110,15 @@ def ref_steep(lrs, losses):
     return lrs[k]
 
 
-def ref_one_cycle(lrs, raw, width=0.2, min_drop=0.01):
-    """The LR at the lowest point of the raw losses (cut at the first
-    non-finite one) smoothed by a Gaussian kernel in log10(lr) of sigma 0.2
-    decades, truncated at 4 sigma; None without a drop of more than 1%."""
+def ref_one_cycle(lrs, raw, width=0.2, fall=0.9, factor=1.2, min_drop=0.01, momentum=None):
+    """Smooth the raw losses (cut at the first non-finite one) with a
+    Gaussian kernel in log10(lr) of sigma 0.2 decades, truncated at 4 sigma;
+    1.2 x the first LR where the smoothed loss has made 90% of its fall from
+    its first value to its lowest (within the tested range); None without
+    a fall of more than 1%. With the momentum b of an SGD-like optimizer,
+    divided by (1 - b / g) / (1 - 0.85), g the LR's growth per step there:
+    the test's velocity sums lr_k * b**(i-k), about lr / (1 - b / g), and
+    OneCycle's at its peak lr / (1 - 0.85)."""
     end = next((i for i, loss in enumerate(raw) if not math.isfinite(loss)), len(raw))
     lrs, raw = lrs[:end], raw[:end]
     if len(raw) < 2:
@@ -127,7 +132,13 @@ def ref_one_cycle(lrs, raw, width=0.2, min_drop=0.01):
     low = ref_argmin(smoothed)
     if not smoothed[0] - smoothed[low] > min_drop * abs(smoothed[0]):
         return None
-    return lrs[low]
+    target = smoothed[0] - fall * (smoothed[0] - smoothed[low])
+    floor = next(i for i, value in enumerate(smoothed) if value <= target)
+    lr = factor * lrs[floor]
+    if momentum:
+        at = max(floor, 1)
+        lr /= (1 - momentum / (lrs[at] / lrs[at - 1])) / (1 - 0.85)
+    return min(max(lr, lrs[0]), lrs[-1])
 
 
 def ref_median(values):
@@ -172,7 +183,8 @@ def expected(result, method):
         return ref_minimum(w_lrs, w_losses, lrs[0] if lrs else math.inf)
     if method == "one_cycle":
         start = result.num_steps // 10
-        return ref_one_cycle(lrs[start:], [sign * x for x in result.losses.tolist()[start:]])
+        return ref_one_cycle(lrs[start:], [sign * x for x in result.losses.tolist()[start:]],
+                             momentum=result.momentum)
     return {"valley": ref_valley, "slide": ref_slide, "steep": ref_steep}[method](
         w_lrs, w_losses)
 
@@ -208,6 +220,11 @@ CURVES = {
     "noisy_1": lambda: realistic(150, 1),
     "noisy_2": lambda: realistic(200, 2, noise=0.2),
     "noisy_stopped_early": lambda: realistic(87, 3, planned=100, stop="diverged"),
+    "noisy_sgd_momentum": lambda: LRFinderResult(realistic(100, 5).lrs,
+                                                 realistic(100, 5).losses, momentum=0.9),
+    "linear_sgd_momentum": lambda: LRFinderResult(
+        np.linspace(1e-3, 1.0, 100), 1 + (np.linspace(1e-3, 1.0, 100) - 0.4) ** 2,
+        momentum=0.9),
     "nan_tail": lambda: with_tail("nan"),
     "inf_tail": lambda: with_tail("inf"),
     "short_1": lambda: LRFinderResult([1e-3], [1.0]),
@@ -301,8 +318,9 @@ class TestSuggest:
 
         short, long = valley(100), valley(400)
         assert decades(short.suggest(), long.suggest()) < 0.1
-        # the kernel leans towards the gentle side, by a fifth of a decade here
-        assert decades(short.suggest(), 1e-2) < 0.3
+        # 90% of the fall from the window's start (x = -6) is made at
+        # x = -2 - sqrt(0.1) * 4, that is 1.3 decades before the valley
+        assert decades(short.suggest() / 1.2, 10 ** (-2 - 4 * math.sqrt(0.1))) < 0.15
         lagged = [r.lrs[r.num_steps // 10:-5][np.argmin(r.smoothed_losses[r.num_steps // 10:-5])]
                   for r in (short, long)]
         assert lagged[0] > 3e-2 and decades(*lagged) > 0.2
@@ -418,6 +436,7 @@ class TestConstruction:
         (dict(lrs=[1e-3, 1e-2], losses=[1.0, 2.0], loss_band=([1.0, 2.0],)), "`loss_band`"),
         (dict(lrs=[1e-3, 1e-2], losses=[1.0, 2.0], stop_reason=""), "`stop_reason`"),
         (dict(lrs=[1e-3, 1e-2], losses=[1.0, 2.0], start_lr=-1), "`start_lr`"),
+        (dict(lrs=[1e-3, 1e-2], losses=[1.0, 2.0], momentum=1.0), "`momentum`.*momentum=1.0"),
     ])
     def test_invalid_arguments(self, kwargs, match):
         with pytest.raises(ValueError, match=match):
@@ -447,7 +466,7 @@ def full_result():
     return LRFinderResult(lrs, loss, num_steps=80, smoothing=0.9, stop_reason="diverged",
                           monitor="val_loss", metrics={"accuracy": accuracy},
                           loss_band=(loss - 0.1, loss + 0.1), weight_decay=1e-4,
-                          start_lr=1e-7, end_lr=10.0)
+                          start_lr=1e-7, end_lr=10.0, momentum=0.9)
 
 
 def same_bits(a, b):
@@ -463,7 +482,7 @@ def assert_identical(a, b):
     if a.loss_band is not None:
         assert all(same_bits(x, y) for x, y in zip(a.loss_band, b.loss_band))
     for name in ("stop_reason", "num_steps", "smoothing", "monitor", "mode",
-                 "start_lr", "end_lr", "weight_decay"):
+                 "start_lr", "end_lr", "weight_decay", "momentum"):
         assert getattr(a, name) == getattr(b, name), name
 
 
@@ -506,11 +525,11 @@ class TestFiles:
         (lambda ls: [line for line in ls if not line.startswith("# rows")], "'rows' is missing"),
         (lambda ls: [line.replace(",smoothed_loss,", ",") for line in ls], "the columns must be"),
         (lambda ls: ls[:-3], "57 data rows where the metadata says 60"),
-        (lambda ls: ls[:-1] + [ls[-1][:12] + "\n"], "line 73 has [1-6] cells, expected 7"),
+        (lambda ls: ls[:-1] + [ls[-1][:12] + "\n"], "line 74 has [1-6] cells, expected 7"),
         (lambda ls: ls[:20] + [",".join(ls[20].split(",")[:2] + ["abc"] + ls[20].split(",")[3:])]
          + ls[21:], "line 21, column 'loss': 'abc' is not a number"),
         (lambda ls: [line.replace('"min"', '"sideways"') for line in ls], "`mode`"),
-        (lambda ls: ls[:14] + [ls[15]] + ls[15:], "the step must be 1"),
+        (lambda ls: ls[:15] + [ls[16]] + ls[16:], "the step must be 1"),
     ])
     def test_malformed_csv(self, tmp_path, csv_lines, damage, match):
         path = tmp_path / "bad.csv"
