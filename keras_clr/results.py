@@ -214,14 +214,15 @@ def _one_cycle_rule(lrs, losses, width=ONE_CYCLE_WIDTH, fall=ONE_CYCLE_FALL,
     range. When the optimizer folds the learning rate into its velocity
     (`momentum` given: Keras's SGD and RMSprop with momentum) the value is
     divided by `momentum_lag`, so that `OneCycle` moves the weights at its
-    peak as the test did at the landmark. The moving average of the plot puts its minimum 1-2 decades
-    late on a 100-step test, by an amount that depends on how fast the loss
-    rises after it; the lowest point itself wanders along a broad floor
-    from one run to the next, and on recurrent nets sits close to where
-    training at that rate falls apart. None when the smoothed loss never
-    falls below its first value by more than `ONE_CYCLE_MIN_DROP` of it:
-    without a descent its lowest point is noise. Measured against a grid of
-    `max_lr` in benchmarks/suggestion_quality.py (see benchmarks/README.md).
+    peak as the test did at the landmark. The moving average of the plot
+    puts its minimum 1-2 decades late on a 100-step test, by an amount that
+    depends on how fast the loss rises after it; the lowest point itself
+    wanders along a broad floor from one run to the next, and on recurrent
+    nets sits close to where training at that rate falls apart. None when
+    the smoothed loss never falls below its first value by more than
+    `ONE_CYCLE_MIN_DROP` of it: without a descent its lowest point is noise.
+    Measured against a grid of `max_lr` in benchmarks/suggestion_quality.py
+    (see benchmarks/README.md).
 
     Args:
         lrs, losses: the raw curve from step `num_steps // 10` on; it is cut
