@@ -240,6 +240,9 @@ METHODS = {
     "default": lambda r: r.suggest(),
     "no-lag": lambda r: results._one_cycle_rule(r.lrs[r.num_steps // 10:],
                                                 r.losses[r.num_steps // 10:])[0],
+    "no-bn": lambda r: results._one_cycle_rule(r.lrs[r.num_steps // 10:],
+                                               r.losses[r.num_steps // 10:],
+                                               momentum=r.momentum)[0],
     "ema-drop": _ema_drop,
     "valley": lambda r: r.suggest("valley"),
     "steep": lambda r: r.suggest("steep"),
@@ -313,8 +316,11 @@ class Bench:
             name = f"{task}/{seed}/{self.finder_steps}" + (f"/{order}" if order else "")
             if name in self.saved_curves:  # --cache: the range test of an earlier run
                 lrs, losses = self.saved_curves[name]
-                momentum = finder.velocity_momentum(TASKS[task][2]())  # as find_lr records
+                # what find_lr records besides the curve
+                momentum = finder.velocity_momentum(TASKS[task][2]())
+                batch_norm = finder.has_batch_norm(TASKS[task][1]())
                 self.curves[key] = results.LRFinderResult(lrs, losses, momentum=momentum,
+                                                          batch_norm=batch_norm,
                                                           num_steps=self.finder_steps)
             else:
                 model, saved = self.model(task, seed)

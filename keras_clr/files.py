@@ -141,7 +141,8 @@ def _build(cls, path, meta, lrs, losses, smoothed, metrics, band):
     _need(path, meta, keys)
     try:
         return cls(lrs, losses, smoothed, metrics=metrics, loss_band=band,
-                   momentum=meta.get("momentum"), **{key: meta[key] for key in keys})
+                   momentum=meta.get("momentum"), batch_norm=meta.get("batch_norm", False),
+                   **{key: meta[key] for key in keys})
     except (TypeError, ValueError) as e:
         _bad(path, str(e).rstrip("."))
 

@@ -353,7 +353,8 @@ class LRFinder(keras.callbacks.Callback):
         if self.monitor != "loss":
             metrics = {"train_loss": rows[:count, 1]}
         return results.LRFinderResult(rows[:count, 0], rows[:count, 2], metrics=metrics,
-                                      momentum=self._momentum, **common)
+                                      momentum=self._momentum,
+                                      batch_norm=has_batch_norm(self.model), **common)
 
     # -- restoration ---------------------------------------------------------
 
@@ -420,6 +421,21 @@ def velocity_momentum(optimizer):
         momentum = float(getattr(optimizer, "momentum", 0.0) or 0.0)
         return momentum if 0 < momentum < 1 else None
     return None
+
+
+def has_batch_norm(model):
+    """Whether `model`, or a layer or model nested in it, is a
+    `keras.layers.BatchNormalization`."""
+    stack, seen = [model], set()
+    while stack:
+        layer = stack.pop()
+        if id(layer) in seen:
+            continue
+        seen.add(id(layer))
+        if isinstance(layer, keras.layers.BatchNormalization):
+            return True
+        stack.extend(getattr(layer, "layers", None) or [])
+    return False
 
 
 def _is_tf_dataset(data):
@@ -714,7 +730,8 @@ def _average(runs):
         num_steps=first.num_steps, smoothing=first.smoothing,
         stop_reason=shortest.stop_reason, monitor=first.monitor, mode=first.mode,
         metrics=metrics, loss_band=(smoothed.min(axis=0), smoothed.max(axis=0)),
-        start_lr=first.start_lr, end_lr=first.end_lr, momentum=first.momentum)
+        start_lr=first.start_lr, end_lr=first.end_lr, momentum=first.momentum,
+        batch_norm=first.batch_norm)
 
 
 def _run_once(model, x, y, batch_size, settings, callbacks, verbose, fit_kwargs,

@@ -196,7 +196,7 @@ def momentum_lag(momentum, growth):
 
 
 def _one_cycle_rule(lrs, losses, width=ONE_CYCLE_WIDTH, fall=ONE_CYCLE_FALL,
-                    factor=ONE_CYCLE_FACTOR, momentum=None):
+                    factor=ONE_CYCLE_FACTOR, momentum=None, batch_norm=False):
     """The default suggestion: a `max_lr` for `OneCycle`.
 
     The raw losses are smoothed without lag (`kernel_smooth`, a Gaussian
@@ -207,7 +207,12 @@ def _one_cycle_rule(lrs, losses, width=ONE_CYCLE_WIDTH, fall=ONE_CYCLE_FALL,
     range. When the optimizer folds the learning rate into its velocity
     (`momentum` given: Keras's SGD and RMSprop with momentum) the value is
     divided by `momentum_lag`, so that `OneCycle` moves the weights at its
-    peak as the test did at the landmark. The moving average of the plot
+    peak as the test did at the landmark. For a network with batch
+    normalization the suggestion is instead the last LR of the floor (before
+    the smoothed loss climbs out of its lowest 10% again), uncorrected:
+    batch normalization lets training that warms up, as `OneCycle` does,
+    hold rates at which the test, starting cold, was already failing.
+    The moving average of the plot
     puts its minimum 1-2 decades late on a 100-step test, by an amount that
     depends on how fast the loss rises after it; the lowest point itself
     wanders along a broad floor from one run to the next, and on recurrent
@@ -224,6 +229,7 @@ def _one_cycle_rule(lrs, losses, width=ONE_CYCLE_WIDTH, fall=ONE_CYCLE_FALL,
         momentum: the momentum of an optimizer that folds the learning
             rate into its velocity, or None; consecutive points are taken
             as consecutive steps.
+        batch_norm: whether the network has batch normalization.
 
     Returns:
         (lr or None, reason).
@@ -241,6 +247,13 @@ def _one_cycle_rule(lrs, losses, width=ONE_CYCLE_WIDTH, fall=ONE_CYCLE_FALL,
                       f"{ONE_CYCLE_MIN_DROP:.0%} below its first value, so its lowest "
                       "point is noise")
     target = first - fall * (first - lowest)
+    if batch_norm:
+        above = np.flatnonzero(smoothed[low:] > target)
+        end = low + int(above[0]) - 1 if above.size else len(smoothed) - 1
+        return float(lrs[end]), (
+            f"the last LR where the loss, smoothed without lag (a Gaussian {width:g} "
+            f"decades wide), is within the lowest {1 - fall:.0%} of its fall, for a "
+            "network with batch normalization")
     at = int(np.argmax(smoothed[:low + 1] <= target))
     floor = float(lrs[at])
     reason = (f"{factor:g} x the LR where the loss, smoothed without lag (a Gaussian "
@@ -308,6 +321,8 @@ class LRFinderResult:
             into its velocity (Keras's SGD and RMSprop), or None (Adam and
             the like). The default suggestion allows for that velocity's
             lag behind the rising rate (`momentum_lag`); `find_lr` fills it.
+        batch_norm: whether the tested network has batch normalization,
+            which changes the default suggestion; `find_lr` fills it.
 
     Raises:
         ValueError: for arrays of different lengths, not 1-D, or learning
@@ -323,7 +338,7 @@ class LRFinderResult:
     def __init__(self, lrs, losses, smoothed_losses=None, *, num_steps=None,
                  smoothing=0.98, stop_reason="completed", monitor="loss",
                  mode="min", metrics=None, loss_band=None, weight_decay=None,
-                 start_lr=None, end_lr=None, momentum=None):
+                 start_lr=None, end_lr=None, momentum=None, batch_norm=False):
         self.sweep = None  # weight decay -> result, after a weight-decay sweep
         self.lrs = _array("lrs", lrs)
         self.losses = self._same_length("losses", losses)
@@ -371,6 +386,10 @@ class LRFinderResult:
         self.end_lr = None if end_lr is None else _checks.positive_finite("end_lr", end_lr)
         self.momentum = (None if momentum is None else
                          _checks.in_interval("momentum", momentum, 0, 1, high_open=True))
+        if not isinstance(batch_norm, (bool, np.bool_)):
+            raise ValueError("Argument `batch_norm` must be True or False. "
+                             f"Received: batch_norm={batch_norm!r}")
+        self.batch_norm = bool(batch_norm)
 
     def _same_length(self, name, values):
         array = _array(name, values)
@@ -401,7 +420,7 @@ class LRFinderResult:
             sign = -1.0 if self.mode == "max" else 1.0
             start = self.num_steps // 10
             return _one_cycle_rule(self.lrs[start:], sign * self.losses[start:],
-                                   momentum=self.momentum)
+                                   momentum=self.momentum, batch_norm=self.batch_norm)
         lrs, losses, _ = self._window(finite=False)
         if method == "minimum":
             return _minimum(lrs, losses, self.lrs[0] if len(self.lrs) else np.inf)
@@ -534,7 +553,8 @@ class LRFinderResult:
         return {"num_steps": self.num_steps, "smoothing": self.smoothing,
                 "stop_reason": self.stop_reason, "monitor": self.monitor, "mode": self.mode,
                 "start_lr": self.start_lr, "end_lr": self.end_lr,
-                "weight_decay": self.weight_decay, "momentum": self.momentum}
+                "weight_decay": self.weight_decay, "momentum": self.momentum,
+                "batch_norm": self.batch_norm}
 
     def _columns(self):
         columns = {"lr": self.lrs, "loss": self.losses, "smoothed_loss": self.smoothed_losses}

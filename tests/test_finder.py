@@ -649,3 +649,18 @@ def test_result_records_the_momentum_folded_into_the_velocity(optimizer, expecte
     x, y = _data()
     result = find_lr(_compiled(optimizer()), x, y, batch_size=BATCH, num_steps=10, **QUIET)
     assert result.momentum == expected
+
+
+@pytest.mark.parametrize("batchnorm", [False, True])
+def test_result_records_batch_normalization(batchnorm):
+    x, y = _data()
+    result = find_lr(_compiled(batchnorm=batchnorm), x, y, batch_size=BATCH, num_steps=10,
+                     **QUIET)
+    assert result.batch_norm is batchnorm
+
+
+def test_batch_normalization_found_in_nested_models():
+    inner = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4),
+                              keras.layers.BatchNormalization()])
+    outer = keras.Sequential([keras.Input((3,)), inner, keras.layers.Dense(1)])
+    assert finder.has_batch_norm(outer) and not finder.has_batch_norm(_model())

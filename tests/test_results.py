@@ -110,7 +110,8 @@ def ref_steep(lrs, losses):
     return lrs[k]
 
 
-def ref_one_cycle(lrs, raw, width=0.2, fall=0.9, factor=1.2, min_drop=0.01, momentum=None):
+def ref_one_cycle(lrs, raw, width=0.2, fall=0.9, factor=1.2, min_drop=0.01, momentum=None,
+                  batch_norm=False):
     """Smooth the raw losses (cut at the first non-finite one) with a
     Gaussian kernel in log10(lr) of sigma 0.2 decades, truncated at 4 sigma;
     1.2 x the first LR where the smoothed loss has made 90% of its fall from
@@ -118,7 +119,9 @@ def ref_one_cycle(lrs, raw, width=0.2, fall=0.9, factor=1.2, min_drop=0.01, mome
     a fall of more than 1%. With the momentum b of an SGD-like optimizer,
     divided by (1 - b / g) / (1 - 0.85), g the LR's growth per step there:
     the test's velocity sums lr_k * b**(i-k), about lr / (1 - b / g), and
-    OneCycle's at its peak lr / (1 - 0.85)."""
+    OneCycle's at its peak lr / (1 - 0.85). With batch normalization: the
+    last LR before the smoothed loss, past its lowest point, rises above
+    the 90%-of-the-fall level again (or the last LR)."""
     end = next((i for i, loss in enumerate(raw) if not math.isfinite(loss)), len(raw))
     lrs, raw = lrs[:end], raw[:end]
     if len(raw) < 2:
@@ -133,6 +136,10 @@ def ref_one_cycle(lrs, raw, width=0.2, fall=0.9, factor=1.2, min_drop=0.01, mome
     if not smoothed[0] - smoothed[low] > min_drop * abs(smoothed[0]):
         return None
     target = smoothed[0] - fall * (smoothed[0] - smoothed[low])
+    if batch_norm:
+        end = next((i - 1 for i in range(low, len(smoothed)) if smoothed[i] > target),
+                   len(smoothed) - 1)
+        return lrs[end]
     floor = next(i for i, value in enumerate(smoothed) if value <= target)
     lr = factor * lrs[floor]
     if momentum:
@@ -184,7 +191,7 @@ def expected(result, method):
     if method == "one_cycle":
         start = result.num_steps // 10
         return ref_one_cycle(lrs[start:], [sign * x for x in result.losses.tolist()[start:]],
-                             momentum=result.momentum)
+                             momentum=result.momentum, batch_norm=result.batch_norm)
     return {"valley": ref_valley, "slide": ref_slide, "steep": ref_steep}[method](
         w_lrs, w_losses)
 
@@ -222,6 +229,10 @@ CURVES = {
     "noisy_stopped_early": lambda: realistic(87, 3, planned=100, stop="diverged"),
     "noisy_sgd_momentum": lambda: LRFinderResult(realistic(100, 5).lrs,
                                                  realistic(100, 5).losses, momentum=0.9),
+    "noisy_batch_norm": lambda: LRFinderResult(realistic(100, 6).lrs, realistic(100, 6).losses,
+                                               momentum=0.9, batch_norm=True),
+    "u_shape_batch_norm": lambda: LRFinderResult(
+        grid(100), 1 + 0.1 * (np.log10(grid(100)) + 2) ** 2, batch_norm=True),
     "linear_sgd_momentum": lambda: LRFinderResult(
         np.linspace(1e-3, 1.0, 100), 1 + (np.linspace(1e-3, 1.0, 100) - 0.4) ** 2,
         momentum=0.9),
@@ -437,6 +448,8 @@ class TestConstruction:
         (dict(lrs=[1e-3, 1e-2], losses=[1.0, 2.0], stop_reason=""), "`stop_reason`"),
         (dict(lrs=[1e-3, 1e-2], losses=[1.0, 2.0], start_lr=-1), "`start_lr`"),
         (dict(lrs=[1e-3, 1e-2], losses=[1.0, 2.0], momentum=1.0), "`momentum`.*momentum=1.0"),
+        (dict(lrs=[1e-3, 1e-2], losses=[1.0, 2.0], batch_norm="yes"),
+         "`batch_norm`.*batch_norm='yes'"),
     ])
     def test_invalid_arguments(self, kwargs, match):
         with pytest.raises(ValueError, match=match):
@@ -466,7 +479,7 @@ def full_result():
     return LRFinderResult(lrs, loss, num_steps=80, smoothing=0.9, stop_reason="diverged",
                           monitor="val_loss", metrics={"accuracy": accuracy},
                           loss_band=(loss - 0.1, loss + 0.1), weight_decay=1e-4,
-                          start_lr=1e-7, end_lr=10.0, momentum=0.9)
+                          start_lr=1e-7, end_lr=10.0, momentum=0.9, batch_norm=True)
 
 
 def same_bits(a, b):
@@ -482,7 +495,7 @@ def assert_identical(a, b):
     if a.loss_band is not None:
         assert all(same_bits(x, y) for x, y in zip(a.loss_band, b.loss_band))
     for name in ("stop_reason", "num_steps", "smoothing", "monitor", "mode",
-                 "start_lr", "end_lr", "weight_decay", "momentum"):
+                 "start_lr", "end_lr", "weight_decay", "momentum", "batch_norm"):
         assert getattr(a, name) == getattr(b, name), name
 
 
@@ -525,11 +538,11 @@ class TestFiles:
         (lambda ls: [line for line in ls if not line.startswith("# rows")], "'rows' is missing"),
         (lambda ls: [line.replace(",smoothed_loss,", ",") for line in ls], "the columns must be"),
         (lambda ls: ls[:-3], "57 data rows where the metadata says 60"),
-        (lambda ls: ls[:-1] + [ls[-1][:12] + "\n"], "line 74 has [1-6] cells, expected 7"),
+        (lambda ls: ls[:-1] + [ls[-1][:12] + "\n"], "line 75 has [1-6] cells, expected 7"),
         (lambda ls: ls[:20] + [",".join(ls[20].split(",")[:2] + ["abc"] + ls[20].split(",")[3:])]
          + ls[21:], "line 21, column 'loss': 'abc' is not a number"),
         (lambda ls: [line.replace('"min"', '"sideways"') for line in ls], "`mode`"),
-        (lambda ls: ls[:15] + [ls[16]] + ls[16:], "the step must be 1"),
+        (lambda ls: ls[:16] + [ls[17]] + ls[17:], "the step must be 1"),
     ])
     def test_malformed_csv(self, tmp_path, csv_lines, damage, match):
         path = tmp_path / "bad.csv"
