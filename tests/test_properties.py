@@ -271,11 +271,12 @@ def _in_range(value, lrs):
 
 @settings(max_examples=100, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
-@given(records())
-def test_result_never_fails_and_stays_in_the_tested_range(record):
+@given(records(), st.none() | st.floats(0.0, 0.99), st.booleans())
+def test_result_never_fails_and_stays_in_the_tested_range(record, momentum, batch_norm):
     lrs, losses, smoothed, num_steps, smoothing, mode = record
     result = LRFinderResult(lrs, losses, smoothed, num_steps=num_steps,
-                            smoothing=smoothing, mode=mode)
+                            smoothing=smoothing, mode=mode, momentum=momentum,
+                            batch_norm=batch_norm)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for method in (None, *METHODS):
