@@ -171,6 +171,10 @@ class LRFinder(keras.callbacks.Callback):
         self.result = None
         self._snapshot = None
         self._control = None
+        # find_lr's repeats: the control (with its compiled step), record and
+        # record carrier of the last run, put back by the next one
+        self._keep_step = False
+        self._kept = None
 
     # -- the learning rate and the in-graph record ---------------------------
 
@@ -223,12 +227,26 @@ class LRFinder(keras.callbacks.Callback):
         _build_optimizer(self.model)
         self._snapshot = snapshot(self.model)
         self._momentum = velocity_momentum(optimizer)
-        with hooks.strategy_scope(self.model):
-            self._buffer = keras.Variable(
-                np.full((self.num_steps + 1, 3), np.nan, dtype="float32"),
-                trainable=False, dtype="float32", name="lr_finder_record",
-                aggregation="only_first_replica")
-        self._carrier = _carry_record(self.model, self._buffer)
+        start = hooks.iterations(optimizer)
+        kept, self._kept = self._kept, None
+        if kept is not None and kept[0].model is self.model and kept[0].start_step == start:
+            self._control, self._buffer, self._carrier = kept
+            self._buffer.assign(np.full((self.num_steps + 1, 3), np.nan, dtype="float32"))
+            if self._carrier is not None:
+                self.model._metrics.append(self._carrier)
+        else:
+            with hooks.strategy_scope(self.model):
+                self._buffer = keras.Variable(
+                    np.full((self.num_steps + 1, 3), np.nan, dtype="float32"),
+                    trainable=False, dtype="float32", name="lr_finder_record",
+                    aggregation="only_first_replica")
+            self._carrier = _carry_record(self.model, self._buffer)
+            # The LR of every step the test can take, and of the one after.
+            rates = hooks.Tabulated(self.lr_at, 0, self.num_steps + 1)
+            self._control = hooks.StepControl(self.model, rates,
+                                              before_step=self._reset_metrics,
+                                              after_step=self._record)
+            self._control.start_step = start
         self._validation = [] if self.monitor.startswith("val_") else None
         self._calls = 0
         self._steps_seen = 0
@@ -238,12 +256,6 @@ class LRFinder(keras.callbacks.Callback):
         self._check_every = max(1, every // self._steps_per_call())
         self._progbar = (keras.utils.Progbar(self.num_steps, verbose=1)
                          if self.verbose else None)
-        # The LR of every step the test can take, and of the one after.
-        rates = hooks.Tabulated(self.lr_at, 0, self.num_steps + 1)
-        self._control = hooks.StepControl(self.model, rates,
-                                          before_step=self._reset_metrics,
-                                          after_step=self._record)
-        self._control.start_step = hooks.iterations(optimizer)
         self._control.install()
 
     def _check_monitor(self, names=None):
@@ -365,6 +377,8 @@ class LRFinder(keras.callbacks.Callback):
         """
         if self._control is not None:
             self._control.remove()
+            if self._keep_step:
+                self._kept = (self._control, self._buffer, getattr(self, "_carrier", None))
             self._control = None
         if getattr(self, "_carrier", None) is not None:
             self.model._metrics.remove(self._carrier)
@@ -659,9 +673,8 @@ def find_lr(model, x=None, y=None, *, batch_size=None, start_lr=1e-7, end_lr=10.
     x = _ensure_built(model, x, batch_size)
     if hasattr(x, "__next__"):
         x = _repeating(x)  # later repeats go on with later batches
-    runs = [_run_once(model, x, y, batch_size, settings, callbacks, verbose, fit_kwargs,
-                      repeat) for repeat in range(repeats)]
-    return runs[0] if repeats == 1 else _average(runs)
+    return _repeated(model, x, y, batch_size, settings, callbacks, verbose, fit_kwargs,
+                     repeats)
 
 
 def _ensure_built(model, x, batch_size):
@@ -734,9 +747,19 @@ def _average(runs):
         batch_norm=first.batch_norm)
 
 
-def _run_once(model, x, y, batch_size, settings, callbacks, verbose, fit_kwargs,
-              repeat=0):
+def _repeated(model, x, y, batch_size, settings, callbacks, verbose, fit_kwargs, repeats):
+    """One test, or the average of `repeats` tests that share one compiled step."""
     finder = LRFinder(**settings, verbose=verbose)
+    finder._keep_step = repeats > 1
+    try:
+        runs = [_run_once(model, x, y, batch_size, finder, callbacks, fit_kwargs, repeat)
+                for repeat in range(repeats)]
+    finally:
+        finder._keep_step, finder._kept = False, None
+    return runs[0] if repeats == 1 else _average(runs)
+
+
+def _run_once(model, x, y, batch_size, finder, callbacks, fit_kwargs, repeat=0):
     data, epochs, steps = _fit_plan(model, x, batch_size, finder.num_steps)
     if repeat and data is x and not isinstance(x, keras.utils.PyDataset):
         data, y = _reordered(x, y, seed=repeat)
@@ -766,9 +789,8 @@ def _weight_decay_sweep(model, x, y, weight_decays, batch_size, settings,
         for value in weight_decays:
             optimizer.weight_decay = _checks.in_interval(
                 "weight_decays", value, 0.0, math.inf, high_open=True)
-            runs = [_run_once(model, x, y, batch_size, settings, callbacks, verbose,
-                              fit_kwargs, repeat) for repeat in range(repeats)]
-            result = runs[0] if repeats == 1 else _average(runs)
+            result = _repeated(model, x, y, batch_size, settings, callbacks, verbose,
+                               fit_kwargs, repeats)
             result.weight_decay = value
             sweep[value] = result
     finally:

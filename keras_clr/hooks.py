@@ -364,14 +364,28 @@ class StepControl:
         self.start_step = 0
         self._saved_function = None
         self._installed = False
+        self._train_step = None  # the wrapped step and its compiled function,
+        self._function = None  # kept for the next install on the same model
         self._swap_lock = threading.Lock()
         self._swapped = 0  # replica traces now inside the train step
 
     def install(self):
-        """Puts the schedules into the train step; retraces it once."""
+        """Puts the schedules into the train step; retraces it once.
+
+        Installed again after `remove`, it puts back the same compiled
+        function, traced the first time, so the schedules, `start_step` and
+        the step hooks must be unchanged by then.
+        """
         if self._installed:
             return
         model = self.model
+        if self._function is not None:
+            self._saved_function = model.train_function
+            object.__setattr__(model, "train_step", self._train_step)
+            model.train_function = self._function
+            object.__setattr__(model, "make_train_function", self._make_train_function)
+            self._installed = True
+            return
         optimizer = base_optimizer(model)
         original_step = model.train_step
         if keras.backend.backend() == "jax":
@@ -403,7 +417,9 @@ class StepControl:
             train_step = _jax_stateless(model, train_step)
         self._saved_function = model.train_function
         object.__setattr__(model, "train_step", train_step)
+        self._train_step = train_step
         model.make_train_function(force=True)
+        self._function = model.train_function
         object.__setattr__(model, "make_train_function", self._make_train_function)
         self._installed = True
 

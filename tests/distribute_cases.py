@@ -208,3 +208,13 @@ def test_lr_finder_monitors_a_metric_and_validation(strategy):
     np.testing.assert_allclose(got.metrics["train_loss"], want.metrics["train_loss"],
                                rtol=1e-5)
 
+
+
+def test_find_lr_repeats_restore_every_replica(strategy):
+    model, _ = _pretrained(strategy, batchnorm=True)
+    before = _replica_values(model)
+    x, y = _data()
+    result = keras_clr.find_lr(model, x, y, batch_size=BATCH, num_steps=12, stop_factor=None,
+                               repeats=3, verbose=0)
+    assert result.stop_reason == "completed" and result.loss_band is not None
+    _assert_bit_identical(before, _replica_values(model))

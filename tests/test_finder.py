@@ -14,6 +14,7 @@ import pytest
 import tensorflow as tf
 
 from keras_clr import finder
+from keras_clr import hooks
 from keras_clr.finder import LRFinder
 from keras_clr.finder import find_lr
 
@@ -664,3 +665,24 @@ def test_batch_normalization_found_in_nested_models():
                               keras.layers.BatchNormalization()])
     outer = keras.Sequential([keras.Input((3,)), inner, keras.layers.Dense(1)])
     assert finder.has_batch_norm(outer) and not finder.has_batch_norm(_model())
+
+
+def test_repeats_share_one_compiled_step_and_match_separate_tests(monkeypatch):
+    x, y = _data()
+    model = _compiled()
+    traces = []
+    step_count = hooks._step_count
+    monkeypatch.setattr(hooks, "_step_count", lambda *a: traces.append(1) or step_count(*a))
+    finder._build_optimizer(model)
+    before = _state(model)
+    shared = find_lr(model, x, y, batch_size=BATCH, num_steps=12, repeats=3, **QUIET)
+    assert len(traces) == 1  # one trace serves the three tests
+    _assert_same_state(before, model)
+    # the same three tests, each with a callback and a compiled step of its own
+    runs = [finder._run_once(model, x, y, BATCH, LRFinder(num_steps=12, verbose=0), None, {},
+                             repeat) for repeat in range(3)]
+    assert len(traces) == 4
+    separate = finder._average(runs)
+    for name in ("lrs", "losses", "smoothed_losses"):
+        np.testing.assert_array_equal(getattr(shared, name), getattr(separate, name))
+    _assert_same_state(before, model)
