@@ -351,7 +351,8 @@ class LRFinder(keras.callbacks.Callback):
         mode = _default_mode(self.monitor) if self.mode == "auto" else self.mode
         common = dict(num_steps=self.num_steps, smoothing=self.smoothing,
                       stop_reason=reason, monitor=self.monitor, mode=mode,
-                      start_lr=self.start_lr, end_lr=self.end_lr)
+                      start_lr=self.start_lr, end_lr=self.end_lr,
+                      batch_norm=has_batch_norm(self.model))
         if self._validation is not None:
             # one point per `val_every` steps: the velocity's lag is per step
             points = [p for p in self._validation if p[0] < count]
@@ -365,8 +366,7 @@ class LRFinder(keras.callbacks.Callback):
         if self.monitor != "loss":
             metrics = {"train_loss": rows[:count, 1]}
         return results.LRFinderResult(rows[:count, 0], rows[:count, 2], metrics=metrics,
-                                      momentum=self._momentum,
-                                      batch_norm=has_batch_norm(self.model), **common)
+                                      momentum=self._momentum, **common)
 
     # -- restoration ---------------------------------------------------------
 

@@ -653,10 +653,11 @@ def test_result_records_the_momentum_folded_into_the_velocity(optimizer, expecte
 
 
 @pytest.mark.parametrize("batchnorm", [False, True])
-def test_result_records_batch_normalization(batchnorm):
+@pytest.mark.parametrize("monitor", ["loss", "val_loss"])
+def test_result_records_batch_normalization(batchnorm, monitor):
     x, y = _data()
     result = find_lr(_compiled(batchnorm=batchnorm), x, y, batch_size=BATCH, num_steps=10,
-                     **QUIET)
+                     monitor=monitor, validation_data=(x, y), val_every=2, **QUIET)
     assert result.batch_norm is batchnorm
 
 
