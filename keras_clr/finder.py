@@ -228,17 +228,17 @@ class LRFinder(keras.callbacks.Callback):
         self._snapshot = snapshot(self.model)
         self._momentum = velocity_momentum(optimizer)
         start = hooks.iterations(optimizer)
+        empty = np.full((self.num_steps + 1, 3), np.nan, dtype="float32")
         kept, self._kept = self._kept, None
         if kept is not None and kept[0].model is self.model and kept[0].start_step == start:
             self._control, self._buffer, self._carrier = kept
-            self._buffer.assign(np.full((self.num_steps + 1, 3), np.nan, dtype="float32"))
+            self._buffer.assign(empty)
             if self._carrier is not None:
                 self.model._metrics.append(self._carrier)
         else:
             with hooks.strategy_scope(self.model):
                 self._buffer = keras.Variable(
-                    np.full((self.num_steps + 1, 3), np.nan, dtype="float32"),
-                    trainable=False, dtype="float32", name="lr_finder_record",
+                    empty, trainable=False, dtype="float32", name="lr_finder_record",
                     aggregation="only_first_replica")
             self._carrier = _carry_record(self.model, self._buffer)
             # The LR of every step the test can take, and of the one after.

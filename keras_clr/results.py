@@ -13,7 +13,6 @@ a curve that never descends, an index that wraps around, a value outside the
 tested range) the suggestion is None and `explain` says why.
 """
 
-import math
 import warnings
 
 import numpy as np
@@ -211,10 +210,10 @@ def _one_cycle_rule(lrs, losses, width=ONE_CYCLE_WIDTH, fall=ONE_CYCLE_FALL,
     normalization the suggestion is instead the last LR of the floor (before
     the smoothed loss climbs out of its lowest 10% again), uncorrected:
     batch normalization lets training that warms up, as `OneCycle` does,
-    hold rates at which the test, starting cold, was already failing.
-    The moving average of the plot
-    puts its minimum 1-2 decades late on a 100-step test, by an amount that
-    depends on how fast the loss rises after it; the lowest point itself
+    hold rates at which the test, starting cold, was already failing. The
+    moving average of the plot puts its minimum 1-2 decades late on a
+    100-step test, by an amount that depends on how fast the loss rises
+    after it; the lowest point itself
     wanders along a broad floor from one run to the next, and on recurrent
     nets sits close to where training at that rate falls apart. None when
     the smoothed loss never falls below its first value by more than
