@@ -2,16 +2,19 @@
 
 Both apply their schedules inside the compiled train step (see
 `keras_clr.hooks`), so the value used by step k is exactly
-`lr_schedule(k)` / `momentum_schedule(k)` with `steps_per_execution > 1`,
-under mixed precision and across repeated `fit` calls, at no per-step host
-cost. The step k counts the optimizer's updates since this callback's first
-`fit` began at epoch 0: resuming with `fit(initial_epoch=e)` on a restored
-model continues the schedule where an uninterrupted run would be.
+`lr_schedule(k)` / `momentum_schedule(k)` at no per-step host cost. The step
+k is the k-th update the optimizer really applied: under gradient
+accumulation every micro-batch of one update sees its step's values, an
+update a LossScaleOptimizer skips does not advance it, and neither does the
+extra iteration Keras counts as an epoch of unknown length ends.
 
-As each `fit` begins, the values of all its steps are tabulated once (one
-gather per step in the graph). The same table gives the values written to
-the logs, on the host: the batch index tells the step, so the logs cost the
-train step nothing and need no device read.
+As each `fit` reaches its first batch, the values of all its steps are
+tabulated once into variables that one trace of the train step per model
+reads (one gather per step in the graph). The same table gives the values
+written to the logs, on the host: the batch index tells the step, so the logs
+cost the train step nothing and need no device read. Where the host cannot
+tell the step of a batch end (updates the loss scale may skip; several steps
+per call on data of unknown length) the train step returns its values.
 """
 
 import warnings
@@ -24,8 +27,67 @@ from keras_clr import hooks
 from keras_clr import schedules
 
 
+class _FitState:
+    """What one `fit` of a schedule callback knows and has counted."""
+
+    def __init__(self, steps, epochs, accumulation, spe, graph_logs,
+                 loss_scaled, momentum_attribute):
+        self.steps, self.epochs = steps, epochs  # Keras's params
+        self.accumulation, self.spe = accumulation, spe
+        self.graph_logs, self.loss_scaled = graph_logs, loss_scaled
+        self.momentum_attribute = momentum_attribute
+        self.control = self.tables = None  # made at the first batch
+        self.continues = False
+        self.epoch = 0
+        self.epoch_batches = None  # the batch count as the epoch began
+        self.batch_ends = 0
+        self.last_step = None
+        self.first_step = self.first_updates = 0
+        self.done = 0  # schedule steps run, read at each epoch end
+        self.batches_run = 0
+
+
+# Keras callbacks that set the learning rate themselves.
+_LR_SETTERS = ("ReduceLROnPlateau", "LearningRateScheduler")
+
+
+def check_conflicts(callback, others):
+    """ValueError if another callback of the same `fit` sets the learning rate."""
+    from keras_clr.finder import LRFinder
+
+    name = type(callback).__name__
+    for other in others:
+        kind = type(other).__name__
+        if isinstance(other, (_ScheduleCallback, LRFinder)):
+            raise ValueError(
+                f"{name} and {kind} were both passed to this fit, and each sets "
+                "the learning rate at every step: the values one logs would not "
+                "be the values applied. Pass one of them per fit (run "
+                "keras_clr.find_lr before the fit that uses its suggestion). "
+                f"Received: callbacks=[..., {name}, {kind}, ...]")
+        if any(isinstance(other, getattr(keras.callbacks, setter, ()))
+               for setter in _LR_SETTERS):
+            raise ValueError(
+                f"{kind} cannot change the learning rate while {name} sets it at "
+                f"every step: its changes would be overwritten at the next step "
+                f"(it would report reductions that never apply). Remove the "
+                f"{kind}, or drop {name} and let {kind} drive the rate. "
+                f"Received: callbacks=[..., {name}, {kind}, ...]")
+
+
 class _ScheduleCallback(keras.callbacks.Callback):
-    """Installs `lr_schedule` and `momentum_schedule` for each `fit`."""
+    """Installs `lr_schedule` and `momentum_schedule` for each `fit`.
+
+    Where each `fit` sits on the schedule is decided at its first batch, after
+    every callback's `on_train_begin` and `on_epoch_begin` (BackupAndRestore
+    restores the optimizer there, in whichever order it is listed):
+
+    - the callback's first `fit`, a `fit` with `initial_epoch=e > 0` and a
+      `fit` after one that ended in an exception are placed by their epoch:
+      their first batch is step e x updates per epoch (as in an uninterrupted
+      run, also when a backup was taken mid-epoch);
+    - a later `fit` from epoch 0 after a completed one continues the schedule.
+    """
 
     # The batch-end hook only reads host-side tables: Keras may keep running
     # batch ends in its worker thread instead of waiting for each step.
@@ -33,16 +95,15 @@ class _ScheduleCallback(keras.callbacks.Callback):
 
     def __init__(self, cycle_momentum, base_momentum, max_momentum):
         super().__init__()
-        self.cycle_momentum = bool(cycle_momentum)
+        if cycle_momentum != "auto":
+            cycle_momentum = bool(cycle_momentum)
+        self.cycle_momentum = cycle_momentum
         self.base_momentum, self.max_momentum = schedules._check_momenta(
             base_momentum, max_momentum)
-        self._control = None
-        self._start_step = None
-        self._first_iteration = 0
-        self._done = 0  # steps run, read at each epoch end
+        self._start_step = None  # the optimizer's update count at step 0
+        self._completed = False  # whether the last fit reached on_train_end
+        self._fit = None  # the state of the fit in progress
         self._tables = None
-        self._epoch_step = 0
-        self._last_step = None
 
     @property
     def lr_schedule(self):
@@ -61,97 +122,155 @@ class _ScheduleCallback(keras.callbacks.Callback):
         """(steps to show, lr_schedule, momentum_schedule) for a preview."""
         raise NotImplementedError
 
-    def _prepare(self):
-        """Hook for settings known only once `fit` begins."""
+    def _prepare(self, epochs, steps, accumulation):
+        """Hook for settings known only once `fit` begins: Keras's `epochs`
+        and `steps` per epoch, and the batches per update."""
 
     def _constant_from(self):
         """The step from which the schedules hold their value, or None."""
         return None
 
+    # -- the fit -------------------------------------------------------------
+
     def on_train_begin(self, logs=None):
         name = type(self).__name__
         optimizer = hooks.base_optimizer(self.model)
         hooks.check_learning_rate(optimizer, name)
-        attribute = hooks.check_momentum(optimizer, name) if self.cycle_momentum else None
-        self._prepare()
+        attribute = hooks.check_momentum(optimizer, name, self.cycle_momentum)
+        check_conflicts(self, hooks.sibling_callbacks(self))
+        params = self.params or {}
+        steps, epochs = params.get("steps"), params.get("epochs")
+        accumulation = hooks.accumulation_steps(optimizer)
+        spe = hooks.steps_per_execution(self.model)
+        if accumulation > 1 and not steps:
+            raise ValueError(
+                f"{name} cannot follow gradient accumulation on data of unknown "
+                "length: Keras counts an extra batch as each such epoch ends, "
+                "which shifts the accumulation. Pass `steps_per_epoch` to fit "
+                "(or give the data a length). Received: "
+                f"gradient_accumulation_steps={accumulation}, steps=None")
+        self._prepare(epochs, steps, accumulation)
         self._schedules()  # raises now if the schedule cannot be made
-        self._first_iteration = hooks.iterations(optimizer)
-        self._tables = None
-        self._control = hooks.StepControl(self.model,
-                                          momentum_attribute=attribute)
-        self._control.install()
+        loss_scaled = hooks.loss_scaled(self.model)
+        self._fit = _FitState(
+            steps=steps, epochs=epochs, accumulation=accumulation, spe=spe,
+            # Where the host cannot tell which step a batch end reports, the
+            # train step returns the values it applied instead.
+            graph_logs=loss_scaled or (not steps and spe > 1),
+            loss_scaled=loss_scaled, momentum_attribute=attribute)
+        # A fit from epoch 0 after a completed one continues the schedule.
+        self._fit.continues = self._start_step is not None and self._completed
+        self._completed = False
 
     def on_epoch_begin(self, epoch, logs=None):
-        steps = self.params.get("steps") if self.params else None
-        if self._start_step is None:
+        state = self._fit
+        state.epoch = epoch
+        state.epoch_batches = None  # read at the epoch's first batch
+        state.batch_ends = 0
+        state.last_step = None
+
+    def on_train_batch_begin(self, batch, logs=None):
+        state = self._fit
+        if state.epoch_batches is not None:
+            return
+        optimizer = hooks.base_optimizer(self.model)
+        state.epoch_batches = hooks.batch_count(optimizer)
+        if state.control is None:  # the fit's first batch: place it
+            self._place(state, optimizer)
+
+    def _place(self, state, optimizer):
+        epoch, steps, k = state.epoch, state.steps, state.accumulation
+        updates = state.epoch_batches // k
+        if not state.continues or epoch:
             if epoch and not steps:
                 warnings.warn(
                     f"{type(self).__name__} cannot tell how many steps came "
                     f"before initial_epoch={epoch} (the data has no length); "
-                    "the schedule starts at step 0.", stacklevel=2)
-            self._start_step = self._first_iteration - epoch * (steps or 0)
-        if self._tables is None:  # the first epoch of this fit
-            self._epoch_step = self._first_iteration - self._start_step
-            self._install_tables(epoch, steps)
-        else:
-            self._epoch_step = (hooks.iterations(hooks.base_optimizer(self.model))
-                                - self._start_step)
-        self._last_step = None
-
-    def _install_tables(self, epoch, steps):
-        """Tabulates the steps this fit will run and hands them to the graph."""
-        first = self._epoch_step
-        epochs = self.params.get("epochs") if self.params else None
+                    "the schedule starts at step 0.", stacklevel=3)
+            self._start_step = updates - (epoch * steps // k if steps else 0)
+        first = updates - self._start_step
         count = None
-        if epochs and steps:
-            # Each call runs k = steps_per_execution steps: on repeating data
-            # an epoch's last call runs all k, past `steps` when k does not
-            # divide it.
-            k = max(1, int(getattr(self.model, "steps_per_execution", 1) or 1))
-            count = (epochs - epoch) * (-(-steps // k) * k)
+        if state.epochs and steps:
+            # Each call runs spe steps: on repeating data an epoch's last call
+            # runs all of them, past `steps` when spe does not divide it.
+            batches = (state.epochs - epoch) * (-(-steps // state.spe) * state.spe)
+            count = (state.epoch_batches % k + batches - 1) // k + 1
         constant_from = self._constant_from()
         if constant_from is not None:  # the table may stop where it holds
             end = max(constant_from + 1, first + 1)
             count = end - first if count is None else min(count, end - first)
-        self._tables = [None if schedule is None
-                        else hooks.Tabulated(schedule, first, count)
-                        for schedule in self._schedules()]
-        control = self._control
-        control.start_step = self._start_step
-        control.learning_rate, control.momentum = self._tables
+        state.first_step = first
+        state.first_updates = updates
+        state.control, state.tables = hooks.schedule_control(
+            self.model, self._schedules(), first, count,
+            start=self._start_step, momentum_attribute=state.momentum_attribute,
+            log_values=state.graph_logs)
+        self._tables = state.tables  # the last fit's, for inspection
+        state.control.install()
+
+    def _step(self, state, batch):
+        """The schedule step of `batch` of this epoch, on the host."""
+        return (state.epoch_batches + batch) // state.accumulation - self._start_step
 
     def _log_values(self, step, logs):
         if logs is None:
             return
-        rates, momenta = self._tables
+        rates, momenta = self._fit.tables
         logs["learning_rate"] = rates.host(step)
         if momenta is not None:
             logs["momentum"] = momenta.host(step)
 
     def on_train_batch_end(self, batch, logs=None):
         # With steps_per_execution = k, `batch` is the last of the call's k
-        # steps as Keras counts them (an epoch's last call may have run fewer
-        # when the data ran out; the epoch's logs read the step counter).
-        step = self._epoch_step + batch
-        self._log_values(step, logs)
+        # steps as Keras counts them.
+        state = self._fit
+        state.batch_ends += 1
+        step = self._step(state, batch)
         # On JAX and PyTorch batch ends may run in Keras's worker threads.
-        self._last_step = step if self._last_step is None else max(self._last_step, step)
+        state.last_step = step if state.last_step is None else max(state.last_step, step)
+        if not state.graph_logs:
+            self._log_values(step, logs)
 
     def on_epoch_end(self, epoch, logs=None):
-        # The steps run so far: one read of the step counter per epoch.
-        self._done = hooks.iterations(hooks.base_optimizer(self.model)) - self._start_step
-        if self._last_step is None:
+        state = self._fit
+        if state.epoch_batches is None:  # no batch ran
             return
-        last = self._done - 1
-        if not (self.params and self.params.get("steps")):
-            # Keras counts one more iteration when unknown-length data runs out.
-            last = min(last, self._last_step)
+        # The steps run so far: one read of the step counter per epoch.
+        optimizer = hooks.base_optimizer(self.model)
+        batches = hooks.batch_count(optimizer)
+        if not state.steps and state.spe == 1:
+            # On data of unknown length Keras counts one more iteration as the
+            # data runs out, without an update: the schedule does not.
+            extra = batches - state.epoch_batches - state.batch_ends
+            if extra > 0:
+                self._start_step += extra
+                state.control.shift(extra)
+                batches -= extra
+        state.done = batches // state.accumulation - self._start_step
+        state.batches_run += batches - state.epoch_batches
+        if state.graph_logs:
+            return
+        last = state.done - 1
+        if not state.steps:
+            last = min(last, state.last_step)
         self._log_values(last, logs)
 
     def on_train_end(self, logs=None):
-        if self._control is not None:
-            self._control.remove()
-            self._control = None
+        state, self._fit = self._fit, None
+        self._completed = True
+        if state is None or state.control is None:
+            return
+        state.control.remove()
+        if state.loss_scaled:
+            applied = hooks.iterations(hooks.base_optimizer(self.model)) - state.first_updates
+            skipped = state.batches_run // state.accumulation - applied
+            if skipped > 0:
+                warnings.warn(
+                    f"The loss scale skipped {skipped} of this fit's updates "
+                    "(gradients overflowed float16). keras_clr counts the "
+                    f"updates applied, so {type(self).__name__} ended at step "
+                    f"{state.first_step + applied} of its schedule, not "
+                    f"{state.first_step + applied + skipped}.", stacklevel=2)
 
     def to_frame(self, total_steps=None):
         """The schedule as a DataFrame: step, learning_rate, momentum.
@@ -209,7 +328,11 @@ class CyclicLR(_ScheduleCallback):
         gamma: per-step decay of `"exp_range"`, in (0, 1].
         scale_fn: custom scale function; overrides `mode`.
         scale_mode: `"cycle"` or `"iterations"`, the argument of `scale_fn`.
-        cycle_momentum: cycle the momentum inversely to the learning rate.
+        cycle_momentum: cycle the momentum inversely to the learning rate:
+            `"auto"` (the default) cycles it on every optimizer whose
+            `momentum` / `beta_1` is a momentum and leaves ScheduleFreeAdamW's
+            `beta_1` (its iterate averaging) alone; True insists (a
+            ScheduleFreeAdamW then raises); False never cycles it.
         base_momentum: momentum at the learning rate's peak.
         max_momentum: momentum at the learning rate's bottom.
 
@@ -230,7 +353,7 @@ class CyclicLR(_ScheduleCallback):
 
     def __init__(self, base_lr, max_lr, step_size_up=2000, step_size_down=None,
                  mode="triangular", gamma=1.0, scale_fn=None, scale_mode="cycle",
-                 cycle_momentum=True, base_momentum=0.8, max_momentum=0.9):
+                 cycle_momentum="auto", base_momentum=0.8, max_momentum=0.9):
         super().__init__(cycle_momentum, base_momentum, max_momentum)
         # Checked here too, so that errors name this callback's arguments.
         base_lr, max_lr, step_size_up, step_size_down = schedules._check_cyclical(
@@ -289,7 +412,8 @@ class OneCycle(_ScheduleCallback):
         final_div_factor: final learning rate = initial / final_div_factor.
         three_phase: come back down to the initial rate symmetrically before
             annealing to the final one (fastai-style three phases).
-        cycle_momentum: cycle the momentum inversely to the learning rate.
+        cycle_momentum: cycle the momentum inversely to the learning rate;
+            `"auto"`, True or False, as for `CyclicLR`.
         base_momentum: momentum at the learning rate's peak.
         max_momentum: momentum at the start and the end.
 
@@ -308,7 +432,7 @@ class OneCycle(_ScheduleCallback):
 
     def __init__(self, max_lr, total_steps=None, pct_start=0.3,
                  anneal_strategy="cos", div_factor=25.0, final_div_factor=1e4,
-                 three_phase=False, cycle_momentum=True, base_momentum=0.85,
+                 three_phase=False, cycle_momentum="auto", base_momentum=0.85,
                  max_momentum=0.95):
         super().__init__(cycle_momentum, base_momentum, max_momentum)
         self.max_lr = _checks.positive_finite("max_lr", max_lr)
@@ -349,13 +473,22 @@ class OneCycle(_ScheduleCallback):
         count = self._steps(total_steps or cycle)
         return (count, *self._schedules(cycle))
 
-    def _prepare(self):
-        epochs = (self.params or {}).get("epochs")
-        steps = (self.params or {}).get("steps")
-        if self.total_steps is None:
-            if not (epochs and steps):
+    def _prepare(self, epochs, steps, accumulation):
+        if self.total_steps is not None:
+            return
+        planned = epochs * steps // accumulation if epochs and steps else None
+        if self._fit_total_steps is None:
+            if planned is None:
                 self._steps()  # raises: the length is unknown
-            self._fit_total_steps = epochs * steps
+            self._fit_total_steps = planned
+        elif planned is not None and planned != self._fit_total_steps:
+            warnings.warn(
+                f"OneCycle keeps the {self._fit_total_steps}-step cycle its "
+                f"first fit sized; this fit plans {planned} steps "
+                f"(epochs x steps per epoch{' / gradient_accumulation_steps' if accumulation > 1 else ''}) "
+                "and continues that cycle. To train a new cycle sized from "
+                "this fit, pass a new OneCycle (or set `total_steps`).",
+                stacklevel=3)
 
     def _constant_from(self):
         return self._steps() - 1
@@ -364,7 +497,7 @@ class OneCycle(_ScheduleCallback):
         super().on_epoch_end(epoch, logs)
         if self._warned:
             return
-        done = self._done  # read by the base class
+        done = self._fit.done  # read by the base class
         if done > self._steps():
             self._warned = True
             warnings.warn(

@@ -56,6 +56,53 @@ def iterations(optimizer):
     return int(ops.convert_to_numpy(optimizer.iterations))
 
 
+def batch_count(optimizer):
+    """The batches the optimizer has counted, as a Python int: its update
+    count, or under gradient accumulation its micro-batch count (Keras's
+    `_iterations`, checked on Keras 3.15; `iterations` is that // k)."""
+    if accumulation_steps(optimizer) > 1:
+        return int(ops.convert_to_numpy(optimizer._iterations))
+    return iterations(optimizer)
+
+
+def accumulation_steps(optimizer):
+    """The optimizer's `gradient_accumulation_steps`, 1 when it has none."""
+    return int(getattr(optimizer, "gradient_accumulation_steps", None) or 1)
+
+
+def steps_per_execution(model):
+    """The train steps each call of the train function runs."""
+    return max(1, int(getattr(model, "steps_per_execution", 1) or 1))
+
+
+def loss_scaled(model):
+    """Whether a LossScaleOptimizer may skip updates (overflowing gradients)."""
+    return isinstance(getattr(model, "optimizer", None),
+                      keras.optimizers.LossScaleOptimizer)
+
+
+def sibling_callbacks(callback):
+    """The callbacks of the `fit` now calling `callback`, or [].
+
+    Keras gives a callback no list of the others: this finds the
+    `keras.callbacks.CallbackList` dispatching the current hook in the
+    calling frames (checked on Keras 3.6-3.15, whose `CallbackList` calls
+    each callback from its own methods)."""
+    import inspect
+
+    frame = inspect.currentframe()
+    try:
+        while frame is not None:
+            owner = frame.f_locals.get("self")
+            if (isinstance(owner, keras.callbacks.CallbackList)
+                    and any(c is callback for c in owner.callbacks)):
+                return [c for c in owner.callbacks if c is not callback]
+            frame = frame.f_back
+    finally:
+        del frame
+    return []
+
+
 def _tf_strategy():
     """The tf.distribute strategy in force, or None (other backends too)."""
     import keras
@@ -105,10 +152,31 @@ def momentum_attribute(optimizer):
     return None
 
 
-def check_momentum(optimizer, owner):
-    """The attribute to cycle, or ValueError if the optimizer has none."""
-    name = momentum_attribute(optimizer)
+def _beta_1_is_not_a_momentum(optimizer):
+    """Whether the optimizer's `beta_1` sets something other than a momentum:
+    ScheduleFreeAdamW's sets its iterate averaging (Keras 3.14 on)."""
+    kind = getattr(keras.optimizers, "ScheduleFreeAdamW", None)
+    return kind is not None and isinstance(optimizer, kind)
+
+
+def check_momentum(optimizer, owner, cycle=True):
+    """The attribute to cycle, None when not cycling, or ValueError.
+
+    `cycle` is the callback's `cycle_momentum`: True, False or "auto" (cycle
+    it, except where `beta_1` is not a momentum)."""
+    if cycle is False:
+        return None
     kind = type(optimizer).__name__
+    if _beta_1_is_not_a_momentum(optimizer):
+        if cycle == "auto":
+            return None
+        raise ValueError(
+            f"{owner}(cycle_momentum=True) would cycle {kind}'s `beta_1`, which "
+            "sets its iterate averaging, not a momentum. Pass "
+            "`cycle_momentum=False` (or leave the default, 'auto', which leaves "
+            f"it alone). Received: optimizer={kind}, cycle_momentum=True"
+        )
+    name = momentum_attribute(optimizer)
     if name is None:
         raise ValueError(
             f"{owner}(cycle_momentum=True) needs an optimizer with `momentum` "
@@ -281,7 +349,9 @@ def _step_count(optimizer, start_step):
         count = ops.convert_to_tensor(optimizer.iterations)
     else:
         count = ops.cast(optimizer.iterations, "int64")
-    return count - start_step if start_step else count  # one op less per step
+    if isinstance(start_step, numbers.Integral):
+        return count - start_step if start_step else count  # one op less per step
+    return count - ops.cast(start_step.value, count.dtype)
 
 
 def _jax_state_variables(model):
@@ -344,18 +414,24 @@ class StepControl:
             or None to leave the learning rate alone.
         momentum: step -> momentum, or None.
         momentum_attribute: the optimizer attribute `momentum` drives.
+        log_values: return the step's `learning_rate` and `momentum` in its
+            logs (the values the step applied, where the host cannot tell).
         before_step: optional `fn(step)` run in the graph before each step.
         after_step: optional `fn(step, logs, values) -> logs` run after each
             step; `values` holds the step's `learning_rate` when scheduled.
 
     The step passed to the schedules is the optimizer's update count minus
-    `start_step`. It and the schedules are read when the train step is
-    traced, so set them before the first training step of the `fit`.
+    `start_step`, an int or an int64 variable. The schedules (and an int
+    `start_step`) are read when the train step is traced, so set them before
+    the first training step of the `fit`; a variable's value is read at
+    every step.
     """
 
     def __init__(self, model, learning_rate=None, momentum=None,
-                 momentum_attribute=None, before_step=None, after_step=None):
+                 momentum_attribute=None, before_step=None, after_step=None,
+                 log_values=False):
         self.model = model
+        self.log_values = log_values
         self.learning_rate = learning_rate
         self.momentum = momentum
         self.momentum_attribute = momentum_attribute
@@ -366,8 +442,19 @@ class StepControl:
         self._installed = False
         self._train_step = None  # the wrapped step and its compiled function,
         self._function = None  # kept for the next install on the same model
+        self._plain_function = None  # the model's own, when first traced
+        self._optimizer = None
         self._swap_lock = threading.Lock()
         self._swapped = 0  # replica traces now inside the train step
+
+    def shift(self, steps):
+        """Moves step 0 of the schedules `steps` updates later, mid-fit.
+
+        Returns False where `start_step` is baked into the trace (an int)."""
+        if isinstance(self.start_step, numbers.Integral):
+            return False
+        self.start_step.assign(self.start_step + steps)
+        return True
 
     def install(self):
         """Puts the schedules into the train step; retraces it once.
@@ -407,21 +494,34 @@ class StepControl:
                 logs = original_step(data)
             else:
                 momentum = self.momentum(step)
+                values["momentum"] = momentum
                 logs = self._step_with_momentum(optimizer, original_step, data,
                                                 lambda: momentum)
+            if self.log_values:
+                logs = dict(logs)
+                logs.update(values)
             if self.after_step is not None:
                 logs = self.after_step(step, logs, values)
             return logs
 
         if keras.backend.backend() == "jax":
             train_step = _jax_stateless(model, train_step)
-        self._saved_function = model.train_function
+        self._saved_function = self._plain_function = model.train_function
+        self._optimizer = model.optimizer
         object.__setattr__(model, "train_step", train_step)
         self._train_step = train_step
         model.make_train_function(force=True)
         self._function = model.train_function
         object.__setattr__(model, "make_train_function", self._make_train_function)
         self._installed = True
+
+    def serves(self, model):
+        """Whether the step traced for `model` is still its step: the same
+        optimizer, and the model's own train function unchanged (compiling
+        again makes a new one)."""
+        return (self.model is model and (self._function is None or (
+            self._optimizer is model.optimizer
+            and model.train_function is self._plain_function)))
 
     def _make_train_function(self, force=False):
         # Keras calls this as each `fit` (or `train_on_batch`) begins, and no
@@ -511,3 +611,111 @@ class Tabulated:
         if self.values is not None and 0 <= index < len(self.values):
             return float(self.values[index])
         return float(np.float32(self.schedule(step)))
+
+
+# Smallest table a shared control holds; tables grow in powers of two.
+MIN_CAPACITY = 1024
+
+
+class VariableTable:
+    """A schedule's float32 values in a variable that each `fit` refills.
+
+    Like `Tabulated`, but the values live in a variable of fixed `capacity`,
+    so one traced step serves every fit whose steps fit in it. Called with
+    the index into the table (the step minus `first`), it gathers the value;
+    indices are clipped into the table, whose tail holds its last value.
+    """
+
+    def __init__(self, model, capacity, name):
+        self.capacity = int(capacity)
+        with strategy_scope(model):
+            self.variable = keras.Variable(
+                np.zeros(self.capacity, dtype="float32"), trainable=False,
+                dtype="float32", name=name, aggregation="only_first_replica")
+        self.schedule, self.first, self.values = None, 0, None
+
+    def fill(self, schedule, first, count):
+        """Tabulates `schedule` over the steps `[first, first + count)`."""
+        self.schedule, self.first = schedule, int(first)
+        steps = np.arange(self.first, self.first + count, dtype=np.int64)
+        self.values = np.asarray(schedule(steps), dtype=np.float32)
+        padded = np.full(self.capacity, self.values[-1], dtype=np.float32)
+        padded[:count] = self.values
+        self.variable.assign(padded)
+
+    def __call__(self, index):
+        index = ops.clip(index, 0, self.capacity - 1)
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            return tf.gather(self.variable.value, index)
+        return ops.take(self.variable.value, index)
+
+    host = Tabulated.host
+
+
+class SharedControl(StepControl):
+    """The `StepControl` of every schedule `fit` on one model.
+
+    Its inputs live in variables (the tables, and the update count at the
+    tables' first entry), so one trace of the wrapped train step serves each
+    later `fit` with any keras_clr schedule, refilled as the fit begins.
+    """
+
+    def __init__(self, model, capacity, momentum_attribute, log_values):
+        self.capacity = capacity
+        tables = [VariableTable(model, capacity, "keras_clr_learning_rate"),
+                  (VariableTable(model, capacity, "keras_clr_momentum")
+                   if momentum_attribute else None)]
+        super().__init__(model, *tables, momentum_attribute=momentum_attribute,
+                         log_values=log_values)
+        with strategy_scope(model):
+            self.start_step = keras.Variable(0, trainable=False, dtype="int64",
+                                             name="keras_clr_table_start",
+                                             aggregation="only_first_replica")
+        self.tables = tables
+
+    def fill(self, schedules, first, count, start):
+        """Tabulates one fit: steps `[first, first + count)` of the
+        schedules, step 0 at the optimizer's update count `start`."""
+        for table, schedule in zip(self.tables, schedules):
+            if table is not None:
+                table.fill(schedule, first, count)
+        self.start_step.assign(start + first)
+
+
+def schedule_control(model, schedules, first, count, start, momentum_attribute,
+                     log_values):
+    """The control and tables for one schedule `fit`: (StepControl, tables).
+
+    The fit runs the steps `[first, first + count)` (count None: unknown).
+    On TensorFlow and PyTorch a fit whose steps can be tabulated uses the
+    model's `SharedControl` (traced once per model and optimizer); otherwise
+    the schedules are tabulated, or evaluated, in a trace of the fit's own.
+    """
+    lr_schedule, momentum_schedule = schedules
+    if momentum_attribute is None:
+        momentum_schedule = None
+    backend = keras.backend.backend()
+    if backend == "jax" or count is None or count > TABLE_LIMIT:
+        tables = [None if schedule is None else Tabulated(schedule, first, count)
+                  for schedule in (lr_schedule, momentum_schedule)]
+        control = StepControl(model, *tables, momentum_attribute=momentum_attribute,
+                              log_values=log_values)
+        if backend == "jax":  # read at trace time: one trace per fit
+            control.start_step = start
+        else:
+            with strategy_scope(model):
+                control.start_step = keras.Variable(
+                    start, trainable=False, dtype="int64", name="keras_clr_start",
+                    aggregation="only_first_replica")
+        return control, tables
+    capacity = max(MIN_CAPACITY, 1 << (int(count) - 1).bit_length())
+    controls = model.__dict__.setdefault("_keras_clr_controls", {})
+    key = (momentum_attribute, bool(log_values))
+    control = controls.get(key)
+    if control is None or control.capacity < capacity or not control.serves(model):
+        control = SharedControl(model, capacity, momentum_attribute, log_values)
+        controls[key] = control
+    control.fill((lr_schedule, momentum_schedule), first, count, start)
+    return control, control.tables
