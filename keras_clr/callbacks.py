@@ -41,6 +41,7 @@ class _FitState:
         self.epoch = 0
         self.epoch_batches = None  # the batch count as the epoch began
         self.batch_ends = 0
+        self.max_batch = -1
         self.last_step = None
         self.first_step = self.first_updates = 0
         self.done = 0  # schedule steps run, read at each epoch end
@@ -167,6 +168,7 @@ class _ScheduleCallback(keras.callbacks.Callback):
         state.epoch = epoch
         state.epoch_batches = None  # read at the epoch's first batch
         state.batch_ends = 0
+        state.max_batch = -1
         state.last_step = None
 
     def on_train_batch_begin(self, batch, logs=None):
@@ -225,6 +227,7 @@ class _ScheduleCallback(keras.callbacks.Callback):
         # steps as Keras counts them.
         state = self._fit
         state.batch_ends += 1
+        state.max_batch = max(state.max_batch, batch)
         step = self._step(state, batch)
         # On JAX and PyTorch batch ends may run in Keras's worker threads.
         state.last_step = step if state.last_step is None else max(state.last_step, step)
@@ -243,11 +246,16 @@ class _ScheduleCallback(keras.callbacks.Callback):
             # data runs out, without an update: the schedule does not.
             extra = batches - state.epoch_batches - state.batch_ends
             if extra > 0:
-                self._start_step += extra
-                state.control.shift(extra)
-                batches -= extra
+                if state.control.shift(extra):
+                    self._start_step += extra
+                else:
+                    warnings.warn(
+                        f"{type(self).__name__}: Keras counted {extra} more "
+                        "update(s) than batches ran this epoch; on this backend "
+                        "the schedule cannot skip them, so the values from here "
+                        f"on are those {extra} step(s) later.", stacklevel=2)
         state.done = batches // state.accumulation - self._start_step
-        state.batches_run += batches - state.epoch_batches
+        state.batches_run += state.max_batch + 1  # Keras's batch index
         if state.graph_logs:
             return
         last = state.done - 1
