@@ -178,10 +178,10 @@ class ArithmeticOneCycle(keras_clr.OneCycle):
     """`OneCycle` as it runs when a fit has more than `hooks.TABLE_LIMIT`
     steps: its schedules evaluated in the graph, not looked up."""
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_train_batch_begin(self, batch, logs=None):
         limit, hooks.TABLE_LIMIT = hooks.TABLE_LIMIT, 0
         try:
-            super().on_epoch_begin(epoch, logs)
+            super().on_train_batch_begin(batch, logs)
         finally:
             hooks.TABLE_LIMIT = limit
 
@@ -278,8 +278,8 @@ def loop_runner(builder, dataset, variant, steps):
     """A function running `steps` train steps of `variant`; returns seconds.
 
     The callbacks are driven as `fit` drives them (set_model, set_params,
-    on_train_begin, on_epoch_begin; the naive one also gets
-    on_train_batch_begin before each step) and the train function is called
+    on_train_begin, on_epoch_begin, the first on_train_batch_begin; the naive
+    one gets on_train_batch_begin before each step) and the train function is called
     directly, so the blocks of different variants can alternate every few
     milliseconds.
     """
@@ -291,6 +291,7 @@ def loop_runner(builder, dataset, variant, steps):
         callback.set_params({"epochs": LOOP_EPOCHS, "steps": LOOP_STEPS, "verbose": 0})
         callback.on_train_begin()
         callback.on_epoch_begin(0)
+        callback.on_train_batch_begin(0)  # the schedules install here
     per_batch = [c for c in callbacks if isinstance(c, NaiveOneCycle)]
     iterator = iter(dataset)
 

@@ -138,7 +138,12 @@ class _ScheduleCallback(keras.callbacks.Callback):
         optimizer = hooks.base_optimizer(self.model)
         hooks.check_learning_rate(optimizer, name)
         attribute = hooks.check_momentum(optimizer, name, self.cycle_momentum)
-        check_conflicts(self, hooks.sibling_callbacks(self))
+        callbacks = hooks.callback_list(self)
+        if callbacks is not None:
+            check_conflicts(self, [c for c in callbacks.callbacks if c is not self])
+            # First, so that the logs every other callback reads (History,
+            # CSVLogger, TensorBoard) carry the values, in any order.
+            hooks.move_first(callbacks, self)
         params = self.params or {}
         steps, epochs = params.get("steps"), params.get("epochs")
         accumulation = hooks.accumulation_steps(optimizer)
@@ -179,6 +184,48 @@ class _ScheduleCallback(keras.callbacks.Callback):
         state.epoch_batches = hooks.batch_count(optimizer)
         if state.control is None:  # the fit's first batch: place it
             self._place(state, optimizer)
+        else:
+            self._check_tables(state)
+
+    def _count(self, state, first, epoch):
+        """How many steps to tabulate from `first` for the epochs from
+        `epoch` on: None where the data has no length."""
+        k, steps, count = state.accumulation, state.steps, None
+        if state.epochs and steps:
+            # Each call runs spe steps: on repeating data an epoch's last call
+            # runs all of them, past `steps` when spe does not divide it.
+            batches = (state.epochs - epoch) * (-(-steps // state.spe) * state.spe)
+            count = (state.epoch_batches % k + batches - 1) // k + 1
+        constant_from = self._constant_from()
+        if constant_from is not None:  # the table may stop where it holds
+            end = max(constant_from + 1, first + 1)
+            count = end - first if count is None else min(count, end - first)
+        return count
+
+    def _check_tables(self, state):
+        """Tabulates again if the epoch's steps left the table (something
+        moved the update count between epochs)."""
+        table = state.tables[0]
+        if table.values is None:  # evaluated in the graph
+            return
+        first = state.epoch_batches // state.accumulation - self._start_step
+        count = self._count(state, first, state.epoch)
+        end = table.first + len(table.values)
+        if table.first <= first and (count is None or first + count <= end):
+            return
+        self._tabulate(state, first, count)
+
+    def _tabulate(self, state, first, count):
+        control, state.tables = hooks.schedule_control(
+            self.model, self._schedules(), first, count,
+            start=self._start_step, momentum_attribute=state.momentum_attribute,
+            log_values=state.graph_logs)
+        self._tables = state.tables  # the last fit's, for inspection
+        if control is not state.control:
+            if state.control is not None:
+                state.control.remove()
+            state.control = control
+            control.install()
 
     def _place(self, state, optimizer):
         epoch, steps, k = state.epoch, state.steps, state.accumulation
@@ -191,24 +238,9 @@ class _ScheduleCallback(keras.callbacks.Callback):
                     "the schedule starts at step 0.", stacklevel=3)
             self._start_step = updates - (epoch * steps // k if steps else 0)
         first = updates - self._start_step
-        count = None
-        if state.epochs and steps:
-            # Each call runs spe steps: on repeating data an epoch's last call
-            # runs all of them, past `steps` when spe does not divide it.
-            batches = (state.epochs - epoch) * (-(-steps // state.spe) * state.spe)
-            count = (state.epoch_batches % k + batches - 1) // k + 1
-        constant_from = self._constant_from()
-        if constant_from is not None:  # the table may stop where it holds
-            end = max(constant_from + 1, first + 1)
-            count = end - first if count is None else min(count, end - first)
         state.first_step = first
         state.first_updates = updates
-        state.control, state.tables = hooks.schedule_control(
-            self.model, self._schedules(), first, count,
-            start=self._start_step, momentum_attribute=state.momentum_attribute,
-            log_values=state.graph_logs)
-        self._tables = state.tables  # the last fit's, for inspection
-        state.control.install()
+        self._tabulate(state, first, self._count(state, first, epoch))
 
     def _step(self, state, batch):
         """The schedule step of `batch` of this epoch, on the host."""

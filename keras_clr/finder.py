@@ -191,31 +191,11 @@ class LRFinder(keras.callbacks.Callback):
 
     def _reset_metrics(self, step):
         # Not `self.model`: on JAX that property syncs state, here in a trace.
-        for metric in self._control.model.metrics:
-            metric.reset_state()
+        _reset_metrics(self._control.model)
 
     def _record(self, step, logs, values):
-        self._check_monitor(list(logs))
-        row = ops.stack([ops.cast(values["learning_rate"], "float32"),
-                         ops.cast(logs["loss"], "float32"),
-                         ops.cast(logs[self._train_monitor], "float32")])
-        row = hooks.replica_mean(row)  # the global batch's, as Keras logs it
-        index = ops.minimum(step, self.num_steps)
-        if keras.backend.backend() == "tensorflow" and hooks._tf_strategy() is None:
-            # One scatter into the variable: `slice_update` (XLA's
-            # dynamic-update-slice, run outside XLA) and a whole-buffer
-            # assign cost about 6% of a small model's step. (Mirrored
-            # variables have no scatter in a replica's context.)
-            import tensorflow as tf
-
-            self._buffer.value.scatter_nd_update(tf.reshape(index, (1, 1)),
-                                                 ops.expand_dims(row, 0))
-            return logs
-        # JAX no longer converts a Variable passed to its primitives itself.
-        record = self._buffer.value if keras.backend.backend() == "jax" else self._buffer
-        self._buffer.assign(ops.slice_update(record, ops.stack([index, 0]),
-                                             ops.expand_dims(row, 0)))
-        return logs
+        return _record_row(self._buffer, self._train_monitor, self.num_steps,
+                           self._check_monitor, step, logs, values)
 
     # -- training hooks ------------------------------------------------------
 
@@ -230,7 +210,10 @@ class LRFinder(keras.callbacks.Callback):
         start = hooks.iterations(optimizer)
         empty = np.full((self.num_steps + 1, 3), np.nan, dtype="float32")
         kept, self._kept = self._kept, None
-        if kept is not None and kept[0].model is self.model and kept[0].start_step == start:
+        shared = _shared_range_test(self.model, self, start, empty)
+        if shared is not None:
+            self._control, self._buffer, self._carrier = shared
+        elif kept is not None and kept[0].model is self.model and kept[0].start_step == start:
             self._control, self._buffer, self._carrier = kept
             self._buffer.assign(empty)
             if self._carrier is not None:
@@ -393,6 +376,74 @@ class LRFinder(keras.callbacks.Callback):
     def __exit__(self, *exc_info):
         self.restore()
         return False
+
+
+def _reset_metrics(model):
+    for metric in model.metrics:
+        metric.reset_state()
+
+
+def _record_row(buffer, train_monitor, num_steps, check_monitor, step, logs, values):
+    """In the traced step: writes step's (lr, loss, monitor) row of the record."""
+    check_monitor(list(logs))
+    row = ops.stack([ops.cast(values["learning_rate"], "float32"),
+                     ops.cast(logs["loss"], "float32"),
+                     ops.cast(logs[train_monitor], "float32")])
+    row = hooks.replica_mean(row)  # the global batch's, as Keras logs it
+    index = ops.minimum(step, num_steps)
+    if keras.backend.backend() == "tensorflow" and hooks._tf_strategy() is None:
+        # One scatter into the variable: `slice_update` (XLA's
+        # dynamic-update-slice, run outside XLA) and a whole-buffer
+        # assign cost about 6% of a small model's step. (Mirrored
+        # variables have no scatter in a replica's context.)
+        import tensorflow as tf
+
+        buffer.value.scatter_nd_update(tf.reshape(index, (1, 1)),
+                                       ops.expand_dims(row, 0))
+        return logs
+    # JAX no longer converts a Variable passed to its primitives itself.
+    record = buffer.value if keras.backend.backend() == "jax" else buffer
+    buffer.assign(ops.slice_update(record, ops.stack([index, 0]),
+                                   ops.expand_dims(row, 0)))
+    return logs
+
+
+def _shared_range_test(model, finder, start, empty):
+    """(control, record, None): the model's range-test step for this test's
+    length and monitor, refilled for this test; None on JAX.
+
+    Its inputs (the ramp's rates, the step offset, the record) live in
+    variables, so one trace serves every range test of that length and
+    monitor on the model and optimizer, on TensorFlow and PyTorch. JAX bakes
+    them into its trace (its record travels in the training state instead).
+    """
+    if keras.backend.backend() == "jax":
+        return None
+    key = (finder.num_steps, finder._train_monitor)
+    cache = model.__dict__.setdefault("_keras_clr_range_tests", {})
+    entry = cache.get(key)
+    if entry is None or not entry[0].serves(model):
+        with hooks.strategy_scope(model):
+            buffer = keras.Variable(
+                empty, trainable=False, dtype="float32", name="lr_finder_record",
+                aggregation="only_first_replica")
+            start_step = keras.Variable(start, trainable=False, dtype="int64",
+                                        name="lr_finder_start",
+                                        aggregation="only_first_replica")
+        rates = hooks.VariableTable(model, finder.num_steps + 1, "lr_finder_rates")
+        num_steps, monitor, check = finder.num_steps, finder._train_monitor, finder._check_monitor
+        control = hooks.StepControl(
+            model, rates,
+            before_step=lambda step: _reset_metrics(model),
+            after_step=lambda step, logs, values: _record_row(
+                buffer, monitor, num_steps, check, step, logs, values))
+        control.start_step = start_step
+        entry = cache[key] = (control, buffer, rates)
+    control, buffer, rates = entry
+    buffer.assign(empty)
+    rates.fill(finder.lr_at, 0, finder.num_steps + 1)
+    control.start_step.assign(start)
+    return control, buffer, None
 
 
 class _RecordCarrier(keras.metrics.Metric):

@@ -81,13 +81,14 @@ def loss_scaled(model):
                       keras.optimizers.LossScaleOptimizer)
 
 
-def sibling_callbacks(callback):
-    """The callbacks of the `fit` now calling `callback`, or [].
+def callback_list(callback):
+    """The `keras.callbacks.CallbackList` of the `fit` now calling
+    `callback`, or None.
 
-    Keras gives a callback no list of the others: this finds the
-    `keras.callbacks.CallbackList` dispatching the current hook in the
-    calling frames (checked on Keras 3.6-3.15, whose `CallbackList` calls
-    each callback from its own methods)."""
+    Keras gives a callback no list of the others: this finds the list
+    dispatching the current hook in the calling frames (checked on Keras
+    3.6-3.15, whose `CallbackList` calls each callback from its own methods).
+    """
     import inspect
 
     frame = inspect.currentframe()
@@ -96,11 +97,36 @@ def sibling_callbacks(callback):
             owner = frame.f_locals.get("self")
             if (isinstance(owner, keras.callbacks.CallbackList)
                     and any(c is callback for c in owner.callbacks)):
-                return [c for c in owner.callbacks if c is not callback]
+                return owner
             frame = frame.f_back
     finally:
         del frame
-    return []
+    return None
+
+
+def move_first(callbacks, callback):
+    """Moves `callback` to the front of the `CallbackList` `callbacks`.
+
+    Safe while the list dispatches a hook to `callback`: the callbacks after
+    it keep their positions, so the loop goes on to the same next one."""
+    order = callbacks.callbacks
+    index = next(i for i, c in enumerate(order) if c is callback)
+    order.insert(0, order.pop(index))
+
+
+def baked_settings(optimizer):
+    """The optimizer's public Python scalars (weight_decay, momentum,
+    clipnorm, ...), of itself and of the one it wraps: a traced step holds
+    their values, so a change to any of them needs a new trace."""
+    settings = []
+    for owner in (optimizer, getattr(optimizer, "inner_optimizer", None)):
+        if owner is None:
+            continue
+        for name, value in sorted(vars(owner).items()):
+            if (not name.startswith("_") and name != "built"
+                    and isinstance(value, (bool, numbers.Number, str, type(None)))):
+                settings.append((name, value))
+    return tuple(settings)
 
 
 def _tf_strategy():
@@ -508,6 +534,7 @@ class StepControl:
             train_step = _jax_stateless(model, train_step)
         self._saved_function = self._plain_function = model.train_function
         self._optimizer = model.optimizer
+        self._settings = baked_settings(model.optimizer)
         object.__setattr__(model, "train_step", train_step)
         self._train_step = train_step
         model.make_train_function(force=True)
@@ -517,11 +544,13 @@ class StepControl:
 
     def serves(self, model):
         """Whether the step traced for `model` is still its step: the same
-        optimizer, and the model's own train function unchanged (compiling
-        again makes a new one)."""
+        optimizer with the same Python hyper-parameters (a trace bakes them
+        in), and the model's own train function unchanged (compiling again
+        makes a new one)."""
         return (self.model is model and (self._function is None or (
             self._optimizer is model.optimizer
-            and model.train_function is self._plain_function)))
+            and model.train_function is self._plain_function
+            and self._settings == baked_settings(model.optimizer))))
 
     def _make_train_function(self, force=False):
         # Keras calls this as each `fit` (or `train_on_batch`) begins, and no

@@ -21,6 +21,7 @@ from test_callbacks import gradients
 from test_callbacks import sgd
 from test_curves import torch_cyclic
 from test_curves import torch_one_cycle
+from test_curves import triangular2_scale
 
 RNG = np.random.default_rng(1)
 X = RNG.normal(size=(64, 3)).astype("float32")
@@ -355,3 +356,43 @@ def test_one_trace_serves_every_schedule_fit_on_a_model():
     assert CountingModel.traces > plain
     np.testing.assert_array_equal(reader.applied,
                                   np.float32(one_cycle(range(BATCHES), 0.1, BATCHES)[:, 0]))
+
+
+def test_logging_callbacks_listed_first_still_get_the_values(tmp_path):
+    import csv
+
+    model = make_model(keras.optimizers.SGD(0.01, momentum=0.9))
+    path = str(tmp_path / "log.csv")
+    reader = ReadApplied()
+    history = fit(model, [keras.callbacks.CSVLogger(path), reader,
+                          keras_clr.OneCycle(0.1)], epochs=2)
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    last = [reader.applied[BATCHES - 1], reader.applied[-1]]
+    assert [float(r["learning_rate"]) for r in rows] == last
+    assert history.history["learning_rate"] == last
+    assert reader.logged == reader.applied
+
+
+class MoveCounter(keras.callbacks.Callback):
+    """Sets the optimizer's update count as an epoch begins (as a callback
+    restoring a checkpoint there would)."""
+
+    def __init__(self, epoch, value):
+        super().__init__()
+        self.epoch, self.value = epoch, value
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            self.model.optimizer.iterations.assign(self.value)
+
+
+@pytest.mark.parametrize("value", [100, 3])
+def test_a_counter_moved_between_epochs_is_tabulated_again(value):
+    model = make_model(keras.optimizers.SGD(0.01, momentum=0.9))
+    cb, reader = keras_clr.CyclicLR(0.01, 0.1, step_size_up=5, mode="triangular2"), ReadApplied()
+    fit(model, [cb, MoveCounter(1, value), reader], epochs=2)
+    steps = list(range(BATCHES)) + list(range(value, value + BATCHES))
+    expected = [torch_cyclic(k, 0.01, 0.1, 5, 5, scale_fn=triangular2_scale)[0] for k in steps]
+    np.testing.assert_array_equal(reader.applied, np.float32(expected))
+    assert reader.logged == reader.applied
