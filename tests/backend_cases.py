@@ -233,6 +233,80 @@ def test_schedule_continues_across_fits():
     np.testing.assert_allclose(weights(model)[0], w, **TOL)
 
 
+class ReadApplied(keras.callbacks.Callback):
+    """The optimizer's learning rate after each call, beside the logged one."""
+
+    def __init__(self):
+        super().__init__()
+        self.applied, self.logged = [], []
+
+    def on_train_batch_end(self, batch, logs=None):
+        rate = self.model.optimizer.learning_rate
+        self.applied.append(float(keras.ops.convert_to_numpy(rate)))
+        self.logged.append(float(logs["learning_rate"]))
+
+
+def test_gradient_accumulation_counts_updates():
+    model = make_model(keras.optimizers.SGD(0.01, momentum=0.9,
+                                            gradient_accumulation_steps=5))
+    callback, reader = keras_clr.OneCycle(0.5), ReadApplied()
+    model.fit(X, Y, batch_size=BATCH, epochs=4, shuffle=False, verbose=0,
+              callbacks=[callback, reader])
+    assert callback.lr_schedule.total_steps == 4
+    assert reader.logged == reader.applied
+    expected = [one_cycle_ref(b // 5, 4, 0.5, 0.85, 0.95)[0] for b in range(20)]
+    np.testing.assert_array_equal(reader.applied, np.float32(expected))
+
+
+def test_unsized_data_steps_every_batch():
+    def generator():
+        for i in range(STEPS_PER_EPOCH):
+            yield X[i * BATCH:(i + 1) * BATCH], Y[i * BATCH:(i + 1) * BATCH]
+
+    model = make_model(keras.optimizers.SGD(0.01, momentum=0.9))
+    callback, reader = keras_clr.CyclicLR(0.01, 0.1, step_size_up=3), ReadApplied()
+    for _ in range(3):  # one epoch of a fresh generator per fit
+        model.fit(generator(), epochs=1, verbose=0, callbacks=[callback, reader])
+    assert reader.logged == reader.applied
+    expected = [cyclic_ref(k, 0.01, 0.1, 3, 3, 0.8, 0.9)[0] for k in range(15)]
+    np.testing.assert_array_equal(reader.applied, np.float32(expected))
+
+
+def test_backup_and_restore_resume(tmp_path):
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            if (self.epoch, batch) == (1, 3):
+                raise RuntimeError("preempted")
+
+    def run(callbacks, model=None):
+        model = model or make_model(keras.optimizers.SGD(0.01, momentum=0.9))
+        model.fit(X, Y, batch_size=BATCH, epochs=2, shuffle=False, verbose=0,
+                  callbacks=callbacks)
+        return model
+
+    reference = ReadApplied()
+    run([keras_clr.OneCycle(0.5), reference])
+    backup = str(tmp_path / "backup")
+    with pytest.raises(RuntimeError, match="preempted"):
+        run([keras_clr.OneCycle(0.5),
+             keras.callbacks.BackupAndRestore(backup, save_freq=2), Interrupt()])
+    resumed = ReadApplied()
+    run([keras_clr.OneCycle(0.5), keras.callbacks.BackupAndRestore(backup, save_freq=2),
+         resumed])
+    assert resumed.applied == reference.applied[STEPS_PER_EPOCH:]
+    assert resumed.logged == resumed.applied
+
+
+def test_conflicting_callback_is_refused():
+    model = make_model(keras.optimizers.SGD(0.01, momentum=0.9))
+    with pytest.raises(ValueError, match="ReduceLROnPlateau.*OneCycle"):
+        model.fit(X, Y, batch_size=BATCH, epochs=1, verbose=0, callbacks=[
+            keras_clr.OneCycle(0.5), keras.callbacks.ReduceLROnPlateau()])
+
+
 # -- the range test ------------------------------------------------------------------
 
 def range_lrs(start, end, count):
