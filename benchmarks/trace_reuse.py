@@ -14,15 +14,18 @@ the same round:
                         fit: a --steps fit(OneCycle), a --steps find_lr and a
                         --steps fit(CyclicLR), each against a plain --steps fit
 
-Rounds alternate the variants; the table gives medians over --repeats rounds
-of each round's ratio. Nothing here asserts a time.
+Each round times every call once beside its baseline (which of the two goes
+first alternates between rounds); the table gives medians over --repeats
+rounds of each round's ratio, for wall and process CPU time, and the middle
+half of the wall ratios. Nothing here asserts a time.
 
 Usage:
-    .venv/bin/python benchmarks/trace_reuse.py             # about 1 minute, 2 cores
+    .venv/bin/python benchmarks/trace_reuse.py             # about 2.5 minutes, 2 cores
     .venv/bin/python benchmarks/trace_reuse.py --quick
 """
 
 import argparse
+import gc
 import os
 import statistics
 import time
@@ -65,11 +68,13 @@ def data(steps):
 
 
 def timed(call):
-    """(seconds, traces) of one call."""
+    """(wall seconds, traces, CPU seconds) of one call."""
+    gc.collect()
     before = CountingMLP.traces
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     call()
-    return time.perf_counter() - start, CountingMLP.traces - before
+    return (time.perf_counter() - start, CountingMLP.traces - before,
+            time.process_time() - cpu)
 
 
 def plain_fit(model, x, y):
@@ -88,13 +93,14 @@ def fresh_round(steps, fit_steps):
     model = make_model()
 
     def ours():
-        result = keras_clr.find_lr(model, x, y, batch_size=BATCH, num_steps=steps, verbose=0)
-        schedule_fit(model, xf, yf, keras_clr.OneCycle(result.suggest() or 1e-2))
+        keras_clr.find_lr(model, x, y, batch_size=BATCH, num_steps=steps, verbose=0)
+        schedule_fit(model, xf, yf, keras_clr.OneCycle(1e-2))  # the rate is not timed
     clr = timed(ours)
-    return {"(a) find_lr + fit(OneCycle)": (clr[0] / plain[0], clr[1], plain[1])}
+    return {"(a) find_lr + fit(OneCycle)": (clr[0] / plain[0], clr[1], plain[1],
+                                            clr[2] / plain[2])}
 
 
-def traced_round(model, steps):
+def traced_round(model, steps, swap):
     x, y = data(steps)
     variants = {
         "(b) fit(OneCycle)": lambda: schedule_fit(model, x, y, keras_clr.OneCycle(0.05)),
@@ -105,9 +111,13 @@ def traced_round(model, steps):
     }
     out = {}
     for name, call in variants.items():
-        plain = timed(lambda: plain_fit(model, x, y))
-        ours = timed(call)
-        out[name] = (ours[0] / plain[0], ours[1], plain[1])
+        if swap:  # which call goes first alternates between rounds
+            ours = timed(call)
+            plain = timed(lambda: plain_fit(model, x, y))
+        else:
+            plain = timed(lambda: plain_fit(model, x, y))
+            ours = timed(call)
+        out[name] = (ours[0] / plain[0], ours[1], plain[1], ours[2] / plain[2])
     return out
 
 
@@ -116,7 +126,7 @@ def main():
     parser.add_argument("--steps", type=int, default=100, help="steps of the timed calls")
     parser.add_argument("--fit-steps", type=int, default=300,
                         help="steps of the fit after find_lr in (a)")
-    parser.add_argument("--repeats", type=int, default=7, help="alternating rounds")
+    parser.add_argument("--repeats", type=int, default=15, help="alternating rounds")
     parser.add_argument("--quick", action="store_true", help="2 rounds, fewer steps")
     args = parser.parse_args()
     if args.quick:
@@ -127,16 +137,21 @@ def main():
     plain_fit(traced, x, y)
     schedule_fit(traced, x, y, keras_clr.OneCycle(0.05))
     rows = {}
-    for _ in range(args.repeats):
+    for round_ in range(args.repeats):
         for name, value in {**fresh_round(args.steps, args.fit_steps),
-                            **traced_round(traced, args.steps)}.items():
+                            **traced_round(traced, args.steps, round_ % 2)}.items():
             rows.setdefault(name, []).append(value)
-    print(f"{'call':<30} {'time / plain fit':>17} {'traces':>7} {'plain traces':>13}")
+    print(f"| call | wall / plain fit | middle half of rounds | CPU / plain fit "
+          f"| traces | plain fit's traces |\n|---|---:|---:|---:|---:|---:|")
     for name, values in rows.items():
-        ratio = statistics.median(v[0] for v in values)
+        ratios = sorted(v[0] for v in values)
+        quarter = len(ratios) // 4
         traces = statistics.median(v[1] for v in values)
         plain = statistics.median(v[2] for v in values)
-        print(f"{name:<30} {ratio:>16.3f}x {traces:>7g} {plain:>13g}")
+        cpu = statistics.median(v[3] for v in values)
+        spread = f"{ratios[quarter]:.2f}-{ratios[-1 - quarter]:.2f}"
+        print(f"| {name} | {statistics.median(ratios):.3f} | {spread} | {cpu:.3f} "
+              f"| {traces:g} | {plain:g} |")
     print(f"({args.repeats} rounds; --steps {args.steps}, --fit-steps {args.fit_steps}, "
           f"batch {BATCH}; traces count Python calls of train_step, two per "
           "trace that creates variables)")

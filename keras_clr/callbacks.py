@@ -444,8 +444,9 @@ class OneCycle(_ScheduleCallback):
 
     Args:
         max_lr: the peak learning rate.
-        total_steps: optimizer steps in the cycle; None takes
-            epochs x steps per epoch from `fit`.
+        total_steps: optimizer updates in the cycle; None takes
+            epochs x steps per epoch (/ `gradient_accumulation_steps`) from
+            the callback's first `fit`, and keeps it for later ones.
         pct_start: fraction of the steps spent warming up, in (0, 1).
         anneal_strategy: `"cos"` or `"linear"`.
         div_factor: initial learning rate = max_lr / div_factor.
