@@ -103,6 +103,7 @@ class _ScheduleCallback(keras.callbacks.Callback):
             base_momentum, max_momentum)
         self._start_step = None  # the optimizer's update count at step 0
         self._completed = False  # whether the last fit reached on_train_end
+        self._trained = (None, None)  # the model and optimizer of the last fit
         self._fit = None  # the state of the fit in progress
         self._tables = None
 
@@ -164,8 +165,12 @@ class _ScheduleCallback(keras.callbacks.Callback):
             # train step returns the values it applied instead.
             graph_logs=loss_scaled or (not steps and spe > 1),
             loss_scaled=loss_scaled, momentum_attribute=attribute)
-        # A fit from epoch 0 after a completed one continues the schedule.
-        self._fit.continues = self._start_step is not None and self._completed
+        # A fit from epoch 0 after a completed one on the same model and
+        # optimizer continues the schedule.
+        trained = (self.model, self.model.optimizer)
+        self._fit.continues = (self._start_step is not None and self._completed
+                               and all(a is b for a, b in zip(trained, self._trained)))
+        self._trained = trained
         self._completed = False
 
     def on_epoch_begin(self, epoch, logs=None):

@@ -12,7 +12,10 @@ a scheduled stand-in for its momentum attribute. Nothing crosses to the host
 per step.
 
 `Tabulated` makes the lookup one gather from a float32 table of the values
-the `fit` will use, computed once on the host in float64. Each extra scalar
+the `fit` will use, computed once on the host in float64. `SharedControl`
+keeps such tables, and the step offset, in variables held per model, so one
+trace of the wrapped step serves every later schedule `fit` on the model
+(`schedule_control` picks between the two). Each extra scalar
 op in the step costs a few microseconds of TensorFlow's per-op overhead, and
 so does each extra output of the train function: evaluating the schedule's
 arithmetic in the graph and returning the values in the step's logs cost 4-5%
@@ -87,7 +90,8 @@ def callback_list(callback):
 
     Keras gives a callback no list of the others: this finds the list
     dispatching the current hook in the calling frames (checked on Keras
-    3.6-3.15, whose `CallbackList` calls each callback from its own methods).
+    3.15, whose `CallbackList` calls each callback from its own methods).
+    Where it is not found, the other callbacks go unchecked.
     """
     import inspect
 

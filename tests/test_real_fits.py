@@ -396,3 +396,13 @@ def test_a_counter_moved_between_epochs_is_tabulated_again(value):
     expected = [torch_cyclic(k, 0.01, 0.1, 5, 5, scale_fn=triangular2_scale)[0] for k in steps]
     np.testing.assert_array_equal(reader.applied, np.float32(expected))
     assert reader.logged == reader.applied
+
+
+def test_the_same_callback_on_another_model_starts_its_own_schedule():
+    cb, first, second = keras_clr.CyclicLR(0.01, 0.1, step_size_up=5), ReadApplied(), ReadApplied()
+    fit(make_model(keras.optimizers.SGD(0.01, momentum=0.9)), [cb, first], epochs=1)
+    other = make_model(keras.optimizers.SGD(0.01, momentum=0.9))
+    fit(other, [], epochs=2)  # 32 updates before
+    fit(other, [cb, second], epochs=1)
+    assert second.applied == first.applied  # from step 0 again
+    assert second.logged == second.applied
