@@ -5,6 +5,9 @@ identical model (SGD, momentum 0.9) with `model.fit`:
 
     constant     no schedule: the baseline
     onecycle     keras_clr.OneCycle, learning rate and momentum cycled in-graph
+    onecycle-own OneCycle with constant tables in a trace of each fit's own
+                 (as before the tables moved into variables shared per
+                 model): separates the cost of reading the variables
     onecycle-lr  keras_clr.OneCycle(cycle_momentum=False): the learning rate
                  only, which separates the cost of the momentum cycle
     onecycle-arith  OneCycle with its schedules evaluated in the graph instead
@@ -66,8 +69,8 @@ from keras_clr import hooks  # noqa: E402
 
 MAX_LR = 0.05
 BASE_LR = 0.005
-VARIANTS = ("constant", "onecycle", "onecycle-lr", "onecycle-arith", "cycliclr",
-            "naive", "constant-again")
+VARIANTS = ("constant", "onecycle", "onecycle-own", "onecycle-lr", "onecycle-arith",
+            "cycliclr", "naive", "constant-again")
 # Loop mode sets the callbacks up for a fit of this many epochs and steps
 # (more than the loop runs), as fit would for a real training run.
 LOOP_EPOCHS, LOOP_STEPS = 50, 1000
@@ -186,11 +189,27 @@ class ArithmeticOneCycle(keras_clr.OneCycle):
             hooks.TABLE_LIMIT = limit
 
 
+class OwnTraceOneCycle(keras_clr.OneCycle):
+    """`OneCycle` with constant tables in a trace of each fit's own, as every
+    fit ran before the tables moved into variables shared per model."""
+
+    def _tabulate(self, state, first, count):
+        tables = [None if schedule is None else hooks.Tabulated(schedule, first, count)
+                  for schedule in self._schedules()]
+        state.tables = self._tables = tables
+        state.control = hooks.StepControl(self.model, *tables,
+                                          momentum_attribute=state.momentum_attribute)
+        state.control.start_step = self._start_step
+        state.control.install()
+
+
 def variant_callbacks(variant, total_steps, steps):
     if variant in ("constant", "constant-again"):
         return []
     if variant == "onecycle":
         return [keras_clr.OneCycle(MAX_LR, total_steps=total_steps)]
+    if variant == "onecycle-own":
+        return [OwnTraceOneCycle(MAX_LR, total_steps=total_steps)]
     if variant == "onecycle-lr":
         return [keras_clr.OneCycle(MAX_LR, total_steps=total_steps, cycle_momentum=False)]
     if variant == "onecycle-arith":

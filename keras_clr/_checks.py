@@ -7,6 +7,8 @@ value received, in the wording Keras uses.
 import math
 import numbers
 
+import numpy as np
+
 
 def _fail(name, expected, value):
     raise ValueError(f"Argument `{name}` must be {expected}. Received: {name}={value!r}")
@@ -67,3 +69,13 @@ def a_callable(name, value):
     if not callable(value):
         _fail(name, "a callable (x -> scale factor)", value)
     return value
+
+
+def a_bool(name, value, also=()):
+    """True or False (NumPy's too), or one of the strings in `also`."""
+    if isinstance(value, str) and value in also:
+        return value
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    expected = " or ".join(["True", "False", *(repr(a) for a in also)])
+    _fail(name, expected, value)

@@ -96,9 +96,8 @@ class _ScheduleCallback(keras.callbacks.Callback):
 
     def __init__(self, cycle_momentum, base_momentum, max_momentum):
         super().__init__()
-        if cycle_momentum != "auto":
-            cycle_momentum = bool(cycle_momentum)
-        self.cycle_momentum = cycle_momentum
+        self.cycle_momentum = _checks.a_bool("cycle_momentum", cycle_momentum,
+                                             also=("auto",))
         self.base_momentum, self.max_momentum = schedules._check_momenta(
             base_momentum, max_momentum)
         self._start_step = None  # the optimizer's update count at step 0
@@ -163,7 +162,9 @@ class _ScheduleCallback(keras.callbacks.Callback):
             steps=steps, epochs=epochs, accumulation=accumulation, spe=spe,
             # Where the host cannot tell which step a batch end reports, the
             # train step returns the values it applied instead.
-            graph_logs=loss_scaled or (not steps and spe > 1),
+            # (an epoch's last call may run fewer than spe steps, or all of
+            # them on repeating data: Keras reports the same batch index).
+            graph_logs=loss_scaled or (spe > 1 and (not steps or steps % spe)),
             loss_scaled=loss_scaled, momentum_attribute=attribute)
         # A fit from epoch 0 after a completed one on the same model and
         # optimizer continues the schedule.
@@ -235,7 +236,7 @@ class _ScheduleCallback(keras.callbacks.Callback):
     def _place(self, state, optimizer):
         epoch, steps, k = state.epoch, state.steps, state.accumulation
         updates = state.epoch_batches // k
-        if not state.continues or epoch:
+        if not state.continues or epoch or updates < self._start_step:
             if epoch and not steps:
                 warnings.warn(
                     f"{type(self).__name__} cannot tell how many steps came "
@@ -292,7 +293,8 @@ class _ScheduleCallback(keras.callbacks.Callback):
                         "the schedule cannot skip them, so the values from here "
                         f"on are those {extra} step(s) later.", stacklevel=2)
         state.done = batches // state.accumulation - self._start_step
-        state.batches_run += state.max_batch + 1  # Keras's batch index
+        ran = state.max_batch + 1  # Keras's batch index: past `steps` in a short last call
+        state.batches_run += min(ran, state.steps) if state.steps else ran
         if state.graph_logs:
             return
         last = state.done - 1
@@ -489,7 +491,7 @@ class OneCycle(_ScheduleCallback):
                                        div_factor, final_div_factor))
         self.total_steps = total_steps
         self.anneal_strategy = anneal_strategy
-        self.three_phase = bool(three_phase)
+        self.three_phase = _checks.a_bool("three_phase", three_phase)
         self._fit_total_steps = None
         self._warned = False
 

@@ -197,6 +197,8 @@ def check_momentum(optimizer, owner, cycle=True):
     if cycle is False:
         return None
     kind = type(optimizer).__name__
+    asked = ("cycles the momentum by default (cycle_momentum='auto') and"
+             if cycle == "auto" else "(cycle_momentum=True)")
     if _beta_1_is_not_a_momentum(optimizer):
         if cycle == "auto":
             return None
@@ -209,13 +211,13 @@ def check_momentum(optimizer, owner, cycle=True):
     name = momentum_attribute(optimizer)
     if name is None:
         raise ValueError(
-            f"{owner}(cycle_momentum=True) needs an optimizer with `momentum` "
+            f"{owner} {asked} needs an optimizer with `momentum` "
             f"or `beta_1`; {kind} has neither. Pass `cycle_momentum=False`. "
             f"Received: optimizer={kind}"
         )
     if getattr(optimizer, name) == 0:
         raise ValueError(
-            f"{owner}(cycle_momentum=True) cannot cycle the momentum of a {kind} "
+            f"{owner} {asked} cannot cycle the momentum of a {kind} "
             f"built with {name}=0: Keras creates no momentum buffers for it. "
             f"Build it with a non-zero {name} (for example 0.9) or pass "
             f"`cycle_momentum=False`. Received: {name}=0"

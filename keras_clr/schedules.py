@@ -146,12 +146,13 @@ class _Curve(keras.optimizers.schedules.LearningRateSchedule):
         raise NotImplementedError
 
     def __call__(self, step):
+        # A step before 0 takes step 0's value.
         if _is_host_step(step):
-            value = self.curve(np.asarray(step, dtype=np.int64), curves.NumpyOps)
-            value = np.asarray(value, dtype=np.float64)
+            step = np.maximum(np.asarray(step, dtype=np.int64), 0)
+            value = np.asarray(self.curve(step, curves.NumpyOps), dtype=np.float64)
             return float(value) if value.ndim == 0 else value
         with graph_precision():
-            step = ops.cast(step, "int64")
+            step = ops.maximum(ops.cast(step, "int64"), 0)
             return ops.cast(self.curve(step, graph_ops()), "float32")
 
 
@@ -379,7 +380,7 @@ class OneCycleLearningRate(_Curve):
          self.final_div_factor) = _check_one_cycle(
             total_steps, pct_start, anneal_strategy, div_factor, final_div_factor)
         self.anneal_strategy = anneal_strategy
-        self.three_phase = bool(three_phase)
+        self.three_phase = _checks.a_bool("three_phase", three_phase)
         self.name = name
 
     @property
@@ -477,7 +478,7 @@ class OneCycleMomentum(_Curve):
         self.base_momentum, self.max_momentum = _check_momenta(base_momentum,
                                                                max_momentum)
         self.anneal_strategy = anneal_strategy
-        self.three_phase = bool(three_phase)
+        self.three_phase = _checks.a_bool("three_phase", three_phase)
         self.name = name
 
     def curve(self, step, xp):

@@ -316,8 +316,11 @@ def test_a_longer_second_fit_continues_the_first_cycle_and_warns():
     model = make_model(keras.optimizers.SGD(0.01, momentum=0.9))
     cb, first, second = keras_clr.OneCycle(0.1), ReadApplied(), ReadApplied()
     fit(model, [cb, first], epochs=1)
-    with pytest.warns(UserWarning, match="keeps the 16-step cycle.*plans 48 steps"):
+    with pytest.warns(UserWarning) as record:
         fit(model, [cb, second], epochs=3)
+    messages = " | ".join(str(w.message) for w in record)
+    assert "keeps the 16-step cycle" in messages and "plans 48 steps" in messages
+    assert "past total_steps=16" in messages
     assert cb.lr_schedule.total_steps == BATCHES
     final = np.float32(0.1 / 25 / 1e4)
     assert first.applied[-1] == final and set(second.applied) == {final}  # no jump
@@ -406,3 +409,45 @@ def test_the_same_callback_on_another_model_starts_its_own_schedule():
     fit(other, [cb, second], epochs=1)
     assert second.applied == first.applied  # from step 0 again
     assert second.logged == second.applied
+
+
+@pytest.mark.parametrize("accumulation", [None, 3])
+def test_a_short_last_call_logs_the_step_it_ran(accumulation):
+    # 16 batches an epoch in calls of 3: the last call of each runs 1 step,
+    # and Keras reports it as batch 17.
+    model = make_model(keras.optimizers.SGD(0.01, momentum=0.9,
+                                            gradient_accumulation_steps=accumulation),
+                       steps_per_execution=3)
+    cb, reader = keras_clr.OneCycle(0.05), ReadApplied()
+    history = fit(model, [cb, reader], epochs=3)
+    assert reader.logged == reader.applied
+    k = accumulation or 1
+    total = 3 * BATCHES // k
+    last = [min(e * BATCHES + b, (e + 1) * BATCHES - 1) for e in range(3)
+            for b in range(2, 18, 3)]
+    expected = one_cycle(np.array(last) // k, 0.05, total)
+    np.testing.assert_array_equal(reader.applied, np.float32(expected[:, 0]))
+    assert history.history["learning_rate"] == [reader.applied[i] for i in (5, 11, 17)]
+
+
+def test_schedules_hold_step_0_before_it():
+    cb = keras_clr.OneCycle(0.1, total_steps=10)
+    assert cb.lr_schedule(-3) == cb.lr_schedule(0)
+    np.testing.assert_array_equal(cb.lr_schedule(np.array([-1, 0])), cb.lr_schedule(0))
+    assert float(cb.lr_schedule(tf.constant(-2))) == np.float32(cb.lr_schedule(0))
+
+
+@pytest.mark.parametrize("factory, name", [
+    (lambda: keras_clr.OneCycle(0.1, cycle_momentum="false"), "cycle_momentum"),
+    (lambda: keras_clr.OneCycle(0.1, three_phase="no"), "three_phase"),
+    (lambda: keras_clr.CyclicLR(0.01, 0.1, cycle_momentum=1), "cycle_momentum"),
+])
+def test_flags_take_booleans_only(factory, name):
+    with pytest.raises(ValueError, match=f"Argument `{name}` must be True or False.*Received"):
+        factory()
+
+
+def test_default_momentum_error_says_it_is_the_default():
+    model = make_model(keras.optimizers.Adagrad(0.01))
+    with pytest.raises(ValueError, match=r"by default \(cycle_momentum='auto'\).*Adagrad"):
+        fit(model, [keras_clr.CyclicLR(1e-3, 1e-2)], epochs=1)
