@@ -118,8 +118,11 @@ class LRFinder(keras.callbacks.Callback):
         monitor: the curve to analyse: `"loss"`, a training metric such as
             `"accuracy"`, or a validation one (`"val_loss"`,
             `"val_accuracy"`) computed every `val_every` steps on the first
-            `val_steps` batches of `validation_data`.
-        validation_data: data for a validation monitor, as in `fit`.
+            `val_steps` batches of `validation_data`. A custom `train_step`
+            that returns its loss under another key than `"loss"`: that key
+            (the record's losses are then its values).
+        validation_data: data for a validation monitor, as in `fit`; only
+            with one (a training monitor raises a `ValueError` with it).
         val_every: steps between two validation evaluations.
         val_steps: batches of `validation_data` in the fixed subset.
         mode: `"min"`, `"max"` or `"auto"` (max for accuracy-like names).
@@ -162,6 +165,13 @@ class LRFinder(keras.callbacks.Callback):
             raise ValueError(
                 f"Argument `validation_data` is needed to monitor {monitor!r}. "
                 "Received: validation_data=None")
+        if not monitor.startswith("val_") and validation_data is not None:
+            raise ValueError(
+                "Argument `validation_data` is only used for a validation "
+                f"monitor, and monitor={monitor!r} is a training one: pass "
+                f"monitor='val_{monitor}' to record the curve on the validation "
+                "data, or leave validation_data out. Received: validation_data="
+                f"{type(validation_data).__name__}, monitor={monitor!r}")
         self.monitor = monitor
         self.validation_data = validation_data
         self.val_every = _checks.positive_int("val_every", val_every)
@@ -202,6 +212,15 @@ class LRFinder(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         optimizer = hooks.base_optimizer(self.model)
         hooks.check_learning_rate(optimizer, "LRFinder")
+        accumulation = hooks.accumulation_steps(optimizer)
+        if accumulation > 1:
+            raise ValueError(
+                "The range test needs one optimizer update per batch, and this "
+                f"optimizer accumulates {accumulation} batches per update. Run "
+                "it on the model compiled without `gradient_accumulation_steps` "
+                f"(at batch_size x {accumulation} if that fits in memory, the "
+                "same batch per update). Received: "
+                f"gradient_accumulation_steps={accumulation}")
         self._check_monitor()
         self.restore()  # a previous, unfinished run of this callback
         _build_optimizer(self.model)
@@ -248,16 +267,28 @@ class LRFinder(keras.callbacks.Callback):
         before any training step runs."""
         wanted = self.monitor[4:] if self.monitor.startswith("val_") else self.monitor
         self._train_monitor = "loss" if self.monitor.startswith("val_") else wanted
+        returned = names is not None
         if names is None:
+            if _custom_train_step(self.model):
+                return  # its keys are known when the step is traced
             try:
                 names = list(self.model.get_metrics_result())
             except ValueError:  # compiled metrics not built yet
                 return
         if wanted not in names:
+            what = ("of the keys the train step returns" if returned
+                    else "of the model's metrics")
             raise ValueError(
-                f"Argument `monitor` must name one of the model's metrics "
+                f"Argument `monitor` must name one {what} "
                 f"({', '.join(repr(n) for n in names)}, or those with 'val_'). "
                 f"Received: monitor={self.monitor!r}")
+        if returned and "loss" not in names and self.monitor.startswith("val_"):
+            # The training curve of a validation test is the step's loss.
+            raise ValueError(
+                "A validation monitor needs the train step to return its loss "
+                f"under 'loss'; it returns {', '.join(repr(n) for n in names)}. "
+                "Monitor the key its loss is under instead. Received: "
+                f"monitor={self.monitor!r}")
 
     def on_train_batch_begin(self, batch, logs=None):
         self._calls += 1
@@ -378,6 +409,12 @@ class LRFinder(keras.callbacks.Callback):
         return False
 
 
+def _custom_train_step(model):
+    """Whether the model's class overrides Keras's `train_step`."""
+    method = getattr(type(model), "train_step", None)
+    return method is not None and not method.__module__.startswith("keras.")
+
+
 def _reset_metrics(model):
     for metric in model.metrics:
         metric.reset_state()
@@ -386,8 +423,10 @@ def _reset_metrics(model):
 def _record_row(buffer, train_monitor, num_steps, check_monitor, step, logs, values):
     """In the traced step: writes step's (lr, loss, monitor) row of the record."""
     check_monitor(list(logs))
+    # A custom train_step may return its loss under another key: the monitor.
+    loss = logs["loss"] if "loss" in logs else logs[train_monitor]
     row = ops.stack([ops.cast(values["learning_rate"], "float32"),
-                     ops.cast(logs["loss"], "float32"),
+                     ops.cast(loss, "float32"),
                      ops.cast(logs[train_monitor], "float32")])
     row = hooks.replica_mean(row)  # the global batch's, as Keras logs it
     index = ops.minimum(step, num_steps)
@@ -644,8 +683,9 @@ def _repeating(generator):
         yield from seen
 
 
-def _fit_plan(model, x, batch_size, num_steps):
-    """(x, epochs, steps_per_epoch) that give at least `num_steps` steps."""
+def _fit_plan(model, x, batch_size, num_steps, validation_split=0.0):
+    """(x, epochs, steps_per_epoch) that give at least `num_steps` steps of
+    the data trained on (what `validation_split` leaves for training)."""
     if _is_tf_dataset(x):
         return x.repeat(), 1, num_steps
     if isinstance(x, keras.utils.PyDataset):
@@ -656,7 +696,9 @@ def _fit_plan(model, x, batch_size, num_steps):
         first = x[0] if isinstance(x, (list, tuple)) else x
         if isinstance(first, dict):
             first = next(iter(first.values()))
-        per_epoch = math.ceil(len(first) / (batch_size or 32))
+        # As Keras splits: the first ceil(n x (1 - split)) samples train.
+        trained = math.ceil(len(first) * (1.0 - (validation_split or 0.0)))
+        per_epoch = math.ceil(trained / (batch_size or 32))
     return x, math.ceil(num_steps / max(per_epoch, 1)), None
 
 
@@ -717,15 +759,35 @@ def find_lr(model, x=None, y=None, *, batch_size=None, start_lr=1e-7, end_lr=10.
                     monitor=monitor, validation_data=validation_data,
                     val_every=val_every, val_steps=val_steps, mode=mode)
     LRFinder(**settings, verbose=0)  # checks every argument before training
+    if x is None:
+        raise ValueError("Argument `x` must be the training data, as for "
+                         "`model.fit`. Received: x=None")
     if weight_decays is not None:
-        x = _ensure_built(model, x, batch_size)
-        return _weight_decay_sweep(model, x, y, weight_decays, batch_size,
-                                   settings, callbacks, verbose, repeats, fit_kwargs)
+        weight_decays = _checked_weight_decays(weight_decays)
     x = _ensure_built(model, x, batch_size)
     if hasattr(x, "__next__"):
-        x = _repeating(x)  # later repeats go on with later batches
+        x = _repeating(x)  # later repeats (and sweeps) go on with later batches
+    if weight_decays is not None:
+        return _weight_decay_sweep(model, x, y, weight_decays, batch_size,
+                                   settings, callbacks, verbose, repeats, fit_kwargs)
     return _repeated(model, x, y, batch_size, settings, callbacks, verbose, fit_kwargs,
                      repeats)
+
+
+def _checked_weight_decays(weight_decays):
+    """A non-empty list of weight decays >= 0, checked before any test."""
+    if (isinstance(weight_decays, (str, bytes, dict))
+            or not hasattr(weight_decays, "__iter__")):
+        raise ValueError(
+            "Argument `weight_decays` must be a list of weight decays to sweep, "
+            f"such as [0.0, 1e-4, 1e-3]. Received: weight_decays={weight_decays!r}")
+    values = list(weight_decays)
+    if not values:
+        raise ValueError(
+            "Argument `weight_decays` must list at least one weight decay. "
+            f"Received: weight_decays={weight_decays!r}")
+    return [_checks.in_interval("weight_decays", value, 0.0, math.inf, high_open=True)
+            for value in values]
 
 
 def _ensure_built(model, x, batch_size):
@@ -758,8 +820,9 @@ def _slice(data, start, stop):
     return data[start:stop]
 
 
-def _reordered(x, y, seed):
-    """The same arrays in another order (each repeat of a test sees its own)."""
+def _reordered(x, y, seed, sample_weight=None):
+    """The same arrays, and their sample weights, in another order (each
+    repeat of a test sees its own): (x, y, sample_weight)."""
     first = x[0] if isinstance(x, (list, tuple)) else x
     if isinstance(first, dict):
         first = next(iter(first.values()))
@@ -774,7 +837,7 @@ def _reordered(x, y, seed):
             return type(data)(np.asarray(v)[order] for v in data)
         return np.asarray(data)[order]
 
-    return take(x), take(y)
+    return take(x), take(y), take(sample_weight)
 
 
 def _average(runs):
@@ -811,9 +874,13 @@ def _repeated(model, x, y, batch_size, settings, callbacks, verbose, fit_kwargs,
 
 
 def _run_once(model, x, y, batch_size, finder, callbacks, fit_kwargs, repeat=0):
-    data, epochs, steps = _fit_plan(model, x, batch_size, finder.num_steps)
+    data, epochs, steps = _fit_plan(model, x, batch_size, finder.num_steps,
+                                    fit_kwargs.get("validation_split"))
     if repeat and data is x and not isinstance(x, keras.utils.PyDataset):
-        data, y = _reordered(x, y, seed=repeat)
+        weights = fit_kwargs.get("sample_weight")
+        data, y, weights = _reordered(x, y, seed=repeat, sample_weight=weights)
+        if weights is not None:
+            fit_kwargs = {**fit_kwargs, "sample_weight": weights}
     if data is not x or isinstance(x, keras.utils.PyDataset):
         fit_kwargs = {"shuffle": False, **fit_kwargs}  # the data shuffles itself
     history = getattr(model, "history", None)
@@ -838,8 +905,7 @@ def _weight_decay_sweep(model, x, y, weight_decays, batch_size, settings,
     sweep = {}
     try:
         for value in weight_decays:
-            optimizer.weight_decay = _checks.in_interval(
-                "weight_decays", value, 0.0, math.inf, high_open=True)
+            optimizer.weight_decay = value
             result = _repeated(model, x, y, batch_size, settings, callbacks, verbose,
                                fit_kwargs, repeats)
             result.weight_decay = value

@@ -656,8 +656,9 @@ def test_result_records_the_momentum_folded_into_the_velocity(optimizer, expecte
 @pytest.mark.parametrize("monitor", ["loss", "val_loss"])
 def test_result_records_batch_normalization(batchnorm, monitor):
     x, y = _data()
+    validation = dict(validation_data=(x, y), val_every=2) if monitor.startswith("val_") else {}
     result = find_lr(_compiled(batchnorm=batchnorm), x, y, batch_size=BATCH, num_steps=10,
-                     monitor=monitor, validation_data=(x, y), val_every=2, **QUIET)
+                     monitor=monitor, **validation, **QUIET)
     assert result.batch_norm is batchnorm
 
 

@@ -1,0 +1,112 @@
+"""The range test with the `fit` options users pass: validation_split,
+sample_weight with repeats, generators across a weight-decay sweep, gradient
+accumulation, a custom train_step's keys, and bad input."""
+
+import re
+
+import keras
+import numpy as np
+import pytest
+
+import keras_clr
+from keras_clr import find_lr
+from test_finder import BATCH, QUIET, _compiled, _data, _grid
+
+
+def test_validation_split_plans_the_test_from_the_data_trained_on():
+    x, y = _data()
+    result = find_lr(_compiled(), x, y, batch_size=BATCH, num_steps=40, stop_factor=None,
+                     validation_split=0.5, **QUIET)
+    assert result.stop_reason == "completed"
+    np.testing.assert_array_equal(result.lrs, _grid(1e-7, 10.0, 40, "exp"))
+
+
+def test_sample_weights_follow_their_samples_in_every_repeat():
+    # The samples outside the weighted half have huge targets: if a repeat
+    # weighted the wrong samples, its losses would be around 1e10.
+    x, y = _data()
+    weights = (np.arange(len(x)) % 2).astype("float32")
+    y = np.where(weights[:, None] > 0, y, 1e5).astype("float32")
+    result = find_lr(_compiled(), x, y, batch_size=BATCH, num_steps=12, end_lr=1e-2,
+                     stop_factor=None, repeats=3, sample_weight=weights, **QUIET)
+    assert np.all(np.isfinite(result.losses)) and np.max(result.losses) < 100
+
+
+def test_a_sweep_over_a_finite_generator_gives_every_test_its_steps():
+    x, y = _data()
+
+    def batches():
+        for i in range(0, 10 * BATCH, BATCH):
+            yield x[i:i + BATCH], y[i:i + BATCH]
+
+    model = _compiled(keras.optimizers.AdamW(1e-3, weight_decay=0.01))
+    result = find_lr(model, batches(), num_steps=15, end_lr=1e-1, stop_factor=None,
+                     weight_decays=[0.0, 1e-3], **QUIET)
+    for value in (0.0, 1e-3):
+        assert result.sweep[value].stop_reason == "completed"
+        assert len(result.sweep[value].lrs) == 15
+
+
+def test_gradient_accumulation_is_refused_before_any_step():
+    x, y = _data()
+    model = _compiled(keras.optimizers.SGD(0.01, momentum=0.9, gradient_accumulation_steps=4))
+    weights = model.get_weights()
+    with pytest.raises(ValueError, match="gradient_accumulation_steps=4"):
+        find_lr(model, x, y, batch_size=BATCH, num_steps=10, **QUIET)
+    assert int(model.optimizer._iterations) == 0
+    for old, new in zip(weights, model.get_weights()):
+        np.testing.assert_array_equal(old, new)
+
+
+class KeyedLoss(keras.Sequential):
+    """A custom train step that returns its loss under `KEY`."""
+
+    KEY = "total"
+
+    def train_step(self, data):
+        logs = super().train_step(data)
+        return {self.KEY: logs["loss"]}
+
+
+class LossKey(KeyedLoss):
+    KEY = "loss"
+
+
+def _keyed(model_class):
+    keras.utils.set_random_seed(0)
+    model = model_class([keras.Input((3,)), keras.layers.Dense(4, activation="tanh"),
+                         keras.layers.Dense(1)])
+    model.compile(keras.optimizers.SGD(0.01, momentum=0.9), "mse")
+    return model
+
+
+def test_a_custom_train_steps_loss_key_can_be_monitored():
+    x, y = _data()
+    settings = dict(batch_size=BATCH, num_steps=12, shuffle=False, **QUIET)
+    keyed = find_lr(_keyed(KeyedLoss), x, y, monitor="total", **settings)
+    plain = find_lr(_keyed(LossKey), x, y, **settings)
+    np.testing.assert_array_equal(keyed.losses, plain.losses)
+    with pytest.raises(ValueError, match=re.escape("returns ('total'") + ".*monitor='loss'"):
+        find_lr(_keyed(KeyedLoss), x, y, **settings)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(), "Argument `x` must be the training data.*x=None"),
+    (dict(x="data", weight_decays=[]), "weight_decays.*at least one.*weight_decays=\\[\\]"),
+    (dict(x="data", weight_decays=0.01), "weight_decays.*must be a list.*weight_decays=0.01"),
+    (dict(x="data", weight_decays=[0.0, -1.0]), "weight_decays.*weight_decays=-1.0"),
+    (dict(x="data", validation_data="data"), "validation_data.*monitor='val_loss'"),
+])
+def test_bad_input_is_refused_before_any_step(kwargs, match):
+    x, y = _data()
+    model = _compiled(keras.optimizers.AdamW(1e-3))
+    for key, value in list(kwargs.items()):
+        if value == "data":
+            kwargs[key] = x if key == "x" else (x, y)
+    if "x" in kwargs:
+        kwargs["y"] = y
+    fits = []
+    began = keras.callbacks.LambdaCallback(on_train_begin=lambda logs: fits.append(1))
+    with pytest.raises(ValueError, match=match):
+        find_lr(model, batch_size=BATCH, num_steps=10, callbacks=[began], **kwargs, **QUIET)
+    assert not fits  # refused before any test ran
