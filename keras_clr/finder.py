@@ -683,13 +683,40 @@ def _repeating(generator):
         yield from seen
 
 
+def _is_torch_loader(data):
+    """Whether `data` is a torch.utils.data.DataLoader (without importing torch)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(data, torch.utils.data.DataLoader)
+
+
+def _is_arrays(data):
+    """Arrays as `fit` takes them: an array, or a dict, list or tuple of them."""
+    if isinstance(data, dict):
+        return bool(data) and all(_is_arrays(v) for v in data.values())
+    if isinstance(data, (list, tuple)):
+        return bool(data) and all(_is_arrays(v) for v in data)
+    return hasattr(data, "shape") and hasattr(data, "__len__") and len(data.shape) > 0
+
+
+def check_data(x):
+    """ValueError unless `x` is data the range test can plan steps on."""
+    if (_is_tf_dataset(x) or isinstance(x, keras.utils.PyDataset)
+            or hasattr(x, "__next__") or _is_torch_loader(x) or _is_arrays(x)):
+        return
+    raise ValueError(
+        "Argument `x` must be training data as `fit` takes it: NumPy arrays (or "
+        "a dict or list of them), a tf.data.Dataset, a keras.utils.PyDataset, a "
+        "Python generator or, on the PyTorch backend, a torch DataLoader. "
+        f"Received: x={type(x).__name__}")
+
+
 def _fit_plan(model, x, batch_size, num_steps, validation_split=0.0):
     """(x, epochs, steps_per_epoch) that give at least `num_steps` steps of
     the data trained on (what `validation_split` leaves for training)."""
     if _is_tf_dataset(x):
         return x.repeat(), 1, num_steps
-    if isinstance(x, keras.utils.PyDataset):
-        per_epoch = len(x)
+    if isinstance(x, keras.utils.PyDataset) or _is_torch_loader(x):
+        per_epoch = len(x)  # batches
     elif hasattr(x, "__next__"):
         return _repeating(x), 1, num_steps
     else:
@@ -762,6 +789,7 @@ def find_lr(model, x=None, y=None, *, batch_size=None, start_lr=1e-7, end_lr=10.
     if x is None:
         raise ValueError("Argument `x` must be the training data, as for "
                          "`model.fit`. Received: x=None")
+    check_data(x)
     if weight_decays is not None:
         weight_decays = _checked_weight_decays(weight_decays)
     x = _ensure_built(model, x, batch_size)
@@ -802,6 +830,8 @@ def _ensure_built(model, x, batch_size):
         batch = next(iter(x.take(1)))
     elif isinstance(x, keras.utils.PyDataset):
         batch = x[0]
+    elif _is_torch_loader(x):
+        batch = tuple(next(iter(x)))
     elif hasattr(x, "__next__"):
         batch = next(x)
         x = itertools.chain([batch], x)
@@ -876,12 +906,13 @@ def _repeated(model, x, y, batch_size, settings, callbacks, verbose, fit_kwargs,
 def _run_once(model, x, y, batch_size, finder, callbacks, fit_kwargs, repeat=0):
     data, epochs, steps = _fit_plan(model, x, batch_size, finder.num_steps,
                                     fit_kwargs.get("validation_split"))
-    if repeat and data is x and not isinstance(x, keras.utils.PyDataset):
+    batched = isinstance(x, keras.utils.PyDataset) or _is_torch_loader(x)
+    if repeat and data is x and not batched:
         weights = fit_kwargs.get("sample_weight")
         data, y, weights = _reordered(x, y, seed=repeat, sample_weight=weights)
         if weights is not None:
             fit_kwargs = {**fit_kwargs, "sample_weight": weights}
-    if data is not x or isinstance(x, keras.utils.PyDataset):
+    if data is not x or batched:
         fit_kwargs = {"shuffle": False, **fit_kwargs}  # the data shuffles itself
     history = getattr(model, "history", None)
     try:

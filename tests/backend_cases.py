@@ -313,6 +313,21 @@ def range_lrs(start, end, count):
     return [start * (end / start) ** (i / (count - 1)) for i in range(count)]
 
 
+@pytest.mark.skipif(BACKEND != "torch", reason="a torch DataLoader, on PyTorch")
+def test_find_lr_on_a_torch_data_loader():
+    import torch
+
+    data = torch.utils.data.TensorDataset(torch.from_numpy(X), torch.from_numpy(Y))
+    loader = torch.utils.data.DataLoader(data, batch_size=BATCH)  # 5 batches
+    model = make_model(keras.optimizers.SGD(0.01, momentum=0.9))
+    before = [w.tobytes() for w in model.get_weights()]
+    result = keras_clr.find_lr(model, loader, num_steps=12, end_lr=1.0, stop_factor=None,
+                               verbose=0)
+    assert result.stop_reason == "completed"
+    np.testing.assert_allclose(result.lrs, range_lrs(1e-7, 1.0, 12), rtol=1e-6)
+    assert [w.tobytes() for w in model.get_weights()] == before
+
+
 def test_find_lr_records_true_batch_losses():
     model = make_model(keras.optimizers.SGD(momentum=0.5))
     result = keras_clr.find_lr(model, X, Y, batch_size=BATCH, start_lr=1e-3, end_lr=0.1,

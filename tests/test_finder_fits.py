@@ -110,3 +110,23 @@ def test_bad_input_is_refused_before_any_step(kwargs, match):
     with pytest.raises(ValueError, match=match):
         find_lr(model, batch_size=BATCH, num_steps=10, callbacks=[began], **kwargs, **QUIET)
     assert not fits  # refused before any test ran
+
+
+@pytest.mark.parametrize("x", [3, "data.csv", None.__class__, [], {}])
+def test_data_of_another_kind_is_refused_naming_its_type(x):
+    with pytest.raises(ValueError, match=f"Argument `x` must be training data.*Received: x={type(x).__name__}"):
+        find_lr(_compiled(), x, batch_size=BATCH, num_steps=10, **QUIET)
+
+
+@pytest.mark.parametrize("kind", ["dict", "list"])
+def test_dict_and_list_inputs(kind):
+    x, y = _data()
+    inputs = [keras.Input((2,), name="a"), keras.Input((1,), name="b")]
+    out = keras.layers.Dense(1)(keras.layers.Concatenate()(inputs))
+    keras.utils.set_random_seed(0)
+    model = keras.Model(inputs, out)
+    model.compile(keras.optimizers.SGD(0.01, momentum=0.9), "mse")
+    data = {"a": x[:, :2], "b": x[:, 2:]} if kind == "dict" else [x[:, :2], x[:, 2:]]
+    result = find_lr(model, data, y, batch_size=BATCH, num_steps=30, stop_factor=None,
+                     repeats=2, **QUIET)
+    assert result.stop_reason == "completed" and len(result.lrs) == 30
