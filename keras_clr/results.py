@@ -25,7 +25,6 @@ ONE_CYCLE_WIDTH = 0.2  # default rule: the smoothing kernel's sigma, in decades 
 ONE_CYCLE_FALL = 0.9  # default rule: the landmark is where this much of the fall is made
 ONE_CYCLE_FACTOR = 1.2  # default rule: FACTOR x the landmark's LR
 ONE_CYCLE_MIN_DROP = 0.01  # default rule: None unless the loss falls by this fraction
-ONE_CYCLE_PEAK_MOMENTUM = 0.85  # OneCycle's momentum at max_lr (its base_momentum)
 RANGE_START_FRACTION = 0.05  # suggest_range: the "clear drop" for base_lr
 RAGGED_WINDOW = 5  # suggest_range: points in the raw-loss variability window
 RAGGED_FACTOR = 4.0  # suggest_range: variability "blows up" at this ratio
@@ -171,7 +170,23 @@ def kernel_smooth(lrs, losses, width):
     return out
 
 
-def momentum_lag(momentum, growth):
+def one_cycle_peak_momentum(one_cycle=None):
+    """The momentum `OneCycle` holds at its peak rate: the `base_momentum` of
+    `one_cycle`, or of `OneCycle`'s defaults; None for a `OneCycle` that
+    leaves the momentum alone (`cycle_momentum=False`)."""
+    from keras_clr.callbacks import OneCycle
+
+    if one_cycle is None:
+        import inspect
+
+        return inspect.signature(OneCycle).parameters["base_momentum"].default
+    if not isinstance(one_cycle, OneCycle):
+        raise ValueError("Argument `one_cycle` must be the keras_clr.OneCycle to "
+                         f"train with. Received: one_cycle={type(one_cycle).__name__}")
+    return one_cycle.base_momentum if one_cycle.cycle_momentum is not False else None
+
+
+def momentum_lag(momentum, growth, peak_momentum=None):
     """How much more strongly `OneCycle` applies a learning rate than a range test did.
 
     Keras's SGD and RMSprop fold the learning rate into their velocity
@@ -179,23 +194,28 @@ def momentum_lag(momentum, growth):
     of past rates. At a rate held still with momentum `b` that sum is
     `lr / (1 - b)`; while the range test raises the rate by `growth` per
     step it is only `lr / (1 - momentum / growth)`. `OneCycle` holds its
-    peak rate with momentum `ONE_CYCLE_PEAK_MOMENTUM` (0.85), so the same
-    rate moves the weights `(1 - momentum / growth) / (1 - 0.85)` times as
-    far there as in the test: 1.69 for momentum 0.9 in a 100-step test from
-    1e-7 to 10.
+    peak rate with momentum `peak_momentum` (its `base_momentum`, 0.85 by
+    default), so the same rate moves the weights
+    `(1 - momentum / growth) / (1 - peak_momentum)` times as far there as in
+    the test: 1.69 for momentum 0.9 in a 100-step test from 1e-7 to 10.
 
     Args:
         momentum: the optimizer's momentum during the test, in [0, 1).
         growth: the ratio of consecutive learning rates of the test, > 1.
+        peak_momentum: the momentum at `OneCycle`'s peak; None for its
+            default `base_momentum`.
 
     Returns:
         The factor, a float.
     """
-    return (1 - momentum / growth) / (1 - ONE_CYCLE_PEAK_MOMENTUM)
+    if peak_momentum is None:
+        peak_momentum = one_cycle_peak_momentum()
+    return (1 - momentum / growth) / (1 - peak_momentum)
 
 
 def _one_cycle_rule(lrs, losses, width=ONE_CYCLE_WIDTH, fall=ONE_CYCLE_FALL,
-                    factor=ONE_CYCLE_FACTOR, momentum=None, batch_norm=False):
+                    factor=ONE_CYCLE_FACTOR, momentum=None, batch_norm=False,
+                    peak_momentum=None):
     """The default suggestion: a `max_lr` for `OneCycle`.
 
     The raw losses are smoothed without lag (`kernel_smooth`, a Gaussian
@@ -229,6 +249,8 @@ def _one_cycle_rule(lrs, losses, width=ONE_CYCLE_WIDTH, fall=ONE_CYCLE_FALL,
             rate into its velocity, or None; consecutive points are taken
             as consecutive steps.
         batch_norm: whether the network has batch normalization.
+        peak_momentum: the momentum `OneCycle` will hold at `max_lr`; None
+            for its default `base_momentum`.
 
     Returns:
         (lr or None, reason).
@@ -259,7 +281,8 @@ def _one_cycle_rule(lrs, losses, width=ONE_CYCLE_WIDTH, fall=ONE_CYCLE_FALL,
               f"{width:g} decades wide), has made {fall:.0%} of its fall ({floor:.1e})")
     lr = factor * floor
     if momentum:
-        lag = momentum_lag(momentum, float(lrs[max(at, 1)] / lrs[max(at, 1) - 1]))
+        lag = momentum_lag(momentum, float(lrs[max(at, 1)] / lrs[max(at, 1) - 1]),
+                           peak_momentum)
         lr /= lag
         reason += (f", divided by {lag:.2f} for the lag of a velocity with momentum "
                    f"{momentum:g} behind the rising rate")
@@ -411,7 +434,7 @@ class LRFinderResult:
         sign = -1.0 if self.mode == "max" else 1.0
         return lrs, sign * smoothed, sign * raw
 
-    def _rule(self, method):
+    def _rule(self, method, peak_momentum=None):
         if method == "one_cycle":
             # The raw curve from fastai's start of window to its first
             # non-finite loss: the kernel needs the rise past the minimum
@@ -419,27 +442,50 @@ class LRFinderResult:
             sign = -1.0 if self.mode == "max" else 1.0
             start = self.num_steps // 10
             return _one_cycle_rule(self.lrs[start:], sign * self.losses[start:],
-                                   momentum=self.momentum, batch_norm=self.batch_norm)
+                                   momentum=self.momentum, batch_norm=self.batch_norm,
+                                   peak_momentum=peak_momentum)
         lrs, losses, _ = self._window(finite=False)
         if method == "minimum":
             return _minimum(lrs, losses, self.lrs[0] if len(self.lrs) else np.inf)
         return {"valley": _valley, "slide": _slide, "steep": _steep}[method](lrs, losses)
 
-    def _suggest(self, method, stacklevel):
+    def _peak_momentum(self, one_cycle, peak_momentum):
+        """The momentum at OneCycle's peak, from the arguments of `suggest`."""
+        if peak_momentum is not None:
+            if one_cycle is not None:
+                raise ValueError(
+                    "Pass `one_cycle` or `peak_momentum`, not both. Received: "
+                    f"one_cycle={type(one_cycle).__name__}, peak_momentum={peak_momentum!r}")
+            return _checks.in_interval("peak_momentum", peak_momentum, 0, 1, high_open=True)
+        if one_cycle is None:
+            return None
+        peak = one_cycle_peak_momentum(one_cycle)
+        # A OneCycle that leaves the momentum alone runs at the test's.
+        return peak if peak is not None else self.momentum
+
+    def _suggest(self, method, stacklevel, one_cycle=None, peak_momentum=None):
         method = _checks.one_of("method", "one_cycle" if method is None else method, METHODS)
-        lr, reason = self._rule(method)
+        peak = self._peak_momentum(one_cycle, peak_momentum)
+        lr, reason = self._rule(method, peak) if method == "one_cycle" else self._rule(method)
         if lr is None:
             warnings.warn(f"No {method!r} learning-rate suggestion: {reason}.",
                           stacklevel=stacklevel + 1)
         return lr
 
-    def suggest(self, method=None):
+    def suggest(self, method=None, *, one_cycle=None, peak_momentum=None):
         """A learning rate read off the curve.
 
         Args:
             method: None for the library's default ("one_cycle": a `max_lr`
                 for `OneCycle`, see `_one_cycle_rule`), or fastai's "valley",
                 "slide", "minimum" or "steep" (the value fastai 2.8 returns).
+            one_cycle: the `OneCycle` you will train with: the default rule
+                allows for the momentum it holds at its peak (its
+                `base_momentum`; the optimizer's own with
+                `cycle_momentum=False`). None: `OneCycle`'s defaults.
+            peak_momentum: that momentum given directly, instead of
+                `one_cycle`. Both only matter for SGD and RMSprop with
+                momentum (see `momentum_lag`).
 
         Returns:
             The learning rate (a float within the tested range), or None, with
@@ -448,11 +494,13 @@ class LRFinderResult:
         Raises:
             ValueError: for an unknown method.
         """
-        return self._suggest(method, stacklevel=2)
+        return self._suggest(method, stacklevel=2, one_cycle=one_cycle,
+                             peak_momentum=peak_momentum)
 
-    def suggest_one_cycle(self):
+    def suggest_one_cycle(self, *, one_cycle=None, peak_momentum=None):
         """`suggest()`: the default rule, a `max_lr` for `OneCycle`."""
-        return self._suggest("one_cycle", stacklevel=2)
+        return self._suggest("one_cycle", stacklevel=2, one_cycle=one_cycle,
+                             peak_momentum=peak_momentum)
 
     def suggestions(self):
         """Every method's suggestion, as a dict method -> float or None (no warnings)."""

@@ -130,3 +130,22 @@ def test_dict_and_list_inputs(kind):
     result = find_lr(model, data, y, batch_size=BATCH, num_steps=30, stop_factor=None,
                      repeats=2, **QUIET)
     assert result.stop_reason == "completed" and len(result.lrs) == 30
+
+
+def test_the_suggestion_allows_for_the_momentum_of_the_one_cycle_to_run():
+    lrs = np.geomspace(1e-5, 1.0, 100)
+    x = np.log10(lrs)
+    losses = 1.0 + np.tanh(-(x + 2.5) * 2) + np.where(x > -1, (x + 1) ** 2 * 5, 0)
+    result = keras_clr.LRFinderResult(lrs, losses, momentum=0.9)
+    default = result.suggest()
+    assert default is not None
+    assert result.suggest(one_cycle=keras_clr.OneCycle(1.0)) == default
+    # The suggestion scales with 1 - the peak momentum (momentum_lag).
+    higher = result.suggest(peak_momentum=0.9)
+    assert higher == pytest.approx(default * (1 - 0.9) / (1 - 0.85), rel=1e-12)
+    assert result.suggest(one_cycle=keras_clr.OneCycle(1.0, base_momentum=0.9,
+                                                       max_momentum=0.95)) == higher
+    # A OneCycle that leaves the momentum alone keeps the optimizer's, 0.9.
+    assert result.suggest(one_cycle=keras_clr.OneCycle(1.0, cycle_momentum=False)) == higher
+    with pytest.raises(ValueError, match="one_cycle.*Received: one_cycle=CyclicLR"):
+        result.suggest(one_cycle=keras_clr.CyclicLR(0.1, 1.0))
