@@ -7,7 +7,8 @@ def _axes(ax):
         return ax
     import matplotlib.pyplot as plt
 
-    _, ax = plt.subplots(figsize=(7, 4))
+    # A layout engine, so that a saved figure clips none of its labels.
+    _, ax = plt.subplots(figsize=(7, 4), layout="constrained")
     return ax
 
 
@@ -43,6 +44,7 @@ def plot_schedule(frame, title=None, ax=None):
 _MARKERS = (  # suggestion method -> (label, marker, colour)
     ("one_cycle", "default", "*", "tab:red"),
     ("valley", "valley", "o", "tab:orange"),
+    ("slide", "slide", "D", "tab:olive"),
     ("steep", "steep", "v", "tab:purple"),
     ("minimum", "minimum", "s", "tab:brown"),
 )
@@ -104,7 +106,8 @@ def plot_range_test(result, ax=None, suggest=True, show_raw=True):
     if result.loss_band is not None:
         ax.fill_between(lrs, *result.loss_band, color="tab:blue", alpha=0.15, linewidth=0,
                         label="band of repeats")
-    ax.plot(lrs, smoothed, color="tab:blue", linewidth=2, label="smoothed")
+    ax.plot(lrs, smoothed, color="tab:blue", linewidth=2, label="smoothed",
+            marker="o" if run == 1 else None)  # one point draws no line
     finite = np.isfinite(smoothed)
     if suggest and finite.any():
         with warnings.catch_warnings():
@@ -128,10 +131,15 @@ def plot_range_test(result, ax=None, suggest=True, show_raw=True):
                           raw=result.losses if show_raw else None)
     if limits is not None:
         ax.set_ylim(*limits)
+        _note_clipped(ax, result.losses if show_raw else smoothed, limits, result.monitor)
     else:
         ax.text(0.5, 0.5, f"no finite {result.monitor} recorded", transform=ax.transAxes,
                 ha="center", va="center")
-    steps = f"{run} steps" if run == planned else f"{run} of {planned} steps"
+    if run and (run == 1 or not finite.any()):
+        # Around the rates tested, not matplotlib's default decade.
+        ax.set_xlim(lrs.min() / 10 ** 0.5, lrs.max() * 10 ** 0.5)
+    steps = (f"{run} step{'s' if run != 1 else ''}" if run == planned
+             else f"{run} of {planned} steps")
     ax.set_title(f"LR range test: {steps}, stopped: {result.stop_reason}")
     ax.set_xlabel("learning rate")
     ax.set_ylabel(result.monitor)
@@ -139,6 +147,23 @@ def plot_range_test(result, ax=None, suggest=True, show_raw=True):
         ax.legend(fontsize="small")
     ax.grid(alpha=0.3)
     return ax
+
+
+def _note_clipped(ax, values, limits, name):
+    """Says in the plot when drawn values leave its y-range."""
+    import numpy as np
+
+    finite = values[np.isfinite(values)]
+    low, high = limits
+    above, below = finite[finite > high], finite[finite < low]
+    notes = []
+    if above.size:
+        notes.append(f"{above.size} {name} value(s) above the plot (up to {above.max():.3g})")
+    if below.size:
+        notes.append(f"{below.size} below it (down to {below.min():.3g})")
+    if notes:
+        ax.text(0.01, 0.99, "; ".join(notes), transform=ax.transAxes, ha="left",
+                va="top", fontsize="x-small", color="0.35")
 
 
 def plot_weight_decays(results, ax=None):

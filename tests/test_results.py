@@ -612,6 +612,53 @@ class TestPlot:
         assert low < np.nanmin(result.smoothed_losses)
         plt.close(ax.figure)
 
+    def test_every_suggestion_in_the_repr_has_a_marker(self):
+        import matplotlib.pyplot as plt
+
+        result = realistic(100, 0)
+        ax = result.plot()
+        labels = " ".join(text.get_text() for text in ax.get_legend().get_texts())
+        for method, lr in result.suggestions().items():
+            if lr is not None:
+                name = "default" if method == "one_cycle" else method
+                assert f"{name}: {lr:.1e}" in labels
+        plt.close(ax.figure)
+
+    def test_says_when_values_leave_the_y_range(self):
+        import matplotlib.pyplot as plt
+
+        result = realistic(100, 0)
+        ax = result.plot()
+        texts = " ".join(t.get_text() for t in ax.texts)
+        high = ax.get_ylim()[1]
+        above = int(np.sum(result.losses[np.isfinite(result.losses)] > high))
+        assert above > 0 and f"{above} loss value(s) above the plot" in texts
+        plt.close(ax.figure)
+
+    @pytest.mark.parametrize("result", [LRFinderResult([1e-7], [np.nan]),
+                                        LRFinderResult([1e-3], [2.0])], ids=["nan", "one"])
+    def test_a_one_point_test_is_shown_around_its_rate(self, result):
+        import matplotlib.pyplot as plt
+
+        ax = result.plot()
+        low, high = ax.get_xlim()
+        assert low < result.lrs[0] < high and high / low < 20
+        plt.close(ax.figure)
+
+    def test_a_saved_figure_clips_no_label(self, tmp_path):
+        import matplotlib.pyplot as plt
+
+        ax = realistic(100, 0).plot()
+        figure = ax.figure
+        figure.savefig(tmp_path / "range_test.png", dpi=80)
+        renderer = figure.canvas.get_renderer()
+        box = figure.bbox
+        for label in (ax.xaxis.label, ax.yaxis.label, ax.title):
+            extent = label.get_window_extent(renderer)
+            assert box.x0 <= extent.x0 and extent.x1 <= box.x1
+            assert box.y0 <= extent.y0 and extent.y1 <= box.y1
+        plt.close(figure)
+
     def test_weight_decays(self):
         import matplotlib.pyplot as plt
 
