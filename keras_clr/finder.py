@@ -25,6 +25,8 @@ from keras_clr import curves
 from keras_clr import hooks
 from keras_clr import results
 from keras_clr import schedules
+from keras_clr import stopping
+from keras_clr.stopping import diverged  # noqa: F401  (the stop rule)
 
 # Steps between two host reads of the record (the divergence check).
 CHECK_EVERY = 5
@@ -36,57 +38,10 @@ def _default_mode(monitor):
     return "max" if any(key in name for key in _MAX_NAMES) else "min"
 
 
-def diverged(smoothed, stop_factor):
-    """Index of the first step past the stop rule, or None.
-
-    A step stops the test when its value is not finite, or when its smoothed
-    value exceeds the best (lowest) smoothed value before it by more than
-    `(stop_factor - 1) * |best|`. For positive losses this is fastai's rule,
-    `smoothed > stop_factor * best`; for negative losses it still means
-    "worse than the best by (stop_factor - 1) times its size".
-    """
-    smoothed = np.asarray(smoothed, dtype=np.float64)
-    if smoothed.size == 0:
-        return None
-    bad = ~np.isfinite(smoothed)
-    clean = np.where(bad, np.inf, smoothed)
-    best = np.concatenate([[np.inf], np.minimum.accumulate(clean)[:-1]])
-    with np.errstate(invalid="ignore"):
-        limit = best + (stop_factor - 1.0) * np.abs(best)
-        bad |= np.isfinite(best) & (smoothed > limit)
-    return int(np.argmax(bad)) if bad.any() else None
-
-
 def _recorded(rows):
     """Rows the train step has written: those before the first empty one."""
     finite = np.isfinite(rows[:, 0])
     return len(rows) if finite.all() else int(np.argmin(finite))
-
-
-class _DivergenceWatch:
-    """The stop rule applied online, as the record grows: `smooth` and
-    `diverged` over the whole record give the same index."""
-
-    def __init__(self, smoothing, stop_factor):
-        self.beta = smoothing
-        self.factor = stop_factor
-        self.average = 0.0
-        self.count = 0
-        self.best = math.inf
-        self.stopped_at = None
-
-    def update(self, losses):
-        for loss in losses:
-            if self.stopped_at is not None:
-                return
-            self.average = self.beta * self.average + (1.0 - self.beta) * loss
-            self.count += 1
-            value = self.average / (1.0 - self.beta ** self.count)
-            if not math.isfinite(value) or (
-                    self.factor is not None and self.best < math.inf
-                    and value > self.best + (self.factor - 1.0) * abs(self.best)):
-                self.stopped_at = self.count - 1
-            self.best = min(self.best, value)
 
 
 class LRFinder(keras.callbacks.Callback):
@@ -253,7 +208,7 @@ class LRFinder(keras.callbacks.Callback):
         self._calls = 0
         self._steps_seen = 0
         self._stop = None
-        self._watch = _DivergenceWatch(self.smoothing, self.stop_factor)
+        self._smoother = stopping.Smoother(self.smoothing)  # the loss, smoothed once
         every = min(CHECK_EVERY, self.val_every) if self._validation is not None else CHECK_EVERY
         self._check_every = max(1, every // self._steps_per_call())
         self._progbar = (keras.utils.Progbar(self.num_steps, verbose=1)
@@ -319,11 +274,11 @@ class LRFinder(keras.callbacks.Callback):
         rows = np.asarray(self._buffer.numpy(), dtype=np.float64)[: self.num_steps]
         count = _recorded(rows)
         if count > self._steps_seen:
-            self._watch.update(rows[self._steps_seen:count, 1])
+            self._smoother.extend(rows[self._steps_seen:count, 1])
             self._steps_seen = count
         if self._validation is not None:
             self._validate(count, rows)
-        self._stop = self._watch.stopped_at
+        self._stop = stopping.diverged(self._smoother.values, self.stop_factor)
         if self._progbar is not None and count:
             self._progbar.update(min(count, self.num_steps),
                                  [("lr", rows[count - 1, 0]), ("loss", rows[count - 1, 1])])
@@ -353,8 +308,11 @@ class LRFinder(keras.callbacks.Callback):
     def _build_result(self):
         rows = np.asarray(self._buffer.numpy(), dtype=np.float64)[: self.num_steps]
         count = _recorded(rows)
-        stop = diverged(results.smooth(rows[:count, 1], self.smoothing),
-                        self.stop_factor or math.inf) if count else None
+        if count > self._steps_seen:
+            self._smoother.extend(rows[self._steps_seen:count, 1])
+            self._steps_seen = count
+        smoothed = self._smoother.values[:count]
+        stop = stopping.diverged(smoothed, self.stop_factor) if count else None
         if stop is not None:
             is_nan = not np.isfinite(rows[stop, 1])
             reason, count = ("nan" if is_nan else "diverged"), stop + 1
@@ -379,8 +337,11 @@ class LRFinder(keras.callbacks.Callback):
         metrics = None
         if self.monitor != "loss":
             metrics = {"train_loss": rows[:count, 1]}
+        # The monitored curve is the loss itself: its smoothing is done.
+        given = smoothed[:count] if self.monitor == "loss" else None
         return results.LRFinderResult(rows[:count, 0], rows[:count, 2], metrics=metrics,
-                                      momentum=self._momentum, **common)
+                                      smoothed_losses=given, momentum=self._momentum,
+                                      **common)
 
     # -- restoration ---------------------------------------------------------
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from keras_clr import _checks
 from keras_clr import files
+from keras_clr.stopping import smooth  # noqa: F401  (the result's smoothing)
 
 METHODS = ("one_cycle", "valley", "slide", "minimum", "steep")
 ONE_CYCLE_WIDTH = 0.2  # default rule: the smoothing kernel's sigma, in decades of LR
@@ -30,33 +31,6 @@ RAGGED_WINDOW = 5  # suggest_range: points in the raw-loss variability window
 RAGGED_FACTOR = 4.0  # suggest_range: variability "blows up" at this ratio
 SLIDE_LR_DIFF, SLIDE_THRESH, SLIDE_ADJUST = 15, 0.005, 1.0  # fastai defaults
 _RESERVED = ("step", "lr", "loss", "smoothed_loss", "loss_low", "loss_high")
-
-
-def smooth(losses, beta):
-    """Bias-corrected exponential moving average, the range test's smoothing.
-
-    `avg_i = beta * avg_{i-1} + (1 - beta) * loss_i` with `avg_{-1} = 0`, and
-    `smoothed_i = avg_i / (1 - beta ** (i + 1))`. With `beta=0` the result
-    equals the input. A NaN or infinite loss makes every later smoothed value
-    non-finite (NaN or inf): one diverged step is not averaged away.
-
-    Args:
-        losses: 1-D sequence of per-step losses.
-        beta: the smoothing factor, in [0, 1).
-
-    Returns:
-        A float64 array of the same length.
-    """
-    beta = _checks.in_interval("beta", beta, 0, 1, high_open=True)
-    losses = _array("losses", losses)
-    if beta == 0:
-        return losses.copy()
-    out = np.empty_like(losses)
-    avg = 0.0
-    for i, loss in enumerate(losses.tolist()):
-        avg = beta * avg + (1 - beta) * loss
-        out[i] = avg / (1 - beta ** (i + 1))
-    return out
 
 
 def _array(name, values):
