@@ -69,7 +69,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from keras_clr import finder  # noqa: E402
+import keras_clr  # noqa: E402
+from keras_clr.range_test import state as range_state  # noqa: E402
 
 START_LR, END_LR = 1e-5, 1e-2  # low enough that the test never diverges
 BATCH = 128
@@ -139,7 +140,7 @@ def run_plain(model, data, steps):
 
 def run_ours(model, data, steps):
     # find_lr repeats a tf.data.Dataset itself and runs one epoch of `steps`.
-    result = finder.find_lr(model, data, start_lr=START_LR, end_lr=END_LR,
+    result = keras_clr.find_lr(model, data, start_lr=START_LR, end_lr=END_LR,
                             num_steps=steps, stop_factor=None, verbose=0)
     if result.stop_reason != "completed" or len(result.lrs) != steps:
         raise RuntimeError(f"the range test did not complete: {result!r}")
@@ -289,12 +290,12 @@ class RssSampler:
 def run_ours_without_snapshot(model, data, steps):
     """`find_lr` with its snapshot and restore turned off: what the range
     test's own train function costs, apart from the snapshot."""
-    saved = finder.snapshot, finder.restore
-    finder.snapshot, finder.restore = (lambda model: []), (lambda saved: None)
+    saved = range_state.snapshot, range_state.restore
+    range_state.snapshot, range_state.restore = (lambda model: []), (lambda saved: None)
     try:
         run_ours(model, data, steps)
     finally:
-        finder.snapshot, finder.restore = saved
+        range_state.snapshot, range_state.restore = saved
 
 
 MEMORY_WAYS = {"plain": run_plain, "ours": run_ours,
@@ -321,7 +322,7 @@ def memory_child(steps, way):
     MEMORY_WAYS[way](model, data, steps)
     report["traced"] = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    saved = finder.snapshot(model)
+    saved = range_state.snapshot(model)
     report["snapshot_bytes"] = sum(value.nbytes for _, value in saved)
     return report
 

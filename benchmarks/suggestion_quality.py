@@ -83,7 +83,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_clr  # noqa: E402
-from keras_clr import finder  # noqa: E402
+from keras_clr.range_test import callback as range_callback  # noqa: E402
+from keras_clr.range_test import state as range_state  # noqa: E402
 from keras_clr import results  # noqa: E402
 
 GOAL = 0.995
@@ -304,8 +305,8 @@ class Bench:
             loss = ("mse" if metric == "r2" else
                     keras.losses.SparseCategoricalCrossentropy(from_logits=True))
             model.compile(optimizer=optimizer(), loss=loss)
-            finder._build_optimizer(model)  # as the range test does first
-            self.models[key] = (model, finder.snapshot(model))
+            range_state.build_optimizer(model)  # as the range test does first
+            self.models[key] = (model, range_state.snapshot(model))
         return self.models[key]
 
     def curve(self, task, seed, order=0):
@@ -317,14 +318,14 @@ class Bench:
             if name in self.saved_curves:  # --cache: the range test of an earlier run
                 lrs, losses = self.saved_curves[name]
                 # what find_lr records besides the curve
-                momentum = finder.velocity_momentum(TASKS[task][2]())
-                batch_norm = finder.has_batch_norm(TASKS[task][1]())
+                momentum = range_callback.velocity_momentum(TASKS[task][2]())
+                batch_norm = range_callback.has_batch_norm(TASKS[task][1]())
                 self.curves[key] = results.LRFinderResult(lrs, losses, momentum=momentum,
                                                           batch_norm=batch_norm,
                                                           num_steps=self.finder_steps)
             else:
                 model, saved = self.model(task, seed)
-                finder.restore(saved)  # the model as built, not as last trained
+                range_state.restore(saved)  # the model as built, not as last trained
                 x_tr, y_tr, _, _ = self._data(task)
                 keras.utils.set_random_seed(10_000 + seed + 1000 * order)
                 start = time.perf_counter()
@@ -343,7 +344,7 @@ class Bench:
             model, saved = self.model(task, seed)
             _, _, _, batch, _, _, kind = TASKS[task]
             x_tr, y_tr, x_te, y_te = self._data(task)
-            finder.restore(saved)
+            range_state.restore(saved)
             keras.utils.set_random_seed(20_000 + seed)
             start = time.perf_counter()
             model.fit(x_tr, y_tr, batch_size=batch, epochs=epochs, verbose=0,

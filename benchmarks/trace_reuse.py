@@ -141,7 +141,7 @@ def main():
         for name, value in {**fresh_round(args.steps, args.fit_steps),
                             **traced_round(traced, args.steps, round_ % 2)}.items():
             rows.setdefault(name, []).append(value)
-    print(f"| call | wall / plain fit | middle half of rounds | CPU / plain fit "
+    print("| call | wall / plain fit | middle half of rounds | CPU / plain fit "
           f"| traces | plain fit's traces |\n|---|---:|---:|---:|---:|---:|")
     for name, values in rows.items():
         ratios = sorted(v[0] for v in values)

@@ -54,7 +54,7 @@ _LR_SETTERS = ("ReduceLROnPlateau", "LearningRateScheduler")
 
 def check_conflicts(callback, others):
     """ValueError if another callback of the same `fit` sets the learning rate."""
-    from keras_clr.finder import LRFinder
+    from keras_clr.range_test import LRFinder
 
     name = type(callback).__name__
     for other in others:

@@ -379,20 +379,21 @@ def test_find_lr_restores_bit_identically(ending):
 def test_find_lr_repeats_share_a_step_and_restore():
     # The repeats reuse one compiled step; each must see a fresh record and
     # start from the restored model, as a test of its own does.
-    from keras_clr import finder
+    from keras_clr.range_test import api as range_api
+    from keras_clr.range_test import state as range_state
 
     model = make_model(keras.optimizers.SGD(momentum=0.5))
-    finder._build_optimizer(model)
+    range_state.build_optimizer(model)
     before = state_bytes(model)
     metrics = list(model.metrics)
     settings = dict(start_lr=1e-3, end_lr=0.1, num_steps=12, stop_factor=None)
     shared = keras_clr.find_lr(model, X, Y, batch_size=BATCH, repeats=3, verbose=0,
                                shuffle=False, **settings)
     assert state_bytes(model) == before and model.metrics == metrics
-    runs = [finder._run_once(model, X, Y, BATCH, finder.LRFinder(**settings, verbose=0), None,
+    runs = [range_api._run_once(model, X, Y, BATCH, keras_clr.LRFinder(**settings, verbose=0), None,
                              {"shuffle": False}, repeat) for repeat in range(3)]
     assert state_bytes(model) == before and model.metrics == metrics
-    separate = finder._average(runs)
+    separate = range_api._average(runs)
     np.testing.assert_array_equal(shared.lrs, separate.lrs)
     np.testing.assert_allclose(shared.losses, separate.losses, rtol=1e-6)
 

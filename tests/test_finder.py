@@ -1,4 +1,4 @@
-"""Tests of keras_clr.finder: the LR range test (`LRFinder`, `find_lr`).
+"""Tests of keras_clr.range_test: the LR range test (`LRFinder`, `find_lr`).
 
 Expected learning rates come from the closed form of the range test and
 expected per-batch losses from a `tf.GradientTape` reference loop written
@@ -13,10 +13,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_clr import finder
+from keras_clr import stopping
+from keras_clr.range_test import api as range_api
+from keras_clr.range_test import callback as range_callback
+from keras_clr.range_test import state as range_state
 from keras_clr import hooks
-from keras_clr.finder import LRFinder
-from keras_clr.finder import find_lr
+from keras_clr.range_test import LRFinder
+from keras_clr.range_test import find_lr
 
 BATCH = 8
 SAMPLES = 40  # 5 batches of 8 per pass over the data
@@ -297,7 +300,7 @@ def test_snapshot_copy_is_exact_independent_and_aligned(dtype, shape):
     rng = np.random.default_rng(0)
     variable = keras.Variable(rng.standard_normal(shape) * 100, dtype=dtype)
     before = keras.ops.convert_to_numpy(variable).copy()
-    copy = finder._host_copy(variable)
+    copy = range_state._host_copy(variable)
     assert copy.shape == before.shape and copy.dtype == before.dtype
     assert copy.tobytes() == before.tobytes()
     assert copy.ctypes.data % 64 == 0
@@ -431,23 +434,23 @@ class TestDiverged:
     def test_positive_losses_stop_past_factor_times_best(self):
         # best before index 5 is 1.0; the limit 4 * 1.0 is reached, not passed,
         # at index 4.
-        assert finder.diverged([3.0, 2.0, 1.0, 2.0, 4.0, 4.1], 4.0) == 5
+        assert stopping.diverged([3.0, 2.0, 1.0, 2.0, 4.0, 4.1], 4.0) == 5
 
     def test_negative_losses_use_distance_from_best(self):
         # best -2: limit -2 + (4 - 1) * |-2| = 4.
-        assert finder.diverged([-1.0, -2.0, 0.0, 3.9, 4.0, 4.1], 4.0) == 5
-        assert finder.diverged([-1.0, -2.0, 0.0, 3.9, 4.0], 4.0) is None
+        assert stopping.diverged([-1.0, -2.0, 0.0, 3.9, 4.0, 4.1], 4.0) == 5
+        assert stopping.diverged([-1.0, -2.0, 0.0, 3.9, 4.0], 4.0) is None
 
     @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
     def test_non_finite_stops_at_once(self, bad):
-        assert finder.diverged([1.0, 0.9, bad, 0.5], 4.0) == 2
-        assert finder.diverged([bad, 1.0], 4.0) == 0
-        assert finder.diverged([1.0, bad], math.inf) == 1
+        assert stopping.diverged([1.0, 0.9, bad, 0.5], 4.0) == 2
+        assert stopping.diverged([bad, 1.0], 4.0) == 0
+        assert stopping.diverged([1.0, bad], math.inf) == 1
 
     def test_none_when_no_step_diverges(self):
-        assert finder.diverged([3.0, 2.0, 1.0, 1.5, 3.9, 4.0], 4.0) is None
-        assert finder.diverged([], 4.0) is None
-        assert finder.diverged([1.0, 100.0], math.inf) is None
+        assert stopping.diverged([3.0, 2.0, 1.0, 1.5, 3.9, 4.0], 4.0) is None
+        assert stopping.diverged([], 4.0) is None
+        assert stopping.diverged([1.0, 100.0], math.inf) is None
 
 
 # -- 6. monitors ---------------------------------------------------------------
@@ -666,7 +669,7 @@ def test_batch_normalization_found_in_nested_models():
     inner = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4),
                               keras.layers.BatchNormalization()])
     outer = keras.Sequential([keras.Input((3,)), inner, keras.layers.Dense(1)])
-    assert finder.has_batch_norm(outer) and not finder.has_batch_norm(_model())
+    assert range_callback.has_batch_norm(outer) and not range_callback.has_batch_norm(_model())
 
 
 def test_repeats_share_one_compiled_step_and_match_separate_tests(monkeypatch):
@@ -675,20 +678,20 @@ def test_repeats_share_one_compiled_step_and_match_separate_tests(monkeypatch):
     traces = []
     step_count = hooks._step_count
     monkeypatch.setattr(hooks, "_step_count", lambda *a: traces.append(1) or step_count(*a))
-    finder._build_optimizer(model)
+    range_state.build_optimizer(model)
     before = _state(model)
     shared = find_lr(model, x, y, batch_size=BATCH, num_steps=12, repeats=3, **QUIET)
     assert len(traces) == 1  # one trace serves the three tests
     _assert_same_state(before, model)
     # the same three tests, each with a callback of its own: the model's
     # range-test step serves them too
-    runs = [finder._run_once(model, x, y, BATCH, LRFinder(num_steps=12, verbose=0), None, {},
+    runs = [range_api._run_once(model, x, y, BATCH, LRFinder(num_steps=12, verbose=0), None, {},
                              repeat) for repeat in range(3)]
     assert len(traces) == 1
     # a test of another length has a step of its own
     find_lr(model, x, y, batch_size=BATCH, num_steps=7, **QUIET)
     assert len(traces) == 2
-    separate = finder._average(runs)
+    separate = range_api._average(runs)
     for name in ("lrs", "losses", "smoothed_losses"):
         np.testing.assert_array_equal(getattr(shared, name), getattr(separate, name))
     _assert_same_state(before, model)

@@ -9,7 +9,6 @@ are the schedule's values at the update's index, computed independently.
 """
 
 import math
-import os
 
 import keras
 import numpy as np

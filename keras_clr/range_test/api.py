@@ -1,0 +1,189 @@
+"""`find_lr`: the range test in one call, its repeats and the weight-decay sweep."""
+
+import math
+
+import keras
+import numpy as np
+
+from keras_clr import _checks
+from keras_clr import hooks
+from keras_clr import results
+from keras_clr.range_test.callback import LRFinder
+from keras_clr.range_test.data import _ensure_built
+from keras_clr.range_test.data import _fit_plan
+from keras_clr.range_test.data import _is_torch_loader
+from keras_clr.range_test.data import _repeating
+from keras_clr.range_test.data import _reordered
+from keras_clr.range_test.data import check_data
+
+
+def find_lr(model, x=None, y=None, *, batch_size=None, start_lr=1e-7, end_lr=10.0,
+            num_steps=100, step_mode="exp", smoothing=0.98, stop_factor=4.0,
+            monitor="loss", validation_data=None, callbacks=None, verbose=1,
+            repeats=1, weight_decays=None, val_every=10, val_steps=4,
+            mode="auto", **fit_kwargs):
+    """Runs the learning-rate range test on a compiled model and restores it.
+
+    Accepts the data `fit` accepts: NumPy arrays, a `tf.data.Dataset`
+    (finite or repeated), a Python generator or a `keras.utils.PyDataset`,
+    cycling through it when `num_steps` exceeds one pass. Whatever happens,
+    completion, divergence, NaN, an exception or KeyboardInterrupt from a
+    callback (re-raised), the model's weights and optimizer state are
+    bit-identical afterwards to what they were before.
+
+    Args:
+        model: a compiled Keras model.
+        x, y, batch_size: the training data, as for `model.fit`.
+        start_lr, end_lr, num_steps, step_mode, smoothing, stop_factor,
+            monitor, validation_data, val_every, val_steps, mode: see
+            `LRFinder`.
+        callbacks: more callbacks to run alongside the test.
+        verbose: 0 silent, 1 progress bar and summary.
+        repeats: run the test this many times from the same start with
+            different data orders; the result holds the mean curve and its
+            band, and suggestions come from the mean.
+        weight_decays: a list of weight decays to sweep (Smith 2018): one
+            test per value; the result is the one with the lowest smoothed
+            loss and `result.sweep` maps each weight decay to its result.
+        **fit_kwargs: passed to `model.fit` (e.g. `class_weight`).
+
+    Returns:
+        `keras_clr.LRFinderResult`.
+
+    Raises:
+        ValueError: for invalid arguments or an uncompiled model, before any
+            training step.
+
+    Example:
+        >>> result = keras_clr.find_lr(model, x_train, y_train, batch_size=128)
+        >>> result.plot()
+        >>> model.fit(x_train, y_train, epochs=10,
+        ...           callbacks=[keras_clr.OneCycle(result.suggest())])
+    """
+    if not getattr(model, "compiled", False) or getattr(model, "optimizer", None) is None:
+        raise ValueError("Argument `model` must be compiled with an optimizer "
+                         f"before the range test. Received: model={model.name!r}, "
+                         "not compiled")
+    for key in ("epochs", "steps_per_epoch", "initial_epoch"):
+        if key in fit_kwargs:
+            raise ValueError(f"Argument `{key}` is set by the range test from "
+                             f"`num_steps`. Received: {key}={fit_kwargs[key]!r}")
+    repeats = _checks.positive_int("repeats", repeats)
+    settings = dict(start_lr=start_lr, end_lr=end_lr, num_steps=num_steps,
+                    step_mode=step_mode, smoothing=smoothing, stop_factor=stop_factor,
+                    monitor=monitor, validation_data=validation_data,
+                    val_every=val_every, val_steps=val_steps, mode=mode)
+    LRFinder(**settings, verbose=0)  # checks every argument before training
+    if x is None:
+        raise ValueError("Argument `x` must be the training data, as for "
+                         "`model.fit`. Received: x=None")
+    check_data(x)
+    if weight_decays is not None:
+        weight_decays = _checked_weight_decays(weight_decays)
+    x = _ensure_built(model, x, batch_size)
+    if hasattr(x, "__next__"):
+        x = _repeating(x)  # later repeats (and sweeps) go on with later batches
+    if weight_decays is not None:
+        return _weight_decay_sweep(model, x, y, weight_decays, batch_size,
+                                   settings, callbacks, verbose, repeats, fit_kwargs)
+    return _repeated(model, x, y, batch_size, settings, callbacks, verbose, fit_kwargs,
+                     repeats)
+
+
+def _checked_weight_decays(weight_decays):
+    """A non-empty list of weight decays >= 0, checked before any test."""
+    if (isinstance(weight_decays, (str, bytes, dict))
+            or not hasattr(weight_decays, "__iter__")):
+        raise ValueError(
+            "Argument `weight_decays` must be a list of weight decays to sweep, "
+            f"such as [0.0, 1e-4, 1e-3]. Received: weight_decays={weight_decays!r}")
+    values = list(weight_decays)
+    if not values:
+        raise ValueError(
+            "Argument `weight_decays` must list at least one weight decay. "
+            f"Received: weight_decays={weight_decays!r}")
+    return [_checks.in_interval("weight_decays", value, 0.0, math.inf, high_open=True)
+            for value in values]
+
+
+def _average(runs):
+    """One result from repeated tests: the mean curve, with the band between
+    the lowest and highest smoothed curve, over the steps all runs reached."""
+    length = min(len(r.lrs) for r in runs)
+    stack = lambda name: np.stack([getattr(r, name)[:length] for r in runs])  # noqa: E731
+    smoothed = stack("smoothed_losses")
+    shortest = min(runs, key=lambda r: len(r.lrs))
+    first = runs[0]
+    metrics = None
+    if first.metrics:
+        metrics = {k: np.mean([r.metrics[k][:length] for r in runs], axis=0)
+                   for k in first.metrics}
+    return results.LRFinderResult(
+        first.lrs[:length], stack("losses").mean(axis=0), smoothed.mean(axis=0),
+        num_steps=first.num_steps, smoothing=first.smoothing,
+        stop_reason=shortest.stop_reason, monitor=first.monitor, mode=first.mode,
+        metrics=metrics, loss_band=(smoothed.min(axis=0), smoothed.max(axis=0)),
+        start_lr=first.start_lr, end_lr=first.end_lr, momentum=first.momentum,
+        batch_norm=first.batch_norm)
+
+
+def _repeated(model, x, y, batch_size, settings, callbacks, verbose, fit_kwargs, repeats):
+    """One test, or the average of `repeats` tests that share one compiled step."""
+    finder = LRFinder(**settings, verbose=verbose)
+    finder._keep_step = repeats > 1
+    try:
+        runs = [_run_once(model, x, y, batch_size, finder, callbacks, fit_kwargs, repeat)
+                for repeat in range(repeats)]
+    finally:
+        finder._keep_step, finder._kept = False, None
+    return runs[0] if repeats == 1 else _average(runs)
+
+
+def _run_once(model, x, y, batch_size, finder, callbacks, fit_kwargs, repeat=0):
+    data, epochs, steps = _fit_plan(model, x, batch_size, finder.num_steps,
+                                    fit_kwargs.get("validation_split"))
+    batched = isinstance(x, keras.utils.PyDataset) or _is_torch_loader(x)
+    if repeat and data is x and not batched:
+        weights = fit_kwargs.get("sample_weight")
+        data, y, weights = _reordered(x, y, seed=repeat, sample_weight=weights)
+        if weights is not None:
+            fit_kwargs = {**fit_kwargs, "sample_weight": weights}
+    if data is not x or batched:
+        fit_kwargs = {"shuffle": False, **fit_kwargs}  # the data shuffles itself
+    history = getattr(model, "history", None)
+    try:
+        with finder:
+            model.fit(data, y, batch_size=batch_size, epochs=epochs,
+                      steps_per_epoch=steps, verbose=0,
+                      callbacks=[finder, *(callbacks or [])], **fit_kwargs)
+    finally:
+        model.history = history
+    return finder.result
+
+
+def _weight_decay_sweep(model, x, y, weight_decays, batch_size, settings,
+                        callbacks, verbose, repeats, fit_kwargs):
+    optimizer = hooks.base_optimizer(model)
+    if getattr(optimizer, "weight_decay", False) is False:
+        raise ValueError(
+            "Argument `weight_decays` needs an optimizer with `weight_decay`. "
+            f"Received: optimizer={type(optimizer).__name__}")
+    original = optimizer.weight_decay
+    sweep = {}
+    try:
+        for value in weight_decays:
+            optimizer.weight_decay = value
+            result = _repeated(model, x, y, batch_size, settings, callbacks, verbose,
+                               fit_kwargs, repeats)
+            result.weight_decay = value
+            sweep[value] = result
+    finally:
+        optimizer.weight_decay = original
+    def lowest(result):
+        sign = -1.0 if result.mode == "max" else 1.0
+        values = sign * result.smoothed_losses
+        return np.min(np.where(np.isfinite(values), values, np.inf), initial=np.inf)
+
+    best = min(sweep.values(), key=lowest)
+    best.sweep = sweep
+    return best

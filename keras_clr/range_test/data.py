@@ -1,0 +1,148 @@
+"""The data kinds and `fit` options the range test plans its steps on.
+
+One dispatch over arrays (and dicts and lists of them), `tf.data`,
+generators, `keras.utils.PyDataset` and torch DataLoaders: check them,
+plan the epochs from the samples trained on, reorder arrays (with their
+sample weights) for repeats, and build a model on its first batch.
+"""
+
+import math
+import sys
+
+import keras
+import numpy as np
+
+from keras_clr import hooks
+
+
+def _is_tf_dataset(data):
+    """Whether `data` is a tf.data.Dataset (without importing TensorFlow)."""
+    tf = sys.modules.get("tensorflow")
+    return tf is not None and isinstance(data, tf.data.Dataset)
+
+
+def _take_batches(data, steps, batch_size):
+    """The first `steps` batches of validation data, kept for reuse."""
+    if _is_tf_dataset(data):
+        return (data.take(steps).cache(),)
+    if isinstance(data, (tuple, list)):
+        count = steps * batch_size
+        return tuple(part[:count] for part in data[:2])
+    if isinstance(data, keras.utils.PyDataset):
+        batches = [data[i] for i in range(min(steps, len(data)))]
+        xs = np.concatenate([b[0] for b in batches])
+        ys = np.concatenate([b[1] for b in batches])
+        return (xs, ys)
+    raise ValueError(
+        "Argument `validation_data` must be a tuple (x, y), a tf.data.Dataset "
+        f"or a keras.utils.PyDataset. Received: validation_data={type(data).__name__}")
+
+
+def _repeating(generator):
+    """Replays a generator's batches once it runs out."""
+    seen = []
+    for batch in generator:
+        seen.append(batch)
+        yield batch
+    if not seen:
+        return
+    while True:
+        yield from seen
+
+
+def _is_torch_loader(data):
+    """Whether `data` is a torch.utils.data.DataLoader (without importing torch)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(data, torch.utils.data.DataLoader)
+
+
+def _is_arrays(data):
+    """Arrays as `fit` takes them: an array, or a dict, list or tuple of them."""
+    if isinstance(data, dict):
+        return bool(data) and all(_is_arrays(v) for v in data.values())
+    if isinstance(data, (list, tuple)):
+        return bool(data) and all(_is_arrays(v) for v in data)
+    return hasattr(data, "shape") and hasattr(data, "__len__") and len(data.shape) > 0
+
+
+def check_data(x):
+    """ValueError unless `x` is data the range test can plan steps on."""
+    if (_is_tf_dataset(x) or isinstance(x, keras.utils.PyDataset)
+            or hasattr(x, "__next__") or _is_torch_loader(x) or _is_arrays(x)):
+        return
+    raise ValueError(
+        "Argument `x` must be training data as `fit` takes it: NumPy arrays (or "
+        "a dict or list of them), a tf.data.Dataset, a keras.utils.PyDataset, a "
+        "Python generator or, on the PyTorch backend, a torch DataLoader. "
+        f"Received: x={type(x).__name__}")
+
+
+def _fit_plan(model, x, batch_size, num_steps, validation_split=0.0):
+    """(x, epochs, steps_per_epoch) that give at least `num_steps` steps of
+    the data trained on (what `validation_split` leaves for training)."""
+    if _is_tf_dataset(x):
+        return x.repeat(), 1, num_steps
+    if isinstance(x, keras.utils.PyDataset) or _is_torch_loader(x):
+        per_epoch = len(x)  # batches
+    elif hasattr(x, "__next__"):
+        return _repeating(x), 1, num_steps
+    else:
+        first = x[0] if isinstance(x, (list, tuple)) else x
+        if isinstance(first, dict):
+            first = next(iter(first.values()))
+        # As Keras splits: the first ceil(n x (1 - split)) samples train.
+        trained = math.ceil(len(first) * (1.0 - (validation_split or 0.0)))
+        per_epoch = math.ceil(trained / (batch_size or 32))
+    return x, math.ceil(num_steps / max(per_epoch, 1)), None
+
+
+def _ensure_built(model, x, batch_size):
+    """Builds a model that has no weights yet on one batch of `x`, so that
+    its initial weights are in the snapshot; returns `x` (a generator is
+    rewound by putting the batch it gave back in front)."""
+    import itertools
+
+    if model.built or x is None:
+        return x
+    if _is_tf_dataset(x):
+        batch = next(iter(x.take(1)))
+    elif isinstance(x, keras.utils.PyDataset):
+        batch = x[0]
+    elif _is_torch_loader(x):
+        batch = tuple(next(iter(x)))
+    elif hasattr(x, "__next__"):
+        batch = next(x)
+        x = itertools.chain([batch], x)
+    else:
+        batch = (_slice(x, 0, batch_size or 32),)
+    with hooks.strategy_scope(model):
+        model(batch[0] if isinstance(batch, tuple) else batch, training=False)
+    return x
+
+
+def _slice(data, start, stop):
+    if isinstance(data, dict):
+        return {k: v[start:stop] for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return type(data)(v[start:stop] for v in data)
+    return data[start:stop]
+
+
+def _reordered(x, y, seed, sample_weight=None):
+    """The same arrays, and their sample weights, in another order (each
+    repeat of a test sees its own): (x, y, sample_weight)."""
+    first = x[0] if isinstance(x, (list, tuple)) else x
+    if isinstance(first, dict):
+        first = next(iter(first.values()))
+    order = np.random.default_rng(seed).permutation(len(first))
+
+    def take(data):
+        if data is None:
+            return None
+        if isinstance(data, dict):
+            return {k: np.asarray(v)[order] for k, v in data.items()}
+        if isinstance(data, (list, tuple)):
+            return type(data)(np.asarray(v)[order] for v in data)
+        return np.asarray(data)[order]
+
+    return take(x), take(y), take(sample_weight)

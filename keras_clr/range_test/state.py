@@ -1,0 +1,117 @@
+"""Snapshot and restore of a model's and optimizer's variables, bit for bit.
+
+The range test copies every variable to host memory when it begins (one
+aligned copy per variable, read through DLPack where the backend allows) and
+writes the copies back when it ends, whatever ends it.
+"""
+
+import keras
+import numpy as np
+
+from keras_clr import hooks
+
+
+def build_optimizer(model):
+    """Creates the optimizer's slots now, as its first update would, so that
+    the snapshot holds them (their initial values) and restores them."""
+    optimizer = model.optimizer
+    if not optimizer.built and model.built:
+        with hooks.strategy_scope(model), keras.name_scope(optimizer.name,
+                                                            caller=optimizer):
+            optimizer.build(model.trainable_variables)
+        optimizer.built = True
+
+
+def _state_variables(model):
+    """Every variable a training step can change, each once."""
+    groups = [model.variables, model.optimizer.variables, model.metrics_variables]
+    seen, variables = set(), []
+    for variable in (v for group in groups for v in group):
+        if id(variable) not in seen:
+            seen.add(id(variable))
+            variables.append(variable)
+    return variables
+
+
+def _replicas(variable):
+    """The variable, or its per-replica copies under a tf.distribute strategy
+    (whose metric variables may differ from replica to replica)."""
+    copies = getattr(getattr(variable, "value", None), "values", None)
+    return copies if isinstance(copies, tuple) else (variable,)
+
+
+def snapshot(model):
+    """Host copies of every model, optimizer and metric variable, one each."""
+    return [(part, _host_copy(part))
+            for v in _state_variables(model) for part in _replicas(v)]
+
+
+def _host_copy(part):
+    """A NumPy copy of a variable's value, in memory of its own.
+
+    On TensorFlow's CPU the value is read through DLPack, straight from the
+    variable's buffer (`np.array` would make a second, transient copy).
+    Elsewhere (other backends, GPU buffers, dtypes NumPy lacks) NumPy
+    converts it. The copy is 64-byte aligned, so TensorFlow takes it back
+    without copying it again when `restore` assigns it.
+    """
+    source = None
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        value = tf.convert_to_tensor(part)
+        if "CPU" in value.device:
+            try:
+                source = np.from_dlpack(_DLPackTensor(value))
+            except (TypeError, ValueError, BufferError, RuntimeError):
+                source = None
+    if source is None:
+        source = np.asarray(part)
+    copy = _aligned_empty(source.shape, source.dtype)
+    np.copyto(copy, source)
+    return copy
+
+
+class _DLPackTensor:
+    """A TensorFlow CPU tensor as NumPy's `from_dlpack` wants it."""
+
+    def __init__(self, tensor):
+        self._tensor = tensor
+
+    def __dlpack__(self, stream=None, **kwargs):
+        import tensorflow as tf
+
+        return tf.experimental.dlpack.to_dlpack(self._tensor)
+
+    def __dlpack_device__(self):
+        return (1, 0)  # kDLCPU, device 0
+
+
+# Arrays from this size on get pages of their own (see `_aligned_empty`).
+_OWN_PAGES = 2 ** 20
+
+
+def _aligned_empty(shape, dtype, alignment=64):
+    """An uninitialised array whose data starts on an `alignment` boundary.
+
+    Large ones are mapped pages of their own rather than heap memory: they
+    do not take the heap's free memory that the training steps go on to
+    use, and go back to the system as soon as they are released.
+    """
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if nbytes >= _OWN_PAGES:
+        import mmap
+
+        flags = getattr(mmap, "MAP_PRIVATE", 0) | getattr(mmap, "MAP_ANONYMOUS", 0)
+        pages = mmap.mmap(-1, nbytes, flags=flags) if flags else mmap.mmap(-1, nbytes)
+        return np.frombuffer(pages, dtype=dtype).reshape(shape)
+    buffer = np.empty(nbytes + alignment, dtype=np.uint8)
+    offset = -buffer.ctypes.data % alignment
+    return buffer[offset:offset + nbytes].view(dtype).reshape(shape)
+
+
+def restore(saved):
+    """Assigns the values of a `snapshot` back, bit for bit."""
+    for variable, value in saved:
+        variable.assign(value)
