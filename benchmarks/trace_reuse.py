@@ -142,7 +142,7 @@ def main():
                             **traced_round(traced, args.steps, round_ % 2)}.items():
             rows.setdefault(name, []).append(value)
     print("| call | wall / plain fit | middle half of rounds | CPU / plain fit "
-          f"| traces | plain fit's traces |\n|---|---:|---:|---:|---:|---:|")
+          "| traces | plain fit's traces |\n|---|---:|---:|---:|---:|---:|")
     for name, values in rows.items():
         ratios = sorted(v[0] for v in values)
         quarter = len(ratios) // 4
