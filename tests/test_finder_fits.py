@@ -149,3 +149,77 @@ def test_the_suggestion_allows_for_the_momentum_of_the_one_cycle_to_run():
     assert result.suggest(one_cycle=keras_clr.OneCycle(1.0, cycle_momentum=False)) == higher
     with pytest.raises(ValueError, match="one_cycle.*Received: one_cycle=CyclicLR"):
         result.suggest(one_cycle=keras_clr.CyclicLR(0.1, 1.0))
+
+
+def test_a_validation_curve_ends_on_the_model_its_steps_left():
+    # The last point is measured after step num_steps - 1, not after the
+    # steps fit runs past it before the test's check stops it.
+    x, y = _data()
+    xv, yv = _data(seed=1)
+    model = _compiled()
+    result = find_lr(model, x, y, batch_size=BATCH, num_steps=12, end_lr=1.0,
+                     stop_factor=None, monitor="val_loss", validation_data=(xv, yv),
+                     val_every=3, val_steps=2, shuffle=False, **QUIET)
+    reference = _compiled()
+    lrs = _grid(1e-7, 1.0, 12, "exp")
+    for i, lr in enumerate(lrs):
+        reference.optimizer.learning_rate.assign(lr)
+        j = (i * BATCH) % len(x)
+        reference.train_on_batch(x[j:j + BATCH], y[j:j + BATCH])
+    last = reference.evaluate(xv[:2 * BATCH], yv[:2 * BATCH], verbose=0)
+    assert result.lrs[-1] == lrs[-1]
+    assert result.losses[-1] == pytest.approx(last, rel=1e-6)
+
+
+def test_repeats_leave_the_validation_split_out():
+    # Repeats reorder only what validation_split leaves for training: with
+    # the held-out half given huge targets, no repeat may train on it.
+    x, y = _data()
+    half = len(x) // 2
+    y = np.concatenate([y[:half], np.full_like(y[half:], 1e5)])
+    result = find_lr(_compiled(), x, y, batch_size=BATCH, num_steps=12, end_lr=1e-2,
+                     stop_factor=None, repeats=3, validation_split=0.5, **QUIET)
+    assert np.max(result.losses) < 100
+
+
+def test_repeats_of_the_same_order_warn():
+    import tensorflow as tf
+
+    x, y = _data()
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(BATCH)
+    with pytest.warns(UserWarning, match="recorded the same curve.*shuffle"):
+        find_lr(_compiled(), data, num_steps=8, repeats=2, **QUIET)
+
+
+def test_skipped_updates_are_not_steps_of_the_test():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        x, y = _data()
+        model = _model_with_loss_scale()
+        result = find_lr(model, x, y, batch_size=BATCH, num_steps=20, end_lr=1e-2,
+                         stop_factor=None, **QUIET)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert result.stop_reason == "completed"
+    np.testing.assert_array_equal(result.lrs, _grid(1e-7, 1e-2, 20, "exp"))
+
+
+def _model_with_loss_scale():
+    from test_finder import _model
+
+    model = _model()
+    # A huge initial scale: the first updates overflow and are skipped.
+    optimizer = keras.optimizers.LossScaleOptimizer(
+        keras.optimizers.SGD(0.01, momentum=0.9), initial_scale=2.0 ** 30)
+    model.compile(optimizer, "mse")
+    return model
+
+
+def test_empty_data_is_refused():
+    import tensorflow as tf
+
+    x, y = _data()
+    with pytest.raises(ValueError, match="at least one sample.*shape \\(0, 3\\)"):
+        find_lr(_compiled(), x[:0], y[:0], batch_size=BATCH, **QUIET)
+    with pytest.raises(ValueError, match="at least one batch"):
+        find_lr(_compiled(), tf.data.Dataset.from_tensor_slices((x, y)).take(0), **QUIET)

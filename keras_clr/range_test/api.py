@@ -1,6 +1,7 @@
 """`find_lr`: the range test in one call, its repeats and the weight-decay sweep."""
 
 import math
+import warnings
 
 import keras
 import numpy as np
@@ -8,6 +9,7 @@ import numpy as np
 from keras_clr import _checks
 from keras_clr import hooks
 from keras_clr import results
+from keras_clr.range_test.callback import CHECK_EVERY
 from keras_clr.range_test.callback import LRFinder
 from keras_clr.range_test.data import _ensure_built
 from keras_clr.range_test.data import _fit_plan
@@ -72,7 +74,8 @@ def find_lr(model, x=None, y=None, *, batch_size=None, start_lr=1e-7, end_lr=10.
     settings = dict(start_lr=start_lr, end_lr=end_lr, num_steps=num_steps,
                     step_mode=step_mode, smoothing=smoothing, stop_factor=stop_factor,
                     monitor=monitor, validation_data=validation_data,
-                    val_every=val_every, val_steps=val_steps, mode=mode)
+                    val_every=val_every, val_steps=val_steps, mode=mode,
+                    val_batch_size=batch_size)
     LRFinder(**settings, verbose=0)  # checks every argument before training
     if x is None:
         raise ValueError("Argument `x` must be the training data, as for "
@@ -112,6 +115,13 @@ def _average(runs):
     length = min(len(r.lrs) for r in runs)
     stack = lambda name: np.stack([getattr(r, name)[:length] for r in runs])  # noqa: E731
     smoothed = stack("smoothed_losses")
+    if np.array_equal(smoothed.min(axis=0), smoothed.max(axis=0), equal_nan=True):
+        warnings.warn(
+            f"The {len(runs)} repeats of the range test recorded the same curve: "
+            "their data came in the same order. keras_clr reorders arrays "
+            "itself; a tf.data.Dataset or a PyDataset must shuffle itself "
+            "(`dataset.shuffle(...)`, or pass `shuffle=True` for a PyDataset).",
+            stacklevel=4)
     shortest = min(runs, key=lambda r: len(r.lrs))
     first = runs[0]
     metrics = None
@@ -140,12 +150,18 @@ def _repeated(model, x, y, batch_size, settings, callbacks, verbose, fit_kwargs,
 
 
 def _run_once(model, x, y, batch_size, finder, callbacks, fit_kwargs, repeat=0):
-    data, epochs, steps = _fit_plan(model, x, batch_size, finder.num_steps,
-                                    fit_kwargs.get("validation_split"))
+    split = fit_kwargs.get("validation_split")
+    # Updates a loss scale skips take a batch each and no step of the test:
+    # plan more batches than steps (the test stops once its steps are done).
+    planned = finder.num_steps
+    if hooks.loss_scaled(model):
+        planned = 2 * finder.num_steps + CHECK_EVERY
+    data, epochs, steps = _fit_plan(model, x, batch_size, planned, split)
     batched = isinstance(x, keras.utils.PyDataset) or _is_torch_loader(x)
     if repeat and data is x and not batched:
         weights = fit_kwargs.get("sample_weight")
-        data, y, weights = _reordered(x, y, seed=repeat, sample_weight=weights)
+        data, y, weights = _reordered(x, y, seed=repeat, sample_weight=weights,
+                                      validation_split=split)
         if weights is not None:
             fit_kwargs = {**fit_kwargs, "sample_weight": weights}
     if data is not x or batched:

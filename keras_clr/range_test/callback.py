@@ -80,6 +80,8 @@ class LRFinder(keras.callbacks.Callback):
             with one (a training monitor raises a `ValueError` with it).
         val_every: steps between two validation evaluations.
         val_steps: batches of `validation_data` in the fixed subset.
+        val_batch_size: the batch size of `validation_data` given as arrays
+            (`find_lr` passes its `batch_size`); None: 32, Keras's default.
         mode: `"min"`, `"max"` or `"auto"` (max for accuracy-like names).
         verbose: 0 silent, 1 a progress bar and a summary line.
 
@@ -92,7 +94,7 @@ class LRFinder(keras.callbacks.Callback):
     def __init__(self, start_lr=1e-7, end_lr=10.0, num_steps=100, step_mode="exp",
                  smoothing=0.98, stop_factor=4.0, monitor="loss",
                  validation_data=None, val_every=10, val_steps=4, mode="auto",
-                 verbose=1):
+                 verbose=1, val_batch_size=None):
         super().__init__()
         self.start_lr = _checks.positive_finite("start_lr", start_lr)
         self.end_lr = _checks.positive_finite("end_lr", end_lr)
@@ -131,6 +133,8 @@ class LRFinder(keras.callbacks.Callback):
         self.validation_data = validation_data
         self.val_every = _checks.positive_int("val_every", val_every)
         self.val_steps = _checks.positive_int("val_steps", val_steps)
+        self.val_batch_size = (None if val_batch_size is None
+                               else _checks.positive_int("val_batch_size", val_batch_size))
         self.mode = _checks.one_of("mode", mode, ("auto", "min", "max"))
         self.verbose = verbose
         self.result = None
@@ -247,7 +251,10 @@ class LRFinder(keras.callbacks.Callback):
 
     def on_train_batch_begin(self, batch, logs=None):
         self._calls += 1
-        if self._calls % self._check_every == 0:
+        # Also as the test's last step is done, so that a validation point
+        # is measured on the model the test's steps left.
+        done = (self._calls - 1) * self._steps_per_call() >= self.num_steps
+        if self._calls % self._check_every == 0 or done:
             self._check()
 
     def on_epoch_end(self, epoch, logs=None):
@@ -303,7 +310,7 @@ class LRFinder(keras.callbacks.Callback):
         return self._val_subset
 
     def _batch_size_hint(self):
-        return (self.params or {}).get("batch_size") or 32
+        return self.val_batch_size or (self.params or {}).get("batch_size") or 32
 
     def _build_result(self):
         rows = np.asarray(self._buffer.numpy(), dtype=np.float64)[: self.num_steps]

@@ -62,19 +62,28 @@ def _is_arrays(data):
         return bool(data) and all(_is_arrays(v) for v in data.values())
     if isinstance(data, (list, tuple)):
         return bool(data) and all(_is_arrays(v) for v in data)
-    return hasattr(data, "shape") and hasattr(data, "__len__") and len(data.shape) > 0
+    return (hasattr(data, "shape") and hasattr(data, "__len__") and len(data.shape) > 0
+            and len(data) > 0)
 
 
 def check_data(x):
     """ValueError unless `x` is data the range test can plan steps on."""
+    if _is_tf_dataset(x) and int(x.cardinality()) == 0:
+        raise ValueError("Argument `x` must hold at least one batch. "
+                         "Received: x=an empty tf.data.Dataset")
     if (_is_tf_dataset(x) or isinstance(x, keras.utils.PyDataset)
             or hasattr(x, "__next__") or _is_torch_loader(x) or _is_arrays(x)):
         return
     raise ValueError(
         "Argument `x` must be training data as `fit` takes it: NumPy arrays (or "
         "a dict or list of them), a tf.data.Dataset, a keras.utils.PyDataset, a "
-        "Python generator or, on the PyTorch backend, a torch DataLoader. "
-        f"Received: x={type(x).__name__}")
+        "Python generator or, on the PyTorch backend, a torch DataLoader, with "
+        f"at least one sample. Received: x={_describe(x)}")
+
+
+def _describe(x):
+    shape = getattr(x, "shape", None)
+    return f"{type(x).__name__} of shape {tuple(shape)}" if shape is not None else type(x).__name__
 
 
 def _fit_plan(model, x, batch_size, num_steps, validation_split=0.0):
@@ -128,13 +137,17 @@ def _slice(data, start, stop):
     return data[start:stop]
 
 
-def _reordered(x, y, seed, sample_weight=None):
+def _reordered(x, y, seed, sample_weight=None, validation_split=None):
     """The same arrays, and their sample weights, in another order (each
-    repeat of a test sees its own): (x, y, sample_weight)."""
+    repeat of a test sees its own): (x, y, sample_weight). The samples
+    `validation_split` holds out (the last ones) stay where they are."""
     first = x[0] if isinstance(x, (list, tuple)) else x
     if isinstance(first, dict):
         first = next(iter(first.values()))
-    order = np.random.default_rng(seed).permutation(len(first))
+    count = len(first)
+    trained = math.ceil(count * (1.0 - (validation_split or 0.0)))
+    order = np.concatenate([np.random.default_rng(seed).permutation(trained),
+                            np.arange(trained, count)])
 
     def take(data):
         if data is None:
