@@ -169,6 +169,8 @@ def test_a_validation_curve_ends_on_the_model_its_steps_left():
     last = reference.evaluate(xv[:2 * BATCH], yv[:2 * BATCH], verbose=0)
     assert result.lrs[-1] == lrs[-1]
     assert result.losses[-1] == pytest.approx(last, rel=1e-6)
+    # A point every val_every steps: after steps 3, 6, 9 and 12.
+    np.testing.assert_array_equal(result.lrs, lrs[[2, 5, 8, 11]])
 
 
 def test_repeats_leave_the_validation_split_out():

@@ -251,10 +251,13 @@ class LRFinder(keras.callbacks.Callback):
 
     def on_train_batch_begin(self, batch, logs=None):
         self._calls += 1
-        # Also as the test's last step is done, so that a validation point
-        # is measured on the model the test's steps left.
-        done = (self._calls - 1) * self._steps_per_call() >= self.num_steps
-        if self._calls % self._check_every == 0 or done:
+        # Also as the test's last step is done, and for a validation monitor
+        # as each val_every-th step is, so that its points are measured on
+        # the model those steps left.
+        steps = (self._calls - 1) * self._steps_per_call()
+        due = steps >= self.num_steps or (
+            self._validation is not None and steps // self.val_every > len(self._validation))
+        if self._calls % self._check_every == 0 or due:
             self._check()
 
     def on_epoch_end(self, epoch, logs=None):
