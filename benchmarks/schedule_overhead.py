@@ -11,7 +11,7 @@ identical model (SGD, momentum 0.9) with `model.fit`:
     onecycle-lr  keras_clr.OneCycle(cycle_momentum=False): the learning rate
                  only, which separates the cost of the momentum cycle
     onecycle-arith  OneCycle with its schedules evaluated in the graph instead
-                 of looked up in a table, as for fits over hooks.TABLE_LIMIT
+                 of looked up in a table, as for fits over tables.TABLE_LIMIT
                  steps
     cycliclr     keras_clr.CyclicLR, learning rate and momentum cycled in-graph
     naive        a per-batch callback that assigns the learning rate from
@@ -66,6 +66,7 @@ import tensorflow as tf  # noqa: E402
 
 import keras_clr  # noqa: E402
 from keras_clr import hooks  # noqa: E402
+from keras_clr import tables  # noqa: E402
 
 MAX_LR = 0.05
 BASE_LR = 0.005
@@ -178,15 +179,15 @@ class NaiveOneCycle(keras.callbacks.Callback):
 
 
 class ArithmeticOneCycle(keras_clr.OneCycle):
-    """`OneCycle` as it runs when a fit has more than `hooks.TABLE_LIMIT`
+    """`OneCycle` as it runs when a fit has more than `tables.TABLE_LIMIT`
     steps: its schedules evaluated in the graph, not looked up."""
 
     def on_train_batch_begin(self, batch, logs=None):
-        limit, hooks.TABLE_LIMIT = hooks.TABLE_LIMIT, 0
+        limit, tables.TABLE_LIMIT = tables.TABLE_LIMIT, 0
         try:
             super().on_train_batch_begin(batch, logs)
         finally:
-            hooks.TABLE_LIMIT = limit
+            tables.TABLE_LIMIT = limit
 
 
 class OwnTraceOneCycle(keras_clr.OneCycle):
@@ -194,7 +195,7 @@ class OwnTraceOneCycle(keras_clr.OneCycle):
     fit ran before the tables moved into variables shared per model."""
 
     def _tabulate(self, state, first, count):
-        tables = [None if schedule is None else hooks.Tabulated(schedule, first, count)
+        tables = [None if schedule is None else tables.Tabulated(schedule, first, count)
                   for schedule in self._schedules()]
         state.tables = self._tables = tables
         state.control = hooks.StepControl(self.model, *tables,

@@ -25,6 +25,7 @@ import numpy as np
 from keras_clr import _checks
 from keras_clr import hooks
 from keras_clr import schedules
+from keras_clr import tables
 
 
 class _FitState:
@@ -222,7 +223,7 @@ class _ScheduleCallback(keras.callbacks.Callback):
         self._tabulate(state, first, count)
 
     def _tabulate(self, state, first, count):
-        control, state.tables = hooks.schedule_control(
+        control, state.tables = tables.schedule_control(
             self.model, self._schedules(), first, count,
             start=self._start_step, momentum_attribute=state.momentum_attribute,
             log_values=state.graph_logs)

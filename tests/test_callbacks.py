@@ -17,8 +17,8 @@ import pytest
 import tensorflow as tf
 
 import keras_clr
-from keras_clr import hooks
 from keras_clr import schedules
+from keras_clr import tables
 from test_curves import torch_cyclic
 from test_curves import torch_one_cycle
 from test_curves import triangular2_scale
@@ -494,7 +494,7 @@ def test_logs_keep_keras_batch_ends_asynchronous(monkeypatch):
 def test_without_tables_the_values_are_the_same(name, monkeypatch):
     # Past TABLE_LIMIT steps the schedules are evaluated in the graph.
     make_optimizer, update, peak = OPTIMIZERS["SGD"]
-    monkeypatch.setattr(hooks, "TABLE_LIMIT", 1)
+    monkeypatch.setattr(tables, "TABLE_LIMIT", 1)
     model = make_model(make_optimizer())
     initial = model.get_weights()
     cb, recorder = CALLBACKS[name](peak), Recorder()
@@ -510,14 +510,14 @@ def test_without_tables_the_values_are_the_same(name, monkeypatch):
 
 def test_tabulated_matches_the_schedule_and_holds_past_its_end():
     schedule = schedules.OneCycleLearningRate(0.1, 50)
-    table = hooks.Tabulated(schedule, 7, 43)  # steps 7..49, then held
+    table = tables.Tabulated(schedule, 7, 43)  # steps 7..49, then held
     steps = np.arange(7, 60)
     expected = np.float32(schedule(steps))
     graph = [float(table(tf.constant(k, tf.int64))) for k in steps]
     assert graph == [float(v) for v in expected]
     assert [table.host(int(k)) for k in steps] == graph
-    assert hooks.Tabulated(schedule, 0, hooks.TABLE_LIMIT + 1).values is None
-    assert hooks.Tabulated(schedule, 0, None).values is None
+    assert tables.Tabulated(schedule, 0, tables.TABLE_LIMIT + 1).values is None
+    assert tables.Tabulated(schedule, 0, None).values is None
 
 
 # --- optimizers that cannot be driven ---------------------------------------

@@ -25,6 +25,7 @@ from keras_clr import hooks
 from keras_clr import results
 from keras_clr import schedules
 from keras_clr import stopping
+from keras_clr import tables
 from keras_clr.range_test import state
 from keras_clr.range_test.data import _take_batches
 
@@ -203,7 +204,7 @@ class LRFinder(keras.callbacks.Callback):
                     aggregation="only_first_replica")
             self._carrier = _carry_record(self.model, self._buffer)
             # The LR of every step the test can take, and of the one after.
-            rates = hooks.Tabulated(self.lr_at, 0, self.num_steps + 1)
+            rates = tables.Tabulated(self.lr_at, 0, self.num_steps + 1)
             self._control = hooks.StepControl(self.model, rates,
                                               before_step=self._reset_metrics,
                                               after_step=self._record)
@@ -440,7 +441,7 @@ def _shared_range_test(model, finder, start, empty):
             start_step = keras.Variable(start, trainable=False, dtype="int64",
                                         name="lr_finder_start",
                                         aggregation="only_first_replica")
-        rates = hooks.VariableTable(model, finder.num_steps + 1, "lr_finder_rates")
+        rates = tables.VariableTable(model, finder.num_steps + 1, "lr_finder_rates")
         num_steps, monitor, check = finder.num_steps, finder._train_monitor, finder._check_monitor
         control = hooks.StepControl(
             model, rates,
