@@ -195,10 +195,10 @@ class OwnTraceOneCycle(keras_clr.OneCycle):
     fit ran before the tables moved into variables shared per model."""
 
     def _tabulate(self, state, first, count):
-        tables = [None if schedule is None else tables.Tabulated(schedule, first, count)
-                  for schedule in self._schedules()]
-        state.tables = self._tables = tables
-        state.control = hooks.StepControl(self.model, *tables,
+        own = [None if schedule is None else tables.Tabulated(schedule, first, count)
+               for schedule in self._schedules()]
+        state.tables = self._tables = own
+        state.control = hooks.StepControl(self.model, *own,
                                           momentum_attribute=state.momentum_attribute)
         state.control.start_step = self._start_step
         state.control.install()
