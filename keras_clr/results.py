@@ -273,11 +273,18 @@ def _cyclic_range(lrs, smoothed, raw):
     n = len(smoothed)
     if n < 3:
         return None, _too_few(n, 3)
-    start, low = smoothed[0], int(np.argmin(smoothed))
-    depth = start - smoothed[low]
+    low = int(np.argmin(smoothed))
+    # The curve's starting level: the median of its first quarter before the
+    # minimum, which one noisy point (or an early hump) does not move.
+    level = float(np.median(smoothed[:low // 4 + 1]))
+    depth = level - smoothed[low]
     if low == 0 or not depth > 0:
         return None, "the smoothed loss never drops below its starting level"
-    base = int(np.argmax(smoothed < start - RANGE_START_FRACTION * depth))
+    # The descent that ends at the minimum begins after the last point still
+    # at that level (within a small fraction of the drop): early wobbles
+    # below it do not start it.
+    still = np.flatnonzero(smoothed[:low] >= level - RANGE_START_FRACTION * depth)
+    base = int(still[-1]) + 1 if still.size else 0
     wiggle = np.full(n, np.nan)
     with np.errstate(all="ignore"):
         wiggle[1:-1] = np.abs(raw[:-2] - 2 * raw[1:-1] + raw[2:])
@@ -290,8 +297,8 @@ def _cyclic_range(lrs, smoothed, raw):
                 top, why = k, "where the raw loss turns ragged"
                 break
     return (float(lrs[base]), float(lrs[top])), (
-        f"from where the smoothed loss has made {RANGE_START_FRACTION:.0%} of its "
-        f"drop to {why}")
+        f"from where the smoothed loss last leaves its level (within "
+        f"{RANGE_START_FRACTION:.0%} of its drop) to {why}")
 
 
 class LRFinderResult:
@@ -487,11 +494,16 @@ class LRFinderResult:
         """(base_lr, max_lr) for `CyclicLR`, after Smith (2015), section 3.3.
 
         On the smoothed curve trimmed as fastai does and cut at its first
-        non-finite value (negated in mode "max"), with `s0` its first value
-        and `s_min` its lowest (at index `m`):
+        non-finite value (negated in mode "max"), with `s_min` its lowest
+        value (at index `m`):
 
-        * `base_lr` is the first LR where `s < s0 - 0.05 * (s0 - s_min)`
-          (`RANGE_START_FRACTION`): the loss has clearly started to improve.
+        * `base_lr` is where the descent to `m` begins: the LR one point
+          after the last point before `m` with `s >= s0 - 0.05 * (s0 - s_min)`
+          (`RANGE_START_FRACTION`), `s0` being the median of the curve's first
+          quarter before `m` (its starting level, which a noisy first point
+          or an early hump does not move). Early wobbles below the level do
+          not start the range, so it stays within the descending stretch,
+          also of the mean curve of repeats.
         * `max_lr` is the LR at `m`, or earlier where the raw loss turns
           ragged: the first index `k` after `base_lr`'s with the median of
           `|raw[i-1] - 2 raw[i] + raw[i+1]|` over the last `RAGGED_WINDOW`

@@ -161,10 +161,15 @@ def ref_range(lrs, smoothed, raw):
     if n < 3:
         return None
     low = ref_argmin(smoothed)
-    depth = smoothed[0] - smoothed[low]
+    head = sorted(smoothed[:low // 4 + 1])
+    half = len(head) // 2
+    level = head[half] if len(head) % 2 else (head[half - 1] + head[half]) / 2
+    depth = level - smoothed[low]
     if low == 0 or not depth > 0:
         return None
-    base = next(i for i in range(n) if smoothed[i] < smoothed[0] - 0.05 * depth)
+    # one past the last point before the minimum still at the starting level
+    still = [i for i in range(low) if smoothed[i] >= level - 0.05 * depth]
+    base = still[-1] + 1 if still else 0
     wiggle = [math.nan] + [abs(raw[i - 1] - 2 * raw[i] + raw[i + 1])
                            for i in range(1, n - 1)] + [math.nan]
     baseline = ref_median(wiggle[1:low + 1])
@@ -390,6 +395,23 @@ class TestSuggest:
         assert (base, top) == expected(result, "range")
         assert top < lrs[result.smoothed_losses[:195].argmin()]
         assert "ragged" in result.explain("range")
+
+    @pytest.mark.parametrize("seed", range(3))
+    def test_range_starts_where_the_descent_does(self, seed):
+        # A flat start with an early hump and a wobble below the first point,
+        # as a range test's bias-corrected average often has, then the descent.
+        rng = np.random.default_rng(seed)
+        lrs = grid(100)
+        steps = np.arange(100)
+        loss = 2.4 - 0.4 / (1 + np.exp(-(steps - 80) / 3.0))
+        loss[3:8] += 0.06  # hump
+        loss[20:30] -= 0.03  # wobble below the start
+        loss = loss + rng.normal(0, 0.003, 100)
+        result = LRFinderResult(lrs, loss, loss)
+        base, top = result.suggest_range()
+        assert (base, top) == expected(result, "range")
+        start = int(np.flatnonzero(lrs == base)[0])
+        assert 60 <= start < 80 < int(np.flatnonzero(lrs == top)[0])
 
     def test_fastai_directly(self):
         schedule = pytest.importorskip("fastai.callback.schedule")
