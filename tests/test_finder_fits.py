@@ -225,3 +225,34 @@ def test_empty_data_is_refused():
         find_lr(_compiled(), x[:0], y[:0], batch_size=BATCH, **QUIET)
     with pytest.raises(ValueError, match="at least one batch"):
         find_lr(_compiled(), tf.data.Dataset.from_tensor_slices((x, y)).take(0), **QUIET)
+
+
+class TwoLayers(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.hidden = keras.layers.Dense(4, activation="relu")
+        self.out = keras.layers.Dense(1)
+
+    def call(self, x):
+        return self.out(self.hidden(x))
+
+
+def test_a_subclassed_model_without_weights():
+    x, y = _data()
+    model = TwoLayers()
+    model.compile(keras.optimizers.SGD(0.01, momentum=0.9), "mse")
+    if keras.backend.backend() == "tensorflow":  # it builds it in the first step
+        with pytest.raises(ValueError, match="has none yet.*model.built=False"):
+            model.fit(x, y, batch_size=BATCH, epochs=2, verbose=0,
+                      callbacks=[keras_clr.LRFinder(num_steps=8, verbose=0)])
+        assert int(model.optimizer.iterations) == 0
+    # find_lr builds it on a batch: the weights it starts from come back.
+    model = TwoLayers()
+    model.compile(keras.optimizers.SGD(0.01, momentum=0.9), "mse")
+    result = find_lr(model, x, y, batch_size=BATCH, num_steps=8, **QUIET)
+    assert len(result.lrs) == 8
+    before = [w.copy() for w in model.get_weights()]
+    find_lr(model, x, y, batch_size=BATCH, num_steps=8, **QUIET)
+    for got, want in zip(model.get_weights(), before):
+        np.testing.assert_array_equal(got, want)
+    assert int(model.optimizer.iterations) == 0

@@ -181,6 +181,14 @@ class LRFinder(keras.callbacks.Callback):
                 f"(at batch_size x {accumulation} if that fits in memory, the "
                 "same batch per update). Received: "
                 f"gradient_accumulation_steps={accumulation}")
+        if not self.model.built:
+            raise ValueError(
+                "LRFinder puts the model's weights back as they were when "
+                "training began, and this model has none yet (a subclassed "
+                "model makes them on its first batch). Build it first, for "
+                "example with `model(x[:1])`, or run the test through "
+                "`keras_clr.find_lr`, which builds it. Received: "
+                f"model={self.model.name!r} with model.built=False")
         self._check_monitor()
         self.restore()  # a previous, unfinished run of this callback
         state.build_optimizer(self.model)
