@@ -16,113 +16,17 @@ evaluation only) and torch on the other backends, where keras.ops would
 round 64-bit values to 32 bits.
 """
 
-import contextlib
 import numbers
-import operator
 
 import keras
 import numpy as np
 from keras import ops
 
+from keras_clr import _backend
 from keras_clr import _checks
 from keras_clr import curves
 
 _PACKAGE = "keras_clr"
-
-
-class KerasOps:
-    """The graph namespace: `keras.ops`, with float64 arithmetic."""
-
-    where = staticmethod(ops.where)
-    cos = staticmethod(ops.cos)
-    power = staticmethod(ops.power)
-    minimum = staticmethod(ops.minimum)
-    floor_divide = staticmethod(ops.floor_divide)
-    mod = staticmethod(ops.mod)
-
-    @staticmethod
-    def to_float(x):
-        return ops.cast(x, "float64")
-
-
-class _JaxOps:
-    """The graph namespace on JAX: jax.numpy, which (under `graph_precision`)
-    keeps float64, where keras.ops would compute in float32."""
-
-    @staticmethod
-    def _jnp():
-        import jax.numpy as jnp
-
-        return jnp
-
-    where = staticmethod(lambda c, x, y: _JaxOps._jnp().where(c, x, y))
-    cos = staticmethod(lambda x: _JaxOps._jnp().cos(x))
-    power = staticmethod(lambda x, y: _JaxOps._jnp().power(x, y))
-    minimum = staticmethod(lambda x, y: _JaxOps._jnp().minimum(x, y))
-    floor_divide = staticmethod(lambda x, y: _JaxOps._jnp().floor_divide(x, y))
-    mod = staticmethod(lambda x, y: _JaxOps._jnp().mod(x, y))
-
-    @staticmethod
-    def to_float(x):
-        return _JaxOps._jnp().asarray(x, dtype="float64")
-
-
-class _TorchOps:
-    """The graph namespace on PyTorch: torch in float64 and int64, where
-    keras.ops would compute in float32 and int32. Python numbers stay
-    numbers (no host-to-device copy per step)."""
-
-    floor_divide = staticmethod(operator.floordiv)
-    mod = staticmethod(operator.mod)
-    power = staticmethod(operator.pow)
-
-    @staticmethod
-    def where(condition, x, y):
-        import torch
-
-        return torch.where(condition, x, y)
-
-    @staticmethod
-    def cos(x):
-        import torch
-
-        return torch.cos(x)
-
-    @staticmethod
-    def minimum(x, y):
-        import torch
-
-        if isinstance(y, numbers.Number):
-            return torch.clamp(x, max=y)
-        if isinstance(x, numbers.Number):
-            return torch.clamp(y, max=x)
-        return torch.minimum(x, y)
-
-    @staticmethod
-    def to_float(x):
-        import torch
-
-        return x.to(torch.float64) if isinstance(x, torch.Tensor) else float(x)
-
-
-def graph_ops():
-    """The namespace curves use on tensors of the current Keras backend."""
-    return {"jax": _JaxOps, "torch": _TorchOps}.get(keras.backend.backend(),
-                                                    KerasOps)
-
-
-def graph_precision():
-    """Context in which the graph namespace has float64 and int64: JAX's
-    64-bit mode (off by default); elsewhere nothing to do."""
-    if keras.backend.backend() != "jax":
-        return contextlib.nullcontext()
-    import jax
-
-    if hasattr(jax, "enable_x64"):
-        return jax.enable_x64(True)
-    from jax.experimental import enable_x64
-
-    return enable_x64()
 
 
 def _is_host_step(step):
@@ -151,9 +55,9 @@ class _Curve(keras.optimizers.schedules.LearningRateSchedule):
             step = np.maximum(np.asarray(step, dtype=np.int64), 0)
             value = np.asarray(self.curve(step, curves.NumpyOps), dtype=np.float64)
             return float(value) if value.ndim == 0 else value
-        with graph_precision():
+        with _backend.graph_precision():
             step = ops.maximum(ops.cast(step, "int64"), 0)
-            return ops.cast(self.curve(step, graph_ops()), "float32")
+            return ops.cast(self.curve(step, _backend.graph_ops()), "float32")
 
 
 def _serialize_fn(fn):

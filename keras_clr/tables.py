@@ -12,8 +12,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_clr import _backend
 from keras_clr.hooks import StepControl
-from keras_clr.hooks import strategy_scope
 
 # Most table entries (per schedule) `Tabulated` precomputes: 4 MiB of float32.
 TABLE_LIMIT = 2 ** 20
@@ -44,24 +44,15 @@ class Tabulated:
             steps = np.arange(self.first, self.first + count, dtype=np.int64)
             self.values = np.asarray(schedule(steps), dtype=np.float32)
         self._device_table = None
-        if self.values is not None and keras.backend.backend() == "torch":
-            # Copied to the device once, outside any compiled region.
-            self._device_table = ops.convert_to_tensor(self.values)
+        if self.values is not None:
+            self._device_table = _backend.device_table(self.values)
 
     def __call__(self, step):
         if self.values is None:
             return self.schedule(step)
         index = ops.minimum(step - self.first if self.first else step,
                             len(self.values) - 1)
-        backend = keras.backend.backend()
-        if backend == "tensorflow":
-            import tensorflow as tf
-
-            # tf.gather, not ops.take, which adds ops for negative indices.
-            return tf.gather(self.values, index)
-        if backend == "torch":
-            return self._device_table[index]
-        return ops.take(self.values, index)
+        return _backend.gather(self._device_table, index)
 
     def host(self, step):
         """The value at `step` as a Python float, read on the host."""
@@ -86,7 +77,7 @@ class VariableTable:
 
     def __init__(self, model, capacity, name):
         self.capacity = int(capacity)
-        with strategy_scope(model):
+        with _backend.strategy_scope(model):
             self.variable = keras.Variable(
                 np.zeros(self.capacity, dtype="float32"), trainable=False,
                 dtype="float32", name=name, aggregation="only_first_replica")
@@ -102,12 +93,7 @@ class VariableTable:
         self.variable.assign(padded)
 
     def __call__(self, index):
-        index = ops.clip(index, 0, self.capacity - 1)
-        if keras.backend.backend() == "tensorflow":
-            import tensorflow as tf
-
-            return tf.gather(self.variable.value, index)
-        return ops.take(self.variable.value, index)
+        return _backend.gather(self.variable, ops.clip(index, 0, self.capacity - 1))
 
     host = Tabulated.host
 
@@ -127,7 +113,7 @@ class SharedControl(StepControl):
                    if momentum_attribute else None)]
         super().__init__(model, *tables, momentum_attribute=momentum_attribute,
                          log_values=log_values)
-        with strategy_scope(model):
+        with _backend.strategy_scope(model):
             self.start_step = keras.Variable(0, trainable=False, dtype="int64",
                                              name="keras_clr_table_start",
                                              aggregation="only_first_replica")
@@ -154,16 +140,16 @@ def schedule_control(model, schedules, first, count, start, momentum_attribute,
     lr_schedule, momentum_schedule = schedules
     if momentum_attribute is None:
         momentum_schedule = None
-    backend = keras.backend.backend()
-    if backend == "jax" or count is None or count > TABLE_LIMIT:
+    shared = _backend.trace_reads_variables()
+    if not shared or count is None or count > TABLE_LIMIT:
         tables = [None if schedule is None else Tabulated(schedule, first, count)
                   for schedule in (lr_schedule, momentum_schedule)]
         control = StepControl(model, *tables, momentum_attribute=momentum_attribute,
                               log_values=log_values)
-        if backend == "jax":  # read at trace time: one trace per fit
+        if not shared:  # read at trace time: one trace per fit
             control.start_step = start
         else:
-            with strategy_scope(model):
+            with _backend.strategy_scope(model):
                 control.start_step = keras.Variable(
                     start, trainable=False, dtype="int64", name="keras_clr_start",
                     aggregation="only_first_replica")

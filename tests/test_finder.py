@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from keras_clr import stopping
 from keras_clr.range_test import api as range_api
-from keras_clr.range_test import callback as range_callback
+from keras_clr import training
 from keras_clr.range_test import state as range_state
 from keras_clr import hooks
 from keras_clr.range_test import LRFinder
@@ -607,22 +607,31 @@ def test_model_without_weights_yet_is_left_at_its_initial_weights():
 
 
 def test_weight_decay_sweep_with_adamw():
+    from keras_clr import LRFinderResult, WeightDecaySweep
+
     x, y = _data()
     model = _compiled(keras.optimizers.AdamW(1e-3, weight_decay=0.004))
     model.fit(x, y, batch_size=BATCH, epochs=1, **QUIET)
     before = _state(model)
-    result = find_lr(model, x, y, batch_size=BATCH, start_lr=1e-3, end_lr=1e-1,
-                     num_steps=6, stop_factor=None, weight_decays=[0.0, 1e-4, 1e-2],
-                     shuffle=False, **QUIET)
-    assert set(result.sweep) == {0.0, 1e-4, 1e-2}
-    assert result in result.sweep.values()
+    sweep = find_lr(model, x, y, batch_size=BATCH, start_lr=1e-3, end_lr=1e-1,
+                    num_steps=6, stop_factor=None, weight_decays=[0.0, 1e-4, 1e-2],
+                    shuffle=False, **QUIET)
+    assert isinstance(sweep, WeightDecaySweep)
+    assert list(sweep.results) == [0.0, 1e-4, 1e-2]  # in the order swept
+    assert sweep.best is sweep.results[sweep.weight_decay]
+    lowest = {wd: np.nanmin(r.smoothed_losses) for wd, r in sweep.results.items()}
+    assert lowest[sweep.weight_decay] == min(lowest.values())
+    for value, result in sweep.results.items():
+        assert isinstance(result, LRFinderResult)
+        assert result.weight_decay == value and not hasattr(result, "sweep")
+        assert len(result.lrs) == 6
     # Same data, same start: only the weight decay differs between runs.
-    assert not np.array_equal(result.sweep[0.0].losses, result.sweep[1e-2].losses)
+    assert not np.array_equal(sweep.results[0.0].losses, sweep.results[1e-2].losses)
     assert model.optimizer.weight_decay == 0.004
     _assert_same_state(before, model)
     _fits_normally(model, x, y)
     # The sweep's plot overlays one smoothed curve per weight decay.
-    ax = result.plot()
+    ax = sweep.plot()
     assert len(ax.get_lines()) == 3
 
 
@@ -669,7 +678,7 @@ def test_batch_normalization_found_in_nested_models():
     inner = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4),
                               keras.layers.BatchNormalization()])
     outer = keras.Sequential([keras.Input((3,)), inner, keras.layers.Dense(1)])
-    assert range_callback.has_batch_norm(outer) and not range_callback.has_batch_norm(_model())
+    assert training.has_batch_norm(outer) and not training.has_batch_norm(_model())
 
 
 def test_repeats_share_one_compiled_step_and_match_separate_tests(monkeypatch):

@@ -12,7 +12,7 @@ import sys
 import keras
 import numpy as np
 
-from keras_clr import hooks
+from keras_clr import _backend
 
 
 def _is_tf_dataset(data):
@@ -124,7 +124,7 @@ def _ensure_built(model, x, batch_size):
         x = itertools.chain([batch], x)
     else:
         batch = (_slice(x, 0, batch_size or 32),)
-    with hooks.strategy_scope(model):
+    with _backend.strategy_scope(model):
         model(batch[0] if isinstance(batch, tuple) else batch, training=False)
     return x
 

@@ -5,21 +5,17 @@ aligned copy per variable, read through DLPack where the backend allows) and
 writes the copies back when it ends, whatever ends it.
 """
 
-import keras
 import numpy as np
 
-from keras_clr import hooks
+from keras_clr import _backend
+from keras_clr import _keras_internals
 
 
 def build_optimizer(model):
     """Creates the optimizer's slots now, as its first update would, so that
     the snapshot holds them (their initial values) and restores them."""
-    optimizer = model.optimizer
-    if not optimizer.built and model.built:
-        with hooks.strategy_scope(model), keras.name_scope(optimizer.name,
-                                                            caller=optimizer):
-            optimizer.build(model.trainable_variables)
-        optimizer.built = True
+    if not model.optimizer.built and model.built:
+        _keras_internals.build_optimizer(model)
 
 
 def _state_variables(model):
@@ -33,17 +29,10 @@ def _state_variables(model):
     return variables
 
 
-def _replicas(variable):
-    """The variable, or its per-replica copies under a tf.distribute strategy
-    (whose metric variables may differ from replica to replica)."""
-    copies = getattr(getattr(variable, "value", None), "values", None)
-    return copies if isinstance(copies, tuple) else (variable,)
-
-
 def snapshot(model):
     """Host copies of every model, optimizer and metric variable, one each."""
     return [(part, _host_copy(part))
-            for v in _state_variables(model) for part in _replicas(v)]
+            for v in _state_variables(model) for part in _backend.replicas(v)]
 
 
 def _host_copy(part):
@@ -55,36 +44,12 @@ def _host_copy(part):
     converts it. The copy is 64-byte aligned, so TensorFlow takes it back
     without copying it again when `restore` assigns it.
     """
-    source = None
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        value = tf.convert_to_tensor(part)
-        if "CPU" in value.device:
-            try:
-                source = np.from_dlpack(_DLPackTensor(value))
-            except (TypeError, ValueError, BufferError, RuntimeError):
-                source = None
+    source = _backend.host_view(part)
     if source is None:
         source = np.asarray(part)
     copy = _aligned_empty(source.shape, source.dtype)
     np.copyto(copy, source)
     return copy
-
-
-class _DLPackTensor:
-    """A TensorFlow CPU tensor as NumPy's `from_dlpack` wants it."""
-
-    def __init__(self, tensor):
-        self._tensor = tensor
-
-    def __dlpack__(self, stream=None, **kwargs):
-        import tensorflow as tf
-
-        return tf.experimental.dlpack.to_dlpack(self._tensor)
-
-    def __dlpack_device__(self):
-        return (1, 0)  # kDLCPU, device 0
 
 
 # Arrays from this size on get pages of their own (see `_aligned_empty`).

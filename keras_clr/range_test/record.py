@@ -1,0 +1,135 @@
+"""The range test's traced step and the record it writes.
+
+The test's train step starts each step from reset metrics, so the loss it
+reports is that batch's own loss, not Keras's running mean, and writes the
+step's (learning rate, loss, monitored value) into a small float32 variable,
+the record, one row per step. The host reads the record every few steps,
+never per step.
+
+One traced step serves every range test of the same length and monitor on a
+model and optimizer: its inputs (the ramp's rates, the step offset, the
+record) live in variables that each test refills. JAX bakes everything but
+its training state into a trace, so there the record travels in the
+training state and a step serves the tests with the same ramp and start.
+"""
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_clr import _backend
+from keras_clr import _keras_internals
+from keras_clr import curves
+from keras_clr import hooks
+from keras_clr import tables
+
+
+def ramp(step, start_lr, end_lr, num_steps, step_mode):
+    """The test's learning rate at `step` (an int, array or tensor)."""
+    if isinstance(step, (int, np.integer, np.ndarray, list, tuple)):
+        return curves.range_test(step, start_lr, end_lr, num_steps, step_mode,
+                                 curves.NumpyOps)
+    with _backend.graph_precision():
+        value = curves.range_test(ops.cast(step, "int64"), start_lr, end_lr,
+                                  num_steps, step_mode, _backend.graph_ops())
+        return ops.cast(value, "float32")
+
+
+def recorded(rows):
+    """Rows the train step has written: those before the first empty one."""
+    finite = np.isfinite(rows[:, 0])
+    return len(rows) if finite.all() else int(np.argmin(finite))
+
+
+class RangeTestStep:
+    """A model's traced range-test step and its record, for one length and
+    training monitor.
+
+    Args:
+        model: the compiled model.
+        num_steps: the test's length; the record has one row more.
+        monitor: the key of the step's logs to record (the loss is recorded
+            too, under "loss", or under `monitor` for a custom train step
+            that returns its loss under another key).
+        check_keys: called at trace time with the keys the step returns
+            (raises a ValueError when the monitor is not among them).
+        baked: on JAX, the ramp and start the trace holds; None elsewhere.
+    """
+
+    def __init__(self, model, num_steps, monitor, check_keys, rates, start, baked):
+        self.model, self.num_steps, self.monitor = model, num_steps, monitor
+        self.baked = baked
+        with _backend.strategy_scope(model):
+            self.record = keras.Variable(
+                np.full((num_steps + 1, 3), np.nan, dtype="float32"),
+                trainable=False, dtype="float32", name="lr_finder_record",
+                aggregation="only_first_replica")
+        self.rates = rates
+        self.control = hooks.StepControl(
+            model, rates, before_step=lambda step: _reset_metrics(model),
+            after_step=lambda step, logs, values: self._write(
+                check_keys, step, logs, values))
+        self.control.start_step = start
+        self._carrier = None
+
+    def begin(self, ramp_fn, start):
+        """Readies the step for a test from update count `start`."""
+        self.record.assign(np.full((self.num_steps + 1, 3), np.nan, dtype="float32"))
+        if isinstance(self.rates, tables.VariableTable):
+            self.rates.fill(ramp_fn, 0, self.num_steps + 1)
+            self.control.start_step.assign(start)
+        self._carrier = _keras_internals.carry_in_state(self.model, self.record)
+        self.control.install()
+
+    def rows(self):
+        """The record as float64 rows, one per step of the test."""
+        _keras_internals.sync_state(self.model)  # JAX keeps it in its state
+        return np.asarray(self.record.numpy(), dtype=np.float64)[: self.num_steps]
+
+    def end(self):
+        """Gives the model its own train step back."""
+        self.control.remove()
+        _keras_internals.release(self.model, self._carrier)
+        self._carrier = None
+
+    def _write(self, check_keys, step, logs, values):
+        # In the traced step: the step's (lr, loss, monitor) row.
+        check_keys(list(logs))
+        loss = logs["loss"] if "loss" in logs else logs[self.monitor]
+        row = ops.stack([ops.cast(values["learning_rate"], "float32"),
+                         ops.cast(loss, "float32"),
+                         ops.cast(logs[self.monitor], "float32")])
+        row = _backend.replica_mean(row)  # the global batch's, as Keras logs it
+        _backend.write_row(self.record, ops.minimum(step, self.num_steps), row)
+        return logs
+
+
+def _reset_metrics(model):
+    for metric in model.metrics:
+        metric.reset_state()
+
+
+def range_test_step(model, num_steps, monitor, check_keys, ramp_fn, start, baked):
+    """The model's `RangeTestStep` for this length and monitor, ready for a
+    test from update count `start`: the one kept on the model while it still
+    serves (the same optimizer and compiled step; on JAX the same `baked`
+    ramp and start too), else a new one, kept for later tests."""
+    steps = model.__dict__.setdefault("_keras_clr_range_tests", {})
+    key = (num_steps, monitor)
+    shared = _backend.trace_reads_variables()
+    entry = steps.get(key)
+    if (entry is None or not entry.control.serves(model)
+            or (not shared and entry.baked != (baked, start))):
+        if shared:
+            rates = tables.VariableTable(model, num_steps + 1, "lr_finder_rates")
+            with _backend.strategy_scope(model):
+                offset = keras.Variable(start, trainable=False, dtype="int64",
+                                        name="lr_finder_start",
+                                        aggregation="only_first_replica")
+        else:  # the rates of every step the test can take, and of the one after
+            rates, offset = tables.Tabulated(ramp_fn, 0, num_steps + 1), start
+        entry = steps[key] = RangeTestStep(model, num_steps, monitor, check_keys,
+                                           rates, offset,
+                                           None if shared else (baked, start))
+    entry.begin(ramp_fn, start)
+    return entry
