@@ -108,20 +108,7 @@ class LRFinder(keras.callbacks.Callback):
                 raise ValueError("Argument `stop_factor` must be greater than 1 "
                                  f"or None. Received: stop_factor={stop_factor!r}")
         self.stop_factor = stop_factor
-        if not isinstance(monitor, str) or not monitor:
-            raise ValueError("Argument `monitor` must be a metric name such as "
-                             f"'loss' or 'val_accuracy'. Received: monitor={monitor!r}")
-        if monitor.startswith("val_") and validation_data is None:
-            raise ValueError(
-                f"Argument `validation_data` is needed to monitor {monitor!r}. "
-                "Received: validation_data=None")
-        if not monitor.startswith("val_") and validation_data is not None:
-            raise ValueError(
-                "Argument `validation_data` is only used for a validation "
-                f"monitor, and monitor={monitor!r} is a training one: pass "
-                f"monitor='val_{monitor}' to record the curve on the validation "
-                "data, or leave validation_data out. Received: validation_data="
-                f"{type(validation_data).__name__}, monitor={monitor!r}")
+        _check_monitor_arguments(monitor, validation_data)
         self.monitor = monitor
         self.validation_data = validation_data
         self.val_every = _checks.positive_int("val_every", val_every)
@@ -141,25 +128,7 @@ class LRFinder(keras.callbacks.Callback):
     # -- training hooks ------------------------------------------------------
 
     def on_train_begin(self, logs=None):
-        optimizer = training.base_optimizer(self.model)
-        training.check_learning_rate(optimizer, "LRFinder")
-        accumulation = training.accumulation_steps(optimizer)
-        if accumulation > 1:
-            raise ValueError(
-                "The range test needs one optimizer update per batch, and this "
-                f"optimizer accumulates {accumulation} batches per update. Run "
-                "it on the model compiled without `gradient_accumulation_steps` "
-                f"(at batch_size x {accumulation} if that fits in memory, the "
-                "same batch per update). Received: "
-                f"gradient_accumulation_steps={accumulation}")
-        if not self.model.built:
-            raise ValueError(
-                "LRFinder puts the model's weights back as they were when "
-                "training began, and this model has none yet (a subclassed "
-                "model makes them on its first batch). Build it first, for "
-                "example with `model(x[:1])`, or run the test through "
-                "`keras_clr.find_lr`, which builds it. Received: "
-                f"model={self.model.name!r} with model.built=False")
+        _check_trainable(self.model)
         monitor = check_monitor(self.model, self.monitor)
         self.restore()  # a previous, unfinished run of this callback
         self._run = _Run(self, self.model, monitor)
@@ -211,6 +180,47 @@ class LRFinder(keras.callbacks.Callback):
     def __exit__(self, *exc_info):
         self.restore()
         return False
+
+
+def _check_monitor_arguments(monitor, validation_data):
+    """ValueError unless `monitor` and `validation_data` go together."""
+    if not isinstance(monitor, str) or not monitor:
+        raise ValueError("Argument `monitor` must be a metric name such as "
+                         f"'loss' or 'val_accuracy'. Received: monitor={monitor!r}")
+    if monitor.startswith("val_") and validation_data is None:
+        raise ValueError(
+            f"Argument `validation_data` is needed to monitor {monitor!r}. "
+            "Received: validation_data=None")
+    if not monitor.startswith("val_") and validation_data is not None:
+        raise ValueError(
+            "Argument `validation_data` is only used for a validation "
+            f"monitor, and monitor={monitor!r} is a training one: pass "
+            f"monitor='val_{monitor}' to record the curve on the validation "
+            "data, or leave validation_data out. Received: validation_data="
+            f"{type(validation_data).__name__}, monitor={monitor!r}")
+
+
+def _check_trainable(model):
+    """ValueError unless the test can run on `model` and restore it."""
+    optimizer = training.base_optimizer(model)
+    training.check_learning_rate(optimizer, "LRFinder")
+    accumulation = training.accumulation_steps(optimizer)
+    if accumulation > 1:
+        raise ValueError(
+            "The range test needs one optimizer update per batch, and this "
+            f"optimizer accumulates {accumulation} batches per update. Run "
+            "it on the model compiled without `gradient_accumulation_steps` "
+            f"(at batch_size x {accumulation} if that fits in memory, the "
+            "same batch per update). Received: "
+            f"gradient_accumulation_steps={accumulation}")
+    if not model.built:
+        raise ValueError(
+            "LRFinder puts the model's weights back as they were when "
+            "training began, and this model has none yet (a subclassed "
+            "model makes them on its first batch). Build it first, for "
+            "example with `model(x[:1])`, or run the test through "
+            "`keras_clr.find_lr`, which builds it. Received: "
+            f"model={model.name!r} with model.built=False")
 
 
 def check_monitor(model, monitor, names=None):
