@@ -8,8 +8,9 @@ accumulation every micro-batch of one update sees its step's values, an
 update a LossScaleOptimizer skips does not advance it, and neither does the
 extra iteration Keras counts as an epoch of unknown length ends.
 
-As each `fit` reaches its first batch, the values of all its steps are
-tabulated once into variables that one trace of the train step per model
+As each `fit` reaches its first batch (`keras_clr.fit_steps` counts the
+steps of each fit and places it on the schedule), the values of all its steps
+are tabulated once into variables that one trace of the train step per model
 reads (one gather per step in the graph). The same table gives the values
 written to the logs, on the host: the batch index tells the step, so the logs
 cost the train step nothing and need no device read. Where the host cannot
@@ -23,30 +24,9 @@ import keras
 import numpy as np
 
 from keras_clr import _checks
+from keras_clr import fit_steps
 from keras_clr import hooks
 from keras_clr import schedules
-from keras_clr import tables
-
-
-class _FitState:
-    """What one `fit` of a schedule callback knows and has counted."""
-
-    def __init__(self, steps, epochs, accumulation, spe, graph_logs,
-                 loss_scaled, momentum_attribute):
-        self.steps, self.epochs = steps, epochs  # Keras's params
-        self.accumulation, self.spe = accumulation, spe
-        self.graph_logs, self.loss_scaled = graph_logs, loss_scaled
-        self.momentum_attribute = momentum_attribute
-        self.control = self.tables = None  # made at the first batch
-        self.continues = False
-        self.epoch = 0
-        self.epoch_batches = None  # the batch count as the epoch began
-        self.batch_ends = 0
-        self.max_batch = -1
-        self.last_step = None
-        self.first_step = self.first_updates = 0
-        self.done = 0  # schedule steps run, read at each epoch end
-        self.batches_run = 0
 
 
 # Keras callbacks that set the learning rate themselves.
@@ -80,15 +60,11 @@ def check_conflicts(callback, others):
 class _ScheduleCallback(keras.callbacks.Callback):
     """Installs `lr_schedule` and `momentum_schedule` for each `fit`.
 
-    Where each `fit` sits on the schedule is decided at its first batch, after
-    every callback's `on_train_begin` and `on_epoch_begin` (BackupAndRestore
-    restores the optimizer there, in whichever order it is listed):
-
-    - the callback's first `fit`, a `fit` with `initial_epoch=e > 0` and a
-      `fit` after one that ended in an exception are placed by their epoch:
-      their first batch is step e x updates per epoch (as in an uninterrupted
-      run, also when a backup was taken mid-epoch);
-    - a later `fit` from epoch 0 after a completed one continues the schedule.
+    Each `fit` is counted by a `keras_clr.fit_steps.FitSteps`, made from the
+    one before it: the callback's first `fit`, one with `initial_epoch > 0`
+    and one after a `fit` that ended in an exception are placed by their
+    epoch; a later `fit` from epoch 0 after a completed one continues the
+    schedule.
     """
 
     # The batch-end hook only reads host-side tables: Keras may keep running
@@ -101,11 +77,7 @@ class _ScheduleCallback(keras.callbacks.Callback):
                                              also=("auto",))
         self.base_momentum, self.max_momentum = schedules._check_momenta(
             base_momentum, max_momentum)
-        self._start_step = None  # the optimizer's update count at step 0
-        self._completed = False  # whether the last fit reached on_train_end
-        self._trained = (None, None)  # the model and optimizer of the last fit
-        self._fit = None  # the state of the fit in progress
-        self._tables = None
+        self._fit = None  # the FitSteps of the fit in progress, or of the last
 
     @property
     def lr_schedule(self):
@@ -148,7 +120,6 @@ class _ScheduleCallback(keras.callbacks.Callback):
         params = self.params or {}
         steps, epochs = params.get("steps"), params.get("epochs")
         accumulation = hooks.accumulation_steps(optimizer)
-        spe = hooks.steps_per_execution(self.model)
         if accumulation > 1 and not steps:
             raise ValueError(
                 f"{name} cannot follow gradient accumulation on data of unknown "
@@ -157,168 +128,26 @@ class _ScheduleCallback(keras.callbacks.Callback):
                 "(or give the data a length). Received: "
                 f"gradient_accumulation_steps={accumulation}, steps=None")
         self._prepare(epochs, steps, accumulation)
-        self._schedules()  # raises now if the schedule cannot be made
-        loss_scaled = hooks.loss_scaled(self.model)
-        self._fit = _FitState(
-            steps=steps, epochs=epochs, accumulation=accumulation, spe=spe,
-            # Where the host cannot tell which step a batch end reports, the
-            # train step returns the values it applied instead.
-            # (an epoch's last call may run fewer than spe steps, or all of
-            # them on repeating data: Keras reports the same batch index).
-            graph_logs=loss_scaled or (spe > 1 and (not steps or steps % spe)),
-            loss_scaled=loss_scaled, momentum_attribute=attribute)
-        # A fit from epoch 0 after a completed one on the same model and
-        # optimizer continues the schedule.
-        trained = (self.model, self.model.optimizer)
-        self._fit.continues = (self._start_step is not None and self._completed
-                               and all(a is b for a, b in zip(trained, self._trained)))
-        self._trained = trained
-        self._completed = False
+        self._fit = fit_steps.FitSteps(
+            self.model, self._schedules(), self._constant_from(), name,
+            steps=steps, epochs=epochs, accumulation=accumulation,
+            momentum_attribute=attribute, previous=self._fit)
 
     def on_epoch_begin(self, epoch, logs=None):
-        state = self._fit
-        state.epoch = epoch
-        state.epoch_batches = None  # read at the epoch's first batch
-        state.batch_ends = 0
-        state.max_batch = -1
-        state.last_step = None
+        self._fit.epoch_begin(epoch)
 
     def on_train_batch_begin(self, batch, logs=None):
-        state = self._fit
-        if state.epoch_batches is not None:
-            return
-        optimizer = hooks.base_optimizer(self.model)
-        state.epoch_batches = hooks.batch_count(optimizer)
-        if state.control is None:  # the fit's first batch: place it
-            self._place(state, optimizer)
-        else:
-            self._check_tables(state)
-
-    def _count(self, state, first, epoch):
-        """How many steps to tabulate from `first` for the epochs from
-        `epoch` on: None where the data has no length."""
-        k, steps, count = state.accumulation, state.steps, None
-        if state.epochs and steps:
-            # Each call runs spe steps: on repeating data an epoch's last call
-            # runs all of them, past `steps` when spe does not divide it.
-            batches = (state.epochs - epoch) * (-(-steps // state.spe) * state.spe)
-            count = (state.epoch_batches % k + batches - 1) // k + 1
-        constant_from = self._constant_from()
-        if constant_from is not None:  # the table may stop where it holds
-            end = max(constant_from + 1, first + 1)
-            count = end - first if count is None else min(count, end - first)
-        return count
-
-    def _check_tables(self, state):
-        """Tabulates again if the epoch's steps left the table (something
-        moved the update count between epochs)."""
-        table = state.tables[0]
-        if table.values is None:  # evaluated in the graph
-            return
-        first = state.epoch_batches // state.accumulation - self._start_step
-        count = self._count(state, first, state.epoch)
-        end = table.first + len(table.values)
-        if table.first <= first and (count is None or first + count <= end):
-            return
-        self._tabulate(state, first, count)
-
-    def _tabulate(self, state, first, count):
-        control, state.tables = tables.schedule_control(
-            self.model, self._schedules(), first, count,
-            start=self._start_step, momentum_attribute=state.momentum_attribute,
-            log_values=state.graph_logs)
-        self._tables = state.tables  # the last fit's, for inspection
-        if control is not state.control:
-            if state.control is not None:
-                state.control.remove()
-            state.control = control
-            control.install()
-
-    def _place(self, state, optimizer):
-        epoch, steps, k = state.epoch, state.steps, state.accumulation
-        updates = state.epoch_batches // k
-        if not state.continues or epoch or updates < self._start_step:
-            if epoch and not steps:
-                warnings.warn(
-                    f"{type(self).__name__} cannot tell how many steps came "
-                    f"before initial_epoch={epoch} (the data has no length); "
-                    "the schedule starts at step 0.", stacklevel=3)
-            self._start_step = updates - (epoch * steps // k if steps else 0)
-        first = updates - self._start_step
-        state.first_step = first
-        state.first_updates = updates
-        self._tabulate(state, first, self._count(state, first, epoch))
-
-    def _step(self, state, batch):
-        """The schedule step of `batch` of this epoch, on the host."""
-        return (state.epoch_batches + batch) // state.accumulation - self._start_step
-
-    def _log_values(self, step, logs):
-        if logs is None:
-            return
-        rates, momenta = self._fit.tables
-        logs["learning_rate"] = rates.host(step)
-        if momenta is not None:
-            logs["momentum"] = momenta.host(step)
+        self._fit.batch_begin()
 
     def on_train_batch_end(self, batch, logs=None):
-        # With steps_per_execution = k, `batch` is the last of the call's k
-        # steps as Keras counts them.
-        state = self._fit
-        state.batch_ends += 1
-        state.max_batch = max(state.max_batch, batch)
-        step = self._step(state, batch)
-        # On JAX and PyTorch batch ends may run in Keras's worker threads.
-        state.last_step = step if state.last_step is None else max(state.last_step, step)
-        if not state.graph_logs:
-            self._log_values(step, logs)
+        self._fit.batch_end(batch, logs)
 
     def on_epoch_end(self, epoch, logs=None):
-        state = self._fit
-        if state.epoch_batches is None:  # no batch ran
-            return
-        # The steps run so far: one read of the step counter per epoch.
-        optimizer = hooks.base_optimizer(self.model)
-        batches = hooks.batch_count(optimizer)
-        if not state.steps and state.spe == 1:
-            # On data of unknown length Keras counts one more iteration as the
-            # data runs out, without an update: the schedule does not.
-            extra = batches - state.epoch_batches - state.batch_ends
-            if extra > 0:
-                if state.control.shift(extra):
-                    self._start_step += extra
-                else:
-                    warnings.warn(
-                        f"{type(self).__name__}: Keras counted {extra} more "
-                        "update(s) than batches ran this epoch; on this backend "
-                        "the schedule cannot skip them, so the values from here "
-                        f"on are those {extra} step(s) later.", stacklevel=2)
-        state.done = batches // state.accumulation - self._start_step
-        ran = state.max_batch + 1  # Keras's batch index: past `steps` in a short last call
-        state.batches_run += min(ran, state.steps) if state.steps else ran
-        if state.graph_logs:
-            return
-        last = state.done - 1
-        if not state.steps:
-            last = min(last, state.last_step)
-        self._log_values(last, logs)
+        self._fit.epoch_end(logs)
 
     def on_train_end(self, logs=None):
-        state, self._fit = self._fit, None
-        self._completed = True
-        if state is None or state.control is None:
-            return
-        state.control.remove()
-        if state.loss_scaled:
-            applied = hooks.iterations(hooks.base_optimizer(self.model)) - state.first_updates
-            skipped = state.batches_run // state.accumulation - applied
-            if skipped > 0:
-                warnings.warn(
-                    f"The loss scale skipped {skipped} of this fit's updates "
-                    "(gradients overflowed float16). keras_clr counts the "
-                    f"updates applied, so {type(self).__name__} ended at step "
-                    f"{state.first_step + applied} of its schedule, not "
-                    f"{state.first_step + applied + skipped}.", stacklevel=2)
+        if self._fit is not None:
+            self._fit.end()
 
     def to_frame(self, total_steps=None):
         """The schedule as a DataFrame: step, learning_rate, momentum.
@@ -546,7 +375,7 @@ class OneCycle(_ScheduleCallback):
         super().on_epoch_end(epoch, logs)
         if self._warned:
             return
-        done = self._fit.done  # read by the base class
+        done = self._fit.done  # counted at the epoch's end
         if done > self._steps():
             self._warned = True
             warnings.warn(

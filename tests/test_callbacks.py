@@ -470,7 +470,7 @@ def test_logged_rate_is_the_applied_rate(name):
     model = make_model(keras.optimizers.SGD(0.1, momentum=0.9))
     cb, reader = CALLBACKS[name](0.2), ReadApplied()
     fit(model, [cb, reader], epochs=3)
-    assert len(cb._tables[0].values) == 3 * STEPS_PER_EPOCH  # looked up
+    assert len(cb._fit.values.tables[0].values) == 3 * STEPS_PER_EPOCH  # looked up
     assert len(reader.applied) == 3 * STEPS_PER_EPOCH
     assert reader.logged == reader.applied  # bit for bit
 
@@ -499,7 +499,7 @@ def test_without_tables_the_values_are_the_same(name, monkeypatch):
     initial = model.get_weights()
     cb, recorder = CALLBACKS[name](peak), Recorder()
     fit(model, [cb, recorder], epochs=2)
-    assert cb._tables[0].values is None
+    assert cb._fit.values.tables[0].values is None
     expected = reference_weights(initial, update, cb.lr_schedule,
                                  cb.momentum_schedule, 10)
     assert max_difference(model.get_weights(), expected) < ATOL

@@ -1,0 +1,237 @@
+"""The step accounting of one schedule `fit`: which update is schedule step k.
+
+Step k of a `CyclicLR` or `OneCycle` schedule is the k-th update the
+optimizer applied: its batch count divided by its gradient accumulation
+steps, minus the count at step 0 (`start_step`). `FitSteps` is the state of
+one `fit`, made in the callback's `on_train_begin` from what Keras tells of
+the fit and from the callback's previous `FitSteps`; the callback's hooks call
+its methods of the same names (`epoch_begin`, `batch_begin`, `batch_end`,
+`epoch_end`, `end`). Its `FitValues` hold the schedules' values over the
+fit's steps, for the train step and for the logs.
+
+Where a fit sits on the schedule is decided at its first batch, after every
+callback's `on_train_begin` and `on_epoch_begin` (BackupAndRestore restores
+the optimizer there, in whichever order it is listed):
+
+- the callback's first `fit`, a `fit` with `initial_epoch=e > 0` and a `fit`
+  after one that ended in an exception are placed by their epoch: their first
+  batch is step e x updates per epoch (as in an uninterrupted run, also when a
+  backup was taken mid-epoch);
+- a later `fit` from epoch 0 after a completed one, on the same model and
+  optimizer, continues the schedule.
+
+There the fit's steps are tabulated and its `StepControl` installed (see
+`keras_clr.tables`); they are tabulated again if the update count leaves the
+table between epochs. At each batch end the host tells the step from the
+batch index; at each epoch end one read of the update count corrects for the
+extra iteration Keras counts as an epoch of unknown length ends.
+"""
+
+import warnings
+
+from keras_clr import hooks
+from keras_clr import tables
+
+
+class FitSteps:
+    """What one `fit` of a schedule callback knows and has counted.
+
+    Args:
+        model: the model being fit.
+        schedules: (lr_schedule, momentum_schedule or None) of the fit.
+        constant_from: the step from which they hold their value, or None.
+        owner: the callback's name, for messages.
+        steps, epochs: Keras's `params` (steps None: the data has no length).
+        accumulation: the batches per optimizer update.
+        momentum_attribute: the optimizer attribute the momentum drives, or None.
+        previous: the callback's previous `FitSteps`, or None.
+    """
+
+    def __init__(self, model, schedules, constant_from, owner, *, steps, epochs,
+                 accumulation, momentum_attribute, previous=None):
+        self.model, self.optimizer = model, model.optimizer
+        self.constant_from, self.owner = constant_from, owner
+        self.steps, self.epochs, self.accumulation = steps, epochs, accumulation
+        self.spe = hooks.steps_per_execution(model)
+        self.loss_scaled = hooks.loss_scaled(model)
+        # Where the host cannot tell which step a batch end reports, the train
+        # step returns the values it applied instead (an epoch's last call may
+        # run fewer than spe steps, or all of them on repeating data: Keras
+        # reports the same batch index).
+        self.graph_logs = self.loss_scaled or (
+            self.spe > 1 and (not steps or steps % self.spe))
+        # The update count at step 0, kept from fit to fit.
+        self.start_step = None if previous is None else previous.start_step
+        self.continues = (self.start_step is not None and previous.ended
+                          and previous.model is model
+                          and previous.optimizer is self.optimizer)
+        self.ended = False  # whether the fit reached on_train_end
+        self.values = FitValues(model, schedules, momentum_attribute, self.graph_logs)
+        self.epoch_begin(0)
+        self.first_step = self.first_updates = 0
+        self.done = 0  # schedule steps run, read at each epoch end
+        self.batches_run = 0
+
+    def epoch_begin(self, epoch):
+        """Starts the count of epoch `epoch` (0-based, as Keras counts)."""
+        self.epoch = epoch
+        self.epoch_batches = None  # the batch count, read at the first batch
+        self.batch_ends = 0
+        self.max_batch = -1
+        self.last_step = None
+
+    def batch_begin(self):
+        """At an epoch's first batch: places the fit (at its first), or
+        tabulates again if the epoch's steps left the table."""
+        if self.epoch_batches is not None:
+            return
+        self.epoch_batches = hooks.batch_count(hooks.base_optimizer(self.model))
+        if self.values.control is None:  # the fit's first batch
+            self._place()
+            return
+        # Something may have moved the update count between epochs.
+        first = self.epoch_batches // self.accumulation - self.start_step
+        count = self._count(first)
+        if not self.values.covers(first, count):
+            self.values.tabulate(first, count, self.start_step)
+
+    def _count(self, first):
+        """How many steps to tabulate from `first` for the rest of the fit,
+        this epoch included: None where the data has no length."""
+        k, steps, count = self.accumulation, self.steps, None
+        if self.epochs and steps:
+            # Each call runs spe steps: on repeating data an epoch's last call
+            # runs all of them, past `steps` when spe does not divide it.
+            batches = (self.epochs - self.epoch) * (-(-steps // self.spe) * self.spe)
+            count = (self.epoch_batches % k + batches - 1) // k + 1
+        if self.constant_from is not None:  # the table may stop where it holds
+            end = max(self.constant_from + 1, first + 1)
+            count = end - first if count is None else min(count, end - first)
+        return count
+
+    def _place(self):
+        """Decides the update count at step 0 (see the module docstring)."""
+        epoch, steps, k = self.epoch, self.steps, self.accumulation
+        updates = self.epoch_batches // k
+        if not self.continues or epoch or updates < self.start_step:
+            if epoch and not steps:
+                warnings.warn(
+                    f"{self.owner} cannot tell how many steps came before "
+                    f"initial_epoch={epoch} (the data has no length); the "
+                    "schedule starts at step 0.", stacklevel=4)
+            self.start_step = updates - (epoch * steps // k if steps else 0)
+        self.first_step = updates - self.start_step
+        self.first_updates = updates
+        self.values.tabulate(self.first_step, self._count(self.first_step),
+                             self.start_step)
+
+    def batch_end(self, batch, logs):
+        """Counts the end of `batch` and writes its step's values to `logs`.
+
+        With steps_per_execution = k, `batch` is the last of the call's k
+        steps as Keras counts them.
+        """
+        self.batch_ends += 1
+        self.max_batch = max(self.max_batch, batch)
+        step = (self.epoch_batches + batch) // self.accumulation - self.start_step
+        # On JAX and PyTorch batch ends may run in Keras's worker threads.
+        self.last_step = step if self.last_step is None else max(self.last_step, step)
+        if not self.graph_logs:
+            self.values.log(step, logs)
+
+    def epoch_end(self, logs):
+        """Counts the steps run so far (one read of the update count per
+        epoch) and writes the epoch's last step's values to `logs`."""
+        if self.epoch_batches is None:  # no batch ran
+            return
+        batches = hooks.batch_count(hooks.base_optimizer(self.model))
+        if not self.steps and self.spe == 1:
+            # On data of unknown length Keras counts one more iteration as the
+            # data runs out, without an update: the schedule does not.
+            extra = batches - self.epoch_batches - self.batch_ends
+            if extra > 0:
+                if self.values.control.shift(extra):
+                    self.start_step += extra
+                else:
+                    warnings.warn(
+                        f"{self.owner}: Keras counted {extra} more update(s) "
+                        "than batches ran this epoch; on this backend the "
+                        "schedule cannot skip them, so the values from here on "
+                        f"are those {extra} step(s) later.", stacklevel=3)
+        self.done = batches // self.accumulation - self.start_step
+        ran = self.max_batch + 1  # Keras's batch index: past `steps` in a short last call
+        self.batches_run += min(ran, self.steps) if self.steps else ran
+        if self.graph_logs:
+            return
+        last = self.done - 1
+        if not self.steps:
+            last = min(last, self.last_step)
+        self.values.log(last, logs)
+
+    def end(self):
+        """Removes the control; warns of updates the loss scale skipped."""
+        ended, self.ended = self.ended, True
+        if ended or self.values.control is None:
+            return
+        self.values.control.remove()
+        if not self.loss_scaled:
+            return
+        applied = hooks.iterations(hooks.base_optimizer(self.model)) - self.first_updates
+        skipped = self.batches_run // self.accumulation - applied
+        if skipped > 0:
+            warnings.warn(
+                f"The loss scale skipped {skipped} of this fit's updates "
+                "(gradients overflowed float16). keras_clr counts the updates "
+                f"applied, so {self.owner} ended at step "
+                f"{self.first_step + applied} of its schedule, not "
+                f"{self.first_step + applied + skipped}.", stacklevel=3)
+
+
+class FitValues:
+    """The schedules' values over the steps of one fit.
+
+    Holds the tables (`keras_clr.tables`) that the train step gathers from
+    and the logs read on the host, and the `StepControl` that applies them
+    while the fit runs.
+
+    Args:
+        model: the model being fit.
+        schedules: (lr_schedule, momentum_schedule or None).
+        momentum_attribute: the optimizer attribute the momentum drives, or None.
+        log_values: whether the train step returns the values it applied.
+    """
+
+    def __init__(self, model, schedules, momentum_attribute, log_values):
+        self.model, self.schedules = model, schedules
+        self.momentum_attribute, self.log_values = momentum_attribute, log_values
+        self.control = self.tables = None  # made as the fit is placed
+
+    def covers(self, first, count):
+        """Whether the tables serve the steps `[first, first + count)`
+        (count None: to the end): they hold them, or evaluate the schedules."""
+        table = self.tables[0]
+        if table.values is None:  # evaluated in the graph
+            return True
+        end = table.first + len(table.values)
+        return table.first <= first and (count is None or first + count <= end)
+
+    def tabulate(self, first, count, start):
+        """Tabulates the steps `[first, first + count)` (count None: unknown),
+        step 0 at the update count `start`, and installs their control."""
+        control, self.tables = tables.schedule_control(
+            self.model, self.schedules, first, count, start=start,
+            momentum_attribute=self.momentum_attribute, log_values=self.log_values)
+        if control is not self.control:
+            if self.control is not None:
+                self.control.remove()
+            self.control = control
+            control.install()
+
+    def log(self, step, logs):
+        """Writes the values of `step` to `logs`, read on the host."""
+        if logs is None:
+            return
+        rates, momenta = self.tables
+        logs["learning_rate"] = rates.host(step)
+        if momenta is not None:
+            logs["momentum"] = momenta.host(step)
