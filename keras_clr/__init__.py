@@ -6,9 +6,10 @@ from keras_clr.callbacks import CyclicLR
 from keras_clr.callbacks import OneCycle
 from keras_clr.range_test import LRFinder
 from keras_clr.range_test import find_lr
+from keras_clr.range_test.sweep import WeightDecaySweep
 from keras_clr.results import LRFinderResult
 
 __version__ = "0.1.0"
 
-__all__ = ["CyclicLR", "LRFinder", "LRFinderResult", "OneCycle", "find_lr",
-           "schedules"]
+__all__ = ["CyclicLR", "LRFinder", "LRFinderResult", "OneCycle", "WeightDecaySweep",
+           "find_lr", "schedules"]

@@ -1,10 +1,11 @@
-"""The range test's record on disk: CSV and JSON that round-trip exactly.
+"""The range test's record exported: a DataFrame, and CSV and JSON files
+that round-trip exactly.
 
-`LRFinderResult.to_csv` / `read_csv` and `to_json` / `read_json` call these
-functions. Floats are written with `repr`, so every float64 comes back bit
-for bit; a NaN keeps its sign and payload. A file that is not one of these,
-or is damaged or truncated, raises a ValueError that says what is wrong.
-No pickle.
+`LRFinderResult.to_frame`, `to_csv` / `read_csv` and `to_json` / `read_json`
+call these functions. Floats are written with `repr`, so every float64 comes
+back bit for bit; a NaN keeps its sign and payload. A file that is not one of
+these, or is damaged or truncated, raises a ValueError that says what is
+wrong. No pickle.
 """
 
 import csv
@@ -20,18 +21,48 @@ _NAN_BITS = 0x7FF8000000000000
 _SIGN_BIT = 0x8000000000000000
 
 
+def metadata(result):
+    """An `LRFinderResult`'s settings: its constructor's keyword arguments
+    other than the arrays, as a dict."""
+    return {"num_steps": result.num_steps, "smoothing": result.smoothing,
+            "stop_reason": result.stop_reason, "monitor": result.monitor,
+            "mode": result.mode, "start_lr": result.start_lr, "end_lr": result.end_lr,
+            "weight_decay": result.weight_decay, "momentum": result.momentum,
+            "batch_norm": result.batch_norm}
+
+
+def columns(result):
+    """An `LRFinderResult`'s arrays by column name: lr, loss, smoothed_loss,
+    one per metric, and loss_low / loss_high when there is a band."""
+    out = {"lr": result.lrs, "loss": result.losses, "smoothed_loss": result.smoothed_losses}
+    out.update(result.metrics)
+    if result.loss_band is not None:
+        out["loss_low"], out["loss_high"] = result.loss_band
+    return out
+
+
+def to_frame(result):
+    """A pandas DataFrame: a step column, then `columns(result)`, copied."""
+    import pandas as pd
+
+    frame = pd.DataFrame({"step": np.arange(len(result.lrs))})
+    for name, values in columns(result).items():
+        frame[name] = values.copy()
+    return frame
+
+
 def write_csv(result, path):
     """Writes an `LRFinderResult` to `path` as its `to_csv` describes."""
-    columns = result._columns()
-    meta = dict(result._metadata(), metrics=list(result.metrics),
+    named = columns(result)
+    meta = dict(metadata(result), metrics=list(result.metrics),
                 loss_band=result.loss_band is not None, rows=len(result.lrs))
     out = io.StringIO()
     out.write(f"# {FORMAT} v{VERSION}\n")
     for key, value in meta.items():
         out.write(f"# {key}={json.dumps(value)}\n")
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["step", *columns])
-    cells = [_encode(values) for values in columns.values()]
+    writer.writerow(["step", *named])
+    cells = [_encode(values) for values in named.values()]
     for step, row in enumerate(zip(*cells)):
         writer.writerow([step, *row])
     with open(path, "w", encoding="utf-8", newline="") as f:
@@ -86,7 +117,7 @@ def read_csv(cls, path):
 
 def write_json(result, path):
     """Writes an `LRFinderResult` to `path` as its `to_json` describes."""
-    data = {"format": FORMAT, "version": VERSION, **result._metadata(),
+    data = {"format": FORMAT, "version": VERSION, **metadata(result),
             "lrs": _encode_list(result.lrs), "losses": _encode_list(result.losses),
             "smoothed_losses": _encode_list(result.smoothed_losses),
             "metrics": {k: _encode_list(v) for k, v in result.metrics.items()},

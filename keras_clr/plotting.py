@@ -166,12 +166,14 @@ def _note_clipped(ax, values, limits, name):
                 va="top", fontsize="x-small", color="0.35")
 
 
-def plot_weight_decays(results, ax=None):
+def plot_weight_decays(results, ax=None, best=None):
     """Smoothed range-test curves of a weight-decay sweep on one Axes.
 
     Args:
         results: a non-empty dict weight decay -> `LRFinderResult`.
         ax: Axes to draw on, or None for a new figure.
+        best: the weight decay whose curve to draw bolder and label
+            "(best)", or None.
 
     Returns:
         The Axes.
@@ -188,8 +190,13 @@ def plot_weight_decays(results, ax=None):
     colours = matplotlib.colormaps["viridis"]
     ordered = sorted(results.items(), key=lambda item: float(item[0]))
     for i, (weight_decay, result) in enumerate(ordered):
-        ax.plot(result.lrs, result.smoothed_losses, color=colours(i / max(1, len(ordered) - 1)),
-                label=f"weight decay {float(weight_decay):g}")
+        chosen = best is not None and float(weight_decay) == float(best)
+        # viridis up to green (its yellow end is faint on white); the best's
+        # bold curve beneath the others, which stay visible where they meet it
+        ax.plot(result.lrs, result.smoothed_losses,
+                color=colours(0.8 * i / max(1, len(ordered) - 1)),
+                linewidth=3 if chosen else 1.5, zorder=1.9 if chosen else 2,
+                label=f"weight decay {float(weight_decay):g}{' (best)' if chosen else ''}")
     if any(len(result.lrs) for _, result in ordered):
         ax.set_xscale("log")
     first = ordered[0][1]

@@ -40,11 +40,12 @@ def test_a_sweep_over_a_finite_generator_gives_every_test_its_steps():
             yield x[i:i + BATCH], y[i:i + BATCH]
 
     model = _compiled(keras.optimizers.AdamW(1e-3, weight_decay=0.01))
-    result = find_lr(model, batches(), num_steps=15, end_lr=1e-1, stop_factor=None,
-                     weight_decays=[0.0, 1e-3], **QUIET)
-    for value in (0.0, 1e-3):
-        assert result.sweep[value].stop_reason == "completed"
-        assert len(result.sweep[value].lrs) == 15
+    sweep = find_lr(model, batches(), num_steps=15, end_lr=1e-1, stop_factor=None,
+                    weight_decays=[0.0, 1e-3], **QUIET)
+    assert list(sweep.results) == [0.0, 1e-3]
+    for result in sweep.results.values():
+        assert result.stop_reason == "completed"
+        assert len(result.lrs) == 15
 
 
 def test_gradient_accumulation_is_refused_before_any_step():

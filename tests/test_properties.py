@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 import keras_clr
 from keras_clr import schedules
-from keras_clr.results import METHODS, LRFinderResult
+from keras_clr.results import LRFinderResult
+from keras_clr.suggestions import METHODS
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -307,3 +308,25 @@ def test_unknown_method_is_the_documented_error(record, method):
         result.suggest(method)
     with pytest.raises(ValueError, match="Argument `method`"):
         result.explain(method)
+
+
+@FAST
+@given(st.lists(records(), min_size=1, max_size=3), st.sampled_from(["min", "max"]))
+def test_a_sweep_of_any_records_never_fails(chosen, mode):
+    tests = {}
+    for i, (lrs, losses, smoothed, num_steps, smoothing, _) in enumerate(chosen):
+        tests[10.0 ** -i if i else 0.0] = LRFinderResult(
+            lrs, losses, smoothed, num_steps=num_steps, smoothing=smoothing, mode=mode)
+    sweep = keras_clr.WeightDecaySweep(tests)
+    assert sweep.best is sweep.results[sweep.weight_decay]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert sweep.suggest() == sweep.best.suggest()
+        assert sweep.suggest_range() == sweep.best.suggest_range()
+        text = repr(sweep)
+        ax = sweep.plot()
+    plt.close(ax.figure)
+    assert text.count("(best)") == 1 and len(text.splitlines()) == len(tests) + 1
+    frame = sweep.to_frame()
+    assert len(frame) == sum(len(r.lrs) for r in tests.values())
+    assert frame["weight_decay"].tolist() == [wd for wd, r in tests.items() for _ in r.lrs]

@@ -1,4 +1,5 @@
-"""Tests for keras_clr.results, the range-test drawing and TensorBoard export.
+"""Tests for keras_clr.results and keras_clr.suggestions, the weight-decay
+sweep's result, the range-test drawing and TensorBoard export.
 
 Expected suggestions come from plain-Python re-implementations of fastai
 2.8's loops written below (the valley loop verbatim), never from the code
@@ -15,8 +16,9 @@ import hypothesis.strategies as st
 import numpy as np
 import pytest
 
+import keras_clr
 from keras_clr import plotting
-from keras_clr import results as results_module
+from keras_clr import suggestions
 from keras_clr.results import LRFinderResult
 from keras_clr.results import smooth
 
@@ -347,7 +349,7 @@ class TestSuggest:
         # small integers make ties, which the vectorised valley must break as the loop does
         lrs, losses = grid(max(len(values), 1))[:len(values)], np.array(values, dtype=float)
         for method, rule in (("valley", ref_valley), ("slide", ref_slide), ("steep", ref_steep)):
-            got = getattr(results_module, f"_{method}")(lrs, losses)[0]
+            got = getattr(suggestions, f"_{method}")(lrs, losses)[0]
             assert got == rule(lrs.tolist(), [float(v) for v in values]), method
 
     def test_valley_by_hand(self):
@@ -377,7 +379,7 @@ class TestSuggest:
     def test_explain_and_repr(self):
         result = realistic(87, 3, planned=100, stop="diverged")
         sentences = result.explain()
-        assert set(sentences) == set(results_module.METHODS) | {"range"}
+        assert set(sentences) == set(suggestions.METHODS) | {"range"}
         assert sentences["valley"].startswith("valley: ")
         text = repr(result)
         assert "diverged" in text and "87 run of 100 planned" in text
@@ -691,6 +693,127 @@ class TestPlot:
         plt.close(ax.figure)
         with pytest.raises(ValueError, match="`results`"):
             plotting.plot_weight_decays({})
+
+
+# The weight-decay sweep's result ---------------------------------------------------
+
+def a_sweep(mode="min"):
+    """Three realistic curves; the one at weight decay 1e-4 is 0.3 lower."""
+    sign = -1.0 if mode == "max" else 1.0
+    curves = {0.0: realistic(100, 0), 1e-4: realistic(100, 1), 1e-2: realistic(100, 2)}
+    return keras_clr.WeightDecaySweep({
+        wd: LRFinderResult(r.lrs, sign * (r.losses - (0.3 if wd == 1e-4 else 0.0)),
+                           mode=mode, weight_decay=wd)
+        for wd, r in curves.items()})
+
+
+class TestWeightDecaySweep:
+
+    @pytest.mark.parametrize("mode", ["min", "max"])
+    def test_best_has_the_lowest_smoothed_loss(self, mode):
+        sweep = a_sweep(mode)
+        assert list(sweep.results) == [0.0, 1e-4, 1e-2]
+        assert sweep.weight_decay == 1e-4 and sweep.best is sweep.results[1e-4]
+        sign = -1.0 if mode == "max" else 1.0
+        lowest = {wd: min(sign * v for v in r.smoothed_losses.tolist())
+                  for wd, r in sweep.results.items()}
+        assert min(lowest, key=lowest.get) == 1e-4
+
+    def test_a_tie_goes_to_the_first_swept(self):
+        curve = realistic(50, 0)
+        sweep = keras_clr.WeightDecaySweep({1e-3: curve, 0.0: curve})
+        assert sweep.weight_decay == 1e-3
+
+    def test_a_curve_without_a_finite_loss_is_never_best(self):
+        nan = LRFinderResult(grid(20), np.full(20, np.nan), stop_reason="nan")
+        sweep = keras_clr.WeightDecaySweep({0.0: nan, 1e-3: realistic(20, 0)})
+        assert sweep.weight_decay == 1e-3
+        assert "weight decay 0: lowest smoothed loss inf, suggestion none" in repr(sweep)
+
+    def test_suggestions_are_the_best_results(self):
+        sweep = a_sweep()
+        best = sweep.results[1e-4]
+        assert sweep.suggest() == best.suggest()
+        assert sweep.suggest("valley") == best.suggest("valley")
+        assert sweep.suggest(peak_momentum=0.9) == best.suggest(peak_momentum=0.9)
+        one_cycle = keras_clr.OneCycle(1.0, base_momentum=0.9)
+        assert sweep.suggest(one_cycle=one_cycle) == best.suggest(one_cycle=one_cycle)
+        assert sweep.suggest_range() == best.suggest_range()
+        assert sweep.suggestions() == best.suggestions()
+        with pytest.raises(ValueError, match="`method`.*Received: method='fast'"):
+            sweep.suggest("fast")
+
+    def test_a_missing_suggestion_warns_at_the_callers_line(self):
+        flat = LRFinderResult(grid(100), np.full(100, 0.7), smoothing=0)
+        sweep = keras_clr.WeightDecaySweep({0.0: flat})
+        with pytest.warns(UserWarning, match="No 'one_cycle'") as caught:
+            assert sweep.suggest() is None
+        with pytest.warns(UserWarning, match="No CyclicLR range") as more:
+            assert sweep.suggest_range() is None
+        assert {w.filename for w in [*caught, *more]} == {__file__}
+
+    def test_repr(self):
+        sweep = a_sweep()
+        lines = repr(sweep).splitlines()
+        assert lines[0] == "WeightDecaySweep(monitor='loss', mode='min', weight_decay=0.0001)"
+        assert len(lines) == 4
+        for line, (wd, result) in zip(lines[1:], sweep.results.items()):
+            low = np.nanmin(result.smoothed_losses)
+            assert line == (f"  weight decay {wd:g}: lowest smoothed loss {low:.4g}, "
+                            f"suggestion {result.suggest():.1e}"
+                            + (" (best)" if wd == 1e-4 else ""))
+        assert "highest smoothed loss" in repr(a_sweep("max"))
+
+    def test_to_frame_is_long(self):
+        sweep = a_sweep()
+        frame = sweep.to_frame()
+        assert list(frame.columns) == ["weight_decay", "step", "lr", "loss", "smoothed_loss"]
+        assert frame.shape == (300, 5)
+        assert frame["weight_decay"].tolist() == [0.0] * 100 + [1e-4] * 100 + [1e-2] * 100
+        assert frame["step"].tolist() == list(range(100)) * 3
+        part = frame[frame["weight_decay"] == 1e-2]
+        assert np.array_equal(part["loss"], sweep.results[1e-2].losses)
+        assert np.array_equal(part["smoothed_loss"], sweep.results[1e-2].smoothed_losses)
+
+    def test_to_frame_keeps_metrics_and_band(self):
+        result = full_result()
+        frame = keras_clr.WeightDecaySweep({1e-4: result}).to_frame()
+        assert list(frame.columns) == ["weight_decay", *result.to_frame().columns]
+        assert np.array_equal(frame["loss_high"], result.loss_band[1], equal_nan=True)
+
+    def test_plot_draws_every_curve(self, tmp_path):
+        import matplotlib.pyplot as plt
+
+        sweep = a_sweep()
+        ax = sweep.plot()
+        assert isinstance(ax, plt.Axes)
+        lines = ax.get_lines()
+        assert len(lines) == 3
+        assert [line.get_label() for line in lines] == [
+            "weight decay 0", "weight decay 0.0001 (best)", "weight decay 0.01"]
+        assert lines[1].get_linewidth() > lines[0].get_linewidth()
+        ax.figure.savefig(tmp_path / "sweep.png", dpi=80)
+        plt.close(ax.figure)
+        _, given = plt.subplots()
+        assert sweep.plot(ax=given) is given
+        plt.close(given.figure)
+
+    def test_results_have_no_extra_attributes(self):
+        sweep = a_sweep()
+        fresh = vars(LRFinderResult(grid(3), [1.0, 2.0, 3.0]))
+        for result in sweep.results.values():
+            assert vars(result).keys() == fresh.keys()
+            assert not hasattr(result, "sweep")
+
+    @pytest.mark.parametrize("results, match", [
+        ({}, "`results` must be a non-empty dict"),
+        ([realistic(10, 0)], "`results` must be a non-empty dict"),
+        ({0.0: [1.0, 2.0]}, "results\\[0.0\\] of type list"),
+        ({-1e-3: realistic(10, 0)}, "`weight_decay`.*weight_decay=-0.001"),
+    ])
+    def test_invalid_arguments(self, results, match):
+        with pytest.raises(ValueError, match=match):
+            keras_clr.WeightDecaySweep(results)
 
 
 def test_tensorboard_events(tmp_path):

@@ -17,6 +17,7 @@ from keras_clr.range_test.data import _is_torch_loader
 from keras_clr.range_test.data import _repeating
 from keras_clr.range_test.data import _reordered
 from keras_clr.range_test.data import check_data
+from keras_clr.range_test.sweep import _weight_decay_sweep
 
 
 def find_lr(model, x=None, y=None, *, batch_size=None, start_lr=1e-7, end_lr=10.0,
@@ -45,12 +46,13 @@ def find_lr(model, x=None, y=None, *, batch_size=None, start_lr=1e-7, end_lr=10.
             different data orders; the result holds the mean curve and its
             band, and suggestions come from the mean.
         weight_decays: a list of weight decays to sweep (Smith 2018): one
-            test per value; the result is the one with the lowest smoothed
-            loss and `result.sweep` maps each weight decay to its result.
+            test per value, each with `repeats`.
         **fit_kwargs: passed to `model.fit` (e.g. `class_weight`).
 
     Returns:
-        `keras_clr.LRFinderResult`.
+        `keras_clr.LRFinderResult`, or with `weight_decays` a
+        `keras_clr.WeightDecaySweep`: a result per weight decay, the best
+        (lowest smoothed loss) and its suggestions.
 
     Raises:
         ValueError: for invalid arguments or an uncompiled model, before any
@@ -87,8 +89,8 @@ def find_lr(model, x=None, y=None, *, batch_size=None, start_lr=1e-7, end_lr=10.
     if hasattr(x, "__next__"):
         x = _repeating(x)  # later repeats (and sweeps) go on with later batches
     if weight_decays is not None:
-        return _weight_decay_sweep(model, x, y, weight_decays, batch_size,
-                                   settings, callbacks, verbose, repeats, fit_kwargs)
+        return _weight_decay_sweep(model, weight_decays, lambda: _repeated(
+            model, x, y, batch_size, settings, callbacks, verbose, fit_kwargs, repeats))
     return _repeated(model, x, y, batch_size, settings, callbacks, verbose, fit_kwargs,
                      repeats)
 
@@ -176,30 +178,3 @@ def _run_once(model, x, y, batch_size, finder, callbacks, fit_kwargs, repeat=0):
         model.history = history
     return finder.result
 
-
-def _weight_decay_sweep(model, x, y, weight_decays, batch_size, settings,
-                        callbacks, verbose, repeats, fit_kwargs):
-    optimizer = hooks.base_optimizer(model)
-    if getattr(optimizer, "weight_decay", False) is False:
-        raise ValueError(
-            "Argument `weight_decays` needs an optimizer with `weight_decay`. "
-            f"Received: optimizer={type(optimizer).__name__}")
-    original = optimizer.weight_decay
-    sweep = {}
-    try:
-        for value in weight_decays:
-            optimizer.weight_decay = value
-            result = _repeated(model, x, y, batch_size, settings, callbacks, verbose,
-                               fit_kwargs, repeats)
-            result.weight_decay = value
-            sweep[value] = result
-    finally:
-        optimizer.weight_decay = original
-    def lowest(result):
-        sign = -1.0 if result.mode == "max" else 1.0
-        values = sign * result.smoothed_losses
-        return np.min(np.where(np.isfinite(values), values, np.inf), initial=np.inf)
-
-    best = min(sweep.values(), key=lowest)
-    best.sweep = sweep
-    return best

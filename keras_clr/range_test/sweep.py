@@ -1,0 +1,136 @@
+"""The weight-decay sweep: one range test per weight decay, and its result.
+
+After Smith (2018): the same range test at a few weight decays, the curves
+side by side; the one whose smoothed loss goes lowest marks the weight decay
+to train with, and its suggestions the learning rate.
+"""
+
+import numpy as np
+
+from keras_clr import _checks
+from keras_clr import files
+from keras_clr import training
+from keras_clr import plotting
+from keras_clr.results import LRFinderResult
+
+
+class WeightDecaySweep:
+    """The range tests of a weight-decay sweep, and the best of them.
+
+    `find_lr(..., weight_decays=[...])` returns one. Each test is an
+    `LRFinderResult` of its own, recording its weight decay; the best is the
+    one whose smoothed loss goes lowest (highest in mode "max"), the first
+    of them on a tie. Its suggestions are the sweep's.
+
+    Args:
+        results: a non-empty dict weight decay -> `LRFinderResult`, in the
+            order swept.
+
+    Attributes:
+        results: that dict.
+        best: the result with the lowest smoothed loss.
+        weight_decay: the weight decay of `best`.
+
+    Raises:
+        ValueError: for an empty dict, a weight decay below 0 or a value that
+            is not an `LRFinderResult`.
+
+    Example:
+        >>> sweep = keras_clr.find_lr(model, x, y, weight_decays=[0.0, 1e-4, 1e-3])
+        >>> sweep.weight_decay, sweep.suggest()  # the best's weight decay and max_lr
+        >>> sweep.plot()                         # every curve on one Axes
+
+    References:
+        Smith, L. N. (2018). A disciplined approach to neural network
+        hyper-parameters: Part 1. arXiv:1803.09820.
+    """
+
+    def __init__(self, results):
+        if not isinstance(results, dict) or not results:
+            raise ValueError("Argument `results` must be a non-empty dict weight decay -> "
+                             f"LRFinderResult. Received: results={results!r}")
+        self.results = {}
+        for weight_decay, result in results.items():
+            if not isinstance(result, LRFinderResult):
+                raise ValueError(
+                    "Argument `results` must map each weight decay to an LRFinderResult. "
+                    f"Received: results[{weight_decay!r}] of type {type(result).__name__}")
+            weight_decay = _checks.in_interval("weight_decay", weight_decay, 0, np.inf,
+                                               high_open=True)
+            self.results[weight_decay] = result
+        self.weight_decay = min(self.results, key=lambda wd: _lowest(self.results[wd]))
+        self.best = self.results[self.weight_decay]
+
+    def suggest(self, method=None, *, one_cycle=None, peak_momentum=None):
+        """The best result's `LRFinderResult.suggest`."""
+        return self.best._suggest(method, 2, one_cycle, peak_momentum)
+
+    def suggest_range(self):
+        """The best result's `LRFinderResult.suggest_range`."""
+        return self.best._suggest_range(2)
+
+    def suggestions(self):
+        """The best result's `LRFinderResult.suggestions`."""
+        return self.best.suggestions()
+
+    def plot(self, ax=None):
+        """Every smoothed curve on one Axes; see `keras_clr.plotting.plot_weight_decays`."""
+        return plotting.plot_weight_decays(self.results, ax=ax, best=self.weight_decay)
+
+    def to_frame(self):
+        """A long pandas DataFrame: a row per weight decay and step, the columns of
+        `LRFinderResult.to_frame` after a `weight_decay` column, in the order swept."""
+        import pandas as pd
+
+        frames = [result.to_frame() for result in self.results.values()]
+        for weight_decay, frame in zip(self.results, frames):
+            frame.insert(0, "weight_decay", weight_decay)
+        return pd.concat(frames, ignore_index=True)
+
+    def __repr__(self):
+        best = self.best
+        lines = [f"WeightDecaySweep(monitor={best.monitor!r}, mode={best.mode!r}, "
+                 f"weight_decay={self.weight_decay:g})"]
+        for weight_decay, result in self.results.items():
+            sign = -1.0 if result.mode == "max" else 1.0
+            lr = result._rule("one_cycle")[0]  # the default suggestion, without a warning
+            lines.append(f"  weight decay {weight_decay:g}: "
+                         f"{'highest' if sign < 0 else 'lowest'} smoothed {result.monitor} "
+                         f"{sign * _lowest(result):.4g}, suggestion "
+                         f"{'none' if lr is None else format(lr, '.1e')}"
+                         f"{' (best)' if weight_decay == self.weight_decay else ''}")
+        return "\n".join(lines)
+
+
+def _lowest(result):
+    """The result's lowest smoothed loss (negated in mode "max"); inf for none."""
+    sign = -1.0 if result.mode == "max" else 1.0
+    values = sign * result.smoothed_losses
+    return np.min(np.where(np.isfinite(values), values, np.inf), initial=np.inf)
+
+
+def _weight_decay_sweep(model, weight_decays, run_test):
+    """Runs the sweep: `run_test()` (one range test, or its repeats) at each
+    of `weight_decays` in turn, the optimizer's own weight decay put back
+    afterwards whatever happens; returns the `WeightDecaySweep`."""
+    optimizer = training.base_optimizer(model)
+    if getattr(optimizer, "weight_decay", False) is False:
+        raise ValueError(
+            "Argument `weight_decays` needs an optimizer with `weight_decay`. "
+            f"Received: optimizer={type(optimizer).__name__}")
+    original = optimizer.weight_decay
+    tested = {}
+    try:
+        for value in weight_decays:
+            optimizer.weight_decay = value
+            tested[value] = _recorded(run_test(), value)
+    finally:
+        optimizer.weight_decay = original
+    return WeightDecaySweep(tested)
+
+
+def _recorded(result, weight_decay):
+    """`result` built again with the weight decay it ran at, for the record."""
+    return LRFinderResult(result.lrs, result.losses, result.smoothed_losses,
+                          metrics=result.metrics, loss_band=result.loss_band,
+                          **{**files.metadata(result), "weight_decay": weight_decay})

@@ -1,0 +1,395 @@
+"""The suggestion rules: a range test's curve in, a learning rate out.
+
+Pure functions of arrays: every fact a rule needs (the number of planned
+steps, the mode, the optimizer's momentum, whether the network has batch
+normalization) is an argument. Each rule returns `(value, reason)`: the
+suggestion, or None where there is none, and a sentence saying why.
+`keras_clr.LRFinderResult` calls them on its record.
+
+Suggestions named `valley`, `slide`, `minimum` and `steep` return the value
+fastai 2.8's functions of those names return for the same record: the
+smoothed losses are trimmed to `[num_steps // 10 : -5]` and cut at the first
+NaN, as fastai's `lr_find` does (`window`), and each rule is re-implemented
+here with its quirks. Where fastai would return a meaningless number (too few
+points, a curve that never descends, an index that wraps around, a value
+outside the tested range) the suggestion is None and the reason says why.
+"""
+
+import numpy as np
+
+from keras_clr import _checks
+
+METHODS = ("one_cycle", "valley", "slide", "minimum", "steep")
+ONE_CYCLE_WIDTH = 0.2  # default rule: the smoothing kernel's sigma, in decades of LR
+ONE_CYCLE_FALL = 0.9  # default rule: the landmark is where this much of the fall is made
+ONE_CYCLE_FACTOR = 1.2  # default rule: FACTOR x the landmark's LR
+ONE_CYCLE_MIN_DROP = 0.01  # default rule: None unless the loss falls by this fraction
+RANGE_START_FRACTION = 0.05  # suggest_range: the "clear drop" for base_lr
+RAGGED_WINDOW = 5  # suggest_range: points in the raw-loss variability window
+RAGGED_FACTOR = 4.0  # suggest_range: variability "blows up" at this ratio
+SLIDE_LR_DIFF, SLIDE_THRESH, SLIDE_ADJUST = 15, 0.005, 1.0  # fastai defaults
+
+
+def _too_few(n, needed):
+    return (f"only {n} point{'' if n == 1 else 's'} left after trimming "
+            f"(needs at least {needed})")
+
+
+# fastai 2.8's rules, on the trimmed, NaN-cut smoothed curve. Each returns
+# (lr or None, reason).
+
+def _valley(lrs, losses):
+    n = len(losses)
+    if n < 2:
+        return None, _too_few(n, 2)
+    lds = np.ones(n, dtype=np.int64)  # longest decreasing subsequence ending at i
+    for i in range(1, n):
+        longer = lds[:i][losses[:i] > losses[i]]
+        if longer.size:
+            lds[i] = longer.max() + 1
+    end = int(np.argmax(lds))  # first maximum, as fastai's strict `<` update
+    if lds[end] == 1:
+        return None, "the smoothed loss never decreases"
+    start = end - int(lds[end])  # fastai's off-by-one: may be -1
+    sections = (end - start) / 3
+    idx = start + int(sections) + int(sections / 2)
+    if idx < 0:
+        return None, (f"the longest descent has only {lds[end]} points, so "
+                      "fastai's index wraps around to the last LR")
+    return float(lrs[idx]), ("half-way into the longest descending run of the "
+                             f"smoothed loss ({lrs[max(start, 0)]:.1e} to {lrs[end]:.1e})")
+
+
+def _slide(lrs, losses):
+    n = len(losses)
+    if n < SLIDE_LR_DIFF + 1:
+        return None, _too_few(n, SLIDE_LR_DIFF + 1)
+    with np.errstate(all="ignore"):
+        grad = np.gradient(losses)
+        r_idx, l_idx = -1, -1 - SLIDE_LR_DIFF
+        lr = lrs[l_idx]
+        while l_idx >= -n and abs(grad[r_idx] - grad[l_idx]) > SLIDE_THRESH:
+            lr = lrs[l_idx]
+            r_idx -= 1
+            l_idx -= 1
+    return float(lr) * SLIDE_ADJUST, (
+        f"where the loss gradient {SLIDE_LR_DIFF} points apart first differs by "
+        f"at most {SLIDE_THRESH}, walking down from the largest LR")
+
+
+def _minimum(lrs, losses, lowest):
+    if len(losses) == 0:
+        return None, _too_few(0, 1)
+    lr_min = float(lrs[np.argmin(losses)])
+    if lr_min / 10 < lowest:
+        return None, (f"a tenth of the LR at the lowest loss ({lr_min:.1e}) is "
+                      f"below the smallest tested LR ({lowest:.1e})")
+    return lr_min / 10, f"a tenth of the LR at the lowest smoothed loss ({lr_min:.1e})"
+
+
+def _steep(lrs, losses):
+    if len(losses) < 2:
+        return None, _too_few(len(losses), 2)
+    with np.errstate(all="ignore"):
+        grads = np.diff(losses) / np.diff(np.log(lrs))
+    k = int(np.argmin(grads))  # a NaN slope wins, as in torch
+    if np.isnan(grads[k]):
+        return None, "the steepest slope is undefined (infinite loss)"
+    if grads[k] >= 0:
+        return None, "the smoothed loss never decreases"
+    return float(lrs[k]), "where the smoothed loss falls fastest against log(LR)"
+
+
+def kernel_smooth(lrs, losses, width):
+    """Gaussian kernel smoothing against log10(lr), without lag.
+
+    Each point becomes the average of the losses around it, weighted by
+    `exp(-d**2 / (2 * width**2))` where `d` is the distance in decades of
+    learning rate (points further than 4 widths are left out). Unlike the
+    moving average of `smooth`, which lags its input by about
+    `1 / (1 - beta)` steps, its lowest point sits where the losses around
+    it are lowest, and the width does not depend on the number of steps.
+
+    Args:
+        lrs: positive, increasing learning rates.
+        losses: finite losses, one per learning rate.
+        width: the kernel's standard deviation, in decades.
+
+    Returns:
+        A float64 array of the same length.
+    """
+    x = np.log10(np.asarray(lrs, dtype=np.float64))
+    losses = np.asarray(losses, dtype=np.float64)
+    low = np.searchsorted(x, x - 4 * width, side="left")
+    high = np.searchsorted(x, x + 4 * width, side="right")
+    out = np.empty_like(losses)
+    for i in range(len(x)):
+        weights = np.exp(-0.5 * ((x[low[i]:high[i]] - x[i]) / width) ** 2)
+        out[i] = weights @ losses[low[i]:high[i]] / weights.sum()
+    return out
+
+
+def one_cycle_peak_momentum(one_cycle=None):
+    """The momentum `OneCycle` holds at its peak rate: the `base_momentum` of
+    `one_cycle`, or of `OneCycle`'s defaults; None for a `OneCycle` that
+    leaves the momentum alone (`cycle_momentum=False`)."""
+    from keras_clr.callbacks import OneCycle
+
+    if one_cycle is None:
+        import inspect
+
+        return inspect.signature(OneCycle).parameters["base_momentum"].default
+    if not isinstance(one_cycle, OneCycle):
+        raise ValueError("Argument `one_cycle` must be the keras_clr.OneCycle to "
+                         f"train with. Received: one_cycle={type(one_cycle).__name__}")
+    return one_cycle.base_momentum if one_cycle.cycle_momentum is not False else None
+
+
+def momentum_lag(momentum, growth, peak_momentum=None):
+    """How much more strongly `OneCycle` applies a learning rate than a range test did.
+
+    Keras's SGD and RMSprop fold the learning rate into their velocity
+    (`v = momentum * v - lr * grad`), so a step moves the weights by a sum
+    of past rates. At a rate held still with momentum `b` that sum is
+    `lr / (1 - b)`; while the range test raises the rate by `growth` per
+    step it is only `lr / (1 - momentum / growth)`. `OneCycle` holds its
+    peak rate with momentum `peak_momentum` (its `base_momentum`, 0.85 by
+    default), so the same rate moves the weights
+    `(1 - momentum / growth) / (1 - peak_momentum)` times as far there as in
+    the test: 1.69 for momentum 0.9 in a 100-step test from 1e-7 to 10.
+
+    Args:
+        momentum: the optimizer's momentum during the test, in [0, 1).
+        growth: the ratio of consecutive learning rates of the test, > 1.
+        peak_momentum: the momentum at `OneCycle`'s peak; None for its
+            default `base_momentum`.
+
+    Returns:
+        The factor, a float.
+    """
+    if peak_momentum is None:
+        peak_momentum = one_cycle_peak_momentum()
+    return (1 - momentum / growth) / (1 - peak_momentum)
+
+
+def _one_cycle_rule(lrs, losses, width=ONE_CYCLE_WIDTH, fall=ONE_CYCLE_FALL,
+                    factor=ONE_CYCLE_FACTOR, momentum=None, batch_norm=False,
+                    peak_momentum=None):
+    """The default suggestion: a `max_lr` for `OneCycle`.
+
+    The raw losses are smoothed without lag (`kernel_smooth`, a Gaussian
+    `ONE_CYCLE_WIDTH` = 0.2 decades wide); the landmark is the first LR
+    where the smoothed loss has made `ONE_CYCLE_FALL` (90%) of its fall from
+    its first value to its lowest, where the valley's floor begins, and the
+    suggestion is `ONE_CYCLE_FACTOR` (1.2) times it, kept within the tested
+    range. When the optimizer folds the learning rate into its velocity
+    (`momentum` given: Keras's SGD and RMSprop with momentum) the value is
+    divided by `momentum_lag`, so that `OneCycle` moves the weights at its
+    peak as the test did at the landmark. For a network with batch
+    normalization the suggestion is instead the last LR of the floor (before
+    the smoothed loss climbs out of its lowest 10% again), uncorrected:
+    batch normalization lets training that warms up, as `OneCycle` does,
+    hold rates at which the test, starting cold, was already failing. The
+    moving average of the plot puts its minimum 1-2 decades late on a
+    100-step test, by an amount that depends on how fast the loss rises
+    after it; the lowest point itself
+    wanders along a broad floor from one run to the next, and on recurrent
+    nets sits close to where training at that rate falls apart. None when
+    the smoothed loss never falls below its first value by more than
+    `ONE_CYCLE_MIN_DROP` of it: without a descent its lowest point is noise.
+    Measured against a grid of `max_lr` in benchmarks/suggestion_quality.py
+    (see benchmarks/README.md).
+
+    Args:
+        lrs, losses: the raw curve from step `num_steps // 10` on; it is cut
+            at its first non-finite value.
+        width, fall, factor: the rule's constants (benchmarks try others).
+        momentum: the momentum of an optimizer that folds the learning
+            rate into its velocity, or None; consecutive points are taken
+            as consecutive steps.
+        batch_norm: whether the network has batch normalization.
+        peak_momentum: the momentum `OneCycle` will hold at `max_lr`; None
+            for its default `base_momentum`.
+
+    Returns:
+        (lr or None, reason).
+    """
+    finite = np.isfinite(losses)
+    if not finite.all():
+        lrs, losses = lrs[:int(np.argmin(finite))], losses[:int(np.argmin(finite))]
+    if len(losses) < 2:
+        return None, _too_few(len(losses), 2)
+    smoothed = kernel_smooth(lrs, losses, width)
+    low = int(np.argmin(smoothed))
+    first, lowest = float(smoothed[0]), float(smoothed[low])
+    if not first - lowest > ONE_CYCLE_MIN_DROP * abs(first):
+        return None, (f"the loss, smoothed without lag, never falls more than "
+                      f"{ONE_CYCLE_MIN_DROP:.0%} below its first value, so its lowest "
+                      "point is noise")
+    target = first - fall * (first - lowest)
+    if batch_norm:
+        above = np.flatnonzero(smoothed[low:] > target)
+        end = low + int(above[0]) - 1 if above.size else len(smoothed) - 1
+        return float(lrs[end]), (
+            f"the last LR where the loss, smoothed without lag (a Gaussian {width:g} "
+            f"decades wide), is within the lowest {1 - fall:.0%} of its fall, for a "
+            "network with batch normalization")
+    at = int(np.argmax(smoothed[:low + 1] <= target))
+    floor = float(lrs[at])
+    reason = (f"{factor:g} x the LR where the loss, smoothed without lag (a Gaussian "
+              f"{width:g} decades wide), has made {fall:.0%} of its fall ({floor:.1e})")
+    lr = factor * floor
+    if momentum:
+        lag = momentum_lag(momentum, float(lrs[max(at, 1)] / lrs[max(at, 1) - 1]),
+                           peak_momentum)
+        lr /= lag
+        reason += (f", divided by {lag:.2f} for the lag of a velocity with momentum "
+                   f"{momentum:g} behind the rising rate")
+    return min(max(lr, float(lrs[0])), float(lrs[-1])), reason
+
+
+def _finite_median(values):
+    values = values[np.isfinite(values)]
+    return float(np.median(values)) if values.size else np.nan
+
+
+def _cyclic_range(lrs, smoothed, raw):
+    """(base_lr, max_lr) for CyclicLR on the window; see `suggest_range`."""
+    n = len(smoothed)
+    if n < 3:
+        return None, _too_few(n, 3)
+    low = int(np.argmin(smoothed))
+    # The curve's starting level: the median of its first quarter before the
+    # minimum, which one noisy point (or an early hump) does not move.
+    level = float(np.median(smoothed[:low // 4 + 1]))
+    depth = level - smoothed[low]
+    if low == 0 or not depth > 0:
+        return None, "the smoothed loss never drops below its starting level"
+    # The descent that ends at the minimum begins after the last point still
+    # at that level (within a small fraction of the drop): early wobbles
+    # below it do not start it.
+    still = np.flatnonzero(smoothed[:low] >= level - RANGE_START_FRACTION * depth)
+    base = int(still[-1]) + 1 if still.size else 0
+    wiggle = np.full(n, np.nan)
+    with np.errstate(all="ignore"):
+        wiggle[1:-1] = np.abs(raw[:-2] - 2 * raw[1:-1] + raw[2:])
+    baseline = _finite_median(wiggle[1:low + 1])
+    top, why = low, "the lowest smoothed loss"
+    if baseline > 0:
+        for k in range(base + 1, low + 1):
+            window = wiggle[max(1, k - RAGGED_WINDOW + 1):k + 1]
+            if _finite_median(window) > RAGGED_FACTOR * baseline:
+                top, why = k, "where the raw loss turns ragged"
+                break
+    return (float(lrs[base]), float(lrs[top])), (
+        f"from where the smoothed loss last leaves its level (within "
+        f"{RANGE_START_FRACTION:.0%} of its drop) to {why}")
+
+
+
+def window(lrs, smoothed, raw, *, num_steps, mode="min", finite=False):
+    """The curve fastai's rules see: the record (learning rates, smoothed and
+    raw losses) on `[num_steps // 10 : -5]`, cut at the first NaN smoothed
+    value (the first non-finite one when `finite`), negated in mode "max".
+    Returns (lrs, smoothed, raw)."""
+    cut = slice(num_steps // 10, -5)
+    lrs, smoothed, raw = lrs[cut], smoothed[cut], raw[cut]
+    bad = ~np.isfinite(smoothed) if finite else np.isnan(smoothed)
+    if bad.any():
+        end = int(np.argmax(bad))
+        lrs, smoothed, raw = lrs[:end], smoothed[:end], raw[:end]
+    sign = -1.0 if mode == "max" else 1.0
+    return lrs, sign * smoothed, sign * raw
+
+
+def suggest(method, lrs, losses, smoothed, *, num_steps, mode="min", momentum=None,
+            batch_norm=False, peak_momentum=None):
+    """The suggestion `method` for a range test's record.
+
+    Args:
+        method: one of `METHODS`: "one_cycle" (`_one_cycle_rule`), or
+            fastai's "valley", "slide", "minimum" or "steep".
+        lrs, losses, smoothed: the record's learning rates, raw and smoothed
+            losses, one per step.
+        num_steps: the number of steps the test was planned for.
+        mode: "min", or "max" for an accuracy-like monitor (the curve is
+            negated).
+        momentum, batch_norm, peak_momentum: for "one_cycle", see
+            `_one_cycle_rule`.
+
+    Returns:
+        (lr or None, reason).
+
+    Raises:
+        ValueError: for an unknown method.
+    """
+    _checks.one_of("method", method, METHODS)
+    lrs, losses, smoothed = (np.asarray(a, dtype=np.float64) for a in (lrs, losses, smoothed))
+    if method == "one_cycle":
+        # The raw curve from fastai's start of window to its first
+        # non-finite loss: the kernel needs the rise past the minimum
+        # that fastai's trim of the last 5 points would cut off.
+        sign = -1.0 if mode == "max" else 1.0
+        start = num_steps // 10
+        return _one_cycle_rule(lrs[start:], sign * losses[start:], momentum=momentum,
+                               batch_norm=batch_norm, peak_momentum=peak_momentum)
+    w_lrs, w_smoothed, _ = window(lrs, smoothed, losses, num_steps=num_steps, mode=mode)
+    if method == "minimum":
+        return _minimum(w_lrs, w_smoothed, lrs[0] if len(lrs) else np.inf)
+    return {"valley": _valley, "slide": _slide, "steep": _steep}[method](w_lrs, w_smoothed)
+
+
+def suggest_range(lrs, losses, smoothed, *, num_steps, mode="min"):
+    """(base_lr, max_lr) for `CyclicLR`, after Smith (2015), section 3.3.
+
+    On the smoothed curve trimmed as fastai does and cut at its first
+    non-finite value (`window`, negated in mode "max"), with `s_min` its
+    lowest value (at index `m`):
+
+    * `base_lr` is where the descent to `m` begins: the LR one point
+      after the last point before `m` with `s >= s0 - 0.05 * (s0 - s_min)`
+      (`RANGE_START_FRACTION`), `s0` being the median of the curve's first
+      quarter before `m` (its starting level, which a noisy first point
+      or an early hump does not move). Early wobbles below the level do
+      not start the range, so it stays within the descending stretch,
+      also of the mean curve of repeats.
+    * `max_lr` is the LR at `m`, or earlier where the raw loss turns
+      ragged: the first index `k` after `base_lr`'s with the median of
+      `|raw[i-1] - 2 raw[i] + raw[i+1]|` over the last `RAGGED_WINDOW`
+      points above `RAGGED_FACTOR` times its median over indices 1..m.
+
+    Args:
+        lrs, losses, smoothed: the record's learning rates, raw and smoothed
+            losses, one per step.
+        num_steps: the number of steps the test was planned for.
+        mode: "min", or "max" for an accuracy-like monitor.
+
+    Returns:
+        ((base_lr, max_lr) or None, reason): None when the curve never
+        drops below its starting level or has fewer than 3 points.
+
+    References:
+        Smith, L. N. (2015). Cyclical Learning Rates for Training Neural
+        Networks. arXiv:1506.01186.
+    """
+    lrs, losses, smoothed = (np.asarray(a, dtype=np.float64) for a in (lrs, losses, smoothed))
+    return _cyclic_range(*window(lrs, smoothed, losses, num_steps=num_steps, mode=mode,
+                                 finite=True))
+
+
+def resolve_peak_momentum(one_cycle=None, peak_momentum=None, momentum=None):
+    """The momentum at `OneCycle`'s peak from `LRFinderResult.suggest`'s
+    arguments (`one_cycle` or `peak_momentum`; a `OneCycle` with
+    `cycle_momentum=False` runs at the test's `momentum`), or None for
+    `OneCycle`'s default. Raises ValueError when both are given."""
+    if peak_momentum is not None:
+        if one_cycle is not None:
+            raise ValueError(
+                "Pass `one_cycle` or `peak_momentum`, not both. Received: "
+                f"one_cycle={type(one_cycle).__name__}, peak_momentum={peak_momentum!r}")
+        return _checks.in_interval("peak_momentum", peak_momentum, 0, 1, high_open=True)
+    if one_cycle is None:
+        return None
+    peak = one_cycle_peak_momentum(one_cycle)
+    # A OneCycle that leaves the momentum alone runs at the test's.
+    return peak if peak is not None else momentum
