@@ -65,6 +65,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import keras_clr  # noqa: E402
+from keras_clr import fit_steps  # noqa: E402
 from keras_clr import hooks  # noqa: E402
 from keras_clr import tables  # noqa: E402
 
@@ -190,18 +191,28 @@ class ArithmeticOneCycle(keras_clr.OneCycle):
             tables.TABLE_LIMIT = limit
 
 
+class _OwnTraceValues(fit_steps.FitValues):
+    """The fit's values as constant tables in a trace of the fit's own."""
+
+    def tabulate(self, first, count, start):
+        own = [None if schedule is None else tables.Tabulated(schedule, first, count)
+               for schedule in self.schedules]
+        self.tables = own
+        self.control = hooks.StepControl(self.model, *own,
+                                         momentum_attribute=self.momentum_attribute)
+        self.control.start_step = start
+        self.control.install()
+
+
 class OwnTraceOneCycle(keras_clr.OneCycle):
     """`OneCycle` with constant tables in a trace of each fit's own, as every
     fit ran before the tables moved into variables shared per model."""
 
-    def _tabulate(self, state, first, count):
-        own = [None if schedule is None else tables.Tabulated(schedule, first, count)
-               for schedule in self._schedules()]
-        state.tables = self._tables = own
-        state.control = hooks.StepControl(self.model, *own,
-                                          momentum_attribute=state.momentum_attribute)
-        state.control.start_step = self._start_step
-        state.control.install()
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        values = self._fit.values
+        self._fit.values = _OwnTraceValues(values.model, values.schedules,
+                                           values.momentum_attribute, values.log_values)
 
 
 def variant_callbacks(variant, total_steps, steps):

@@ -24,9 +24,10 @@ import keras
 import numpy as np
 
 from keras_clr import _checks
+from keras_clr import _keras_internals
 from keras_clr import fit_steps
-from keras_clr import hooks
 from keras_clr import schedules
+from keras_clr import training
 
 
 # Keras callbacks that set the learning rate themselves.
@@ -108,18 +109,18 @@ class _ScheduleCallback(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         name = type(self).__name__
-        optimizer = hooks.base_optimizer(self.model)
-        hooks.check_learning_rate(optimizer, name)
-        attribute = hooks.check_momentum(optimizer, name, self.cycle_momentum)
-        callbacks = hooks.callback_list(self)
+        optimizer = training.base_optimizer(self.model)
+        training.check_learning_rate(optimizer, name)
+        attribute = training.check_momentum(optimizer, name, self.cycle_momentum)
+        callbacks = _keras_internals.callback_list(self)
         if callbacks is not None:
             check_conflicts(self, [c for c in callbacks.callbacks if c is not self])
             # First, so that the logs every other callback reads (History,
             # CSVLogger, TensorBoard) carry the values, in any order.
-            hooks.move_first(callbacks, self)
+            training.move_first(callbacks, self)
         params = self.params or {}
         steps, epochs = params.get("steps"), params.get("epochs")
-        accumulation = hooks.accumulation_steps(optimizer)
+        accumulation = training.accumulation_steps(optimizer)
         if accumulation > 1 and not steps:
             raise ValueError(
                 f"{name} cannot follow gradient accumulation on data of unknown "

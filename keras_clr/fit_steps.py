@@ -29,8 +29,8 @@ extra iteration Keras counts as an epoch of unknown length ends.
 
 import warnings
 
-from keras_clr import hooks
 from keras_clr import tables
+from keras_clr import training
 
 
 class FitSteps:
@@ -52,8 +52,8 @@ class FitSteps:
         self.model, self.optimizer = model, model.optimizer
         self.constant_from, self.owner = constant_from, owner
         self.steps, self.epochs, self.accumulation = steps, epochs, accumulation
-        self.spe = hooks.steps_per_execution(model)
-        self.loss_scaled = hooks.loss_scaled(model)
+        self.spe = training.steps_per_execution(model)
+        self.loss_scaled = training.loss_scaled(model)
         # Where the host cannot tell which step a batch end reports, the train
         # step returns the values it applied instead (an epoch's last call may
         # run fewer than spe steps, or all of them on repeating data: Keras
@@ -85,7 +85,7 @@ class FitSteps:
         tabulates again if the epoch's steps left the table."""
         if self.epoch_batches is not None:
             return
-        self.epoch_batches = hooks.batch_count(hooks.base_optimizer(self.model))
+        self.epoch_batches = training.batch_count(training.base_optimizer(self.model))
         if self.values.control is None:  # the fit's first batch
             self._place()
             return
@@ -144,7 +144,7 @@ class FitSteps:
         epoch) and writes the epoch's last step's values to `logs`."""
         if self.epoch_batches is None:  # no batch ran
             return
-        batches = hooks.batch_count(hooks.base_optimizer(self.model))
+        batches = training.batch_count(training.base_optimizer(self.model))
         if not self.steps and self.spe == 1:
             # On data of unknown length Keras counts one more iteration as the
             # data runs out, without an update: the schedule does not.
@@ -176,7 +176,7 @@ class FitSteps:
         self.values.control.remove()
         if not self.loss_scaled:
             return
-        applied = hooks.iterations(hooks.base_optimizer(self.model)) - self.first_updates
+        applied = training.iterations(training.base_optimizer(self.model)) - self.first_updates
         skipped = self.batches_run // self.accumulation - applied
         if skipped > 0:
             warnings.warn(

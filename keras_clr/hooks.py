@@ -35,20 +35,6 @@ from keras import ops
 from keras_clr import _backend
 from keras_clr import _keras_internals
 from keras_clr import training
-# Moved to keras_clr.training, keras_clr._backend and keras_clr._keras_internals;
-# callers not yet updated read them here.
-from keras_clr._backend import replica_mean  # noqa: F401
-from keras_clr._backend import strategy_scope  # noqa: F401
-from keras_clr._keras_internals import callback_list  # noqa: F401
-from keras_clr.training import accumulation_steps  # noqa: F401
-from keras_clr.training import base_optimizer  # noqa: F401
-from keras_clr.training import batch_count  # noqa: F401
-from keras_clr.training import check_learning_rate  # noqa: F401
-from keras_clr.training import check_momentum  # noqa: F401
-from keras_clr.training import iterations  # noqa: F401
-from keras_clr.training import loss_scaled  # noqa: F401
-from keras_clr.training import move_first  # noqa: F401
-from keras_clr.training import steps_per_execution  # noqa: F401
 
 
 class ScheduledValue:

@@ -25,7 +25,6 @@ from keras_clr.suggestions import one_cycle_peak_momentum
 __all__ = ["LRFinderResult", "METHODS", "kernel_smooth", "momentum_lag",
            "one_cycle_peak_momentum", "smooth"]
 
-_one_cycle_rule = suggestions._one_cycle_rule  # benchmarks/suggestion_quality.py reads it here
 _RESERVED = ("step", "lr", "loss", "smoothed_loss", "loss_low", "loss_high")
 
 

@@ -257,3 +257,33 @@ def test_a_subclassed_model_without_weights():
     for got, want in zip(model.get_weights(), before):
         np.testing.assert_array_equal(got, want)
     assert int(model.optimizer.iterations) == 0
+
+
+@pytest.mark.parametrize("kwargs, unused", [
+    (dict(val_every=5), "`val_every` has no effect with a training monitor"),
+    (dict(val_steps=2, val_every=5), "`val_every`, `val_steps` have no effect"),
+])
+def test_validation_arguments_without_effect_warn(kwargs, unused):
+    with pytest.warns(UserWarning, match=re.escape(unused)):
+        keras_clr.LRFinder(**kwargs)
+    x, y = _data()
+    with pytest.warns(UserWarning, match=re.escape(unused)) as caught:
+        find_lr(_compiled(), x, y, batch_size=BATCH, num_steps=4, **kwargs, **QUIET)
+    assert sum("no effect" in str(w.message) for w in caught) == 1  # once
+
+
+def test_validation_arguments_in_use_do_not_warn():
+    import tensorflow as tf
+    import warnings
+
+    x, y = _data()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        find_lr(_compiled(), x, y, batch_size=BATCH, num_steps=4, **QUIET)
+        find_lr(_compiled(), x, y, batch_size=BATCH, num_steps=4, monitor="val_loss",
+                validation_data=(x, y), val_every=2, val_steps=1, **QUIET)
+        batched = tf.data.Dataset.from_tensor_slices((x, y)).batch(BATCH)
+        find_lr(_compiled(), x, y, batch_size=BATCH, num_steps=4, monitor="val_loss",
+                validation_data=batched, **QUIET)
+    with pytest.warns(UserWarning, match="`val_batch_size` has no effect with validation_data=.*Dataset"):
+        keras_clr.LRFinder(monitor="val_loss", validation_data=batched, val_batch_size=8)

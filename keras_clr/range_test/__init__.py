@@ -2,10 +2,12 @@
 
 | module | holds |
 |---|---|
-| `callback.py` | `LRFinder` and the traced step's record |
+| `callback.py` | `LRFinder`, and the state of one run |
+| `record.py` | the traced step and the record it writes |
 | `state.py` | snapshot and restore of the model and optimizer |
 | `data.py` | the data kinds and `fit` options, the plan of epochs |
-| `api.py` | `find_lr`, repeats, the weight-decay sweep |
+| `api.py` | `find_lr` and repeats |
+| `sweep.py` | the weight-decay sweep and its result, `WeightDecaySweep` |
 
 The smoothing and the stop rule are `keras_clr.stopping`; the suggestions
 and the result, `keras_clr.results`.

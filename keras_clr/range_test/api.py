@@ -7,8 +7,8 @@ import keras
 import numpy as np
 
 from keras_clr import _checks
-from keras_clr import hooks
 from keras_clr import results
+from keras_clr import training
 from keras_clr.range_test.callback import CHECK_EVERY
 from keras_clr.range_test.callback import LRFinder
 from keras_clr.range_test.data import _ensure_built
@@ -23,7 +23,7 @@ from keras_clr.range_test.sweep import _weight_decay_sweep
 def find_lr(model, x=None, y=None, *, batch_size=None, start_lr=1e-7, end_lr=10.0,
             num_steps=100, step_mode="exp", smoothing=0.98, stop_factor=4.0,
             monitor="loss", validation_data=None, callbacks=None, verbose=1,
-            repeats=1, weight_decays=None, val_every=10, val_steps=4,
+            repeats=1, weight_decays=None, val_every=None, val_steps=None,
             mode="auto", **fit_kwargs):
     """Runs the learning-rate range test on a compiled model and restores it.
 
@@ -77,7 +77,9 @@ def find_lr(model, x=None, y=None, *, batch_size=None, start_lr=1e-7, end_lr=10.
                     step_mode=step_mode, smoothing=smoothing, stop_factor=stop_factor,
                     monitor=monitor, validation_data=validation_data,
                     val_every=val_every, val_steps=val_steps, mode=mode,
-                    val_batch_size=batch_size)
+                    # validation arrays are cut into batches of batch_size
+                    val_batch_size=(batch_size if isinstance(validation_data, (tuple, list))
+                                    else None))
     LRFinder(**settings, verbose=0)  # checks every argument before training
     if x is None:
         raise ValueError("Argument `x` must be the training data, as for "
@@ -141,13 +143,11 @@ def _average(runs):
 
 def _repeated(model, x, y, batch_size, settings, callbacks, verbose, fit_kwargs, repeats):
     """One test, or the average of `repeats` tests that share one compiled step."""
-    finder = LRFinder(**settings, verbose=verbose)
-    finder._keep_step = repeats > 1
-    try:
-        runs = [_run_once(model, x, y, batch_size, finder, callbacks, fit_kwargs, repeat)
-                for repeat in range(repeats)]
-    finally:
-        finder._keep_step, finder._kept = False, None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # find_lr warned of its arguments already
+        finder = LRFinder(**settings, verbose=verbose)
+    runs = [_run_once(model, x, y, batch_size, finder, callbacks, fit_kwargs, repeat)
+            for repeat in range(repeats)]
     return runs[0] if repeats == 1 else _average(runs)
 
 
@@ -156,7 +156,7 @@ def _run_once(model, x, y, batch_size, finder, callbacks, fit_kwargs, repeat=0):
     # Updates a loss scale skips take a batch each and no step of the test:
     # plan more batches than steps (the test stops once its steps are done).
     planned = finder.num_steps
-    if hooks.loss_scaled(model):
+    if training.loss_scaled(model):
         planned = 2 * finder.num_steps + CHECK_EVERY
     data, epochs, steps = _fit_plan(model, x, batch_size, planned, split)
     batched = isinstance(x, keras.utils.PyDataset) or _is_torch_loader(x)
@@ -177,4 +177,3 @@ def _run_once(model, x, y, batch_size, finder, callbacks, fit_kwargs, repeat=0):
     finally:
         model.history = history
     return finder.result
-

@@ -14,6 +14,7 @@ References:
 """
 
 import sys
+import warnings
 
 import keras
 import numpy as np
@@ -71,8 +72,11 @@ class LRFinder(keras.callbacks.Callback):
             (the record's losses are then its values).
         validation_data: data for a validation monitor, as in `fit`; only
             with one (a training monitor raises a `ValueError` with it).
-        val_every: steps between two validation evaluations.
-        val_steps: batches of `validation_data` in the fixed subset.
+        val_every: steps between two validation evaluations (None: 10).
+        val_steps: batches of `validation_data` in the fixed subset (None: 4).
+            The three `val_` arguments apply to a validation monitor only;
+            elsewhere (and `val_batch_size` for batched `validation_data`)
+            they warn that they have no effect.
         val_batch_size: the batch size of `validation_data` given as arrays
             (`find_lr` passes its `batch_size`); None: 32, Keras's default.
         mode: `"min"`, `"max"` or `"auto"` (max for accuracy-like names).
@@ -86,7 +90,7 @@ class LRFinder(keras.callbacks.Callback):
 
     def __init__(self, start_lr=1e-7, end_lr=10.0, num_steps=100, step_mode="exp",
                  smoothing=0.98, stop_factor=4.0, monitor="loss",
-                 validation_data=None, val_every=10, val_steps=4, mode="auto",
+                 validation_data=None, val_every=None, val_steps=None, mode="auto",
                  verbose=1, val_batch_size=None):
         super().__init__()
         self.start_lr = _checks.positive_finite("start_lr", start_lr)
@@ -111,10 +115,15 @@ class LRFinder(keras.callbacks.Callback):
         _check_monitor_arguments(monitor, validation_data)
         self.monitor = monitor
         self.validation_data = validation_data
-        self.val_every = _checks.positive_int("val_every", val_every)
-        self.val_steps = _checks.positive_int("val_steps", val_steps)
-        self.val_batch_size = (None if val_batch_size is None
-                               else _checks.positive_int("val_batch_size", val_batch_size))
+        given = {name: value for name, value in (
+            ("val_every", val_every), ("val_steps", val_steps),
+            ("val_batch_size", val_batch_size)) if value is not None}
+        for name, value in given.items():
+            _checks.positive_int(name, value)
+        _warn_unused(monitor, validation_data, given)
+        self.val_every = int(given.get("val_every", 10))
+        self.val_steps = int(given.get("val_steps", 4))
+        self.val_batch_size = given.get("val_batch_size")
         self.mode = _checks.one_of("mode", mode, ("auto", "min", "max"))
         self.verbose = verbose
         self.result = None
@@ -198,6 +207,22 @@ def _check_monitor_arguments(monitor, validation_data):
             f"monitor='val_{monitor}' to record the curve on the validation "
             "data, or leave validation_data out. Received: validation_data="
             f"{type(validation_data).__name__}, monitor={monitor!r}")
+
+
+def _warn_unused(monitor, validation_data, given):
+    """Warns of `val_` arguments (`given`) that have no effect."""
+    unused = list(given)
+    if monitor.startswith("val_"):
+        batched = not isinstance(validation_data, (tuple, list))
+        unused = ["val_batch_size"] if batched and "val_batch_size" in given else []
+    if unused:
+        why = ("a training monitor" if not monitor.startswith("val_") else
+               f"validation_data={type(validation_data).__name__}, which is batched already")
+        warnings.warn(
+            f"{', '.join(f'`{n}`' for n in unused)} ha{'s' if len(unused) == 1 else 've'} "
+            f"no effect with {why}. Received: "
+            f"{', '.join(f'{n}={given[n]!r}' for n in unused)}, monitor={monitor!r}",
+            stacklevel=3)
 
 
 def _check_trainable(model):
