@@ -83,9 +83,10 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_clr  # noqa: E402
-from keras_clr.range_test import callback as range_callback  # noqa: E402
 from keras_clr.range_test import state as range_state  # noqa: E402
 from keras_clr import results  # noqa: E402
+from keras_clr import suggestions  # noqa: E402
+from keras_clr import training  # noqa: E402
 
 GOAL = 0.995
 
@@ -167,6 +168,44 @@ def _lstm():
         keras.layers.LSTM(32), keras.layers.Dense(10)])
 
 
+def _pretrained(build, data, epochs, batch):
+    """A builder of `build()`'s model pre-trained with Adam(1e-3) on
+    `data()` (x, y) for `epochs`, then fine-tuned whole (all layers
+    trainable, as in the fine-tuning tasks users run)."""
+    def pretrained():
+        model = build()
+        x, y = data()
+        model.compile(keras.optimizers.Adam(1e-3),
+                      keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model.fit(x, y, batch_size=batch, epochs=epochs, verbose=0)
+        fresh = build()  # the same architecture, a new optimizer to fine-tune with
+        fresh.set_weights(model.get_weights())
+        return fresh
+
+    return pretrained
+
+
+def _digits_other_half():
+    """Pre-training data: the 30% of digits the tasks hold out as test
+    data are not used; this is the training split's other half of classes,
+    relabelled: digits 5-9 as 0-4 and 0-4 as 5-9 (a related task)."""
+    x_tr, y_tr, _, _ = _digits()
+    return x_tr, ((y_tr + 5) % 10).astype("int32")
+
+
+def _mnist1d_shifted():
+    """Pre-training data: MNIST-1D generated with other noise and shifts
+    (a related task), made locally."""
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    args = get_dataset_args()
+    args.seed, args.corr_noise_scale, args.iid_noise_scale = 7, 0.5, 4e-2
+    args.shuffle_seq = False
+    data = make_dataset(args)
+    x = data["x"].astype("float32")
+    return x / x.std(), data["y"].astype("int32")
+
+
 def _sgd():
     return keras.optimizers.SGD(1e-3, momentum=0.9)
 
@@ -204,7 +243,15 @@ TASKS = {
     "mnist1d_mlp_adam": (_mnist1d, lambda: _dense((40,), 10, (128, 128)), _adam, 64, 8,
                          ADAM_GRID, "accuracy"),
 }
-HELD_OUT = ("mnist1d_gru_sgd", "mnist1d_mlp_adam")
+# fine-tuning: a model pre-trained on a related task, every layer trained again
+TASKS["digits_finetune_sgd"] = (
+    _digits, _pretrained(lambda: _dense((64,), 10), _digits_other_half, 10, 32), _sgd,
+    32, 5, SGD_GRID, "accuracy")
+TASKS["mnist1d_finetune_adam"] = (
+    _mnist1d, _pretrained(_cnn1d, _mnist1d_shifted, 4, 64), _adam, 64, 4, ADAM_GRID,
+    "accuracy")
+HELD_OUT = ("mnist1d_gru_sgd", "mnist1d_mlp_adam", "digits_finetune_sgd",
+            "mnist1d_finetune_adam")
 QUICK = {"digits_mlp": 3, "digits_adam": 3}  # --quick: these tasks, these epochs
 
 
@@ -239,9 +286,9 @@ def _ema_drop(result):
 
 METHODS = {
     "default": lambda r: r.suggest(),
-    "no-lag": lambda r: results._one_cycle_rule(r.lrs[r.num_steps // 10:],
+    "no-lag": lambda r: suggestions._one_cycle_rule(r.lrs[r.num_steps // 10:],
                                                 r.losses[r.num_steps // 10:])[0],
-    "no-bn": lambda r: results._one_cycle_rule(r.lrs[r.num_steps // 10:],
+    "no-bn": lambda r: suggestions._one_cycle_rule(r.lrs[r.num_steps // 10:],
                                                r.losses[r.num_steps // 10:],
                                                momentum=r.momentum)[0],
     "ema-drop": _ema_drop,
@@ -253,7 +300,9 @@ METHODS = {
     "min/2.5": lambda r: _lr_min(r) / 2.5,
     "min/4": lambda r: _lr_min(r) / 4,
     "drop80%x0.65": lambda r: 0.65 * _lr_drop(r, 0.8),
+    "tune": None,  # keras_clr.tune_max_lr for the task's training (see Bench.tuned)
 }
+TUNE_BUDGET = 400  # tune_max_lr's default budget_steps
 
 
 # -- runs ----------------------------------------------------------------------
@@ -318,8 +367,8 @@ class Bench:
             if name in self.saved_curves:  # --cache: the range test of an earlier run
                 lrs, losses = self.saved_curves[name]
                 # what find_lr records besides the curve
-                momentum = range_callback.velocity_momentum(TASKS[task][2]())
-                batch_norm = range_callback.has_batch_norm(TASKS[task][1]())
+                momentum = training.velocity_momentum(TASKS[task][2]())
+                batch_norm = training.has_batch_norm(TASKS[task][1]())
                 self.curves[key] = results.LRFinderResult(lrs, losses, momentum=momentum,
                                                           batch_norm=batch_norm,
                                                           num_steps=self.finder_steps)
@@ -352,16 +401,75 @@ class Bench:
             out = model.predict(x_te, batch_size=512, verbose=0)
             self.seconds["training"] += time.perf_counter() - start
             self.trainings += 1
-            if not np.all(np.isfinite(out)):
-                value = 0.0 if kind == "r2" else float(np.mean(y_te == 0))
-            elif kind == "r2":
-                from sklearn.metrics import r2_score
-
-                value = float(r2_score(y_te, out[:, 0]))
-            else:
-                value = float(np.mean(np.argmax(out, axis=1) == y_te))
+            value = _score(out, y_te, kind)
             self.metrics[key] = value
         return self.metrics[key]
+
+
+    def baseline(self, task, seed, kind, epochs):
+        """The test metric of what a user runs with no tuning (`BASELINES`),
+        from the seed's initial weights and data order."""
+        key = (task, seed, epochs, "baseline:" + kind)
+        if key not in self.metrics:
+            _, build, optimizer, batch, _, _, metric = TASKS[task]
+            steps = self._steps(task, epochs)
+            keras.utils.set_random_seed(seed)
+            model = build()
+            default = 1e-2 if optimizer is _sgd else 1e-3  # Keras's default learning rates
+            momentum = {"momentum": 0.9} if optimizer is _sgd else {}
+            kind_of = keras.optimizers.SGD if optimizer is _sgd else keras.optimizers.Adam
+            if kind == "constant":
+                chosen = kind_of(default, **momentum)
+            elif kind == "cosine":
+                warmup = max(1, steps // 20)
+                chosen = kind_of(keras.optimizers.schedules.CosineDecay(
+                    0.0, steps - warmup, warmup_target=default, warmup_steps=warmup),
+                    **momentum)
+            else:
+                chosen = keras.optimizers.ScheduleFreeAdamW(warmup_steps=max(1, steps // 20))
+            loss = ("mse" if metric == "r2" else
+                    keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+            model.compile(optimizer=chosen, loss=loss)
+            x_tr, y_tr, x_te, y_te = self._data(task)
+            keras.utils.set_random_seed(20_000 + seed)
+            model.fit(x_tr, y_tr, batch_size=batch, epochs=epochs, verbose=0)
+            self.trainings += 1
+            self.metrics[key] = _score(model.predict(x_te, batch_size=512, verbose=0),
+                                       y_te, metric)
+        return self.metrics[key]
+
+    def tuned(self, task, seed, order, epochs, budget):
+        """`tune_max_lr`'s answer for (task, seed) with data order `order`,
+        for the task's training, from the seed's initial model."""
+        name = f"tune/{task}/{seed}/{order}/{epochs}/{budget}"
+        if name not in self.saved_curves:
+            model, saved = self.model(task, seed)
+            range_state.restore(saved)
+            x_tr, y_tr, _, _ = self._data(task)
+            keras.utils.set_random_seed(30_000 + seed + 1000 * order)
+            start = time.perf_counter()
+            search = keras_clr.tune_max_lr(model, x_tr, y_tr, batch_size=TASKS[task][3],
+                                           total_steps=self._steps(task, epochs),
+                                           budget_steps=budget, verbose=0)
+            self.seconds["tune_max_lr"] = (self.seconds.get("tune_max_lr", 0.0)
+                                           + time.perf_counter() - start)
+            self.saved_curves[name] = [search.max_lr, search.steps_used,
+                                       search.candidates]
+        return self.saved_curves[name][0]
+
+
+def _score(out, y_te, kind):
+    """Accuracy, or R^2; 0 (or the majority class's share) when diverged."""
+    if not np.all(np.isfinite(out)):
+        return 0.0 if kind == "r2" else float(np.mean(y_te == 0))
+    if kind == "r2":
+        from sklearn.metrics import r2_score
+
+        return float(r2_score(y_te, out[:, 0]))
+    return float(np.mean(np.argmax(out, axis=1) == y_te))
+
+
+BASELINES = ("constant", "cosine", "schedule-free")
 
 
 def _suggest(method, result):
@@ -380,14 +488,19 @@ def _pm(se):
     return "" if math.isnan(se) else f" +- {se:.4f}"
 
 
-def run_task(bench, task, seeds, orders, epochs, methods, out):
+def run_task(bench, task, seeds, orders, epochs, methods, out, baselines=False):
     grid = TASKS[task][5]
     per_grid = np.array([[bench.metric(task, s, lr, epochs) for lr in grid] for s in seeds])
     means = per_grid.mean(axis=0)
     best = int(np.argmax(means))
     rows = []
     for method in methods:
-        lrs = [[_suggest(method, bench.curve(task, s, o)) for o in range(orders)] for s in seeds]
+        if method == "tune":
+            lrs = [[bench.tuned(task, s, o, epochs, TUNE_BUDGET) for o in range(orders)]
+                   for s in seeds]
+        else:
+            lrs = [[_suggest(method, bench.curve(task, s, o)) for o in range(orders)]
+                   for s in seeds]
         flat = [lr for per_seed in lrs for lr in per_seed if lr is not None]
         missing = sum(lr is None for per_seed in lrs for lr in per_seed)
         if not flat:
@@ -398,6 +511,8 @@ def run_task(bench, task, seeds, orders, epochs, methods, out):
         value = float(np.mean(per_seed))
         ratio = math.exp(np.mean([math.log(lr / grid[best]) for lr in flat]))
         rows.append((method, lrs, missing, value, _se(per_seed), value / means[best], ratio))
+    base = {k: float(np.mean([bench.baseline(task, s, k, epochs) for s in seeds]))
+            for k in (BASELINES if baselines else ())}
     bench.save()
     _, _, optimizer, batch, _, _, kind = TASKS[task]
     name = "Adam" if optimizer is _adam else "SGD m=0.9"
@@ -416,8 +531,12 @@ def run_task(bench, task, seeds, orders, epochs, methods, out):
         out.write(f"  {method:>13}: LR {shown}  {kind} {value:.4f}{_pm(se)}  of best "
                   f"{fraction:.2%}  LR ratio {ratio:.2f}"
                   + (f", {missing} without a suggestion" if missing else "") + f"{flag}\n")
+    for name_, value in base.items():
+        out.write(f"  {name_:>13}: {kind} {value:.4f}  of best {value / means[best]:.2%}"
+                  " (no tuning)\n")
     out.flush()
-    return {"task": task, "optimizer": name, "metric": kind, "grid_best_lr": grid[best],
+    return {"baselines": {k: {"metric": v, "of_best": v / means[best]} for k, v in base.items()},
+            "task": task, "optimizer": name, "metric": kind, "grid_best_lr": grid[best],
             "grid_best": float(means[best]), "grid_best_se": _se(per_grid[:, best]),
             "grid": dict(zip(grid, means.tolist())),
             "methods": {m: {"lrs": lrs, "missing": k, "metric": v, "se": se, "of_best": f,
@@ -468,6 +587,10 @@ def main(argv=None):
     parser.add_argument("--cache", default=None,
                         help="JSON file that keeps trained metrics between runs")
     parser.add_argument("--json", default=None, help="also write the results here")
+    parser.add_argument("--baselines", action="store_true",
+                        help="also train what a user runs with no tuning: the Keras "
+                             "default rate constant, CosineDecay with a 5%% warm-up to "
+                             "it, ScheduleFreeAdamW() with a 5%% warm-up")
     args = parser.parse_args(argv)
     methods = (["default", "ema-drop", "valley", "steep", "minimum"] if args.compare
                else args.methods)
@@ -484,7 +607,8 @@ def main(argv=None):
     report = []
     for task in tasks:
         epochs = QUICK.get(task, TASKS[task][4]) if args.quick else TASKS[task][4]
-        report.append(run_task(bench, task, seeds, orders, epochs, methods, out))
+        report.append(run_task(bench, task, seeds, orders, epochs, methods, out,
+                               args.baselines))
     elapsed = time.perf_counter() - start
     for method in methods:
         _table(report, method, out)

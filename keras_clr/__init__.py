@@ -8,8 +8,11 @@ from keras_clr.range_test import LRFinder
 from keras_clr.range_test import find_lr
 from keras_clr.range_test.sweep import WeightDecaySweep
 from keras_clr.results import LRFinderResult
+from keras_clr.tuning import MaxLRSearch
+from keras_clr.tuning import fit_one_cycle
+from keras_clr.tuning import tune_max_lr
 
 __version__ = "0.1.0"
 
-__all__ = ["CyclicLR", "LRFinder", "LRFinderResult", "OneCycle", "WeightDecaySweep",
-           "find_lr", "schedules"]
+__all__ = ["CyclicLR", "LRFinder", "LRFinderResult", "MaxLRSearch", "OneCycle",
+           "WeightDecaySweep", "find_lr", "fit_one_cycle", "schedules", "tune_max_lr"]

@@ -209,3 +209,32 @@ def plot_weight_decays(results, ax=None, best=None):
     ax.legend(fontsize="small")
     ax.grid(alpha=0.3)
     return ax
+
+
+def plot_max_lr_search(search, ax=None):
+    """A `MaxLRSearch`: the range test's curve, and each probe's final loss
+    at its `max_lr` on a twin axis, the chosen one marked.
+
+    Returns:
+        The Axes of the range test.
+    """
+    ax = _axes(ax)
+    if search.range_test is not None and len(search.range_test.lrs):
+        plot_range_test(search.range_test, ax=ax, suggest=False)
+    twin = ax.twinx()
+    rows = sorted(search.candidates, key=lambda row: row["max_lr"])
+    rates = [row["max_lr"] for row in rows]
+    losses = [row["loss"] for row in rows]
+    twin.plot(rates, losses, color="tab:red", marker="o", linestyle=":",
+              label="loss after each OneCycle probe")
+    if search.max_lr is not None:
+        chosen = [row["loss"] for row in rows if row["max_lr"] == search.max_lr]
+        twin.plot([search.max_lr], chosen, color="tab:red", marker="*", markersize=16,
+                  linestyle="none", label=f"max_lr {search.max_lr:.2e}")
+    twin.set_ylabel("loss after a probe", color="tab:red")
+    twin.legend(loc="center left", fontsize="small")
+    ax.set_xscale("log")
+    ax.set_title(f"tune_max_lr: {search.steps_used} steps, "
+                 f"max_lr {'none' if search.max_lr is None else f'{search.max_lr:.2e}'} "
+                 f"for {search.total_steps} steps")
+    return ax

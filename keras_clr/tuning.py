@@ -1,0 +1,370 @@
+"""`tune_max_lr` and `fit_one_cycle`: a `max_lr` for `OneCycle` chosen by
+training, within a budget of optimizer steps.
+
+One range test (100 steps) places the first candidates: its suggestion,
+and rates a factor `SPREAD` below and above it. Each candidate is trained
+for a short `OneCycle` probe from the same start and scored by the loss it
+ends with (on `validation_data` when given, else on a fixed subset of the
+training data). While the best candidate is the lowest or highest tried,
+the search goes on past it by the same factor; once it is bracketed, the
+rest of the budget halves the spacing around it. The best candidate is the
+answer. The range test alone cannot
+tell a task that wants twice its loss minimum from one that collapses
+before it; a probe trains at the rate itself, with the warm-up and anneal
+the real training will have. The model and optimizer are put back bit for
+bit afterwards, whatever happens.
+"""
+
+import math
+import warnings
+
+import keras
+import numpy as np
+
+from keras_clr import _checks
+from keras_clr import training
+from keras_clr.callbacks import OneCycle
+from keras_clr.range_test import state
+from keras_clr.range_test.api import find_lr
+from keras_clr.range_test.data import _fit_plan
+from keras_clr.range_test.data import _is_arrays
+from keras_clr.range_test.data import _is_tf_dataset
+from keras_clr.range_test.data import _is_torch_loader
+from keras_clr.range_test.data import _repeating
+from keras_clr.range_test.data import check_data
+
+RANGE_STEPS = 100  # the range test's length
+SPREAD = 2.0  # candidates: the suggestion / SPREAD, itself, x SPREAD, ...
+PROBES = 5  # probes the budget left after the range test is shared between
+EVAL_BATCHES = 8  # batches of the fixed subset each probe is evaluated on
+MIN_PROBE_STEPS = 20  # shortest probe worth running
+FLAT = 0.05  # a probe that lowers the loss by less than this fraction barely trained
+
+
+class MaxLRSearch:
+    """What `tune_max_lr` found: `max_lr`, and how.
+
+    Attributes:
+        max_lr: the chosen `max_lr` (float), or None when no candidate's
+            loss descends (`reason` says why).
+        reason: a sentence on how `max_lr` was chosen.
+        steps_used: optimizer steps spent in all (range test and probes).
+        range_test: the `LRFinderResult` that placed the candidates.
+        candidates: list of dicts (max_lr, probe_steps, loss), in the order
+            they were trained.
+        total_steps: the training the answer is for.
+    """
+
+    def __init__(self, max_lr, reason, steps_used, range_test, candidates, total_steps,
+                 start_loss=None):
+        self.max_lr = max_lr
+        self.reason = reason
+        self.steps_used = int(steps_used)
+        self.range_test = range_test
+        self.candidates = list(candidates)
+        self.total_steps = total_steps
+        self.start_loss = start_loss
+
+    def to_frame(self):
+        """Every candidate evaluated: max_lr, probe_steps, loss, chosen."""
+        import pandas as pd
+
+        frame = pd.DataFrame(self.candidates, columns=["max_lr", "probe_steps", "loss"])
+        frame["chosen"] = frame["max_lr"] == self.max_lr
+        return frame
+
+    def plot(self, ax=None):
+        """The range test's curve, and each probe's loss at its `max_lr`
+        (on a twin axis); returns the Axes of the range test."""
+        from keras_clr import plotting
+
+        return plotting.plot_max_lr_search(self, ax=ax)
+
+    def __repr__(self):
+        chosen = "none" if self.max_lr is None else f"{self.max_lr:.3g}"
+        lines = [f"MaxLRSearch(max_lr={chosen}, steps_used={self.steps_used}, "
+                 f"for {self.total_steps} steps)", f"  {self.reason}"]
+        for row in self.candidates:
+            mark = " <- chosen" if row["max_lr"] == self.max_lr else ""
+            lines.append(f"  max_lr {row['max_lr']:.3g}: loss {row['loss']:.4g} after "
+                         f"{row['probe_steps']} steps{mark}")
+        return "\n".join(lines)
+
+
+def _planned_steps(model, x, batch_size, total_steps, epochs, fit_kwargs):
+    """The optimizer steps of the training to tune for."""
+    if total_steps is not None:
+        if epochs is not None:
+            raise ValueError("Pass one of `total_steps` and `epochs`, not both. "
+                             f"Received: total_steps={total_steps!r}, epochs={epochs!r}")
+        return _checks.positive_int("total_steps", total_steps)
+    if epochs is None:
+        raise ValueError("Argument `total_steps` or `epochs` must say how long the "
+                         "training to tune for is. Received: total_steps=None, "
+                         "epochs=None")
+    epochs = _checks.positive_int("epochs", epochs)
+    per_epoch = fit_kwargs.get("steps_per_epoch")
+    if per_epoch is None:
+        if _is_tf_dataset(x) and int(x.cardinality()) > 0:
+            per_epoch = int(x.cardinality())
+        elif isinstance(x, keras.utils.PyDataset) or _is_torch_loader(x):
+            per_epoch = len(x)
+        elif _is_arrays(x):
+            first = x[0] if isinstance(x, (list, tuple)) else x
+            if isinstance(first, dict):
+                first = next(iter(first.values()))
+            split = fit_kwargs.get("validation_split") or 0.0
+            per_epoch = math.ceil(math.ceil(len(first) * (1 - split)) / (batch_size or 32))
+        else:
+            raise ValueError(
+                "Argument `epochs` needs data with a known length to count the "
+                "steps of an epoch; this data has none. Pass `total_steps` (or "
+                f"`steps_per_epoch`). Received: x={type(x).__name__}, epochs={epochs}")
+    accumulation = training.accumulation_steps(training.base_optimizer(model))
+    return max(1, epochs * int(per_epoch) // accumulation)
+
+
+def _evaluation_data(x, y, batch_size, fit_kwargs):
+    """The fixed data each probe is scored on: `validation_data`, or the first
+    `EVAL_BATCHES` batches of the training data."""
+    validation = fit_kwargs.get("validation_data")
+    source = validation if validation is not None else (x if y is None else (x, y))
+    size = batch_size or 32
+    if isinstance(source, (tuple, list)) and _is_arrays(source[0]):
+        count = EVAL_BATCHES * size
+
+        def head(part):
+            if isinstance(part, dict):
+                return {k: v[:count] for k, v in part.items()}
+            return part if part is None else part[:count]
+
+        return tuple(head(part) for part in source), {"batch_size": size}
+    if _is_tf_dataset(source):
+        return (source.take(EVAL_BATCHES).cache(),), {}
+    if isinstance(source, keras.utils.PyDataset) or _is_torch_loader(source):
+        batches = [b for _, b in zip(range(EVAL_BATCHES), iter(source))]
+    else:  # a (repeating) generator
+        batches = [next(source) for _ in range(EVAL_BATCHES)]
+    xs = np.concatenate([np.asarray(b[0]) for b in batches])
+    ys = np.concatenate([np.asarray(b[1]) for b in batches])
+    return (xs, ys), {"batch_size": len(batches[0][0])}
+
+
+class _StopAfter(keras.callbacks.Callback):
+    def __init__(self, steps):
+        super().__init__()
+        self.steps, self.seen = steps, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.seen += training.steps_per_execution(self.model)
+        if self.seen >= self.steps:
+            self.model.stop_training = True
+
+
+def _probe(model, saved, x, y, batch_size, max_lr, steps, evaluation, fit_kwargs):
+    """The loss after a `steps`-step OneCycle at `max_lr` from `saved`, and
+    the optimizer steps it took."""
+    state.restore(saved)
+    optimizer = training.base_optimizer(model)
+    before = training.iterations(optimizer)
+    data, epochs, per_epoch = _fit_plan(model, x, batch_size, steps,
+                                        fit_kwargs.get("validation_split"))
+    kwargs = {k: v for k, v in fit_kwargs.items() if k != "validation_data"}
+    if data is not x:
+        kwargs = {"shuffle": False, **kwargs}
+    history = getattr(model, "history", None)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model.fit(data, y, batch_size=batch_size, epochs=epochs,
+                      steps_per_epoch=per_epoch, verbose=0,
+                      callbacks=[OneCycle(max_lr, total_steps=steps), _StopAfter(steps)],
+                      **kwargs)
+        loss = _loss(model, evaluation)
+    finally:
+        model.history = history
+    return loss, training.iterations(optimizer) - before
+
+
+def _loss(model, evaluation):
+    args, kwargs = evaluation
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        values = model.evaluate(*args, verbose=0, return_dict=True, **kwargs)
+    loss = float(values.get("loss", next(iter(values.values()))))
+    return loss if math.isfinite(loss) else math.inf
+
+
+def _center(result):
+    """(first candidate, reason) from the range test."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        suggestion = result.suggest()
+    if suggestion is not None:
+        return suggestion, f"from the range test's suggestion {suggestion:.3g}"
+    # No descent within the test: a decade below where it ended (a slow
+    # start may still train there); the search moves from there.
+    top = float(result.lrs[-1]) if len(result.lrs) else 1e-2
+    return top / 10, ("from a decade below where the range test ended, which never "
+                      "descended")
+
+
+def _next_rate(rows, start_loss):
+    """The next rate to probe: past the best while it is the lowest or the
+    highest tried (a decade up when even the best barely moved the loss:
+    the rates are far too low); else between it and its better neighbour;
+    None when the spacing there is already below `sqrt(SPREAD)`."""
+    tried = sorted(rows, key=lambda row: row["max_lr"])
+    best = min(range(len(tried)), key=lambda i: tried[i]["loss"])
+    rate, loss = tried[best]["max_lr"], tried[best]["loss"]
+    if best == 0:
+        return rate / SPREAD
+    if best == len(tried) - 1:
+        stalled = not start_loss - loss > FLAT * abs(start_loss)
+        return rate * (10.0 if stalled else SPREAD)
+    low, high = tried[best - 1], tried[best + 1]
+    other = low if low["loss"] <= high["loss"] else high
+    if max(rate, other["max_lr"]) / min(rate, other["max_lr"]) < SPREAD ** 0.5 * 1.01:
+        return None
+    return math.sqrt(rate * other["max_lr"])
+
+
+def tune_max_lr(model, x=None, y=None, *, total_steps=None, epochs=None, batch_size=None,
+                budget_steps=400, verbose=1, **fit_kwargs):
+    """Chooses `max_lr` for a `OneCycle` training of `total_steps` steps.
+
+    Runs one range test (`RANGE_STEPS` steps), then short `OneCycle` probes
+    (the rest of `budget_steps` shared by `PROBES`, no longer than the
+    training itself), each from the same start: at the test's suggestion
+    and `SPREAD` times below and above it, then on past the best while it
+    is the lowest or highest tried, then between it and its better
+    neighbour. The answer is the candidate whose probe ends at the lowest
+    loss (on `validation_data` when passed, else on the first
+    `EVAL_BATCHES` batches of `x`). The model's weights and optimizer state are
+    bit-identical afterwards, whatever happens.
+
+    Args:
+        model: a compiled Keras model.
+        x, y, batch_size: the training data, as for `model.fit`.
+        total_steps: the optimizer steps of the training to tune for; or
+        epochs: its epochs (the data must have a length).
+        budget_steps: optimizer steps to spend in all, at least
+            `RANGE_STEPS + 3 * MIN_PROBE_STEPS`.
+        verbose: 0 silent, 1 a line per candidate.
+        **fit_kwargs: passed to `model.fit` (`validation_data`,
+            `validation_split`, `sample_weight`, `class_weight`, ...).
+
+    Returns:
+        `keras_clr.MaxLRSearch`.
+
+    Raises:
+        ValueError: before any step, for an uncompiled model, neither or
+            both of `total_steps` and `epochs`, `epochs` on data without a
+            length, or `budget_steps` too small.
+
+    Example:
+        >>> search = keras_clr.tune_max_lr(model, x, y, batch_size=64, epochs=10)
+        >>> model.fit(x, y, batch_size=64, epochs=10,
+        ...           callbacks=[keras_clr.OneCycle(search.max_lr)])
+    """
+    if not getattr(model, "compiled", False) or getattr(model, "optimizer", None) is None:
+        raise ValueError("Argument `model` must be compiled with an optimizer "
+                         f"before tuning. Received: model={model.name!r}, not compiled")
+    if "callbacks" in fit_kwargs:
+        raise ValueError("tune_max_lr runs its own trainings, without your callbacks "
+                         "(fit_one_cycle passes them to the real training). "
+                         f"Received: callbacks={fit_kwargs['callbacks']!r}")
+    budget = _checks.positive_int("budget_steps", budget_steps)
+    least = RANGE_STEPS + 3 * MIN_PROBE_STEPS
+    if budget < least:
+        raise ValueError(
+            f"Argument `budget_steps` must be at least {least}: a {RANGE_STEPS}-step "
+            f"range test and three probes of {MIN_PROBE_STEPS} steps. "
+            f"Received: budget_steps={budget_steps!r}")
+    if x is None:
+        raise ValueError("Argument `x` must be the training data, as for "
+                         "`model.fit`. Received: x=None")
+    check_data(x)
+    planned = _planned_steps(model, x, batch_size, total_steps, epochs, fit_kwargs)
+    if hasattr(x, "__next__"):
+        x = _repeating(x)
+    result = find_lr(model, x, y, batch_size=batch_size, num_steps=RANGE_STEPS,
+                     verbose=0, **fit_kwargs)
+    used = len(result.lrs)
+    center, why = _center(result)
+    probe_steps = max(MIN_PROBE_STEPS, min(planned, (budget - used) // PROBES))
+    evaluation = _evaluation_data(x, y, batch_size, fit_kwargs)
+    state.build_optimizer(model)
+    saved = state.snapshot(model)
+    rows = []
+    try:
+        start_loss = _loss(model, evaluation)
+        rates = [center / SPREAD, center, center * SPREAD]
+        while rates and used + probe_steps <= budget:
+            rate = rates.pop(0)
+            loss, steps = _probe(model, saved, x, y, batch_size, rate, probe_steps,
+                                 evaluation, fit_kwargs)
+            used += steps
+            rows.append({"max_lr": float(rate), "probe_steps": int(steps), "loss": loss})
+            if verbose:
+                print(f"tune_max_lr: max_lr {rate:.3g}: loss {loss:.4g} "
+                      f"after {steps} steps")
+            if not rates:
+                rate = _next_rate(rows, start_loss)
+                rates = [] if rate is None else [rate]
+    finally:
+        state.restore(saved)
+    best = min(rows, key=lambda row: row["loss"])
+    if not best["loss"] < start_loss:
+        return MaxLRSearch(None, f"no probe's loss fell below the start ({start_loss:.4g}); "
+                           f"probed {why}", used, result, rows, planned, start_loss)
+    reason = (f"the lowest loss after a {probe_steps}-step OneCycle probe, of "
+              f"{len(rows)} {why}")
+    return MaxLRSearch(best["max_lr"], reason, used, result, rows, planned, start_loss)
+
+
+def fit_one_cycle(model, x=None, y=None, *, epochs, max_lr="auto", budget_steps=400,
+                  one_cycle=None, **fit_kwargs):
+    """`model.fit` with a `OneCycle` schedule, its `max_lr` tuned first.
+
+    Args:
+        model: a compiled Keras model.
+        x, y: the training data, as for `model.fit`.
+        epochs: epochs of the training.
+        max_lr: a float, or "auto" to run `tune_max_lr` for this training
+            first (spending `budget_steps` optimizer steps).
+        one_cycle: a dict of further `OneCycle` arguments (`pct_start`,
+            `div_factor`, `base_momentum`, ...).
+        **fit_kwargs: every other `fit` argument, callbacks included.
+
+    Returns:
+        The `keras.callbacks.History`; with `max_lr="auto"` it holds the
+        search as `history.max_lr_search`.
+
+    Example:
+        >>> history = keras_clr.fit_one_cycle(model, x, y, epochs=10, batch_size=64)
+        >>> history.max_lr_search.max_lr
+    """
+    if not isinstance(one_cycle, (dict, type(None))):
+        raise ValueError("Argument `one_cycle` must be a dict of OneCycle arguments. "
+                         f"Received: one_cycle={one_cycle!r}")
+    options = dict(one_cycle or {})
+    for key in ("max_lr", "total_steps"):
+        if key in options:
+            raise ValueError(f"Argument `one_cycle` sets `{key}`, which fit_one_cycle "
+                             f"sets itself. Received: one_cycle={one_cycle!r}")
+    search = None
+    if max_lr == "auto":
+        tuning = {k: v for k, v in fit_kwargs.items()
+                  if k not in ("callbacks", "verbose", "initial_epoch")}
+        search = tune_max_lr(model, x, y, epochs=epochs, budget_steps=budget_steps,
+                             verbose=0, **tuning)
+        if search.max_lr is None:
+            raise ValueError(f"tune_max_lr found no max_lr: {search.reason}. Pass a "
+                             "float `max_lr`. Received: max_lr='auto'")
+        max_lr = search.max_lr
+    max_lr = _checks.positive_finite("max_lr", max_lr)
+    callbacks = [OneCycle(max_lr, **options), *(fit_kwargs.pop("callbacks", None) or [])]
+    history = model.fit(x, y, epochs=epochs, callbacks=callbacks, **fit_kwargs)
+    history.max_lr_search = search
+    return history

@@ -1,0 +1,129 @@
+"""`tune_max_lr` and `fit_one_cycle`: probes that are what they say,
+restoration, the budget, and bad input refused before any step."""
+
+import re
+
+import keras
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+
+import keras_clr
+from keras_clr import tuning
+from test_finder import _assert_same_state, _state
+
+SAMPLES, BATCH = 96, 16  # 6 steps an epoch
+QUIET = dict(verbose=0)
+
+
+def _data(seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(SAMPLES, 4)).astype("float32")
+    y = (x @ np.array([[1.0], [-2.0], [0.5], [0.0]])).astype("float32")
+    return x, y
+
+
+def _compiled(seed=0):
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="tanh"),
+                              keras.layers.Dense(1)])
+    model.compile(keras.optimizers.SGD(0.01, momentum=0.9), "mse")
+    return model
+
+
+def test_the_search_restores_the_model_and_stays_within_its_budget():
+    x, y = _data()
+    model = _compiled()
+    tuning.state.build_optimizer(model)
+    before = _state(model)
+    search = keras_clr.tune_max_lr(model, x, y, batch_size=BATCH, epochs=10,
+                                   budget_steps=190, **QUIET)
+    _assert_same_state(before, model)
+    assert search.total_steps == 60
+    assert search.steps_used <= 190
+    rates = [row["max_lr"] for row in search.candidates]
+    # 20-step probes (at most 90 steps left / 5, at least 20), while the budget lasts
+    probes = [row["probe_steps"] for row in search.candidates]
+    assert set(probes) == {20} and len(probes) >= 4
+    assert search.steps_used == len(search.range_test.lrs) + sum(probes)
+    center = rates[1]
+    np.testing.assert_allclose(rates[:3], [center / 2, center, center * 2])
+    assert search.max_lr in rates
+    best = min(search.candidates, key=lambda row: row["loss"])
+    assert search.max_lr == best["max_lr"]
+    frame = search.to_frame()
+    assert list(frame.columns) == ["max_lr", "probe_steps", "loss", "chosen"]
+    assert frame["chosen"].sum() == 1
+    assert f"max_lr={search.max_lr:.3g}" in repr(search)
+    assert isinstance(search.range_test, keras_clr.LRFinderResult)
+    ax = search.plot()
+    assert ax.get_xscale() == "log"
+    plt.close(ax.figure)
+
+
+def test_a_probe_is_a_one_cycle_training_from_the_same_start():
+    # The loss a probe reports is that of OneCycle(max_lr, total_steps=P)
+    # trained P steps from the model as it was, evaluated on the fixed subset.
+    x, y = _data()
+    model = _compiled()
+    search = keras_clr.tune_max_lr(model, x, y, batch_size=BATCH, total_steps=30,
+                                   budget_steps=250, shuffle=False, **QUIET)
+    row = search.candidates[1]
+    reference = _compiled()
+    reference.fit(x, y, batch_size=BATCH, epochs=row["probe_steps"] // 6, verbose=0,
+                  shuffle=False,
+                  callbacks=[keras_clr.OneCycle(row["max_lr"], total_steps=row["probe_steps"])])
+    want = reference.evaluate(x[:tuning.EVAL_BATCHES * BATCH], y[:tuning.EVAL_BATCHES * BATCH],
+                              batch_size=BATCH, verbose=0)
+    assert row["probe_steps"] == 30  # min(total_steps, what the budget leaves)
+    np.testing.assert_allclose(row["loss"], want, rtol=1e-5)
+
+
+def test_fit_one_cycle_trains_at_the_tuned_rate():
+    x, y = _data()
+    model = _compiled()
+    history = keras_clr.fit_one_cycle(model, x, y, epochs=4, batch_size=BATCH,
+                                      budget_steps=160, verbose=0,
+                                      callbacks=[keras.callbacks.History()])
+    search = history.max_lr_search
+    assert isinstance(search, keras_clr.MaxLRSearch)
+    rates = history.history["learning_rate"]
+    assert len(rates) == 4
+    schedule = keras_clr.OneCycle(search.max_lr, total_steps=24).lr_schedule
+    np.testing.assert_allclose(rates[-1], np.float32(schedule(23)), rtol=1e-6)
+    assert int(model.optimizer.iterations) == 24  # only the real training's steps
+    fixed = keras_clr.fit_one_cycle(_compiled(), x, y, epochs=1, batch_size=BATCH,
+                                    max_lr=0.05, one_cycle={"pct_start": 0.5}, verbose=0)
+    assert fixed.max_lr_search is None
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(epochs=2, budget_steps=100), "`budget_steps` must be at least 160.*budget_steps=100"),
+    (dict(), "`total_steps` or `epochs`.*total_steps=None, epochs=None"),
+    (dict(total_steps=10, epochs=2), "one of `total_steps` and `epochs`"),
+    (dict(epochs=0), "`epochs` must be a positive integer"),
+    (dict(epochs=2, callbacks=[]), "without your callbacks"),
+])
+def test_bad_input_is_refused_before_any_step(kwargs, match):
+    x, y = _data()
+    model = _compiled()
+    with pytest.raises(ValueError, match=match):
+        keras_clr.tune_max_lr(model, x, y, batch_size=BATCH, **kwargs, **QUIET)
+    assert int(model.optimizer.iterations) == 0
+
+
+def test_epochs_need_data_with_a_length():
+    x, y = _data()
+
+    def batches():
+        for i in range(0, SAMPLES, BATCH):
+            yield x[i:i + BATCH], y[i:i + BATCH]
+
+    model = _compiled()
+    with pytest.raises(ValueError, match=re.escape("Pass `total_steps`")):
+        keras_clr.tune_max_lr(model, batches(), epochs=2, **QUIET)
+    uncompiled = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    with pytest.raises(ValueError, match="must be compiled"):
+        keras_clr.tune_max_lr(uncompiled, x, y, epochs=2, **QUIET)
+    with pytest.raises(ValueError, match="dict of OneCycle arguments"):
+        keras_clr.fit_one_cycle(model, x, y, epochs=1, max_lr=0.1, one_cycle=0.3)
