@@ -17,6 +17,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_clr import curves
+
 
 def name():
     """The Keras backend: "tensorflow", "jax" or "torch"."""
@@ -26,19 +28,8 @@ def name():
 # -- graph arithmetic in 64 bits ----------------------------------------------
 
 
-class KerasOps:
-    """The graph namespace: `keras.ops`, with float64 arithmetic."""
-
-    where = staticmethod(ops.where)
-    cos = staticmethod(ops.cos)
-    power = staticmethod(ops.power)
-    minimum = staticmethod(ops.minimum)
-    floor_divide = staticmethod(ops.floor_divide)
-    mod = staticmethod(ops.mod)
-
-    @staticmethod
-    def to_float(x):
-        return ops.cast(x, "float64")
+KerasOps = curves.namespace("KerasOps", ops, lambda x: ops.cast(x, "float64"),
+                           "The graph namespace: `keras.ops`, with float64 arithmetic.")
 
 
 class _JaxOps:

@@ -19,19 +19,18 @@ import math
 import numpy as np
 
 
-class NumpyOps:
-    """The host namespace: NumPy in float64."""
+# The functions the curves call on their namespace `xp`, besides `to_float`.
+FUNCTIONS = ("where", "cos", "power", "minimum", "floor_divide", "mod")
 
-    where = staticmethod(np.where)
-    cos = staticmethod(np.cos)
-    power = staticmethod(np.power)
-    minimum = staticmethod(np.minimum)
-    floor_divide = staticmethod(np.floor_divide)
-    mod = staticmethod(np.mod)
 
-    @staticmethod
-    def to_float(x):
-        return np.asarray(x, dtype=np.float64)
+def namespace(name, module, to_float, doc):
+    """A namespace for the curves: `module`'s `FUNCTIONS`, and `to_float`."""
+    members = {f: staticmethod(getattr(module, f)) for f in FUNCTIONS}
+    return type(name, (), {**members, "to_float": staticmethod(to_float), "__doc__": doc})
+
+
+NumpyOps = namespace("NumpyOps", np, lambda x: np.asarray(x, dtype=np.float64),
+                     "The host namespace: NumPy in float64.")
 
 
 def triangle(step, step_size_up, step_size_down, xp=NumpyOps):

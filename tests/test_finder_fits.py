@@ -10,7 +10,7 @@ import pytest
 
 import keras_clr
 from keras_clr import find_lr
-from test_finder import BATCH, QUIET, _compiled, _data, _grid
+from test_finder import BATCH, QUIET, SubclassedNet, _compiled, _data, _grid
 
 
 def test_validation_split_plans_the_test_from_the_data_trained_on():
@@ -228,19 +228,9 @@ def test_empty_data_is_refused():
         find_lr(_compiled(), tf.data.Dataset.from_tensor_slices((x, y)).take(0), **QUIET)
 
 
-class TwoLayers(keras.Model):
-    def __init__(self):
-        super().__init__()
-        self.hidden = keras.layers.Dense(4, activation="relu")
-        self.out = keras.layers.Dense(1)
-
-    def call(self, x):
-        return self.out(self.hidden(x))
-
-
 def test_a_subclassed_model_without_weights():
     x, y = _data()
-    model = TwoLayers()
+    model = SubclassedNet()
     model.compile(keras.optimizers.SGD(0.01, momentum=0.9), "mse")
     if keras.backend.backend() == "tensorflow":  # it builds it in the first step
         with pytest.raises(ValueError, match="has none yet.*model.built=False"):
@@ -248,7 +238,7 @@ def test_a_subclassed_model_without_weights():
                       callbacks=[keras_clr.LRFinder(num_steps=8, verbose=0)])
         assert int(model.optimizer.iterations) == 0
     # find_lr builds it on a batch: the weights it starts from come back.
-    model = TwoLayers()
+    model = SubclassedNet()
     model.compile(keras.optimizers.SGD(0.01, momentum=0.9), "mse")
     result = find_lr(model, x, y, batch_size=BATCH, num_steps=8, **QUIET)
     assert len(result.lrs) == 8
