@@ -1,18 +1,20 @@
 """`tune_max_lr` and `fit_one_cycle`: a `max_lr` for `OneCycle` chosen by
 training, within a budget of optimizer steps.
 
-One range test (100 steps) places the first candidates: its suggestion,
-and rates a factor `SPREAD` below and above it. Each candidate is trained
-for a short `OneCycle` probe from the same start and scored by the loss it
-ends with (on `validation_data` when given, else on a fixed subset of the
-training data). While the best candidate is the lowest or highest tried,
-the search goes on past it by the same factor; once it is bracketed, the
-rest of the budget halves the spacing around it. The best candidate is the
-answer. The range test alone cannot
-tell a task that wants twice its loss minimum from one that collapses
-before it; a probe trains at the rate itself, with the warm-up and anneal
-the real training will have. The model and optimizer are put back bit for
-bit afterwards, whatever happens.
+One range test (100 steps) places the first candidates: the ends and the
+middle, in log scale, of the stretch where its loss descends
+(`suggest_range()`). Each candidate is trained for a short `OneCycle` probe
+from the same start and scored by the loss it ends with (on
+`validation_data` when given, else on a fixed subset of the training data).
+While the best candidate is the lowest or highest tried, the search goes on
+past it; once it is bracketed, the rest of the budget halves the spacing
+around it. The best candidate is the answer.
+
+A range test alone cannot tell a task that wants twice its loss minimum
+from one that collapses before it, and one noisy test can put its
+suggestion decades off; a probe trains at the rate itself, with the warm-up
+and anneal the real training will have. The model and optimizer are put
+back bit for bit afterwards, whatever happens.
 """
 
 import math
@@ -34,7 +36,7 @@ from keras_clr.range_test.data import _repeating
 from keras_clr.range_test.data import check_data
 
 RANGE_STEPS = 100  # the range test's length
-SPREAD = 2.0  # candidates: the suggestion / SPREAD, itself, x SPREAD, ...
+SPREAD = 2.0  # the first candidates span at least SPREAD ** 2; refined to sqrt(SPREAD)
 PROBES = 5  # probes the budget left after the range test is shared between
 EVAL_BATCHES = 8  # batches of the fixed subset each probe is evaluated on
 MIN_PROBE_STEPS = 20  # shortest probe worth running
@@ -195,33 +197,45 @@ def _loss(model, evaluation):
     return loss if math.isfinite(loss) else math.inf
 
 
-def _center(result):
-    """(first candidate, reason) from the range test."""
+def _first_rates(result):
+    """(the first three rates to probe, reason) from the range test: the ends
+    and the middle (in log scale) of the stretch where its loss descends
+    (`suggest_range()`), at least `SPREAD ** 2` wide."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        suggestion = result.suggest()
-    if suggestion is not None:
-        return suggestion, f"from the range test's suggestion {suggestion:.3g}"
-    # No descent within the test: a decade below where it ended (a slow
-    # start may still train there); the search moves from there.
-    top = float(result.lrs[-1]) if len(result.lrs) else 1e-2
-    return top / 10, ("from a decade below where the range test ended, which never "
-                      "descended")
+        span = result.suggest_range()
+    if span is not None:
+        low, high = span
+        why = f"across the range test's descent, {low:.3g} to {high:.3g}"
+    else:
+        # No descent within the test: below where it ended (a slow start may
+        # still train there); the search moves on from there.
+        top = float(result.lrs[-1]) if len(result.lrs) else 1e-2
+        low, high = top / 100, top / 10
+        why = "below where the range test ended, which never descended"
+    middle = math.sqrt(low * high)
+    half = max(math.sqrt(high / low), SPREAD)
+    return [middle / half, middle, middle * half], why
 
 
 def _next_rate(rows, start_loss):
     """The next rate to probe: past the best while it is the lowest or the
-    highest tried (a decade up when even the best barely moved the loss:
-    the rates are far too low); else between it and its better neighbour;
-    None when the spacing there is already below `sqrt(SPREAD)`."""
+    highest tried, by the spacing there (a decade up when even the best
+    barely moved the loss: the rates are far too low); else halfway (in log
+    scale) between it and its better neighbour; None once that spacing is
+    below `sqrt(SPREAD)`."""
     tried = sorted(rows, key=lambda row: row["max_lr"])
     best = min(range(len(tried)), key=lambda i: tried[i]["loss"])
     rate, loss = tried[best]["max_lr"], tried[best]["loss"]
-    if best == 0:
-        return rate / SPREAD
-    if best == len(tried) - 1:
+    if len(tried) == 1:
+        return rate * SPREAD
+    if best in (0, len(tried) - 1):
+        neighbour = tried[1 if best == 0 else -2]["max_lr"]
+        step = max(rate, neighbour) / min(rate, neighbour)
+        if best == 0:
+            return rate / step
         stalled = not start_loss - loss > FLAT * abs(start_loss)
-        return rate * (10.0 if stalled else SPREAD)
+        return rate * max(step, 10.0 if stalled else SPREAD)
     low, high = tried[best - 1], tried[best + 1]
     other = low if low["loss"] <= high["loss"] else high
     if max(rate, other["max_lr"]) / min(rate, other["max_lr"]) < SPREAD ** 0.5 * 1.01:
@@ -235,9 +249,9 @@ def tune_max_lr(model, x=None, y=None, *, total_steps=None, epochs=None, batch_s
 
     Runs one range test (`RANGE_STEPS` steps), then short `OneCycle` probes
     (the rest of `budget_steps` shared by `PROBES`, no longer than the
-    training itself), each from the same start: at the test's suggestion
-    and `SPREAD` times below and above it, then on past the best while it
-    is the lowest or highest tried, then between it and its better
+    training itself), each from the same start: at the ends and the middle
+    of the range test's descent (`suggest_range()`), then on past the best
+    while it is the lowest or highest tried, then between it and its better
     neighbour. The answer is the candidate whose probe ends at the lowest
     loss (on `validation_data` when passed, else on the first
     `EVAL_BATCHES` batches of `x`). The model's weights and optimizer state are
@@ -291,7 +305,7 @@ def tune_max_lr(model, x=None, y=None, *, total_steps=None, epochs=None, batch_s
     result = find_lr(model, x, y, batch_size=batch_size, num_steps=RANGE_STEPS,
                      verbose=0, **fit_kwargs)
     used = len(result.lrs)
-    center, why = _center(result)
+    rates, why = _first_rates(result)
     probe_steps = max(MIN_PROBE_STEPS, min(planned, (budget - used) // PROBES))
     evaluation = _evaluation_data(x, y, batch_size, fit_kwargs)
     state.build_optimizer(model)
@@ -299,7 +313,6 @@ def tune_max_lr(model, x=None, y=None, *, total_steps=None, epochs=None, batch_s
     rows = []
     try:
         start_loss = _loss(model, evaluation)
-        rates = [center / SPREAD, center, center * SPREAD]
         while rates and used + probe_steps <= budget:
             rate = rates.pop(0)
             loss, steps = _probe(model, saved, x, y, batch_size, rate, probe_steps,

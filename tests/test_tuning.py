@@ -46,8 +46,11 @@ def test_the_search_restores_the_model_and_stays_within_its_budget():
     probes = [row["probe_steps"] for row in search.candidates]
     assert set(probes) == {20} and len(probes) >= 4
     assert search.steps_used == len(search.range_test.lrs) + sum(probes)
-    center = rates[1]
-    np.testing.assert_allclose(rates[:3], [center / 2, center, center * 2])
+    # the first three span the range test's descent, evenly in log scale
+    low, high = search.range_test.suggest_range()
+    np.testing.assert_allclose(rates[1], np.sqrt(low * high))
+    np.testing.assert_allclose(rates[0] * rates[2], rates[1] ** 2)
+    assert rates[2] / rates[0] >= 4 * (1 - 1e-9)
     assert search.max_lr in rates
     best = min(search.candidates, key=lambda row: row["loss"])
     assert search.max_lr == best["max_lr"]
