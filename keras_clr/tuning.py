@@ -302,8 +302,9 @@ def tune_max_lr(model, x=None, y=None, *, total_steps=None, epochs=None, batch_s
     planned = _planned_steps(model, x, batch_size, total_steps, epochs, fit_kwargs)
     if hasattr(x, "__next__"):
         x = _repeating(x)
-    result = find_lr(model, x, y, batch_size=batch_size, num_steps=RANGE_STEPS,
-                     verbose=0, **fit_kwargs)
+    # The range test reads the training loss; validation_data scores the probes.
+    result = find_lr(model, x, y, batch_size=batch_size, num_steps=RANGE_STEPS, verbose=0,
+                     **{k: v for k, v in fit_kwargs.items() if k != "validation_data"})
     used = len(result.lrs)
     rates, why = _first_rates(result)
     probe_steps = max(MIN_PROBE_STEPS, min(planned, (budget - used) // PROBES))

@@ -130,3 +130,14 @@ def test_epochs_need_data_with_a_length():
         keras_clr.tune_max_lr(uncompiled, x, y, epochs=2, **QUIET)
     with pytest.raises(ValueError, match="dict of OneCycle arguments"):
         keras_clr.fit_one_cycle(model, x, y, epochs=1, max_lr=0.1, one_cycle=0.3)
+
+
+def test_validation_data_scores_the_probes():
+    x, y = _data()
+    model = _compiled()
+    held = (x[:32] * 2, y[:32] * 2)  # data the probes do not train on
+    start = model.evaluate(*held, batch_size=BATCH, verbose=0)
+    search = keras_clr.tune_max_lr(model, x, y, batch_size=BATCH, epochs=3,
+                                   validation_data=held, budget_steps=190, **QUIET)
+    np.testing.assert_allclose(search.start_loss, start, rtol=1e-6)
+    assert search.range_test.monitor == "loss"  # the range test reads the training loss
