@@ -438,3 +438,22 @@ def test_jax_data_parallel(two_devices):
               callbacks=[keras_clr.OneCycle(0.5)])
     lrs, momenta = zip(*(one_cycle_ref(k, 10, 0.5, 0.85, 0.95) for k in range(10)))
     np.testing.assert_allclose(weights(model)[0], sgd_ref(lrs, momenta)[0], **TOL)
+
+
+def test_tune_max_lr_restores_and_keeps_its_budget():
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, activation="tanh"),
+                              keras.layers.Dense(1)])
+    model.compile(keras.optimizers.SGD(0.01, momentum=0.9), "mse")
+    model.fit(X, Y, batch_size=BATCH, epochs=1, verbose=0)  # slots and a count to restore
+    before = [np.array(keras.ops.convert_to_numpy(v)) for v in
+              model.variables + model.optimizer.variables]
+    search = keras_clr.tune_max_lr(model, X, Y, batch_size=BATCH, total_steps=20,
+                                   budget_steps=180, verbose=0)
+    after = [np.array(keras.ops.convert_to_numpy(v)) for v in
+             model.variables + model.optimizer.variables]
+    for old, new in zip(before, after):
+        assert old.tobytes() == new.tobytes()
+    assert search.steps_used <= 180 and search.max_lr is not None
+    history = keras_clr.fit_one_cycle(model, X, Y, batch_size=BATCH, epochs=2, max_lr=0.05,
+                                      verbose=0)
+    assert len(history.history["loss"]) == 2

@@ -218,3 +218,19 @@ def test_find_lr_repeats_restore_every_replica(strategy):
                                repeats=3, verbose=0)
     assert result.stop_reason == "completed" and result.loss_band is not None
     _assert_bit_identical(before, _replica_values(model))
+
+
+def test_tune_max_lr_restores_every_replica_and_matches_one_device(strategy):
+    mirrored, single = _pretrained(strategy)
+    before = _replica_values(mirrored)
+    x, y = _data()
+    searches = [keras_clr.tune_max_lr(model, x, y, batch_size=BATCH, total_steps=20,
+                                      budget_steps=180, shuffle=False, verbose=0)
+                for model in (mirrored, single)]
+    _assert_bit_identical(before, _replica_values(mirrored))
+    got, want = searches
+    assert got.steps_used <= 180
+    np.testing.assert_allclose([r["max_lr"] for r in got.candidates[:3]],
+                               [r["max_lr"] for r in want.candidates[:3]], rtol=1e-5)
+    np.testing.assert_allclose([r["loss"] for r in got.candidates[:3]],
+                               [r["loss"] for r in want.candidates[:3]], rtol=1e-3)

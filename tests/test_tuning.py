@@ -141,3 +141,19 @@ def test_validation_data_scores_the_probes():
                                    validation_data=held, budget_steps=190, **QUIET)
     np.testing.assert_allclose(search.start_loss, start, rtol=1e-6)
     assert search.range_test.monitor == "loss"  # the range test reads the training loss
+
+
+def test_fit_one_cycle_is_tune_max_lr_then_fit_with_one_cycle():
+    x, y = _data()
+    model = _compiled()
+    history = keras_clr.fit_one_cycle(model, x, y, epochs=3, batch_size=BATCH,
+                                      budget_steps=190, shuffle=False, verbose=0,
+                                      one_cycle={"pct_start": 0.4})
+    by_hand = _compiled()
+    search = keras_clr.tune_max_lr(by_hand, x, y, epochs=3, batch_size=BATCH,
+                                   budget_steps=190, shuffle=False, verbose=0)
+    assert search.max_lr == history.max_lr_search.max_lr
+    by_hand.fit(x, y, epochs=3, batch_size=BATCH, shuffle=False, verbose=0,
+                callbacks=[keras_clr.OneCycle(search.max_lr, pct_start=0.4)])
+    for got, want in zip(model.get_weights(), by_hand.get_weights()):
+        np.testing.assert_array_equal(got, want)
