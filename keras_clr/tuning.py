@@ -208,11 +208,12 @@ def _first_rates(result):
         low, high = span
         why = f"across the range test's descent, {low:.3g} to {high:.3g}"
     else:
-        # No descent within the test: below where it ended (a slow start may
-        # still train there); the search moves on from there.
+        # No descent within the test: a decade either side of where it ended.
+        # A network the cold test diverges at may train there once warmed up,
+        # as OneCycle does; or a slow start may need more steps than the test.
         top = float(result.lrs[-1]) if len(result.lrs) else 1e-2
-        low, high = top / 100, top / 10
-        why = "below where the range test ended, which never descended"
+        low, high = top / 10, top * 10
+        why = "a decade either side of where the range test ended, which never descended"
     middle = math.sqrt(low * high)
     half = max(math.sqrt(high / low), SPREAD)
     return [middle / half, middle, middle * half], why
