@@ -157,3 +157,35 @@ def test_fit_one_cycle_is_tune_max_lr_then_fit_with_one_cycle():
                 callbacks=[keras_clr.OneCycle(search.max_lr, pct_start=0.4)])
     for got, want in zip(model.get_weights(), by_hand.get_weights()):
         np.testing.assert_array_equal(got, want)
+
+
+def test_the_first_rates_span_the_descent_or_where_the_test_ended():
+    lrs = np.geomspace(1e-5, 1.0, 50)
+    falling = keras_clr.LRFinderResult(lrs, 2.0 - 1.0 / (1 + np.exp(-4 * (np.log10(lrs) + 2))))
+    low, high = falling.suggest_range()
+    rates, why = tuning._first_rates(falling)
+    np.testing.assert_allclose(rates[1], np.sqrt(low * high))  # its middle, in log scale
+    np.testing.assert_allclose(rates[0] * rates[2], rates[1] ** 2)
+    np.testing.assert_allclose(rates[2] / rates[0], max(high / low, 4.0))  # at least 4x wide
+    assert "descent" in why
+    flat = keras_clr.LRFinderResult(lrs[:30], np.full(30, 2.0))
+    rates, why = tuning._first_rates(flat)
+    np.testing.assert_allclose(rates, [lrs[29] / 10, lrs[29], lrs[29] * 10])
+    assert "never descended" in why
+
+
+@pytest.mark.parametrize("losses, want", [
+    ([0.5, 0.4, 0.3], 0.4),     # best the highest: on by the spacing (x2)
+    ([0.3, 0.4, 0.5], 0.025),   # best the lowest: down by the spacing
+    ([0.99, 0.985, 0.98], 2.0),  # barely trained (under 5% below the start): a decade up
+    ([0.5, 0.3, 0.4], 0.02 ** 0.5),  # bracketed: halfway to the better neighbour
+])
+def test_the_next_rate(losses, want):
+    rows = [{"max_lr": r, "loss": v} for r, v in zip([0.05, 0.1, 0.2], losses)]
+    np.testing.assert_allclose(tuning._next_rate(rows, 1.0), want)
+
+
+def test_the_search_ends_once_the_spacing_is_fine():
+    rows = [{"max_lr": r, "loss": v}
+            for r, v in zip([0.05, 0.1, 0.2, 0.02 ** 0.5], [0.5, 0.3, 0.4, 0.2])]
+    assert tuning._next_rate(rows, 1.0) is None
