@@ -1,16 +1,20 @@
 # Two commands do all the set-up on a fresh machine with Python 3.11 and pip:
 #   make demo   trains a small model offline and writes its figures and CSVs
-#   make test   runs the whole test suite
+#   make test   runs the whole test suite on the newest pins, then the
+#               TensorFlow-backend tests on the oldest supported Keras (test-oldest)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 TF ?= tensorflow-cpu
 PINS := tensorflow-cpu==2.21.0 keras==3.15.1
+# The oldest Keras keras_clr supports (setup.cfg), with the TensorFlow made for it.
+OLDEST_VENV ?= .venv-oldest
+OLDEST_PINS := tensorflow-cpu==2.19.1 keras==3.10.0
 # The CPU wheel of torch (an unpinned one pulls gigabytes of CUDA libraries).
 BACKEND_PINS := torch==2.13.0 jax==0.10.2
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test benchmark clean
+.PHONY: demo test test-newest test-oldest benchmark clean
 
 $(BIN)/.installed: setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,11 +32,32 @@ $(BIN)/.installed-backends: $(BIN)/.installed
 demo: $(BIN)/.installed
 	$(BIN)/python examples/demo.py --output keras_clr_demo_output
 
-test: $(BIN)/.installed-backends
+# The two runs side by side (each mostly keeps one core busy); each one's
+# output is printed whole as it ends.
+test:
+	$(MAKE) --no-print-directory -j2 --output-sync=target test-newest test-oldest
+
+test-newest: $(BIN)/.installed-backends
 	$(BIN)/python -m pytest -q
+
+# The TensorFlow-backend tests (no examples, no other backends) on the
+# oldest supported Keras and TensorFlow, in a venv of their own.
+# keras_clr itself is imported from the checkout (`python -m pytest` puts it
+# on the path), so the two installs never write into it at the same time.
+$(OLDEST_VENV)/bin/.installed: setup.cfg pyproject.toml
+	test -x $(OLDEST_VENV)/bin/python || $(PYTHON) -m venv $(OLDEST_VENV)
+	$(OLDEST_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(OLDEST_VENV)/bin/python -m pip install --quiet $(OLDEST_PINS) \
+		"numpy>=1.23" "pandas>=1.5" "matplotlib>=3.6" "pytest>=7" "hypothesis>=6" \
+		"scikit-learn>=1.2"
+	touch $@
+
+test-oldest: $(OLDEST_VENV)/bin/.installed
+	$(OLDEST_VENV)/bin/python -m pytest -q -m "not examples" \
+		--ignore=tests/test_backends.py --ignore=tests/test_against_pytorch.py
 
 benchmark: $(BIN)/.installed
 	$(BIN)/python benchmarks/schedule_overhead.py
 
 clean:
-	rm -rf $(VENV) keras_clr_demo_output *.egg-info .pytest_cache
+	rm -rf $(VENV) $(OLDEST_VENV) keras_clr_demo_output *.egg-info .pytest_cache

@@ -5,7 +5,8 @@ finds the callbacks of the running `fit` and carries the range test's record
 through JAX's training state. None of that has a public API, so each such
 use is here, with the Keras versions it was checked on: a new Keras release
 is a review of this one file. What differs between backends is in
-`keras_clr._backend`.
+`keras_clr._backend`. "Checked on" names the releases whose whole
+TensorFlow test suite passes (`make test` runs 3.10.0 and 3.15.1).
 """
 
 import inspect
@@ -20,20 +21,20 @@ from keras_clr import _backend
 def batch_counter(optimizer):
     """The variable counting the batches an optimizer has seen: under
     gradient accumulation its micro-batches, of which `iterations` counts
-    every k-th. `optimizer._iterations` (checked on Keras 3.15)."""
+    every k-th. `optimizer._iterations` (checked on Keras 3.10 and 3.15)."""
     return optimizer._iterations
 
 
 def own_schedule_name(optimizer):
     """The class name of the schedule an optimizer computes its learning
-    rate with (`optimizer._learning_rate`, checked on Keras 3.15)."""
+    rate with (`optimizer._learning_rate`, checked on Keras 3.10 and 3.15)."""
     return type(getattr(optimizer, "_learning_rate", None)).__name__
 
 
 def build_optimizer(model):
     """Creates the optimizer's slots now, as its first update would, under
     the name scope Keras gives them (`name_scope(..., caller=)` and setting
-    `built`, checked on Keras 3.15)."""
+    `built`, checked on Keras 3.10 and 3.15)."""
     optimizer = model.optimizer
     with _backend.strategy_scope(model), keras.name_scope(optimizer.name,
                                                            caller=optimizer):
@@ -50,7 +51,7 @@ def callback_list(callback):
 
     Keras gives a callback no list of the others: this finds the list
     dispatching the current hook in the calling frames (checked on Keras
-    3.15, whose `CallbackList` calls each callback from its own methods).
+    3.10 and 3.15, whose `CallbackList` calls each callback from its own methods).
     Where it is not found, the other callbacks go unchecked.
     """
     frame = inspect.currentframe()
@@ -71,14 +72,14 @@ def callback_list(callback):
 
 def custom_train_step(model):
     """Whether the model's class overrides Keras's `train_step` (Keras's own
-    are defined in modules under `keras.`, checked on Keras 3.15)."""
+    are defined in modules under `keras.`, checked on Keras 3.10 and 3.15)."""
     method = getattr(type(model), "train_step", None)
     return method is not None and not method.__module__.startswith("keras.")
 
 
 def torch_compiled(model):
     """Whether Keras runs the model's train step through torch.compile
-    (`model._should_torch_compile`, checked on Keras 3.15)."""
+    (`model._should_torch_compile`, checked on Keras 3.10 and 3.15)."""
     compiled = getattr(model, "_should_torch_compile", None)
     return _backend.name() == "torch" and bool(compiled and compiled())
 
@@ -86,7 +87,7 @@ def torch_compiled(model):
 def set_train_step(model, train_step, make_train_function=None):
     """Makes `fit` run `train_step` (and, when given, `make_train_function`
     build the train function): instance attributes shadowing the methods
-    Keras's trainers call (checked on Keras 3.15)."""
+    Keras's trainers call (checked on Keras 3.10 and 3.15)."""
     object.__setattr__(model, "train_step", train_step)
     if make_train_function is not None:
         object.__setattr__(model, "make_train_function", make_train_function)
@@ -100,7 +101,7 @@ def unset_train_step(model):
 
 def _jax_state_variables(model):
     """The variables of Keras's JAX training state, in its order
-    (trainable, non-trainable, optimizer, metrics; checked on Keras 3.15)."""
+    (trainable, non-trainable, optimizer, metrics; checked on Keras 3.10 and 3.15)."""
     return (model.trainable_variables, model.non_trainable_variables,
             model.optimizer.variables, model.metrics_variables)
 
