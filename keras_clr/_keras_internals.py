@@ -51,7 +51,8 @@ def callback_list(callback):
 
     Keras gives a callback no list of the others: this finds the list
     dispatching the current hook in the calling frames (checked on Keras
-    3.10 and 3.15, whose `CallbackList` calls each callback from its own methods).
+    3.10 and 3.15, whose `CallbackList` calls each callback from its own
+    methods).
     Where it is not found, the other callbacks go unchecked.
     """
     frame = inspect.currentframe()
@@ -79,7 +80,8 @@ def custom_train_step(model):
 
 def torch_compiled(model):
     """Whether Keras runs the model's train step through torch.compile
-    (`model._should_torch_compile`, checked on Keras 3.10 and 3.15)."""
+    (`model._should_torch_compile`, checked on Keras 3.15: the other
+    backends' tests run on the newest pins only)."""
     compiled = getattr(model, "_should_torch_compile", None)
     return _backend.name() == "torch" and bool(compiled and compiled())
 
@@ -101,7 +103,8 @@ def unset_train_step(model):
 
 def _jax_state_variables(model):
     """The variables of Keras's JAX training state, in its order
-    (trainable, non-trainable, optimizer, metrics; checked on Keras 3.10 and 3.15)."""
+    (trainable, non-trainable, optimizer, metrics; checked on Keras 3.15,
+    JAX's tests run on the newest pins only)."""
     return (model.trainable_variables, model.non_trainable_variables,
             model.optimizer.variables, model.metrics_variables)
 
