@@ -203,7 +203,8 @@ def _first_rates(result):
     (`suggest_range()`), at least `SPREAD ** 2` wide."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        span = result.suggest_range()
+        # A span only where the loss clearly descends (the default rule's 1%).
+        span = result.suggest_range() if result.suggest() is not None else None
     if span is not None:
         low, high = span
         why = f"across the range test's descent, {low:.3g} to {high:.3g}"

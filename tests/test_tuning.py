@@ -168,7 +168,8 @@ def test_the_first_rates_span_the_descent_or_where_the_test_ended():
     np.testing.assert_allclose(rates[0] * rates[2], rates[1] ** 2)
     np.testing.assert_allclose(rates[2] / rates[0], max(high / low, 4.0))  # at least 4x wide
     assert "descent" in why
-    flat = keras_clr.LRFinderResult(lrs[:30], np.full(30, 2.0))
+    # flat, or falling too little for a suggestion (under 1%): where it ended
+    flat = keras_clr.LRFinderResult(lrs[:30], np.linspace(2.0, 1.995, 30))
     rates, why = tuning._first_rates(flat)
     np.testing.assert_allclose(rates, [lrs[29] / 10, lrs[29], lrs[29] * 10])
     assert "never descended" in why
