@@ -33,6 +33,7 @@ from keras_clr.range_test.data import _is_arrays
 from keras_clr.range_test.data import _is_tf_dataset
 from keras_clr.range_test.data import _is_torch_loader
 from keras_clr.range_test.data import _repeating
+from keras_clr.range_test.data import batches_per_epoch
 from keras_clr.range_test.data import check_data
 
 RANGE_STEPS = 100  # the range test's length
@@ -105,23 +106,13 @@ def _planned_steps(model, x, batch_size, total_steps, epochs, fit_kwargs):
                          "training to tune for is. Received: total_steps=None, "
                          "epochs=None")
     epochs = _checks.positive_int("epochs", epochs)
-    per_epoch = fit_kwargs.get("steps_per_epoch")
+    per_epoch = fit_kwargs.get("steps_per_epoch") or batches_per_epoch(
+        x, batch_size, fit_kwargs.get("validation_split"))
     if per_epoch is None:
-        if _is_tf_dataset(x) and int(x.cardinality()) > 0:
-            per_epoch = int(x.cardinality())
-        elif isinstance(x, keras.utils.PyDataset) or _is_torch_loader(x):
-            per_epoch = len(x)
-        elif _is_arrays(x):
-            first = x[0] if isinstance(x, (list, tuple)) else x
-            if isinstance(first, dict):
-                first = next(iter(first.values()))
-            split = fit_kwargs.get("validation_split") or 0.0
-            per_epoch = math.ceil(math.ceil(len(first) * (1 - split)) / (batch_size or 32))
-        else:
-            raise ValueError(
-                "Argument `epochs` needs data with a known length to count the "
-                "steps of an epoch; this data has none. Pass `total_steps` (or "
-                f"`steps_per_epoch`). Received: x={type(x).__name__}, epochs={epochs}")
+        raise ValueError(
+            "Argument `epochs` needs data with a known length to count the "
+            "steps of an epoch; this data has none. Pass `total_steps` (or "
+            f"`steps_per_epoch`). Received: x={type(x).__name__}, epochs={epochs}")
     accumulation = training.accumulation_steps(training.base_optimizer(model))
     return max(1, epochs * int(per_epoch) // accumulation)
 
@@ -302,6 +293,8 @@ def tune_max_lr(model, x=None, y=None, *, total_steps=None, epochs=None, batch_s
                          "`model.fit`. Received: x=None")
     check_data(x)
     planned = _planned_steps(model, x, batch_size, total_steps, epochs, fit_kwargs)
+    # The range test and the probes set their own lengths.
+    fit_kwargs = {k: v for k, v in fit_kwargs.items() if k != "steps_per_epoch"}
     if hasattr(x, "__next__"):
         x = _repeating(x)
     # The range test reads the training loss; validation_data scores the probes.

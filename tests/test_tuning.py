@@ -190,3 +190,15 @@ def test_the_search_ends_once_the_spacing_is_fine():
     rows = [{"max_lr": r, "loss": v}
             for r, v in zip([0.05, 0.1, 0.2, 0.02 ** 0.5], [0.5, 0.3, 0.4, 0.2])]
     assert tuning._next_rate(rows, 1.0) is None
+
+
+def test_steps_per_epoch_sets_the_training_to_tune_for():
+    x, y = _data()
+    model = _compiled()
+    search = keras_clr.tune_max_lr(model, x, y, batch_size=BATCH, epochs=4, steps_per_epoch=3,
+                                   budget_steps=170, **QUIET)
+    assert search.total_steps == 12
+    history = keras_clr.fit_one_cycle(model, x, y, batch_size=BATCH, epochs=2, steps_per_epoch=3,
+                                      budget_steps=170, verbose=0)
+    assert history.max_lr_search.total_steps == 6
+    assert int(model.optimizer.iterations) == 6

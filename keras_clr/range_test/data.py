@@ -86,22 +86,32 @@ def _describe(x):
     return f"{type(x).__name__} of shape {tuple(shape)}" if shape is not None else type(x).__name__
 
 
+def batches_per_epoch(x, batch_size, validation_split=0.0):
+    """The batches of one epoch of `x` as `fit` trains on it (what
+    `validation_split` leaves), or None where the data has no length."""
+    if _is_tf_dataset(x):
+        count = int(x.cardinality())
+        return count if count > 0 else None
+    if isinstance(x, keras.utils.PyDataset) or _is_torch_loader(x):
+        return len(x)
+    if not _is_arrays(x):
+        return None
+    first = x[0] if isinstance(x, (list, tuple)) else x
+    if isinstance(first, dict):
+        first = next(iter(first.values()))
+    # As Keras splits: the first ceil(n x (1 - split)) samples train.
+    trained = math.ceil(len(first) * (1.0 - (validation_split or 0.0)))
+    return math.ceil(trained / (batch_size or 32))
+
+
 def _fit_plan(model, x, batch_size, num_steps, validation_split=0.0):
     """(x, epochs, steps_per_epoch) that give at least `num_steps` steps of
     the data trained on (what `validation_split` leaves for training)."""
     if _is_tf_dataset(x):
         return x.repeat(), 1, num_steps
-    if isinstance(x, keras.utils.PyDataset) or _is_torch_loader(x):
-        per_epoch = len(x)  # batches
-    elif hasattr(x, "__next__"):
+    if hasattr(x, "__next__"):
         return _repeating(x), 1, num_steps
-    else:
-        first = x[0] if isinstance(x, (list, tuple)) else x
-        if isinstance(first, dict):
-            first = next(iter(first.values()))
-        # As Keras splits: the first ceil(n x (1 - split)) samples train.
-        trained = math.ceil(len(first) * (1.0 - (validation_split or 0.0)))
-        per_epoch = math.ceil(trained / (batch_size or 32))
+    per_epoch = batches_per_epoch(x, batch_size, validation_split)
     return x, math.ceil(num_steps / max(per_epoch, 1)), None
 
 
