@@ -163,16 +163,22 @@ def velocity_momentum(optimizer):
     return None
 
 
-def has_batch_norm(model):
-    """Whether `model`, or a layer or model nested in it, is a
-    `keras.layers.BatchNormalization`."""
-    stack, seen = [model], set()
+def batch_norm_layers(model):
+    """The `keras.layers.BatchNormalization` layers of `model`, nested ones
+    included."""
+    stack, seen, found = [model], set(), []
     while stack:
         layer = stack.pop()
         if id(layer) in seen:
             continue
         seen.add(id(layer))
         if isinstance(layer, keras.layers.BatchNormalization):
-            return True
+            found.append(layer)
         stack.extend(getattr(layer, "layers", None) or [])
-    return False
+    return found
+
+
+def has_batch_norm(model):
+    """Whether `model`, or a layer or model nested in it, is a
+    `keras.layers.BatchNormalization`."""
+    return bool(batch_norm_layers(model))

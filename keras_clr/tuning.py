@@ -179,7 +179,41 @@ def _probe(model, saved, x, y, batch_size, max_lr, steps, evaluation, fit_kwargs
     return loss, training.iterations(optimizer) - before
 
 
+def _recalibrate(model, evaluation):
+    """Sets the moving statistics of the model's batch normalization to
+    their average over the evaluation batches (as torch's `update_bn` does
+    for SWA): after a short probe the moving averages (momentum 0.99) still
+    hold mostly their starting values, and the loss in inference mode would
+    say little of the weights the probe reached."""
+    layers = training.batch_norm_layers(model)
+    if not layers:
+        return
+    args, kwargs = evaluation
+    if len(args) == 1:  # a dataset of (x, y) batches
+        inputs = [batch[0] for batch in args[0]]
+    else:
+        size = kwargs["batch_size"]
+        count = len(next(iter(args[0].values())) if isinstance(args[0], dict) else args[0])
+        inputs = [_head(args[0], start, start + size) for start in range(0, count, size)]
+    momenta = [layer.momentum for layer in layers]
+    try:
+        for i, batch in enumerate(inputs):
+            for layer in layers:
+                layer.momentum = i / (i + 1)  # a running mean over the batches
+            model(batch, training=True)
+    finally:
+        for layer, momentum in zip(layers, momenta):
+            layer.momentum = momentum
+
+
+def _head(part, start, stop):
+    if isinstance(part, dict):
+        return {k: v[start:stop] for k, v in part.items()}
+    return part[start:stop]
+
+
 def _loss(model, evaluation):
+    _recalibrate(model, evaluation)
     args, kwargs = evaluation
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -202,3 +202,32 @@ def test_steps_per_epoch_sets_the_training_to_tune_for():
                                       budget_steps=170, verbose=0)
     assert history.max_lr_search.total_steps == 6
     assert int(model.optimizer.iterations) == 6
+
+
+def test_batch_norm_statistics_are_those_of_the_weights_a_probe_reached():
+    # After a short probe the moving averages hold mostly their old values;
+    # the probe is scored with them set to the mean over the scoring batches.
+    x, _ = _data()
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.BatchNormalization(),
+                              keras.layers.Dense(1)])
+    evaluation = ((x[:32], None), {"batch_size": BATCH})
+    tuning._recalibrate(model, evaluation)
+    norm = model.layers[0]
+    want = np.mean([x[:16].mean(axis=0), x[16:32].mean(axis=0)], axis=0)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(norm.moving_mean), want, rtol=1e-5)
+    assert norm.momentum == 0.99
+
+
+def test_a_batch_norm_model_is_restored_bit_for_bit():
+    x, y = _data()
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8),
+                              keras.layers.BatchNormalization(), keras.layers.ReLU(),
+                              keras.layers.Dense(1)])
+    model.compile(keras.optimizers.Adam(), "mse")
+    model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0)
+    before = _state(model)
+    keras_clr.tune_max_lr(model, x, y, batch_size=BATCH, total_steps=20, budget_steps=170,
+                          **QUIET)
+    _assert_same_state(before, model)
