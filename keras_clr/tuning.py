@@ -33,6 +33,7 @@ from keras_clr.range_test.data import _is_arrays
 from keras_clr.range_test.data import _is_tf_dataset
 from keras_clr.range_test.data import _is_torch_loader
 from keras_clr.range_test.data import _repeating
+from keras_clr.range_test.data import _slice
 from keras_clr.range_test.data import batches_per_epoch
 from keras_clr.range_test.data import check_data
 
@@ -125,13 +126,8 @@ def _evaluation_data(x, y, batch_size, fit_kwargs):
     size = batch_size or 32
     if isinstance(source, (tuple, list)) and _is_arrays(source[0]):
         count = EVAL_BATCHES * size
-
-        def head(part):
-            if isinstance(part, dict):
-                return {k: v[:count] for k, v in part.items()}
-            return part if part is None else part[:count]
-
-        return tuple(head(part) for part in source), {"batch_size": size}
+        return (tuple(None if part is None else _slice(part, 0, count) for part in source),
+                {"batch_size": size})
     if _is_tf_dataset(source):
         return (source.take(EVAL_BATCHES).cache(),), {}
     if isinstance(source, keras.utils.PyDataset) or _is_torch_loader(source):
@@ -194,7 +190,7 @@ def _recalibrate(model, evaluation):
     else:
         size = kwargs["batch_size"]
         count = len(next(iter(args[0].values())) if isinstance(args[0], dict) else args[0])
-        inputs = [_head(args[0], start, start + size) for start in range(0, count, size)]
+        inputs = [_slice(args[0], start, start + size) for start in range(0, count, size)]
     momenta = [layer.momentum for layer in layers]
     try:
         for i, batch in enumerate(inputs):
@@ -204,12 +200,6 @@ def _recalibrate(model, evaluation):
     finally:
         for layer, momentum in zip(layers, momenta):
             layer.momentum = momentum
-
-
-def _head(part, start, stop):
-    if isinstance(part, dict):
-        return {k: v[start:stop] for k, v in part.items()}
-    return part[start:stop]
 
 
 def _loss(model, evaluation):
