@@ -25,6 +25,39 @@ def name():
     return keras.backend.backend()
 
 
+def process_index():
+    """This process's index among the processes of one training: on JAX
+    `jax.process_index()` (0 until `jax.distributed.initialize` makes
+    several), 0 on the other backends. The result writers write on 0 only."""
+    if name() != "jax":
+        return 0
+    import jax
+
+    return jax.process_index()
+
+
+def fill(variable, value):
+    """Sets every element of `variable` to `value` (a float; NaN too).
+
+    On JAX with several processes the filled array is made on the devices,
+    in the variable's own sharding: `jax.device_put` of a host array to a
+    sharding over every process first checks that all the processes pass
+    equal arrays, and NaN, never equal to itself, fails that check
+    ("passed to device_put is not the same on each process"; JAX 0.10.2).
+    """
+    if name() == "jax":
+        import jax
+
+        if jax.process_count() > 1:
+            import jax.numpy as jnp
+
+            make = jax.jit(lambda: jnp.full(variable.shape, value, variable.dtype),
+                           out_shardings=variable.value.sharding)
+            variable.assign(make())
+            return
+    variable.assign(np.full(variable.shape, value, dtype=variable.dtype))
+
+
 # -- graph arithmetic in 64 bits ----------------------------------------------
 
 

@@ -6,6 +6,11 @@ call these functions. Floats are written with `repr`, so every float64 comes
 back bit for bit; a NaN keeps its sign and payload. A file that is not one of
 these, or is damaged or truncated, raises a ValueError that says what is
 wrong. No pickle.
+
+In a multi-process training (JAX after `jax.distributed.initialize`) every
+process holds the same result, and the writers write on process 0 only; the
+other processes return without touching the file, so that processes sharing
+a directory do not write the same file at once.
 """
 
 import csv
@@ -14,6 +19,8 @@ import json
 import os
 
 import numpy as np
+
+from keras_clr import _backend
 
 FORMAT = "keras_clr.LRFinderResult"
 VERSION = 1
@@ -52,7 +59,10 @@ def to_frame(result):
 
 
 def write_csv(result, path):
-    """Writes an `LRFinderResult` to `path` as its `to_csv` describes."""
+    """Writes an `LRFinderResult` to `path` as its `to_csv` describes, on
+    process 0 only (see the module docstring)."""
+    if _backend.process_index() != 0:
+        return
     named = columns(result)
     meta = dict(metadata(result), metrics=list(result.metrics),
                 loss_band=result.loss_band is not None, rows=len(result.lrs))
@@ -116,7 +126,10 @@ def read_csv(cls, path):
 
 
 def write_json(result, path):
-    """Writes an `LRFinderResult` to `path` as its `to_json` describes."""
+    """Writes an `LRFinderResult` to `path` as its `to_json` describes, on
+    process 0 only (see the module docstring)."""
+    if _backend.process_index() != 0:
+        return
     data = {"format": FORMAT, "version": VERSION, **metadata(result),
             "lrs": _encode_list(result.lrs), "losses": _encode_list(result.losses),
             "smoothed_losses": _encode_list(result.smoothed_losses),

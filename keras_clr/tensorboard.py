@@ -3,6 +3,8 @@
 import io
 import os
 
+from keras_clr import _backend
+
 
 def write_range_test(result, log_dir, name="lr_finder"):
     """Write a range test's curves and plot as TensorBoard summaries.
@@ -12,6 +14,10 @@ def write_range_test(result, log_dir, name="lr_finder"):
     for a band), each at step = the step index; and the figure of
     `keras_clr.plotting.plot_range_test` as the image `{name}/plot` at the
     last step.
+
+    In a multi-process training (JAX after `jax.distributed.initialize`)
+    only process 0 writes; the others check `name` and return `log_dir`
+    without creating a file, so that one event file holds the summaries.
 
     Args:
         result: an `LRFinderResult`.
@@ -24,13 +30,16 @@ def write_range_test(result, log_dir, name="lr_finder"):
     Raises:
         ValueError: if `name` is not a non-empty string.
     """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"Argument `name` must be a non-empty string. Received: name={name!r}")
+    log_dir = os.fspath(log_dir)
+    if _backend.process_index() != 0:
+        return log_dir
     import tensorflow as tf
     from matplotlib.figure import Figure
 
     from keras_clr import plotting
 
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"Argument `name` must be a non-empty string. Received: name={name!r}")
     figure = Figure(figsize=(8, 4.5))
     plotting.plot_range_test(result, ax=figure.subplots())
     figure.tight_layout()
@@ -42,7 +51,6 @@ def write_range_test(result, log_dir, name="lr_finder"):
     series.update(result.metrics)
     if result.loss_band is not None:
         series["loss_low"], series["loss_high"] = result.loss_band
-    log_dir = os.fspath(log_dir)
     writer = tf.summary.create_file_writer(log_dir)
     try:
         with writer.as_default():

@@ -61,9 +61,10 @@ class RangeTestStep:
         self.baked = baked
         with _backend.strategy_scope(model):
             self.record = keras.Variable(
-                np.full((num_steps + 1, 3), np.nan, dtype="float32"),
+                np.zeros((num_steps + 1, 3), dtype="float32"),
                 trainable=False, dtype="float32", name="lr_finder_record",
                 aggregation="only_first_replica")
+            _backend.fill(self.record, np.nan)  # no row written yet
         self.rates = rates
         self.control = hooks.StepControl(
             model, rates, before_step=lambda step: _reset_metrics(model),
@@ -74,7 +75,7 @@ class RangeTestStep:
 
     def begin(self, ramp_fn, start):
         """Readies the step for a test from update count `start`."""
-        self.record.assign(np.full((self.num_steps + 1, 3), np.nan, dtype="float32"))
+        _backend.fill(self.record, np.nan)
         if isinstance(self.rates, tables.VariableTable):
             self.rates.fill(ramp_fn, 0, self.num_steps + 1)
             self.control.start_step.assign(start)
