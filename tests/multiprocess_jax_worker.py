@@ -187,6 +187,16 @@ def main():
         saved[f"{name}_state"] = state_bytes(model)
         saved[f"{name}_values"] = state_values(model)
 
+    # OneCycle on the global dataset, sharded by Keras (README "Several hosts"):
+    # its length is unknown once sharded, so it repeats with steps_per_epoch.
+    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=jax.devices()))
+    model, record = make_model(), Record()
+    model.fit(dataset.repeat(), epochs=2, steps_per_epoch=SAMPLES // GLOBAL_BATCH, verbose=0,
+              callbacks=[keras_clr.OneCycle(0.1, cycle_momentum=True), record])
+    saved["one_cycle_dataset_rows"] = np.array(record.rows)
+    saved["one_cycle_dataset_state"] = state_bytes(model)
+    saved["one_cycle_dataset_values"] = state_values(model)
+
     np.savez(args.out / f"result_{tag}.npz", **saved)
     if args.process_id is not None:
         jax.distributed.shutdown()

@@ -116,7 +116,7 @@ def test_find_lr_records_the_same_curve_in_both_processes(runs, data):
     assert np.ptp(p0[f"{data}_losses"]) > 0.1
 
 
-@pytest.mark.parametrize("schedule", ["one_cycle", "cyclic"])
+@pytest.mark.parametrize("schedule", ["one_cycle", "cyclic", "one_cycle_dataset"])
 def test_schedules_apply_the_same_rates_in_every_process(runs, schedule):
     _, saved = runs
     rows = {tag: seen[f"{schedule}_rows"] for tag, seen in saved.items()}
