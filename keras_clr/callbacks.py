@@ -331,8 +331,10 @@ class OneCycle(_ScheduleCallback):
         if steps is None:
             raise ValueError(
                 "OneCycle does not know how many steps the cycle lasts: pass "
-                "`total_steps` (or train with data of known length, so that "
-                "epochs x steps per epoch can be used). Received: total_steps=None"
+                "`total_steps`, or give `fit` data of known length or a "
+                "`steps_per_epoch`, so that epochs x steps per epoch can be used "
+                "(a dataset of unknown cardinality, or one Keras shards between "
+                "processes, has none). Received: total_steps=None"
             )
         return _checks.positive_int("total_steps", steps)
 
