@@ -240,9 +240,11 @@ class CyclicLR(_ScheduleCallback):
         _checks.one_of("mode", mode, ("triangular", "triangular2", "exp_range"))
         self.gamma = _checks.in_interval("gamma", gamma, 0.0, 1.0, low_open=True)
         if scale_fn is None:
+            # Registered scale functions: a model compiled with `lr_schedule`
+            # (or `momentum_schedule`) saves and loads in safe mode.
             scale_fn = {"triangular": schedules.triangular_scale,
                         "triangular2": schedules.triangular2_scale,
-                        "exp_range": self._exp_range_scale}[mode]
+                        "exp_range": schedules.ExponentialScale(self.gamma)}[mode]
             scale_mode = "iterations" if mode == "exp_range" else "cycle"
         self.mode = mode
         self.scale_fn = _checks.a_callable("scale_fn", scale_fn)
@@ -256,9 +258,6 @@ class CyclicLR(_ScheduleCallback):
         self.step_size_up = self._lr.step_size
         self.step_size_down = self._lr.step_size_down or self.step_size_up
         self.scale_mode = scale_mode
-
-    def _exp_range_scale(self, x):
-        return self.gamma ** x
 
     def _schedules(self):
         return self._lr, self._momentum

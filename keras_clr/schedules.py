@@ -99,6 +99,39 @@ def _check_cyclical(initial, maximal, step_size, step_size_down, scale_mode,
 
 
 @keras.saving.register_keras_serializable(_PACKAGE)
+class ExponentialScale:
+    """The scale function of the `exp_range` mode: x -> `gamma ** x`.
+
+    A registered object rather than a closure, so that a schedule built on it
+    (`ExponentialCyclicalLearningRate`, or a `CyclicalMomentum` that follows
+    one) saves and loads in safe mode.
+
+    Args:
+        gamma: the decay per step (or per cycle), in (0, 1].
+
+    Raises:
+        ValueError: for a `gamma` outside (0, 1].
+
+    Example:
+        >>> momentum = CyclicalMomentum(0.8, 0.9, 500, ExponentialScale(0.999),
+        ...                             "iterations")
+    """
+
+    def __init__(self, gamma):
+        self.gamma = _checks.in_interval("gamma", gamma, 0.0, 1.0, low_open=True)
+
+    def __call__(self, x):
+        return self.gamma ** x
+
+    def get_config(self):
+        return {"gamma": self.gamma}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+@keras.saving.register_keras_serializable(_PACKAGE)
 class CyclicalLearningRate(_Curve):
     """Cyclical learning rate (Smith 2017) with a custom scale function.
 
@@ -222,12 +255,10 @@ class ExponentialCyclicalLearningRate(_NamedCyclical):
     def __init__(self, initial_learning_rate, maximal_learning_rate, step_size,
                  scale_mode="iterations", gamma=1.0,
                  name="ExponentialCyclicalLearningRate", step_size_down=None):
-        self.gamma = _checks.in_interval("gamma", gamma, 0.0, 1.0, low_open=True)
+        scale_fn = ExponentialScale(gamma)
+        self.gamma = scale_fn.gamma
         super().__init__(initial_learning_rate, maximal_learning_rate, step_size,
-                         self._scale, scale_mode, name, step_size_down)
-
-    def _scale(self, x):
-        return self.gamma ** x
+                         scale_fn, scale_mode, name, step_size_down)
 
     def get_config(self):
         return {**super().get_config(), "gamma": self.gamma}

@@ -620,6 +620,34 @@ def test_one_cycle_preview_needs_a_length():
     plt.close("all")
 
 
+# --- exp_range saves and loads ------------------------------------------------
+
+def test_exp_range_schedules_save_and_load_in_safe_mode(tmp_path):
+    cb = keras_clr.CyclicLR(1e-3, 1e-2, step_size_up=5, step_size_down=3,
+                            mode="exp_range", gamma=0.97, base_momentum=0.7,
+                            max_momentum=0.95)
+    steps = np.arange(200)
+    expected = np.array([torch_cyclic(int(k), 1e-3, 1e-2, 5, 3, lambda x: 0.97 ** x,
+                                      "iterations", 0.7, 0.95) for k in steps])
+    for column, schedule in enumerate((cb.lr_schedule, cb.momentum_schedule)):
+        model = make_model(keras.optimizers.SGD(learning_rate=schedule))
+        path = tmp_path / f"schedule{column}.keras"
+        model.save(path)
+        loaded = keras.saving.load_model(path)  # safe mode
+        restored = loaded.optimizer._learning_rate  # the schedule, not its value
+        assert type(restored) is type(schedule)
+        np.testing.assert_array_equal(restored(steps), schedule(steps))
+        np.testing.assert_allclose(restored(steps), expected[:, column], rtol=1e-6)
+        before = [w.copy() for w in loaded.get_weights()]
+        fit(loaded, [], epochs=1)
+        assert int(loaded.optimizer.iterations) == STEPS_PER_EPOCH
+        assert float(loaded.optimizer.learning_rate) == pytest.approx(
+            expected[STEPS_PER_EPOCH, column], rel=1e-6)
+        after = loaded.get_weights()
+        assert all(np.isfinite(w).all() for w in after)
+        assert any(not np.array_equal(a, b) for a, b in zip(after, before))
+
+
 # --- argument checks ------------------------------------------------------------
 
 BAD = [

@@ -108,6 +108,11 @@ CASES = {
         lambda: S.CyclicalMomentum(0.85, 0.95, 4, slow_decay, "iterations", 2),
         lambda k: torch_cyclic(k, 0, 0, 4, 2, slow_decay, "iterations",
                                0.85, 0.95)[1]),
+    "cyclical-momentum-exp-range": (
+        lambda: S.CyclicalMomentum(0.7, 0.95, 5, S.ExponentialScale(0.97),
+                                   "iterations", 3),
+        lambda k: torch_cyclic(k, 0, 0, 5, 3, exp_range(0.97), "iterations",
+                               0.7, 0.95)[1]),
     "one-cycle-momentum": (
         lambda: S.OneCycleMomentum(100),
         lambda k: torch_one_cycle(k, 100, 1.0)[1]),
@@ -268,6 +273,7 @@ BAD = [
     (lambda: S.ExponentialCyclicalLearningRate(0.1, 1.0, 5, gamma=0.0), named("gamma", 0.0)),
     (lambda: S.ExponentialCyclicalLearningRate(0.1, 1.0, 5, gamma=1.5), named("gamma", 1.5)),
     (lambda: S.ExponentialCyclicalLearningRate(0.1, 1.0, 5, gamma=-0.5), named("gamma", -0.5)),
+    (lambda: S.ExponentialScale(1.5), named("gamma", 1.5)),
     # One-cycle learning rate.
     (lambda: S.OneCycleLearningRate(0.0, 100), named("maximal_learning_rate", 0.0)),
     (lambda: S.OneCycleLearningRate(math.inf, 100), named("maximal_learning_rate", math.inf)),
@@ -345,7 +351,8 @@ def save_and_load(schedule, path, **load_kwargs):
 
 @pytest.mark.parametrize("name", ["cyclical", "triangular-down", "triangular2",
                                   "exponential", "one-cycle-three-phase",
-                                  "cyclical-momentum", "one-cycle-momentum"])
+                                  "cyclical-momentum", "cyclical-momentum-exp-range",
+                                  "one-cycle-momentum"])
 def test_every_class_saves_and_loads_in_safe_mode(name, tmp_path):
     schedule = CASES[name][0]()
     restored = save_and_load(schedule, tmp_path / "model.keras")
