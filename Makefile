@@ -49,7 +49,7 @@ $(OLDEST_VENV)/bin/.installed: setup.cfg pyproject.toml
 	$(OLDEST_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(OLDEST_VENV)/bin/python -m pip install --quiet $(OLDEST_PINS) \
 		"numpy>=1.23" "pandas>=1.5" "matplotlib>=3.6" "pytest>=7" "hypothesis>=6" \
-		"scikit-learn>=1.2"
+		"scikit-learn>=1.2" "keras-tuner>=1.4.8"
 	touch $@
 
 test-oldest: $(OLDEST_VENV)/bin/.installed

@@ -45,6 +45,14 @@ def build_optimizer(model):
 # -- the running fit ---------------------------------------------------------------
 
 
+def unset_callback_fit():
+    """The attributes `fit` sets on a callback, as `keras.callbacks.Callback`
+    leaves them before any fit: `params` and `_model` (checked on Keras 3.10
+    and 3.15)."""
+    return {"params": None, "_model": None}
+
+
+
 def callback_list(callback):
     """The `keras.callbacks.CallbackList` of the `fit` now calling
     `callback`, or None.

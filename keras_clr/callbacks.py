@@ -66,6 +66,10 @@ class _ScheduleCallback(keras.callbacks.Callback):
     and one after a `fit` that ended in an exception are placed by their
     epoch; a later `fit` from epoch 0 after a completed one continues the
     schedule.
+
+    A copy (`copy.deepcopy`, `pickle`), as Keras Tuner makes before each
+    trial, is a new callback with the same arguments: it holds none of the
+    fits the original ran, and its first `fit` starts the schedule at step 0.
     """
 
     # The batch-end hook only reads host-side tables: Keras may keep running
@@ -78,7 +82,19 @@ class _ScheduleCallback(keras.callbacks.Callback):
                                              also=("auto",))
         self.base_momentum, self.max_momentum = schedules._check_momenta(
             base_momentum, max_momentum)
-        self._fit = None  # the FitSteps of the fit in progress, or of the last
+        self.__dict__.update(self._fresh_state())
+
+    def _fresh_state(self):
+        """The attributes that fits set, as a new callback has them: Keras's,
+        and the FitSteps of the fit in progress (or of the last one)."""
+        return {**_keras_internals.unset_callback_fit(), "_fit": None}
+
+    def __getstate__(self):
+        # A copy (copy.deepcopy, pickle) is the callback as constructed: its
+        # arguments and schedules, none of the fits it ran (their model,
+        # variables and compiled step). Keras Tuner copies the callbacks
+        # before each trial; only the original continues its schedule.
+        return {**self.__dict__, **self._fresh_state()}
 
     @property
     def lr_schedule(self):
@@ -322,8 +338,11 @@ class OneCycle(_ScheduleCallback):
         self.total_steps = total_steps
         self.anneal_strategy = anneal_strategy
         self.three_phase = _checks.a_bool("three_phase", three_phase)
-        self._fit_total_steps = None
-        self._warned = False
+
+    def _fresh_state(self):
+        # The cycle's length sized by the first fit, and its warning given.
+        return {**super()._fresh_state(), "_fit_total_steps": None,
+                "_warned": False}
 
     def _steps(self, total_steps=None):
         steps = total_steps or self.total_steps or self._fit_total_steps

@@ -6,8 +6,10 @@ here with `tf.GradientTape` and the Keras update formulas, run with
 from the PyTorch references of test_curves.py.
 """
 
+import copy
 import csv
 import math
+import pickle
 import re
 import warnings
 
@@ -646,6 +648,95 @@ def test_exp_range_schedules_save_and_load_in_safe_mode(tmp_path):
         after = loaded.get_weights()
         assert all(np.isfinite(w).all() for w in after)
         assert any(not np.array_equal(a, b) for a, b in zip(after, before))
+
+
+# --- copies -------------------------------------------------------------------
+
+def same_as_fresh(clone, fresh):
+    """Whether `clone` has a fresh callback's attributes: the same values, and
+    schedules (and scale functions) of the same class and config."""
+    assert set(vars(clone)) == set(vars(fresh))
+    for key, value in vars(fresh).items():
+        other = vars(clone)[key]
+        if hasattr(value, "get_config"):
+            assert type(other) is type(value) and other.get_config() == value.get_config(), key
+        else:
+            assert other is value or other == value, key
+
+
+COPIED = {
+    "OneCycle": (lambda: keras_clr.OneCycle(0.05, pct_start=0.4),
+                 lambda k, total: torch_one_cycle(k, total, 0.05, pct_start=0.4)),
+    "CyclicLR": (lambda: keras_clr.CyclicLR(0.01, 0.1, step_size_up=3, step_size_down=4,
+                                            mode="exp_range", gamma=0.9),
+                 lambda k, total: torch_cyclic(k, 0.01, 0.1, 3, 4, lambda x: 0.9 ** x,
+                                               "iterations")),
+}
+
+
+@pytest.mark.parametrize("name", sorted(COPIED))
+def test_callback_copies_after_a_fit_as_a_fresh_one(name):
+    make, reference = COPIED[name]
+    cb = make()
+    model = make_model(keras.optimizers.SGD(0.1, momentum=0.9))
+    fit(model, [cb], epochs=3)
+    clones = {"deepcopy": copy.deepcopy(cb), "pickle": pickle.loads(pickle.dumps(cb)),
+              "deepcopy before": copy.deepcopy(make())}
+    for how, clone in clones.items():
+        assert clone.model is None and clone.params is None, how
+        same_as_fresh(clone, make())
+        # A copy starts its own schedule: OneCycle sizes it from the copy's
+        # first fit (2 epochs: 10 steps), CyclicLR starts at step 0.
+        recorder = Recorder()
+        fit(make_model(keras.optimizers.SGD(0.1, momentum=0.9)), [clone, recorder],
+            epochs=2)
+        expected = np.array([reference(k, 10) for k in range(10)])
+        np.testing.assert_allclose(recorder.lr, expected[:, 0].astype(np.float32),
+                                   rtol=1e-6, err_msg=how)
+        np.testing.assert_allclose(recorder.momentum, expected[:, 1].astype(np.float32),
+                                   rtol=1e-6, err_msg=how)
+    # The original continues its schedule on its model (OneCycle holds its
+    # last value past its 15-step cycle, with a warning).
+    recorder = Recorder()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit(model, [cb, recorder], epochs=1)
+    expected = np.array([reference(k, 15) for k in range(15, 20)])
+    np.testing.assert_allclose(recorder.lr, expected[:, 0].astype(np.float32), rtol=1e-6)
+
+
+class SharedRecorder(keras.callbacks.Callback):
+    """Records the logged learning rates in a class attribute, which the deep
+    copies Keras Tuner makes of its callbacks share."""
+
+    lr = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        type(self).lr.append(float(logs["learning_rate"]))
+
+
+def test_keras_tuner_searches_with_a_used_callback(tmp_path):
+    kt = pytest.importorskip("keras_tuner")
+    cb = keras_clr.OneCycle(0.05)
+    fit(make_model(keras.optimizers.SGD(0.1, momentum=0.9)), [cb], epochs=2)
+
+    def build(hp):
+        return make_model(keras.optimizers.SGD(
+            0.1, momentum=hp.Choice("momentum", [0.8, 0.9])))
+
+    tuner = kt.RandomSearch(build, objective="loss", max_trials=2, seed=0,
+                            directory=str(tmp_path), project_name="search")
+    SharedRecorder.lr = []
+    tuner.search(X, Y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0,
+                 callbacks=[cb, SharedRecorder()])
+    trials = tuner.oracle.trials.values()
+    assert len(trials) == 2
+    assert all(trial.status == "COMPLETED" for trial in trials)
+    # Each trial ran a copy sized by its own 1-epoch fit: a 5-step cycle.
+    expected = [torch_one_cycle(k, STEPS_PER_EPOCH, 0.05)[0]
+                for k in range(STEPS_PER_EPOCH)]
+    np.testing.assert_allclose(SharedRecorder.lr, np.float32(expected * 2), rtol=1e-6)
+    assert cb.lr_schedule.total_steps == 10  # the original keeps its cycle
 
 
 # --- argument checks ------------------------------------------------------------
