@@ -30,6 +30,10 @@ from keras_clr import schedules
 from keras_clr import training
 
 
+# CyclicLR warns of a fit that ends before its first peak with the learning
+# rate below this fraction of the way from base_lr to that peak.
+_REACHED = 0.9
+
 # Keras callbacks that set the learning rate themselves.
 _LR_SETTERS = ("ReduceLROnPlateau", "LearningRateScheduler")
 
@@ -154,7 +158,12 @@ class _ScheduleCallback(keras.callbacks.Callback):
         self._fit.epoch_begin(epoch)
 
     def on_train_batch_begin(self, batch, logs=None):
-        self._fit.batch_begin()
+        if self._fit.batch_begin():
+            self._placed()
+
+    def _placed(self):
+        """Hook run as each fit is placed on the schedule, before its first
+        step (`self._fit.first_step`, `self._fit.planned_steps`)."""
 
     def on_train_batch_end(self, batch, logs=None):
         self._fit.batch_end(batch, logs)
@@ -235,6 +244,10 @@ class CyclicLR(_ScheduleCallback):
             begins, for an optimizer with its own learning-rate schedule or,
             with `cycle_momentum`, one with no momentum to cycle.
 
+    A `fit` of known length that ends before the first peak (step
+    `step_size_up`) with the learning rate below 90% of the way there warns,
+    once per callback, before its first step.
+
     Example:
         >>> clr = keras_clr.CyclicLR(1e-4, 1e-2, step_size_up=4 * len(train_ds),
         ...                          mode="triangular2")
@@ -275,8 +288,37 @@ class CyclicLR(_ScheduleCallback):
         self.step_size_down = self._lr.step_size_down or self.step_size_up
         self.scale_mode = scale_mode
 
+    def _fresh_state(self):
+        # Whether the warning that a fit cannot reach max_lr was given.
+        return {**super()._fresh_state(), "_warned": False}
+
     def _schedules(self):
         return self._lr, self._momentum
+
+    def _placed(self):
+        fit = self._fit
+        if self._warned or fit.planned_steps is None:
+            return
+        end = fit.first_step + fit.planned_steps  # the step after the fit's last
+        if end > self.step_size_up:  # the first peak is step step_size_up
+            return
+        reached = float(np.max(self._lr(np.arange(fit.first_step, end))))
+        peak = self._lr(self.step_size_up)
+        if reached - self.base_lr >= _REACHED * (peak - self.base_lr):
+            return
+        self._warned = True
+        epoch = max(1, fit.steps // fit.accumulation)
+        warnings.warn(
+            f"CyclicLR will not reach max_lr={self.max_lr:g} in this fit: the "
+            f"learning rate rises for step_size_up={self.step_size_up} steps, "
+            f"but the fit plans {fit.planned_steps} steps (schedule steps "
+            f"{fit.first_step} to {end - 1}), so it peaks at {reached:.3g}. "
+            "Pass a step_size_up the fit reaches: 2 to 10 epochs' steps "
+            f"({2 * epoch} to {10 * epoch} here) over several cycles, as "
+            "Smith (2017) suggests, or at most half the fit "
+            f"({max(1, fit.planned_steps // 2)}) for one cycle; or train for "
+            "more epochs. A later fit with this callback continues the "
+            "schedule from where this one ends.", stacklevel=3)
 
     def _preview(self, total_steps):
         if total_steps is None:

@@ -69,6 +69,7 @@ class FitSteps:
         self.values = FitValues(model, schedules, momentum_attribute, self.graph_logs)
         self.epoch_begin(0)
         self.first_step = self.first_updates = 0
+        self.planned_steps = None
         self.done = 0  # schedule steps run, read at each epoch end
         self.batches_run = 0
 
@@ -82,18 +83,24 @@ class FitSteps:
 
     def batch_begin(self):
         """At an epoch's first batch: places the fit (at its first), or
-        tabulates again if the epoch's steps left the table."""
+        tabulates again if the epoch's steps left the table.
+
+        Returns:
+            True at the fit's first batch, as the fit has just been placed
+            (`first_step`, `planned_steps`).
+        """
         if self.epoch_batches is not None:
-            return
+            return False
         self.epoch_batches = training.batch_count(training.base_optimizer(self.model))
         if self.values.control is None:  # the fit's first batch
             self._place()
-            return
+            return True
         # Something may have moved the update count between epochs.
         first = self.epoch_batches // self.accumulation - self.start_step
         count = self._count(first)
         if not self.values.covers(first, count):
             self.values.tabulate(first, count, self.start_step)
+        return False
 
     def _count(self, first):
         """How many steps to tabulate from `first` for the rest of the fit,
@@ -122,8 +129,10 @@ class FitSteps:
             self.start_step = updates - (epoch * steps // k if steps else 0)
         self.first_step = updates - self.start_step
         self.first_updates = updates
-        self.values.tabulate(self.first_step, self._count(self.first_step),
-                             self.start_step)
+        # The steps the fit will run from its first (None: the data has no
+        # length), up to where the schedules hold their value.
+        self.planned_steps = self._count(self.first_step)
+        self.values.tabulate(self.first_step, self.planned_steps, self.start_step)
 
     def batch_end(self, batch, logs):
         """Counts the end of `batch` and writes its step's values to `logs`.

@@ -739,6 +739,57 @@ def test_keras_tuner_searches_with_a_used_callback(tmp_path):
     assert cb.lr_schedule.total_steps == 10  # the original keeps its cycle
 
 
+# --- a CyclicLR that cannot reach max_lr ----------------------------------------
+
+def unreached(record):
+    return [str(w.message) for w in record if "will not reach max_lr" in str(w.message)]
+
+
+def test_cyclic_lr_that_cannot_reach_max_lr_warns_once():
+    model = make_model(keras.optimizers.SGD(0.1, momentum=0.9))
+    cb = keras_clr.CyclicLR(1e-3, 0.1)  # step_size_up=2000
+    peak = 1e-3 + (0.1 - 1e-3) * 14 / 2000  # at the fit's last step, 14
+    with pytest.warns(UserWarning, match="will not reach max_lr") as record:
+        fit(model, [cb], epochs=3)
+    [message] = unreached(record)
+    assert "step_size_up=2000" in message and "plans 15 steps" in message
+    assert f"peaks at {peak:.3g}" in message and "(10 to 50 here)" in message
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        fit(model, [cb], epochs=3)
+    assert not unreached(record)
+
+
+@pytest.mark.filterwarnings("ignore:Your input ran out of data")
+def test_cyclic_lr_reach_counts_from_where_the_fit_starts():
+    with pytest.warns(UserWarning, match="schedule steps 0 to 9"):
+        fit(make_model(keras.optimizers.SGD(0.1, momentum=0.9)),
+            [keras_clr.CyclicLR(0.01, 0.1, step_size_up=12)], epochs=2)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        # Steps 10 to 14: past the peak at step 12.
+        fit(make_model(keras.optimizers.SGD(0.1, momentum=0.9)),
+            [keras_clr.CyclicLR(0.01, 0.1, step_size_up=12)], epochs=3, initial_epoch=2)
+        # Data of no length: no warning; the sized fit after it continues
+        # from step 10.
+        model = make_model(keras.optimizers.SGD(0.1, momentum=0.9))
+        cb, recorder = keras_clr.CyclicLR(0.01, 0.1, step_size_up=12), Recorder()
+        model.fit(unsized_dataset(), epochs=2, verbose=0, callbacks=[cb])
+        fit(model, [cb, recorder], epochs=1)
+    assert not unreached(record)
+    expected = [torch_cyclic(k, 0.01, 0.1, 12)[0] for k in range(10, 15)]
+    np.testing.assert_allclose(recorder.lr, np.float32(expected), rtol=1e-6)
+
+
+@pytest.mark.parametrize("step_size_up", [5, 15])
+def test_cyclic_lr_that_reaches_max_lr_does_not_warn(step_size_up):
+    model = make_model(keras.optimizers.SGD(0.1, momentum=0.9))
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        fit(model, [keras_clr.CyclicLR(1e-3, 1e-2, step_size_up=step_size_up)], epochs=3)
+    assert not unreached(record)
+
+
 # --- argument checks ------------------------------------------------------------
 
 BAD = [
