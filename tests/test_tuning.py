@@ -261,6 +261,7 @@ class _Recorded(keras_clr.OneCycle):
     """A OneCycle that keeps what it wrote in the logs at each step (the
     values applied), to see what the probes ran."""
     built = []
+    async_safe = False  # batch ends in order (Keras may run async-safe ones in a thread)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -273,19 +274,29 @@ class _Recorded(keras_clr.OneCycle):
         self.momenta.append(logs.get("momentum"))
 
 
-def test_the_probes_run_the_one_cycle_of_the_training(monkeypatch):
+@pytest.mark.parametrize("entry", ["tune_max_lr", "fit_one_cycle"])
+def test_the_probes_run_the_one_cycle_of_the_training(monkeypatch, entry):
     x, y = _data()
     monkeypatch.setattr(tuning, "OneCycle", _Recorded)
     _Recorded.built = []
     options = {"pct_start": 0.1, "base_momentum": 0.9, "div_factor": 10}
-    search = keras_clr.tune_max_lr(_compiled(), x, y, batch_size=BATCH, epochs=10,
-                                   budget_steps=190, one_cycle=options, **QUIET)
-    probes = [c for c in _Recorded.built if c.rates]
+    closed_form = dict(pct_start=0.1, div_factor=10, base_momentum=0.9)
+    if entry == "tune_max_lr":
+        search = keras_clr.tune_max_lr(_compiled(), x, y, batch_size=BATCH, epochs=10,
+                                       budget_steps=190, one_cycle=options, **QUIET)
+    else:
+        history = keras_clr.fit_one_cycle(_compiled(), x, y, batch_size=BATCH, epochs=10,
+                                          budget_steps=190, one_cycle=options, verbose=0)
+        search = history.max_lr_search
+        training = _Recorded.built[-1]  # the real training, after the probes
+        rates, momenta = _one_cycle_closed_form(search.max_lr, 60, **closed_form)
+        np.testing.assert_allclose(training.rates, rates, rtol=1e-6)
+        np.testing.assert_allclose(training.momenta, momenta, rtol=1e-6)
+    probes = [c for c in _Recorded.built if len(c.rates) == 20]
     assert len(probes) == len(search.candidates) >= 3
     for probe, row in zip(probes, search.candidates):
-        assert len(probe.rates) == row["probe_steps"] == 20
-        rates, momenta = _one_cycle_closed_form(row["max_lr"], 20, pct_start=0.1,
-                                                div_factor=10, base_momentum=0.9)
+        assert row["probe_steps"] == 20
+        rates, momenta = _one_cycle_closed_form(row["max_lr"], 20, **closed_form)
         np.testing.assert_allclose(probe.rates, rates, rtol=1e-6)
         np.testing.assert_allclose(probe.momenta, momenta, rtol=1e-6)
     assert search.one_cycle == options
