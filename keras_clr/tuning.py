@@ -110,7 +110,7 @@ class MaxLRSearch:
         return "\n".join(lines)
 
 
-def one_cycle_options(one_cycle, owner):
+def _one_cycle_options(one_cycle, owner):
     """The `OneCycle` arguments (besides `max_lr` and `total_steps`) of
     `one_cycle`: None, a dict of them, or a `keras_clr.OneCycle` whose
     `max_lr` is replaced (and whose `total_steps` must be None); ValueError
@@ -428,7 +428,7 @@ def tune_max_lr(model, x=None, y=None, *, total_steps=None, epochs=None, batch_s
                          "(fit_one_cycle passes them to the real training). "
                          f"Received: callbacks={fit_kwargs['callbacks']!r}")
     _check_no_one_cycle_kwargs(fit_kwargs, "tune_max_lr")
-    options = one_cycle_options(one_cycle, "tune_max_lr")
+    options = _one_cycle_options(one_cycle, "tune_max_lr")
     budget = _checks.positive_int("budget_steps", budget_steps)
     least = RANGE_STEPS + 3 * MIN_PROBE_STEPS
     if budget < least:
@@ -532,7 +532,7 @@ def fit_one_cycle(model, x=None, y=None, *, epochs, max_lr="auto", budget_steps=
         >>> history.max_lr_search.max_lr
     """
     _check_no_one_cycle_kwargs(fit_kwargs, "fit_one_cycle")
-    options = one_cycle_options(one_cycle, "fit_one_cycle")
+    options = _one_cycle_options(one_cycle, "fit_one_cycle")
     search = None
     if max_lr == "auto":
         tuning = {k: v for k, v in fit_kwargs.items()
