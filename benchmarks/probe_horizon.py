@@ -74,7 +74,8 @@ def probe_losses(bench, task, seed, length, order):
     out = {}
     for lr in sq.TASKS[task][5]:
         keras.utils.set_random_seed(40_000 + seed + 1000 * order)
-        loss, _ = tuning._probe(model, saved, x_tr, y_tr, batch, lr, length, evaluation, {})
+        loss, _, _ = tuning._probe(model, saved, x_tr, y_tr, batch, lr, length, evaluation,
+                                   {}, {})
         out[lr] = (loss, _test_loss(model, x_te, y_te))
     state.restore(saved)
     return out

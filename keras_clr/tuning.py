@@ -13,10 +13,15 @@ around it. The best candidate is the answer.
 A range test alone cannot tell a task that wants twice its loss minimum
 from one that collapses before it, and one noisy test can put its
 suggestion decades off; a probe trains at the rate itself, with the warm-up
-and anneal the real training will have. The model and optimizer are put
+and anneal the real training will have. Every probe runs the `OneCycle`
+the training will run (`one_cycle`: every argument but `max_lr` and the
+probe's length). A probe that leaves a weight or an optimizer slot
+non-finite (NaN in the data can do so while the loss stays finite, where a
+fused ReLU turns NaN into 0) scores inf. The model and optimizer are put
 back bit for bit afterwards, whatever happens.
 """
 
+import inspect
 import math
 import warnings
 
@@ -43,6 +48,9 @@ PROBES = 5  # probes the budget left after the range test is shared between
 EVAL_BATCHES = 8  # batches of the fixed subset each probe is evaluated on
 MIN_PROBE_STEPS = 20  # shortest probe worth running
 FLAT = 0.05  # a probe that lowers the loss by less than this fraction barely trained
+# The OneCycle arguments a probe takes from the training: all but these two.
+ONE_CYCLE_OPTIONS = tuple(name for name in inspect.signature(OneCycle).parameters
+                          if name not in ("max_lr", "total_steps"))
 
 
 class MaxLRSearch:
@@ -54,26 +62,31 @@ class MaxLRSearch:
         reason: a sentence on how `max_lr` was chosen.
         steps_used: optimizer steps spent in all (range test and probes).
         range_test: the `LRFinderResult` that placed the candidates.
-        candidates: list of dicts (max_lr, probe_steps, loss), in the order
-            they were trained.
+        candidates: list of dicts (max_lr, probe_steps, loss, note), in the
+            order they were trained; `note` is None, or says which variable
+            a probe left non-finite (its loss is then inf).
         total_steps: the training the answer is for.
+        one_cycle: the `OneCycle` arguments every probe ran with (besides
+            `max_lr` and `total_steps`), a dict; {} for the defaults.
     """
 
     def __init__(self, max_lr, reason, steps_used, range_test, candidates, total_steps,
-                 start_loss=None):
+                 start_loss=None, one_cycle=None):
         self.max_lr = max_lr
         self.reason = reason
         self.steps_used = int(steps_used)
         self.range_test = range_test
-        self.candidates = list(candidates)
+        self.candidates = [{"note": None, **row} for row in candidates]
         self.total_steps = total_steps
         self.start_loss = start_loss
+        self.one_cycle = dict(one_cycle or {})
 
     def to_frame(self):
-        """Every candidate evaluated: max_lr, probe_steps, loss, chosen."""
+        """Every candidate evaluated: max_lr, probe_steps, loss, note, chosen."""
         import pandas as pd
 
-        frame = pd.DataFrame(self.candidates, columns=["max_lr", "probe_steps", "loss"])
+        frame = pd.DataFrame(self.candidates,
+                             columns=["max_lr", "probe_steps", "loss", "note"])
         frame["chosen"] = frame["max_lr"] == self.max_lr
         return frame
 
@@ -87,12 +100,98 @@ class MaxLRSearch:
     def __repr__(self):
         chosen = "none" if self.max_lr is None else f"{self.max_lr:.3g}"
         lines = [f"MaxLRSearch(max_lr={chosen}, steps_used={self.steps_used}, "
-                 f"for {self.total_steps} steps)", f"  {self.reason}"]
+                 f"for {self.total_steps} steps, one_cycle={self.one_cycle!r})",
+                 f"  {self.reason}"]
         for row in self.candidates:
             mark = " <- chosen" if row["max_lr"] == self.max_lr else ""
+            note = f" ({row['note']})" if row.get("note") else ""
             lines.append(f"  max_lr {row['max_lr']:.3g}: loss {row['loss']:.4g} after "
-                         f"{row['probe_steps']} steps{mark}")
+                         f"{row['probe_steps']} steps{note}{mark}")
         return "\n".join(lines)
+
+
+def _one_cycle_options(one_cycle, owner):
+    """The `OneCycle` arguments (besides `max_lr` and `total_steps`) of
+    `one_cycle`: None, a dict of them, or a `keras_clr.OneCycle` whose
+    `max_lr` is replaced (and whose `total_steps` must be None); ValueError
+    for anything else, an unknown key or an invalid value."""
+    if one_cycle is None:
+        return {}
+    if isinstance(one_cycle, OneCycle):
+        if one_cycle.total_steps is not None:
+            raise ValueError(
+                f"Argument `one_cycle` is a OneCycle with its own total_steps; "
+                f"{owner} sets the probes' lengths and the training's. Build it "
+                f"with total_steps=None. Received: one_cycle=OneCycle(..., "
+                f"total_steps={one_cycle.total_steps})")
+        return {name: getattr(one_cycle, name) for name in ONE_CYCLE_OPTIONS}
+    if not isinstance(one_cycle, dict):
+        raise ValueError("Argument `one_cycle` must be a dict of OneCycle arguments "
+                         f"(or a keras_clr.OneCycle). Received: one_cycle={one_cycle!r}")
+    for key in one_cycle:
+        if key in ("max_lr", "total_steps"):
+            raise ValueError(f"Argument `one_cycle` sets `{key}`, which {owner} sets "
+                             f"itself. Received: one_cycle={one_cycle!r}")
+        if key not in ONE_CYCLE_OPTIONS:
+            raise ValueError(
+                f"Argument `one_cycle` must hold OneCycle arguments "
+                f"({', '.join(ONE_CYCLE_OPTIONS)}); `{key}` is not one. "
+                f"Received: one_cycle={one_cycle!r}")
+    try:
+        OneCycle(1.0, **one_cycle)
+    except ValueError as error:
+        raise ValueError(f"Argument `one_cycle` holds an invalid OneCycle argument "
+                         f"({error}). Received: one_cycle={one_cycle!r}") from None
+    return dict(one_cycle)
+
+
+def _check_no_one_cycle_kwargs(fit_kwargs, owner):
+    """ValueError for a OneCycle argument passed where `fit`'s belong."""
+    for key in fit_kwargs:
+        if key in ONE_CYCLE_OPTIONS:
+            raise ValueError(
+                f"Argument `{key}` is a OneCycle argument, not one of `fit`'s: "
+                f"pass it to {owner} as one_cycle={{{key!r}: {fit_kwargs[key]!r}}}. "
+                f"Received: {key}={fit_kwargs[key]!r}")
+
+
+def _check_optimizer(model, options, owner):
+    """The checks OneCycle makes as training begins, made before any step:
+    an optimizer without a momentum needs cycle_momentum=False."""
+    optimizer = training.base_optimizer(model)
+    training.check_learning_rate(optimizer, "OneCycle")
+    cycle = OneCycle(1.0, **options).cycle_momentum
+    try:
+        training.check_momentum(optimizer, "OneCycle", cycle)
+    except ValueError as error:
+        raise ValueError(f"{error} (with {owner}: "
+                         "one_cycle={'cycle_momentum': False})") from None
+
+
+def _non_finite(model):
+    """The path of the first model or optimizer variable holding a NaN or an
+    inf, or None: one reduction per variable on the device, then one read."""
+    variables, seen = [], set()
+    for variable in [*model.variables, *model.optimizer.variables]:
+        dtype = keras.backend.standardize_dtype(variable.dtype)
+        if id(variable) not in seen and "float" in dtype:
+            seen.add(id(variable))
+            variables.append(variable)
+    if not variables:
+        return None
+    finite = keras.ops.convert_to_numpy(keras.ops.stack(
+        [keras.ops.all(keras.ops.isfinite(v)) for v in variables]))
+    bad = np.flatnonzero(~finite.astype(bool))
+    if not len(bad):
+        return None
+    variable = variables[bad[0]]
+    return getattr(variable, "path", None) or variable.name
+
+
+def _described(options):
+    """How a probe's OneCycle was built, for the reason."""
+    shown = "".join(f", {key}={value!r}" for key, value in options.items())
+    return f"OneCycle(max_lr, total_steps=probe_steps{shown})"
 
 
 def _planned_steps(model, x, batch_size, total_steps, epochs, fit_kwargs):
@@ -150,9 +249,12 @@ class _StopAfter(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def _probe(model, saved, x, y, batch_size, max_lr, steps, evaluation, fit_kwargs):
-    """The loss after a `steps`-step OneCycle at `max_lr` from `saved`, and
-    the optimizer steps it took."""
+def _probe(model, saved, x, y, batch_size, max_lr, steps, evaluation, fit_kwargs,
+           options):
+    """(loss, optimizer steps taken, note) of a `steps`-step
+    `OneCycle(max_lr, **options)` from `saved`: the loss is inf, and the
+    note names the variable, when the probe left a weight or an optimizer
+    slot non-finite (the loss can stay finite then)."""
     state.restore(saved)
     optimizer = training.base_optimizer(model)
     before = training.iterations(optimizer)
@@ -167,12 +269,15 @@ def _probe(model, saved, x, y, batch_size, max_lr, steps, evaluation, fit_kwargs
             warnings.simplefilter("ignore")
             model.fit(data, y, batch_size=batch_size, epochs=epochs,
                       steps_per_epoch=per_epoch, verbose=0,
-                      callbacks=[OneCycle(max_lr, total_steps=steps), _StopAfter(steps)],
+                      callbacks=[OneCycle(max_lr, total_steps=steps, **options),
+                                 _StopAfter(steps)],
                       **kwargs)
-        loss = _loss(model, evaluation)
+        path = _non_finite(model)
+        loss = _loss(model, evaluation) if path is None else math.inf
     finally:
         model.history = history
-    return loss, training.iterations(optimizer) - before
+    note = None if path is None else f"non-finite {path}"
+    return loss, training.iterations(optimizer) - before, note
 
 
 def _recalibrate(model, evaluation):
@@ -212,14 +317,17 @@ def _loss(model, evaluation):
     return loss if math.isfinite(loss) else math.inf
 
 
-def _first_rates(result):
+def _first_rates(result, options=None):
     """(the first three rates to probe, reason) from the range test: the ends
     and the middle (in log scale) of the stretch where its loss descends
-    (`suggest_range()`), at least `SPREAD ** 2` wide."""
+    (`suggest_range()`), at least `SPREAD ** 2` wide. `options` are the
+    OneCycle arguments of the training (for the default rule's momentum)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         # A span only where the loss clearly descends (the default rule's 1%).
-        span = result.suggest_range() if result.suggest() is not None else None
+        planned = OneCycle(1.0, **(options or {}))
+        span = (result.suggest_range() if result.suggest(one_cycle=planned) is not None
+                else None)
     if span is not None:
         low, high = span
         why = f"across the range test's descent, {low:.3g} to {high:.3g}"
@@ -261,7 +369,7 @@ def _next_rate(rows, start_loss):
 
 
 def tune_max_lr(model, x=None, y=None, *, total_steps=None, epochs=None, batch_size=None,
-                budget_steps=400, verbose=1, **fit_kwargs):
+                budget_steps=400, one_cycle=None, verbose=1, **fit_kwargs):
     """Chooses `max_lr` for a `OneCycle` training of `total_steps` steps.
 
     Runs one range test (`RANGE_STEPS` steps), then short `OneCycle` probes
@@ -271,7 +379,12 @@ def tune_max_lr(model, x=None, y=None, *, total_steps=None, epochs=None, batch_s
     while it is the lowest or highest tried, then between it and its better
     neighbour. The answer is the candidate whose probe ends at the lowest
     loss (on `validation_data` when passed, else on the first
-    `EVAL_BATCHES` batches of `x`). The model's weights and optimizer state are
+    `EVAL_BATCHES` batches of `x`). Each probe is
+    `OneCycle(rate, total_steps=probe_steps, **one_cycle)`, the schedule of
+    the training to tune for. A probe that leaves a weight or optimizer
+    slot NaN or inf scores inf, noted in `candidates` and `reason` (the loss
+    alone may not show it: a fused ReLU turns NaN into 0); when every probe
+    does, `max_lr` is None. The model's weights and optimizer state are
     bit-identical afterwards, whatever happens.
 
     Args:
@@ -281,6 +394,11 @@ def tune_max_lr(model, x=None, y=None, *, total_steps=None, epochs=None, batch_s
         epochs: its epochs (the data must have a length).
         budget_steps: optimizer steps to spend in all, at least
             `RANGE_STEPS + 3 * MIN_PROBE_STEPS`.
+        one_cycle: the `OneCycle` arguments of the training to tune for,
+            besides `max_lr` and `total_steps` (`pct_start`, `div_factor`,
+            `cycle_momentum`, `base_momentum`, ...), as a dict; or a
+            `keras_clr.OneCycle` built with `total_steps=None`, whose
+            other arguments but `max_lr` are used. None: the defaults.
         verbose: 0 silent, 1 a line per candidate.
         **fit_kwargs: passed to `model.fit` (`validation_data`,
             `validation_split`, `sample_weight`, `class_weight`, ...).
@@ -291,7 +409,11 @@ def tune_max_lr(model, x=None, y=None, *, total_steps=None, epochs=None, batch_s
     Raises:
         ValueError: before any step, for an uncompiled model, neither or
             both of `total_steps` and `epochs`, `epochs` on data without a
-            length, or `budget_steps` too small.
+            length, `budget_steps` too small, an invalid `one_cycle`, a
+            OneCycle argument passed as a keyword of its own, an optimizer
+            the OneCycle cannot drive (without a momentum, it needs
+            `one_cycle={"cycle_momentum": False}`), or a model whose weights
+            are already NaN or inf.
 
     Example:
         >>> search = keras_clr.tune_max_lr(model, x, y, batch_size=64, epochs=10)
@@ -305,6 +427,8 @@ def tune_max_lr(model, x=None, y=None, *, total_steps=None, epochs=None, batch_s
         raise ValueError("tune_max_lr runs its own trainings, without your callbacks "
                          "(fit_one_cycle passes them to the real training). "
                          f"Received: callbacks={fit_kwargs['callbacks']!r}")
+    _check_no_one_cycle_kwargs(fit_kwargs, "tune_max_lr")
+    options = _one_cycle_options(one_cycle, "tune_max_lr")
     budget = _checks.positive_int("budget_steps", budget_steps)
     least = RANGE_STEPS + 3 * MIN_PROBE_STEPS
     if budget < least:
@@ -317,6 +441,12 @@ def tune_max_lr(model, x=None, y=None, *, total_steps=None, epochs=None, batch_s
                          "`model.fit`. Received: x=None")
     check_data(x)
     planned = _planned_steps(model, x, batch_size, total_steps, epochs, fit_kwargs)
+    _check_optimizer(model, options, "tune_max_lr")
+    poisoned = _non_finite(model)
+    if poisoned is not None:
+        raise ValueError(f"Argument `model` must start from finite weights; {poisoned} "
+                         "holds NaN or inf already. Received: model with non-finite "
+                         f"{poisoned}")
     # The range test and the probes set their own lengths.
     fit_kwargs = {k: v for k, v in fit_kwargs.items() if k != "steps_per_epoch"}
     if hasattr(x, "__next__"):
@@ -325,7 +455,7 @@ def tune_max_lr(model, x=None, y=None, *, total_steps=None, epochs=None, batch_s
     result = find_lr(model, x, y, batch_size=batch_size, num_steps=RANGE_STEPS, verbose=0,
                      **{k: v for k, v in fit_kwargs.items() if k != "validation_data"})
     used = len(result.lrs)
-    rates, why = _first_rates(result)
+    rates, why = _first_rates(result, options)
     probe_steps = max(MIN_PROBE_STEPS, min(planned, (budget - used) // PROBES))
     evaluation = _evaluation_data(x, y, batch_size, fit_kwargs)
     state.build_optimizer(model)
@@ -335,25 +465,39 @@ def tune_max_lr(model, x=None, y=None, *, total_steps=None, epochs=None, batch_s
         start_loss = _loss(model, evaluation)
         while rates and used + probe_steps <= budget:
             rate = rates.pop(0)
-            loss, steps = _probe(model, saved, x, y, batch_size, rate, probe_steps,
-                                 evaluation, fit_kwargs)
+            loss, steps, note = _probe(model, saved, x, y, batch_size, rate, probe_steps,
+                                       evaluation, fit_kwargs, options)
             used += steps
-            rows.append({"max_lr": float(rate), "probe_steps": int(steps), "loss": loss})
+            rows.append({"max_lr": float(rate), "probe_steps": int(steps), "loss": loss,
+                         "note": note})
             if verbose:
                 print(f"tune_max_lr: max_lr {rate:.3g}: loss {loss:.4g} "
-                      f"after {steps} steps")
+                      f"after {steps} steps{f' ({note})' if note else ''}")
             if not rates:
                 rate = _next_rate(rows, start_loss)
                 rates = [] if rate is None else [rate]
     finally:
         state.restore(saved)
     best = min(rows, key=lambda row: row["loss"])
-    if not best["loss"] < start_loss:
-        return MaxLRSearch(None, f"no probe's loss fell below the start ({start_loss:.4g}); "
-                           f"probed {why}", used, result, rows, planned, start_loss)
-    reason = (f"the lowest loss after a {probe_steps}-step OneCycle probe, of "
-              f"{len(rows)} {why}")
-    return MaxLRSearch(best["max_lr"], reason, used, result, rows, planned, start_loss)
+    notes = [row["note"] for row in rows if row["note"]]
+    found = (best["max_lr"] if best["loss"] < start_loss else None)
+    if len(notes) == len(rows):
+        lowest = min(row["max_lr"] for row in rows)
+        reason = (f"every probe left the weights or optimizer state non-finite (first: "
+                  f"{notes[0]}), down to max_lr {lowest:.3g}: likely NaN or inf in the "
+                  f"data; probed {why}")
+    elif found is None:
+        reason = f"no probe's loss fell below the start ({start_loss:.4g}); probed {why}"
+    else:
+        reason = (f"the lowest loss after a {probe_steps}-step {_described(options)} "
+                  f"probe, of {len(rows)} {why}")
+    if notes and len(notes) < len(rows):
+        reason += (f"; {len(notes)} of {len(rows)} probes left the weights or optimizer "
+                   f"state non-finite ({notes[0]}) and scored inf")
+    if result.stop_reason == "nan":
+        reason += ("; the range test stopped on a non-finite loss or weight "
+                   "(stop_reason='nan')")
+    return MaxLRSearch(found, reason, used, result, rows, planned, start_loss, options)
 
 
 def fit_one_cycle(model, x=None, y=None, *, epochs, max_lr="auto", budget_steps=400,
@@ -366,32 +510,35 @@ def fit_one_cycle(model, x=None, y=None, *, epochs, max_lr="auto", budget_steps=
         epochs: epochs of the training.
         max_lr: a float, or "auto" to run `tune_max_lr` for this training
             first (spending `budget_steps` optimizer steps).
-        one_cycle: a dict of further `OneCycle` arguments (`pct_start`,
-            `div_factor`, `base_momentum`, ...).
+        one_cycle: the further `OneCycle` arguments (`pct_start`,
+            `div_factor`, `cycle_momentum`, `base_momentum`, ...), as a dict
+            or a `keras_clr.OneCycle` with `total_steps=None` (its `max_lr`
+            is replaced); the tuning's probes run the same schedule.
         **fit_kwargs: every other `fit` argument, callbacks included.
 
     Returns:
         The `keras.callbacks.History`; with `max_lr="auto"` it holds the
         search as `history.max_lr_search`.
 
+    Raises:
+        ValueError: before any step, for an invalid `one_cycle` or a
+            OneCycle argument passed as a keyword of its own; with
+            `max_lr="auto"`, as `tune_max_lr` does, and when it finds no
+            `max_lr` (its reason says why: no probe lowered the loss, or
+            every probe left the weights non-finite).
+
     Example:
         >>> history = keras_clr.fit_one_cycle(model, x, y, epochs=10, batch_size=64)
         >>> history.max_lr_search.max_lr
     """
-    if not isinstance(one_cycle, (dict, type(None))):
-        raise ValueError("Argument `one_cycle` must be a dict of OneCycle arguments. "
-                         f"Received: one_cycle={one_cycle!r}")
-    options = dict(one_cycle or {})
-    for key in ("max_lr", "total_steps"):
-        if key in options:
-            raise ValueError(f"Argument `one_cycle` sets `{key}`, which fit_one_cycle "
-                             f"sets itself. Received: one_cycle={one_cycle!r}")
+    _check_no_one_cycle_kwargs(fit_kwargs, "fit_one_cycle")
+    options = _one_cycle_options(one_cycle, "fit_one_cycle")
     search = None
     if max_lr == "auto":
         tuning = {k: v for k, v in fit_kwargs.items()
                   if k not in ("callbacks", "verbose", "initial_epoch")}
         search = tune_max_lr(model, x, y, epochs=epochs, budget_steps=budget_steps,
-                             verbose=0, **tuning)
+                             one_cycle=options, verbose=0, **tuning)
         if search.max_lr is None:
             raise ValueError(f"tune_max_lr found no max_lr: {search.reason}. Pass a "
                              "float `max_lr`. Received: max_lr='auto'")

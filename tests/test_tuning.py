@@ -55,7 +55,8 @@ def test_the_search_restores_the_model_and_stays_within_its_budget():
     best = min(search.candidates, key=lambda row: row["loss"])
     assert search.max_lr == best["max_lr"]
     frame = search.to_frame()
-    assert list(frame.columns) == ["max_lr", "probe_steps", "loss", "chosen"]
+    assert list(frame.columns) == ["max_lr", "probe_steps", "loss", "note", "chosen"]
+    assert frame["note"].isna().all()
     assert frame["chosen"].sum() == 1
     assert f"max_lr={search.max_lr:.3g}" in repr(search)
     assert isinstance(search.range_test, keras_clr.LRFinderResult)
@@ -231,3 +232,199 @@ def test_a_batch_norm_model_is_restored_bit_for_bit():
     keras_clr.tune_max_lr(model, x, y, batch_size=BATCH, total_steps=20, budget_steps=170,
                           **QUIET)
     _assert_same_state(before, model)
+
+
+# The probes run the training's OneCycle -----------------------------------
+
+def _one_cycle_closed_form(max_lr, steps, pct_start=0.3, div_factor=25.0,
+                           final_div_factor=1e4, base_momentum=0.85, max_momentum=0.95):
+    """PyTorch's OneCycleLR (cos anneal, two phases): (rates, momenta) per step."""
+    def cos(start, end, pct):
+        return end + (start - end) / 2 * (1 + np.cos(np.pi * pct))
+
+    initial = max_lr / div_factor
+    peak_step, last = pct_start * steps - 1, steps - 1
+    rates, momenta = [], []
+    for t in range(steps):
+        if t <= peak_step:
+            pct = t / peak_step
+            rates.append(cos(initial, max_lr, pct))
+            momenta.append(cos(max_momentum, base_momentum, pct))
+        else:
+            pct = (t - peak_step) / (last - peak_step)
+            rates.append(cos(max_lr, initial / final_div_factor, pct))
+            momenta.append(cos(base_momentum, max_momentum, pct))
+    return np.array(rates), np.array(momenta)
+
+
+class _Recorded(keras_clr.OneCycle):
+    """A OneCycle that keeps what it wrote in the logs at each step (the
+    values applied), to see what the probes ran."""
+    built = []
+    async_safe = False  # batch ends in order (Keras may run async-safe ones in a thread)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.rates, self.momenta = [], []
+        _Recorded.built.append(self)
+
+    def on_train_batch_end(self, batch, logs=None):
+        super().on_train_batch_end(batch, logs)
+        self.rates.append(logs["learning_rate"])
+        self.momenta.append(logs.get("momentum"))
+
+
+@pytest.mark.parametrize("entry", ["tune_max_lr", "fit_one_cycle"])
+def test_the_probes_run_the_one_cycle_of_the_training(monkeypatch, entry):
+    x, y = _data()
+    monkeypatch.setattr(tuning, "OneCycle", _Recorded)
+    _Recorded.built = []
+    options = {"pct_start": 0.1, "base_momentum": 0.9, "div_factor": 10}
+    closed_form = dict(pct_start=0.1, div_factor=10, base_momentum=0.9)
+    if entry == "tune_max_lr":
+        search = keras_clr.tune_max_lr(_compiled(), x, y, batch_size=BATCH, epochs=10,
+                                       budget_steps=190, one_cycle=options, **QUIET)
+    else:
+        history = keras_clr.fit_one_cycle(_compiled(), x, y, batch_size=BATCH, epochs=10,
+                                          budget_steps=190, one_cycle=options, verbose=0)
+        search = history.max_lr_search
+        training = _Recorded.built[-1]  # the real training, after the probes
+        rates, momenta = _one_cycle_closed_form(search.max_lr, 60, **closed_form)
+        np.testing.assert_allclose(training.rates, rates, rtol=1e-6)
+        np.testing.assert_allclose(training.momenta, momenta, rtol=1e-6)
+    probes = [c for c in _Recorded.built if len(c.rates) == 20]
+    assert len(probes) == len(search.candidates) >= 3
+    for probe, row in zip(probes, search.candidates):
+        assert row["probe_steps"] == 20
+        rates, momenta = _one_cycle_closed_form(row["max_lr"], 20, **closed_form)
+        np.testing.assert_allclose(probe.rates, rates, rtol=1e-6)
+        np.testing.assert_allclose(probe.momenta, momenta, rtol=1e-6)
+    assert search.one_cycle == options
+    assert "pct_start=0.1" in search.reason and "one_cycle={'pct_start': 0.1" in repr(search)
+
+
+def test_a_one_cycle_instance_gives_its_arguments_but_max_lr():
+    got = tuning._one_cycle_options(
+        keras_clr.OneCycle(3.0, pct_start=0.2, cycle_momentum=False), "tune_max_lr")
+    assert got == {"pct_start": 0.2, "anneal_strategy": "cos", "div_factor": 25.0,
+                   "final_div_factor": 1e4, "three_phase": False, "cycle_momentum": False,
+                   "base_momentum": 0.85, "max_momentum": 0.95}
+
+
+@pytest.mark.parametrize("optimizer", [keras.optimizers.Adagrad, keras.optimizers.SGD],
+                         ids=["Adagrad", "SGD-without-momentum"])
+def test_an_optimizer_without_momentum_trains_with_cycle_momentum_false(optimizer):
+    x, y = _data()
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="tanh"),
+                              keras.layers.Dense(1)])
+    model.compile(optimizer(), "mse")
+    history = keras_clr.fit_one_cycle(model, x, y, epochs=2, batch_size=BATCH,
+                                      budget_steps=160, verbose=0,
+                                      one_cycle={"cycle_momentum": False})
+    search = history.max_lr_search
+    assert search.max_lr is not None and search.one_cycle == {"cycle_momentum": False}
+    assert "momentum" not in history.history
+    rates, _ = _one_cycle_closed_form(search.max_lr, 12)
+    np.testing.assert_allclose(history.history["learning_rate"], rates[[5, 11]], rtol=1e-6)
+    # Without it, the search refuses before any step, and says how to ask.
+    fresh = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    fresh.compile(optimizer(), "mse")
+    with pytest.raises(ValueError, match=re.escape("one_cycle={'cycle_momentum': False}")):
+        keras_clr.tune_max_lr(fresh, x, y, batch_size=BATCH, epochs=2, **QUIET)
+    assert int(fresh.optimizer.iterations) == 0
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(cycle_momentum=False),
+     re.escape("pass it to tune_max_lr as one_cycle={'cycle_momentum': False}")),
+    (dict(pct_start=0.1), re.escape("one_cycle={'pct_start': 0.1}")),
+    (dict(one_cycle={"pct": 0.1}), "`one_cycle` must hold OneCycle arguments.*`pct`"),
+    (dict(one_cycle={"max_lr": 0.1}), "`one_cycle` sets `max_lr`"),
+    (dict(one_cycle={"total_steps": 10}), "`one_cycle` sets `total_steps`"),
+    (dict(one_cycle={"pct_start": 1.5}),
+     r"`one_cycle` holds an invalid.*pct_start=1.5.*one_cycle=\{'pct_start': 1.5\}"),
+    (dict(one_cycle={"anneal_strategy": "step"}), "anneal_strategy='step'"),
+    (dict(one_cycle=keras_clr.OneCycle(0.1, total_steps=50)),
+     "`one_cycle` is a OneCycle with its own total_steps.*total_steps=50"),
+    (dict(one_cycle=[("pct_start", 0.1)]), "`one_cycle` must be a dict"),
+])
+def test_bad_one_cycle_input_is_refused_before_any_step(kwargs, match):
+    x, y = _data()
+    model = _compiled()
+    with pytest.raises(ValueError, match=match):
+        keras_clr.tune_max_lr(model, x, y, batch_size=BATCH, epochs=2, **kwargs, **QUIET)
+    assert int(model.optimizer.iterations) == 0
+    with pytest.raises(ValueError, match=match.replace("tune_max_lr", "fit_one_cycle")):
+        keras_clr.fit_one_cycle(model, x, y, batch_size=BATCH, epochs=2, max_lr=0.1,
+                                verbose=0, **kwargs)
+    assert int(model.optimizer.iterations) == 0
+
+
+# Probes that leave the weights non-finite ------------------------------------
+
+def _relu_nan_to_zero(h):
+    # What oneDNN's fused ReLU does on TensorFlow's CPU by default: NaN -> 0,
+    # so NaN weights give a finite output and a finite loss.
+    return keras.ops.where(keras.ops.isnan(h), 0.0, keras.ops.relu(h))
+
+
+def _masking_model():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, name="hidden"),
+                              keras.layers.Lambda(_relu_nan_to_zero), keras.layers.Dense(1)])
+    model.compile(keras.optimizers.SGD(0.01, momentum=0.9), "mse")
+    return model
+
+
+def test_the_case_a_nan_sample_poisons_the_weights_but_not_the_loss():
+    x, y = _data()
+    x[50, 0] = np.nan
+    model = _masking_model()
+    history = model.fit(x, y, batch_size=BATCH, epochs=2, shuffle=False, verbose=0)
+    assert np.isfinite(history.history["loss"][-1])
+    assert not np.isfinite(model.layers[0].kernel.numpy()).all()
+
+
+def test_a_probe_that_poisons_the_weights_scores_inf():
+    x, y = _data()
+    x[50, 0] = np.nan  # one sample; every 20-step probe meets it
+    model = _masking_model()
+    tuning.state.build_optimizer(model)
+    before = _state(model)
+    search = keras_clr.tune_max_lr(model, x, y, batch_size=BATCH, epochs=2,
+                                   budget_steps=170, **QUIET)
+    _assert_same_state(before, model)
+    assert search.max_lr is None
+    assert all(row["loss"] == np.inf for row in search.candidates)
+    assert all("hidden/kernel" in row["note"] for row in search.candidates)
+    assert re.search("every probe left the weights .* non-finite .*hidden/kernel.*"
+                     "NaN or inf in the data", search.reason)
+    assert "non-finite" in repr(search) and search.to_frame()["note"].notna().all()
+    with pytest.raises(ValueError, match="found no max_lr: every probe left the weights"):
+        keras_clr.fit_one_cycle(model, x, y, batch_size=BATCH, epochs=2, budget_steps=170,
+                                verbose=0)
+    _assert_same_state(before, model)
+
+
+def test_a_range_test_stopped_by_nan_is_said_in_the_reason():
+    x, y = _data()
+    x[::BATCH, 0] = np.nan  # a NaN in every batch: the loss is NaN from step 0
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile(keras.optimizers.SGD(0.01, momentum=0.9), "mse")
+    search = keras_clr.tune_max_lr(model, x[1:], y[1:], batch_size=BATCH, epochs=2,
+                                   budget_steps=170, shuffle=False, **QUIET)
+    assert search.range_test.stop_reason == "nan"
+    assert "the range test stopped on a non-finite" in search.reason
+    assert search.max_lr is None
+
+
+def test_weights_that_are_already_non_finite_are_refused():
+    x, y = _data()
+    model = _masking_model()
+    kernel = model.layers[0].kernel
+    kernel.assign(np.full(kernel.shape, np.inf, "float32"))
+    with pytest.raises(ValueError, match="must start from finite weights.*hidden/kernel"):
+        keras_clr.tune_max_lr(model, x, y, batch_size=BATCH, epochs=2, **QUIET)
+    assert int(model.optimizer.iterations) == 0
