@@ -782,6 +782,15 @@ class TestPlot:
         assert result.stop_reason in ax.get_title()
         plt.close(ax.figure)
 
+    def test_a_validation_curve_says_its_points(self):
+        import matplotlib.pyplot as plt
+
+        result = CURVES["validation_sgd"]()
+        ax = result.plot()
+        assert ax.get_title() == "LR range test: 9 points over 90 of 100 steps, stopped: diverged"
+        plt.close(ax.figure)
+        assert "points: 9, measured at steps 9 to 89 of 100 planned" in repr(result)
+
     def test_draws_on_given_axes_with_suggestions(self):
         import matplotlib.pyplot as plt
 

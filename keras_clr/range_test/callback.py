@@ -67,7 +67,12 @@ class LRFinder(keras.callbacks.Callback):
         monitor: the curve to analyse: `"loss"`, a training metric such as
             `"accuracy"`, or a validation one (`"val_loss"`,
             `"val_accuracy"`) computed every `val_every` steps on the first
-            `val_steps` batches of `validation_data`. A custom `train_step`
+            `val_steps` batches of `validation_data`: the result has a
+            point after every `val_every`-th step (`result.steps`),
+            recorded as measured (`smoothing=0`: each point is already a
+            mean over the same batches), and its suggestions need 5 points
+            after the trim, so `num_steps` of 6 x `val_every` or more (60
+            with the defaults). A custom `train_step`
             that returns its loss under another key than `"loss"`: that key
             (the record's losses are then its values).
         validation_data: data for a validation monitor, as in `fit`; only
