@@ -4,8 +4,8 @@ For each task of benchmarks/suggestion_quality.py (its models, optimizers,
 data and batch sizes) and each seed, run `find_lr` with its defaults (1e-7
 to 10, exp ramp, smoothing 0.98) at each `num_steps` of `--lengths`, each
 from the same initial model (which `find_lr` restores) and the same data
-order, and print `suggest()` per length, and the spread: the largest over
-the smallest suggestion of a (task, seed).
+order, and print `suggest()` per length (a markdown table on stdout), and
+the spread: the largest over the smallest suggestion of a (task, seed).
 
 No training: range tests only. The "distance" columns test one correction:
 a longer test spends more steps at each rate, so by the time it reaches a
@@ -74,10 +74,10 @@ def main():
         tasks = args.tasks or [t for t in sq.TASKS if (t in sq.HELD_OUT) == args.held_out]
         seeds, lengths = args.seeds, args.lengths
     print(f"suggest() by num_steps (find_lr defaults otherwise); tasks {tasks}, "
-          f"seeds {seeds}\n")
-    width = 9
-    head = "".join(f"{n:>{width}}" for n in lengths)
-    print(f"{'task':<22}{'seed':>5}{head}{'spread':>8}{'distance spread':>17}")
+          f"seeds {seeds}\n", file=sys.stderr)
+    print("| task | seed | " + " | ".join(f"{n} steps" for n in lengths)
+          + " | spread | spread after the distance correction |")
+    print("|---|---:|" + "---:|" * len(lengths) + "---:|---:|")
     spreads, corrected_spreads = [], []
     start = time.perf_counter()
     benches = {n: sq.Bench(n) for n in lengths}
@@ -93,8 +93,8 @@ def main():
             spread, fixed = _spread(found), _spread(corrected)
             spreads.append(spread)
             corrected_spreads.append(fixed)
-            cells = "".join(f"{'none' if v is None else f'{v:.3g}':>{width}}" for v in found)
-            print(f"{task:<22}{seed:>5}{cells}{spread:>8.2f}{fixed:>17.2f}", flush=True)
+            cells = " | ".join("none" if v is None else f"{v:.3g}" for v in found)
+            print(f"| {task} | {seed} | {cells} | {spread:.2f} | {fixed:.2f} |", flush=True)
         for n in lengths:  # free the models of this task
             benches[n].models.clear()
             benches[n].curves.clear()
@@ -104,9 +104,10 @@ def main():
         return (f"median {np.median(values):.2f}, geometric mean "
                 f"{math.exp(np.mean(np.log(values))):.2f}, max {max(values):.2f}")
 
-    print(f"\nspread of suggest() over num_steps {lengths}: {summary(spreads)}")
-    print(f"after the distance correction: {summary(corrected_spreads)}")
-    print(f"{time.perf_counter() - start:.0f} s")
+    print(f"\nSpread (largest / smallest suggestion of a task and seed) over num_steps "
+          f"{lengths}: {summary(spreads)}; after the distance correction: "
+          f"{summary(corrected_spreads)}.")
+    print(f"{time.perf_counter() - start:.0f} s", file=sys.stderr)
 
 
 if __name__ == "__main__":
