@@ -987,20 +987,35 @@ class TestWeightDecaySweep:
             keras_clr.WeightDecaySweep(results)
 
 
-def test_tensorboard_events(tmp_path):
+def tensorboard_events(path):
+    """({tag: {step: value}}, [steps of the images]) of the event files under `path`."""
     import tensorflow as tf
 
-    result = full_result()
-    assert result.to_tensorboard(tmp_path, name="finder") == str(tmp_path)
     scalars, images = {}, []
-    for path in glob.glob(str(tmp_path / "events.out.tfevents.*")):
-        for event in tf.compat.v1.train.summary_iterator(path):
+    for name in glob.glob(str(path / "events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(name):
             for value in event.summary.value:
-                if value.tag == "finder/plot":
+                if value.tag.endswith("/plot"):
                     images.append(event.step)
                 else:
                     scalars.setdefault(value.tag, {})[event.step] = float(
                         tf.make_ndarray(value.tensor))
+    return scalars, images
+
+
+def test_tensorboard_events_of_a_validation_curve_at_their_steps(tmp_path):
+    result = CURVES["validation_sgd"]()
+    result.to_tensorboard(tmp_path)
+    scalars, images = tensorboard_events(tmp_path)
+    assert sorted(scalars["lr_finder/loss"]) == list(range(9, 90, 10))
+    assert scalars["lr_finder/loss"][89] == pytest.approx(DIGITS_SGD[-1], rel=1e-6)
+    assert images == [89]
+
+
+def test_tensorboard_events(tmp_path):
+    result = full_result()
+    assert result.to_tensorboard(tmp_path, name="finder") == str(tmp_path)
+    scalars, images = tensorboard_events(tmp_path)
     assert set(scalars) == {"finder/lr", "finder/loss", "finder/smoothed_loss",
                             "finder/accuracy", "finder/loss_low", "finder/loss_high"}
     loss = [scalars["finder/loss"][step] for step in range(60)]
