@@ -135,7 +135,8 @@ def write_json(result, path):
     if _backend.process_index() != 0:
         return
     data = {"format": FORMAT, "version": VERSION, **metadata(result),
-            "steps": result.steps.tolist(), "lrs": _encode_list(result.lrs), "losses": _encode_list(result.losses),
+            "steps": result.steps.tolist(), "lrs": _encode_list(result.lrs),
+            "losses": _encode_list(result.losses),
             "smoothed_losses": _encode_list(result.smoothed_losses),
             "metrics": {k: _encode_list(v) for k, v in result.metrics.items()},
             "loss_band": (None if result.loss_band is None

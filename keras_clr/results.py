@@ -1,7 +1,8 @@
 """The learning-rate range test's result: the record and what follows from it.
 
 `LRFinderResult` holds what a range test measured (one learning rate and one
-loss per step, or per `val_every` steps for a validation monitor) and checks it; the rules that read a learning rate off it are
+loss per step, or per `val_every` steps for a validation monitor) and checks
+it; the rules that read a learning rate off it are
 `keras_clr.suggestions`, the drawing `keras_clr.plotting`, the export
 `keras_clr.files` and `keras_clr.tensorboard`.
 """
