@@ -52,7 +52,7 @@ def to_frame(result):
     """A pandas DataFrame: a step column, then `columns(result)`, copied."""
     import pandas as pd
 
-    frame = pd.DataFrame({"step": np.arange(len(result.lrs))})
+    frame = pd.DataFrame({"step": result.steps.copy()})
     for name, values in columns(result).items():
         frame[name] = values.copy()
     return frame
@@ -73,7 +73,7 @@ def write_csv(result, path):
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["step", *named])
     cells = [_encode(values) for values in named.values()]
-    for step, row in enumerate(zip(*cells)):
+    for step, row in zip(result.steps.tolist(), zip(*cells)):
         writer.writerow([step, *row])
     with open(path, "w", encoding="utf-8", newline="") as f:
         f.write(out.getvalue())
@@ -111,18 +111,22 @@ def read_csv(cls, path):
         _bad(path, f"{len(rows)} data rows where the metadata says {meta['rows']} "
                    "(truncated file?)")
     table = np.empty((len(expected), len(rows)))
+    steps = []
     for r, row in enumerate(rows):
         where = f"line {i + 2 + r}"
         if len(row) != len(expected):
             _bad(path, f"{where} has {len(row)} cells, expected {len(expected)}")
-        if row[0] != str(r):
-            _bad(path, f"{where}: the step must be {r}, found {row[0]!r}")
+        if not row[0].isdigit() or (steps and int(row[0]) <= steps[-1]):
+            _bad(path, f"{where}: the step must be an integer above the previous "
+                       f"one, found {row[0]!r}")
+        steps.append(int(row[0]))
         for c, cell in enumerate(row[1:], start=1):
             table[c, r] = _decode_cell(path, cell, f"{where}, column {expected[c]!r}")
     arrays = dict(zip(expected, table))
     return _build(cls, path, meta, arrays["lr"], arrays["loss"], arrays["smoothed_loss"],
                   {name: arrays[name] for name in meta["metrics"]},
-                  (arrays["loss_low"], arrays["loss_high"]) if meta["loss_band"] else None)
+                  (arrays["loss_low"], arrays["loss_high"]) if meta["loss_band"] else None,
+                  steps)
 
 
 def write_json(result, path):
@@ -131,7 +135,8 @@ def write_json(result, path):
     if _backend.process_index() != 0:
         return
     data = {"format": FORMAT, "version": VERSION, **metadata(result),
-            "lrs": _encode_list(result.lrs), "losses": _encode_list(result.losses),
+            "steps": result.steps.tolist(), "lrs": _encode_list(result.lrs),
+            "losses": _encode_list(result.losses),
             "smoothed_losses": _encode_list(result.smoothed_losses),
             "metrics": {k: _encode_list(v) for k, v in result.metrics.items()},
             "loss_band": (None if result.loss_band is None
@@ -155,10 +160,15 @@ def read_json(cls, path):
     band, metrics = data["loss_band"], data["metrics"]
     if not isinstance(metrics, dict) or not (band is None or isinstance(band, list)):
         _bad(path, "\"metrics\" must be an object and \"loss_band\" a list or null")
+    steps = data.get("steps")  # files written before it was recorded: one per step
+    if steps is not None and not (isinstance(steps, list) and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in steps)):
+        _bad(path, "\"steps\" must be a list of integers")
     return _build(cls, path, data, *(_decode_list(path, data[k], k) for k in
                                      ("lrs", "losses", "smoothed_losses")),
                   {k: _decode_list(path, v, f"metrics.{k}") for k, v in metrics.items()},
-                  None if band is None else [_decode_list(path, v, "loss_band") for v in band])
+                  None if band is None else [_decode_list(path, v, "loss_band") for v in band],
+                  steps)
 
 
 def _bad(path, what):
@@ -179,12 +189,12 @@ def _need(path, meta, keys):
             _bad(path, f"the entry {key!r} is missing")
 
 
-def _build(cls, path, meta, lrs, losses, smoothed, metrics, band):
+def _build(cls, path, meta, lrs, losses, smoothed, metrics, band, steps=None):
     keys = ("num_steps", "smoothing", "stop_reason", "monitor", "mode",
             "start_lr", "end_lr", "weight_decay")
     _need(path, meta, keys)
     try:
-        return cls(lrs, losses, smoothed, metrics=metrics, loss_band=band,
+        return cls(lrs, losses, smoothed, metrics=metrics, loss_band=band, steps=steps,
                    momentum=meta.get("momentum"), batch_norm=meta.get("batch_norm", False),
                    **{key: meta[key] for key in keys})
     except (TypeError, ValueError) as e:

@@ -138,8 +138,11 @@ def plot_range_test(result, ax=None, suggest=True, show_raw=True):
     if run and (run == 1 or not finite.any()):
         # Around the rates tested, not matplotlib's default decade.
         ax.set_xlim(lrs.min() / 10 ** 0.5, lrs.max() * 10 ** 0.5)
-    steps = (f"{run} step{'s' if run != 1 else ''}" if run == planned
-             else f"{run} of {planned} steps")
+    if run > 1 and np.any(np.diff(result.steps) > 1):
+        steps = f"{run} points over {int(result.steps[-1]) + 1} of {planned} steps"
+    else:
+        steps = (f"{run} step{'s' if run != 1 else ''}" if run == planned
+                 else f"{run} of {planned} steps")
     ax.set_title(f"LR range test: {steps}, stopped: {result.stop_reason}")
     ax.set_xlabel("learning rate")
     ax.set_ylabel(result.monitor)

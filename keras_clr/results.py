@@ -1,7 +1,8 @@
 """The learning-rate range test's result: the record and what follows from it.
 
 `LRFinderResult` holds what a range test measured (one learning rate and one
-loss per step) and checks it; the rules that read a learning rate off it are
+loss per step, or per `val_every` steps for a validation monitor) and checks
+it; the rules that read a learning rate off it are
 `keras_clr.suggestions`, the drawing `keras_clr.plotting`, the export
 `keras_clr.files` and `keras_clr.tensorboard`.
 """
@@ -32,12 +33,17 @@ class LRFinderResult:
     """The record of one learning-rate range test, and what follows from it.
 
     Args:
-        lrs: 1-D array, the learning rate of each step: positive, finite and
+        lrs: 1-D array, the learning rate of each point: positive, finite and
             strictly increasing.
-        losses: 1-D array of the same length, the raw monitored value per step.
+        losses: 1-D array of the same length, the raw monitored value per point.
         smoothed_losses: the smoothed curve, or None for `smooth(losses, smoothing)`.
         num_steps: the number of steps the test was planned for (fastai's
-            `num_it`, which sets its trimming); defaults to `len(lrs)`.
+            `num_it`, which sets its trimming); defaults to the last step + 1.
+        steps: 1-D array of the same length, the step of the test each point
+            was measured at: increasing integers from 0. None: one point per
+            step (0, 1, 2, ...). A validation-monitored test measures after
+            every `val_every`-th step (9, 19, 29, ... for 10); the rules trim
+            and read the curve in steps (`keras_clr.suggestions`).
         smoothing: the smoothing factor `beta`, in [0, 1).
         stop_reason: why the test ended, e.g. "completed" or "diverged".
         monitor: the name of the recorded quantity.
@@ -64,14 +70,16 @@ class LRFinderResult:
     def __init__(self, lrs, losses, smoothed_losses=None, *, num_steps=None,
                  smoothing=0.98, stop_reason="completed", monitor="loss",
                  mode="min", metrics=None, loss_band=None, weight_decay=None,
-                 start_lr=None, end_lr=None, momentum=None, batch_norm=False):
+                 start_lr=None, end_lr=None, momentum=None, batch_norm=False, steps=None):
         self.lrs = _array("lrs", lrs)
         self.losses = _same_length("losses", losses, self.lrs)
         _check_rates(self.lrs)
+        self.steps = _checked_steps(steps, self.lrs)
         self.smoothing = _checks.in_interval("smoothing", smoothing, 0, 1, high_open=True)
         self.smoothed_losses = (smooth(self.losses, self.smoothing) if smoothed_losses is None
                                 else _same_length("smoothed_losses", smoothed_losses, self.lrs))
-        self.num_steps = _checked_num_steps(num_steps, len(self.lrs))
+        self.num_steps = _checked_num_steps(
+            num_steps, int(self.steps[-1]) + 1 if len(self.steps) else 0)
         self.stop_reason = _non_empty("stop_reason", stop_reason)
         self.monitor = _non_empty("monitor", monitor)
         self.mode = _checks.one_of("mode", mode, ("min", "max"))
@@ -82,16 +90,18 @@ class LRFinderResult:
 
     def _window(self, finite):  # the curve fastai's rules see; benchmarks/ reads it
         return suggestions.window(self.lrs, self.smoothed_losses, self.losses,
-                                  num_steps=self.num_steps, mode=self.mode, finite=finite)
+                                  num_steps=self.num_steps, mode=self.mode, finite=finite,
+                                  steps=self.steps)
 
     def _rule(self, method, peak_momentum=None):
         """(value or None, reason) of `method`: one of `METHODS`, or "range"."""
         record = (self.lrs, self.losses, self.smoothed_losses)
         if method == "range":
-            return suggestions.suggest_range(*record, num_steps=self.num_steps, mode=self.mode)
+            return suggestions.suggest_range(*record, num_steps=self.num_steps, mode=self.mode,
+                                             steps=self.steps)
         return suggestions.suggest(method, *record, num_steps=self.num_steps, mode=self.mode,
                                    momentum=self.momentum, batch_norm=self.batch_norm,
-                                   peak_momentum=peak_momentum)
+                                   peak_momentum=peak_momentum, steps=self.steps)
 
     def _suggest(self, method, stacklevel, one_cycle=None, peak_momentum=None):
         method = _checks.one_of("method", "one_cycle" if method is None else method, METHODS)
@@ -132,7 +142,7 @@ class LRFinderResult:
         """(base_lr, max_lr) for `CyclicLR`, after Smith (2015), section 3.3
         (the rule: `keras_clr.suggestions.suggest_range`); None, with a
         warning, when the curve never drops below its starting level or has
-        fewer than 3 points, and `explain("range")` says why."""
+        fewer than 5 points after trimming, and `explain("range")` says why."""
         return self._suggest_range(2)
 
     def _suggest_range(self, stacklevel):
@@ -215,6 +225,17 @@ def _check_rates(lrs):
                          f"lrs[{i - 1}]={float(lrs[i - 1])!r}, lrs[{i}]={float(lrs[i])!r}")
 
 
+def _checked_steps(steps, lrs):
+    if steps is None:
+        return np.arange(len(lrs))
+    array = _same_length("steps", steps, lrs)
+    if not (np.all(array == np.round(array)) and np.all(array >= 0)
+            and np.all(np.diff(array) > 0)):
+        raise ValueError("Argument `steps` must hold strictly increasing integers "
+                         f"from 0. Received: steps={array.tolist()!r}")
+    return array.astype(np.int64)
+
+
 def _checked_num_steps(num_steps, recorded):
     if num_steps is None:
         num_steps = recorded
@@ -283,8 +304,14 @@ def _shown(value):
 def _describe(result):
     """The repr: the run, then every suggestion or why there is none."""
     run = len(result.lrs)
-    lines = [f"LRFinderResult(monitor={result.monitor!r}, mode={result.mode!r})",
-             f"  steps: {run} run of {result.num_steps} planned, stopped: {result.stop_reason}"]
+    lines = [f"LRFinderResult(monitor={result.monitor!r}, mode={result.mode!r})"]
+    if run > 1 and np.any(np.diff(result.steps) > 1):
+        lines.append(f"  points: {run}, measured at steps {result.steps[0]} to "
+                     f"{result.steps[-1]} of {result.num_steps} planned, stopped: "
+                     f"{result.stop_reason}")
+    else:
+        lines.append(f"  steps: {run} run of {result.num_steps} planned, "
+                     f"stopped: {result.stop_reason}")
     if run:
         lines.append(f"  lr: {result.lrs[0]:.1e} to {result.lrs[-1]:.1e}")
     for method in METHODS + ("range",):

@@ -10,9 +10,15 @@ Suggestions named `valley`, `slide`, `minimum` and `steep` return the value
 fastai 2.8's functions of those names return for the same record: the
 smoothed losses are trimmed to `[num_steps // 10 : -5]` and cut at the first
 NaN, as fastai's `lr_find` does (`window`), and each rule is re-implemented
-here with its quirks. Where fastai would return a meaningless number (too few
-points, a curve that never descends, an index that wraps around, a value
-outside the tested range) the suggestion is None and the reason says why.
+here with its quirks. Where fastai would return a meaningless number (fewer
+than `MIN_POINTS` points, a curve that never descends, an index that wraps
+around, a value outside the tested range) the suggestion is None and the
+reason says why.
+
+A record need not have a point per step: a validation-monitored test has
+one per `val_every` steps, and `steps` gives the step of each point. The
+trim is then made in steps, as fastai's is: the points of the test's first
+tenth and of its last `TAIL_STEPS` steps are left out, whatever their number.
 """
 
 import numpy as np
@@ -28,11 +34,18 @@ RANGE_START_FRACTION = 0.05  # suggest_range: the "clear drop" for base_lr
 RAGGED_WINDOW = 5  # suggest_range: points in the raw-loss variability window
 RAGGED_FACTOR = 4.0  # suggest_range: variability "blows up" at this ratio
 SLIDE_LR_DIFF, SLIDE_THRESH, SLIDE_ADJUST = 15, 0.005, 1.0  # fastai defaults
+# Every rule: None on fewer points than this (slide: SLIDE_LR_DIFF + 1). A
+# descent is told from noise by a level, two points on the way down, the
+# lowest point and one after it.
+MIN_POINTS = 5
+TAIL_STEPS = 5  # the window leaves out the record's last steps (fastai's -5)
 
 
-def _too_few(n, needed):
+def _too_few(n, needed, sparse=False):
+    hint = (" (one point per few steps: lower `val_every` or raise `num_steps`)"
+            if sparse else "")
     return (f"only {n} point{'' if n == 1 else 's'} left after trimming "
-            f"(needs at least {needed})")
+            f"(needs at least {needed}){hint}")
 
 
 # fastai 2.8's rules, on the trimmed, NaN-cut smoothed curve. Each returns
@@ -174,7 +187,7 @@ def momentum_lag(momentum, growth, peak_momentum=None):
 
 def _one_cycle_rule(lrs, losses, width=ONE_CYCLE_WIDTH, fall=ONE_CYCLE_FALL,
                     factor=ONE_CYCLE_FACTOR, momentum=None, batch_norm=False,
-                    peak_momentum=None):
+                    peak_momentum=None, steps=None):
     """The default suggestion: a `max_lr` for `OneCycle`.
 
     The raw losses are smoothed without lag (`kernel_smooth`, a Gaussian
@@ -205,20 +218,24 @@ def _one_cycle_rule(lrs, losses, width=ONE_CYCLE_WIDTH, fall=ONE_CYCLE_FALL,
             at its first non-finite value.
         width, fall, factor: the rule's constants (benchmarks try others).
         momentum: the momentum of an optimizer that folds the learning
-            rate into its velocity, or None; consecutive points are taken
-            as consecutive steps.
+            rate into its velocity, or None.
         batch_norm: whether the network has batch normalization.
         peak_momentum: the momentum `OneCycle` will hold at `max_lr`; None
             for its default `base_momentum`.
+        steps: the step of each point, or None for consecutive steps: the
+            growth of the LR per step, which sets the momentum's lag, is
+            the ratio of two points to the power 1 / their distance in steps.
 
     Returns:
-        (lr or None, reason).
+        (lr or None, reason): None on fewer than `MIN_POINTS` finite points.
     """
+    steps = np.arange(len(lrs)) if steps is None else np.asarray(steps)
     finite = np.isfinite(losses)
     if not finite.all():
-        lrs, losses = lrs[:int(np.argmin(finite))], losses[:int(np.argmin(finite))]
-    if len(losses) < 2:
-        return None, _too_few(len(losses), 2)
+        end = int(np.argmin(finite))
+        lrs, losses, steps = lrs[:end], losses[:end], steps[:end]
+    if len(losses) < MIN_POINTS:
+        return None, _too_few(len(losses), MIN_POINTS, _sparse(steps))
     smoothed = kernel_smooth(lrs, losses, width)
     low = int(np.argmin(smoothed))
     first, lowest = float(smoothed[0]), float(smoothed[low])
@@ -240,8 +257,9 @@ def _one_cycle_rule(lrs, losses, width=ONE_CYCLE_WIDTH, fall=ONE_CYCLE_FALL,
               f"{width:g} decades wide), has made {fall:.0%} of its fall ({floor:.1e})")
     lr = factor * floor
     if momentum:
-        lag = momentum_lag(momentum, float(lrs[max(at, 1)] / lrs[max(at, 1) - 1]),
-                           peak_momentum)
+        i = max(at, 1)
+        growth = float(lrs[i] / lrs[i - 1]) ** (1 / float(steps[i] - steps[i - 1]))
+        lag = momentum_lag(momentum, growth, peak_momentum)
         lr /= lag
         reason += (f", divided by {lag:.2f} for the lag of a velocity with momentum "
                    f"{momentum:g} behind the rising rate")
@@ -253,29 +271,54 @@ def _finite_median(values):
     return float(np.median(values)) if values.size else np.nan
 
 
-def _cyclic_range(lrs, smoothed, raw):
-    """(base_lr, max_lr) for CyclicLR on the window; see `suggest_range`."""
-    n = len(smoothed)
-    if n < 3:
-        return None, _too_few(n, 3)
+def _descent(smoothed):
+    """(base, low): the indices where the descent to the lowest point
+    begins and that point; None when the curve never drops below its
+    starting level. See `suggest_range`."""
     low = int(np.argmin(smoothed))
     # The curve's starting level: the median of its first quarter before the
     # minimum, which one noisy point (or an early hump) does not move.
     level = float(np.median(smoothed[:low // 4 + 1]))
     depth = level - smoothed[low]
     if low == 0 or not depth > 0:
-        return None, "the smoothed loss never drops below its starting level"
+        return None
     # The descent that ends at the minimum begins after the last point still
     # at that level (within a small fraction of the drop): early wobbles
     # below it do not start it.
     still = np.flatnonzero(smoothed[:low] >= level - RANGE_START_FRACTION * depth)
-    base = int(still[-1]) + 1 if still.size else 0
+    return (int(still[-1]) + 1 if still.size else 0), low
+
+
+def _sparse_valley(lrs, losses):
+    """fastai's valley for points steps apart: without the batches' noise,
+    the flat start is a long run of tiny descents, so the run is the
+    descent `_descent` finds, and the index fastai's arithmetic puts in it
+    (without its off-by-one, a whole point here)."""
+    found = _descent(losses)
+    if found is None:
+        return None, "the loss never drops below its starting level"
+    base, low = found
+    run = low - base + 1
+    idx = base + int(run / 3) + int(run / 6)
+    return float(lrs[idx]), ("half-way into the descent of the loss to its lowest "
+                             f"point ({lrs[base]:.1e} to {lrs[low]:.1e})")
+
+
+def _cyclic_range(lrs, smoothed, raw, sparse=False):
+    """(base_lr, max_lr) for CyclicLR on the window; see `suggest_range`."""
+    n = len(smoothed)
+    if n < MIN_POINTS:
+        return None, _too_few(n, MIN_POINTS, sparse)
+    found = _descent(smoothed)
+    if found is None:
+        return None, "the smoothed loss never drops below its starting level"
+    base, low = found
     wiggle = np.full(n, np.nan)
     with np.errstate(all="ignore"):
         wiggle[1:-1] = np.abs(raw[:-2] - 2 * raw[1:-1] + raw[2:])
     baseline = _finite_median(wiggle[1:low + 1])
     top, why = low, "the lowest smoothed loss"
-    if baseline > 0:
+    if baseline > 0 and not sparse:  # steps apart, points differ by more than noise
         for k in range(base + 1, low + 1):
             window = wiggle[max(1, k - RAGGED_WINDOW + 1):k + 1]
             if _finite_median(window) > RAGGED_FACTOR * baseline:
@@ -287,12 +330,29 @@ def _cyclic_range(lrs, smoothed, raw):
 
 
 
-def window(lrs, smoothed, raw, *, num_steps, mode="min", finite=False):
+def _sparse(steps):
+    """Whether a record's points are further apart than one step."""
+    return bool(np.any(np.diff(steps) > 1))
+
+
+def first_point(steps, num_steps):
+    """The index of the first point past the test's first tenth: fastai's
+    `num_steps // 10` on a record with a point per step."""
+    return int(np.searchsorted(steps, num_steps // 10, side="left"))
+
+
+def window(lrs, smoothed, raw, *, num_steps, mode="min", finite=False, steps=None):
     """The curve fastai's rules see: the record (learning rates, smoothed and
-    raw losses) on `[num_steps // 10 : -5]`, cut at the first NaN smoothed
-    value (the first non-finite one when `finite`), negated in mode "max".
+    raw losses) from its first point past the test's first tenth
+    (`first_point`) to its last point `TAIL_STEPS` steps before its last
+    one: `[num_steps // 10 : -5]` with a point per step. Cut at the first
+    NaN smoothed value (the first non-finite one when `finite`), negated in
+    mode "max". `steps`: the step of each point, None for consecutive ones.
     Returns (lrs, smoothed, raw)."""
-    cut = slice(num_steps // 10, -5)
+    steps = np.arange(len(lrs)) if steps is None else np.asarray(steps)
+    end = (int(np.searchsorted(steps, steps[-1] - TAIL_STEPS, side="right"))
+           if len(steps) else 0)
+    cut = slice(first_point(steps, num_steps), end)
     lrs, smoothed, raw = lrs[cut], smoothed[cut], raw[cut]
     bad = ~np.isfinite(smoothed) if finite else np.isnan(smoothed)
     if bad.any():
@@ -303,7 +363,7 @@ def window(lrs, smoothed, raw, *, num_steps, mode="min", finite=False):
 
 
 def suggest(method, lrs, losses, smoothed, *, num_steps, mode="min", momentum=None,
-            batch_norm=False, peak_momentum=None):
+            batch_norm=False, peak_momentum=None, steps=None):
     """The suggestion `method` for a range test's record.
 
     Args:
@@ -316,30 +376,42 @@ def suggest(method, lrs, losses, smoothed, *, num_steps, mode="min", momentum=No
             negated).
         momentum, batch_norm, peak_momentum: for "one_cycle", see
             `_one_cycle_rule`.
+        steps: the step of each point (a validation-monitored test has one
+            per `val_every` steps), or None for one point per step.
 
     Returns:
-        (lr or None, reason).
+        (lr or None, reason): None on fewer than `MIN_POINTS` points left
+        after trimming (`SLIDE_LR_DIFF + 1` for "slide").
 
     Raises:
         ValueError: for an unknown method.
     """
     _checks.one_of("method", method, METHODS)
     lrs, losses, smoothed = (np.asarray(a, dtype=np.float64) for a in (lrs, losses, smoothed))
+    steps = np.arange(len(lrs)) if steps is None else np.asarray(steps)
     if method == "one_cycle":
         # The raw curve from fastai's start of window to its first
         # non-finite loss: the kernel needs the rise past the minimum
         # that fastai's trim of the last 5 points would cut off.
         sign = -1.0 if mode == "max" else 1.0
-        start = num_steps // 10
+        start = first_point(steps, num_steps)
         return _one_cycle_rule(lrs[start:], sign * losses[start:], momentum=momentum,
-                               batch_norm=batch_norm, peak_momentum=peak_momentum)
-    w_lrs, w_smoothed, _ = window(lrs, smoothed, losses, num_steps=num_steps, mode=mode)
+                               batch_norm=batch_norm, peak_momentum=peak_momentum,
+                               steps=steps[start:])
+    w_lrs, w_smoothed, _ = window(lrs, smoothed, losses, num_steps=num_steps, mode=mode,
+                                  steps=steps)
+    if method != "slide" and len(w_lrs) < MIN_POINTS:
+        return None, _too_few(len(w_lrs), MIN_POINTS, _sparse(steps))
+    if method == "slide" and len(w_lrs) < SLIDE_LR_DIFF + 1:
+        return None, _too_few(len(w_lrs), SLIDE_LR_DIFF + 1, _sparse(steps))
     if method == "minimum":
         return _minimum(w_lrs, w_smoothed, lrs[0] if len(lrs) else np.inf)
+    if method == "valley" and _sparse(steps):
+        return _sparse_valley(w_lrs, w_smoothed)
     return {"valley": _valley, "slide": _slide, "steep": _steep}[method](w_lrs, w_smoothed)
 
 
-def suggest_range(lrs, losses, smoothed, *, num_steps, mode="min"):
+def suggest_range(lrs, losses, smoothed, *, num_steps, mode="min", steps=None):
     """(base_lr, max_lr) for `CyclicLR`, after Smith (2015), section 3.3.
 
     On the smoothed curve trimmed as fastai does and cut at its first
@@ -357,24 +429,28 @@ def suggest_range(lrs, losses, smoothed, *, num_steps, mode="min"):
       ragged: the first index `k` after `base_lr`'s with the median of
       `|raw[i-1] - 2 raw[i] + raw[i+1]|` over the last `RAGGED_WINDOW`
       points above `RAGGED_FACTOR` times its median over indices 1..m.
+      Only on a record with a point per step: points further apart (a
+      validation-monitored test) differ by more than the batches' noise.
 
     Args:
         lrs, losses, smoothed: the record's learning rates, raw and smoothed
-            losses, one per step.
+            losses.
         num_steps: the number of steps the test was planned for.
         mode: "min", or "max" for an accuracy-like monitor.
+        steps: the step of each point, or None for one point per step.
 
     Returns:
         ((base_lr, max_lr) or None, reason): None when the curve never
-        drops below its starting level or has fewer than 3 points.
+        drops below its starting level or has fewer than `MIN_POINTS` points.
 
     References:
         Smith, L. N. (2015). Cyclical Learning Rates for Training Neural
         Networks. arXiv:1506.01186.
     """
     lrs, losses, smoothed = (np.asarray(a, dtype=np.float64) for a in (lrs, losses, smoothed))
+    steps = np.arange(len(lrs)) if steps is None else np.asarray(steps)
     return _cyclic_range(*window(lrs, smoothed, losses, num_steps=num_steps, mode=mode,
-                                 finite=True))
+                                 finite=True, steps=steps), sparse=_sparse(steps))
 
 
 def resolve_peak_momentum(one_cycle=None, peak_momentum=None, momentum=None):

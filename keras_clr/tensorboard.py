@@ -11,9 +11,11 @@ def write_range_test(result, log_dir, name="lr_finder"):
 
     Scalars `{name}/lr`, `{name}/loss`, `{name}/smoothed_loss`, one
     `{name}/<metric>` per metric (and `{name}/loss_low`, `{name}/loss_high`
-    for a band), each at step = the step index; and the figure of
+    for a band), each at the step of the test it was measured at
+    (`result.steps`: 0, 1, 2, ..., or every `val_every`-th step for a
+    validation monitor); and the figure of
     `keras_clr.plotting.plot_range_test` as the image `{name}/plot` at the
-    last step.
+    last one.
 
     In a multi-process training (JAX after `jax.distributed.initialize`)
     only process 0 writes; the others check `name` and return `log_dir`
@@ -55,9 +57,10 @@ def write_range_test(result, log_dir, name="lr_finder"):
     try:
         with writer.as_default():
             for tag, values in series.items():
-                for step, value in enumerate(values.tolist()):
+                for step, value in zip(result.steps.tolist(), values.tolist()):
                     tf.summary.scalar(f"{name}/{tag}", value, step=step)
-            tf.summary.image(f"{name}/plot", image, step=max(len(result.lrs) - 1, 0))
+            last = int(result.steps[-1]) if len(result.steps) else 0
+            tf.summary.image(f"{name}/plot", image, step=last)
         writer.flush()
     finally:
         writer.close()

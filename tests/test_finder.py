@@ -7,6 +7,7 @@ here; never from the code under test.
 
 import math
 import re
+import warnings
 
 import keras
 import numpy as np
@@ -497,6 +498,66 @@ def test_validation_monitor_evaluates_every_val_every_steps(num_steps, val_every
     assert int(model.optimizer.iterations) == 0
     for old, new in zip(weights, model.get_weights()):
         assert np.array_equal(old, new)
+
+
+def _digits_mlp(optimizer):
+    """A 64-64 MLP on scikit-learn's 8x8 digits: 1,300 images to train on,
+    497 to validate on."""
+    datasets = pytest.importorskip("sklearn.datasets")
+    x, y = datasets.load_digits(return_X_y=True)
+    x, y = (x / 16.0).astype("float32"), y.astype("int32")
+    order = np.random.default_rng(0).permutation(len(x))
+    train, held = order[:1300], order[1300:]
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(64, activation="relu"),
+                              keras.layers.Dense(64, activation="relu"),
+                              keras.layers.Dense(10)])
+    model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model, (x[train], y[train]), (x[held], y[held])
+
+
+@pytest.mark.parametrize("optimizer, momentum", [
+    (lambda: keras.optimizers.SGD(0.01, momentum=0.9), 0.9),
+    (lambda: keras.optimizers.Adam(), None),
+], ids=["sgd", "adam"])
+def test_validation_suggestions_read_the_descent(optimizer, momentum):
+    # With the defaults (100 steps, a point after every 10th) the validation
+    # loss is flat up to about 1e-3 and falls by more than half after it.
+    model, (x, y), validation = _digits_mlp(optimizer())
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="No .*suggestion")  # none is short of points
+        result = find_lr(model, x, y, batch_size=32, monitor="val_loss",
+                         validation_data=validation, **QUIET)
+        found = {method: result.suggest(method) for method in ("one_cycle", "valley",
+                                                                "minimum", "steep")}
+        base, top = result.suggest_range()
+    count = len(result.lrs)
+    assert result.steps.tolist() == list(range(9, 10 * count, 10))
+    assert result.num_steps == 100 and result.momentum == momentum
+    assert result.smoothed_losses.tolist() == result.losses.tolist()  # as measured
+    loss = dict(zip(result.lrs.tolist(), result.losses.tolist()))
+    first, lowest = result.losses[1], result.losses.min()  # from step 19 on
+    assert first - lowest > 0.3 * first
+    assert loss[base] - loss[top] > 0.6 * (first - lowest)  # the range covers the descent
+    assert loss[found["valley"]] < first - 0.05 * (first - lowest)  # not the flat start
+    assert all(lr > 1e-3 for lr in found.values())
+    if momentum:
+        assert "divided by" in result.explain("one_cycle")
+
+
+@pytest.mark.parametrize("monitor", ["loss", "val_loss"])
+def test_two_steps_suggest_nothing_and_say_why(monitor):
+    x, y = _data()
+    validation = dict(validation_data=(x, y), val_every=1) if monitor == "val_loss" else {}
+    result = find_lr(_compiled(), x, y, batch_size=BATCH, num_steps=2, monitor=monitor,
+                     **validation, **QUIET)
+    assert len(result.lrs) == 2
+    for method in ("one_cycle", "valley", "slide", "minimum", "steep"):
+        with pytest.warns(UserWarning, match=f"No '{method}'.*needs at least"):
+            assert result.suggest(method) is None
+        assert "needs at least" in result.explain(method)
+    with pytest.warns(UserWarning, match="No CyclicLR range.*needs at least"):
+        assert result.suggest_range() is None
 
 
 @pytest.mark.parametrize("metrics", [None, ["mae"]])

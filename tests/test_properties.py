@@ -272,12 +272,15 @@ def _in_range(value, lrs):
 
 @settings(max_examples=100, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
-@given(records(), st.none() | st.floats(0.0, 0.99), st.booleans())
-def test_result_never_fails_and_stays_in_the_tested_range(record, momentum, batch_norm):
+@given(records(), st.none() | st.floats(0.0, 0.99), st.booleans(), st.sampled_from([1, 3, 10]))
+def test_result_never_fails_and_stays_in_the_tested_range(record, momentum, batch_norm,
+                                                           every):
+    # every > 1: a point after every `every`-th step, as a validation monitor records
     lrs, losses, smoothed, num_steps, smoothing, mode = record
-    result = LRFinderResult(lrs, losses, smoothed, num_steps=num_steps,
+    steps = np.arange(1, len(lrs) + 1) * every - 1 if every > 1 else None
+    result = LRFinderResult(lrs, losses, smoothed, num_steps=num_steps and num_steps * every,
                             smoothing=smoothing, mode=mode, momentum=momentum,
-                            batch_norm=batch_norm)
+                            batch_norm=batch_norm, steps=steps)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for method in (None, *METHODS):

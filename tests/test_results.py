@@ -35,9 +35,19 @@ def ref_smooth(losses, beta):
     return out
 
 
-def ref_window(lrs, smoothed, num_steps, finite=False, sign=1.0):
-    """fastai's lr_find: [num_it//10 : -5], then cut at the first NaN."""
-    lrs, losses = list(lrs)[num_steps // 10:-5], list(smoothed)[num_steps // 10:-5]
+MIN_POINTS = 5  # fewer points after trimming: no suggestion from any rule
+
+
+def ref_window(lrs, smoothed, num_steps, finite=False, sign=1.0, steps=None):
+    """fastai's lr_find: [num_it//10 : -5], then cut at the first NaN; with
+    `steps` (points further apart), the points at steps num_it//10 to the
+    last step - 5."""
+    if steps is None:
+        lrs, losses = list(lrs)[num_steps // 10:-5], list(smoothed)[num_steps // 10:-5]
+    else:
+        keep = [i for i, step in enumerate(steps)
+                if num_steps // 10 <= step <= steps[-1] - 5]
+        lrs, losses = [lrs[i] for i in keep], [smoothed[i] for i in keep]
     for i, x in enumerate(losses):
         if math.isnan(x) or (finite and math.isinf(x)):
             lrs, losses = lrs[:i], losses[:i]
@@ -112,8 +122,22 @@ def ref_steep(lrs, losses):
     return lrs[k]
 
 
+def ref_sparse_valley(lrs, losses):
+    """valley on points steps apart: half-way into the descent from one point
+    after the last one within 5% of the drop of the starting level (the
+    median of the first quarter before the lowest point) to the lowest."""
+    low = ref_argmin(losses)
+    level = ref_median(losses[:low // 4 + 1])
+    if low == 0 or not level - losses[low] > 0:
+        return None
+    still = [i for i in range(low) if losses[i] >= level - 0.05 * (level - losses[low])]
+    base = still[-1] + 1 if still else 0
+    run = low - base + 1
+    return lrs[base + int(run / 3) + int(run / 6)]
+
+
 def ref_one_cycle(lrs, raw, width=0.2, fall=0.9, factor=1.2, min_drop=0.01, momentum=None,
-                  batch_norm=False):
+                  batch_norm=False, steps=None):
     """Smooth the raw losses (cut at the first non-finite one) with a
     Gaussian kernel in log10(lr) of sigma 0.2 decades, truncated at 4 sigma;
     1.2 x the first LR where the smoothed loss has made 90% of its fall from
@@ -121,12 +145,15 @@ def ref_one_cycle(lrs, raw, width=0.2, fall=0.9, factor=1.2, min_drop=0.01, mome
     a fall of more than 1%. With the momentum b of an SGD-like optimizer,
     divided by (1 - b / g) / (1 - 0.85), g the LR's growth per step there:
     the test's velocity sums lr_k * b**(i-k), about lr / (1 - b / g), and
-    OneCycle's at its peak lr / (1 - 0.85). With batch normalization: the
-    last LR before the smoothed loss, past its lowest point, rises above
-    the 90%-of-the-fall level again (or the last LR)."""
+    OneCycle's at its peak lr / (1 - 0.85); with points `steps` apart,
+    g = (the ratio of two points) ** (1 / their distance in steps). With
+    batch normalization: the last LR before the smoothed loss, past its
+    lowest point, rises above the 90%-of-the-fall level again (or the
+    last LR). None on fewer than 5 finite points."""
+    steps = list(range(len(lrs))) if steps is None else list(steps)
     end = next((i for i, loss in enumerate(raw) if not math.isfinite(loss)), len(raw))
     lrs, raw = lrs[:end], raw[:end]
-    if len(raw) < 2:
+    if len(raw) < MIN_POINTS:
         return None
     x = [math.log10(lr) for lr in lrs]
     smoothed = []
@@ -146,7 +173,8 @@ def ref_one_cycle(lrs, raw, width=0.2, fall=0.9, factor=1.2, min_drop=0.01, mome
     lr = factor * lrs[floor]
     if momentum:
         at = max(floor, 1)
-        lr /= (1 - momentum / (lrs[at] / lrs[at - 1])) / (1 - 0.85)
+        growth = (lrs[at] / lrs[at - 1]) ** (1 / (steps[at] - steps[at - 1]))
+        lr /= (1 - momentum / growth) / (1 - 0.85)
     return min(max(lr, lrs[0]), lrs[-1])
 
 
@@ -158,9 +186,9 @@ def ref_median(values):
     return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
 
 
-def ref_range(lrs, smoothed, raw):
+def ref_range(lrs, smoothed, raw, ragged=True):
     n = len(smoothed)
-    if n < 3:
+    if n < MIN_POINTS:
         return None
     low = ref_argmin(smoothed)
     head = sorted(smoothed[:low // 4 + 1])
@@ -176,7 +204,7 @@ def ref_range(lrs, smoothed, raw):
                            for i in range(1, n - 1)] + [math.nan]
     baseline = ref_median(wiggle[1:low + 1])
     top = low
-    if baseline > 0:
+    if baseline > 0 and ragged:
         for k in range(base + 1, low + 1):
             if ref_median(wiggle[max(1, k - 4):k + 1]) > 4.0 * baseline:
                 top = k
@@ -188,17 +216,26 @@ def expected(result, method):
     """The reference value of `method` for a result's record."""
     sign = -1.0 if result.mode == "max" else 1.0
     lrs, smoothed = result.lrs.tolist(), result.smoothed_losses.tolist()
+    steps = result.steps.tolist()
+    sparse = any(b - a > 1 for a, b in zip(steps, steps[1:]))
     finite = method in ("one_cycle", "range")
-    w_lrs, w_losses = ref_window(lrs, smoothed, result.num_steps, finite, sign)
+    w_lrs, w_losses = ref_window(lrs, smoothed, result.num_steps, finite, sign,
+                                 steps if sparse else None)
+    start = next((i for i, step in enumerate(steps) if step >= result.num_steps // 10),
+                 len(steps))
+    if method == "one_cycle":
+        return ref_one_cycle(lrs[start:], [sign * x for x in result.losses.tolist()[start:]],
+                             momentum=result.momentum, batch_norm=result.batch_norm,
+                             steps=steps[start:])
+    if len(w_losses) < MIN_POINTS:
+        return None
     if method == "range":
-        raw = [sign * x for x in result.losses.tolist()[result.num_steps // 10:]]
-        return ref_range(w_lrs, w_losses, raw[:len(w_losses)])
+        raw = [sign * x for x in result.losses.tolist()[start:]]
+        return ref_range(w_lrs, w_losses, raw[:len(w_losses)], ragged=not sparse)
     if method == "minimum":
         return ref_minimum(w_lrs, w_losses, lrs[0] if lrs else math.inf)
-    if method == "one_cycle":
-        start = result.num_steps // 10
-        return ref_one_cycle(lrs[start:], [sign * x for x in result.losses.tolist()[start:]],
-                             momentum=result.momentum, batch_norm=result.batch_norm)
+    if method == "valley" and sparse:
+        return ref_sparse_valley(w_lrs, w_losses)
     return {"valley": ref_valley, "slide": ref_slide, "steep": ref_steep}[method](
         w_lrs, w_losses)
 
@@ -226,7 +263,29 @@ def with_tail(kind):
     return LRFinderResult(lrs, loss, stop_reason=kind)
 
 
+# Validation losses of a digits MLP (64-64, SGD momentum 0.9 / Adam) measured
+# by find_lr(monitor="val_loss") with its defaults: a point after every 10th
+# step; the SGD test diverged after step 89.
+DIGITS_STEPS = list(range(9, 100, 10))
+DIGITS_SGD = [2.362, 2.362, 2.362, 2.361, 2.356, 2.325, 2.214, 1.63, 3.032]
+DIGITS_ADAM = [2.362, 2.362, 2.36, 2.347, 2.282, 2.008, 0.711, 3.114, 2.731, 4.153]
+
+
+def validation(values, momentum=None, **kwargs):
+    """A validation-monitored record: a point after every 10th step of a
+    100-step ramp from 1e-7 to 10, recorded as measured."""
+    steps = DIGITS_STEPS[:len(values)]
+    return LRFinderResult(grid(100)[steps], values, values, num_steps=100, steps=steps,
+                          smoothing=0, monitor="val_loss", momentum=momentum, **kwargs)
+
+
 CURVES = {
+    "validation_sgd": lambda: validation(DIGITS_SGD, momentum=0.9, stop_reason="diverged"),
+    "validation_adam": lambda: validation(DIGITS_ADAM),
+    "validation_noisy": lambda: validation(realistic(100, 7).losses[9::10], momentum=0.9),
+    "validation_accuracy": lambda: validation(-np.array(DIGITS_ADAM), mode="max"),
+    "validation_short": lambda: validation(DIGITS_ADAM[:5]),
+    "two_steps": lambda: LRFinderResult(grid(2), [2.0, 1.0]),
     "u_shape": lambda: LRFinderResult(grid(100), 1 + 0.1 * (np.log10(grid(100)) + 2) ** 2),
     "u_shape_no_smoothing": lambda: LRFinderResult(
         grid(100), 1 + 0.1 * (np.log10(grid(100)) + 2) ** 2, smoothing=0),
@@ -315,8 +374,13 @@ class TestSuggest:
         assert all(v is None for v in found["flat"].values())
         assert found["rising"]["steep"] is None and found["rising"]["minimum"] is None
         assert found["short_7_wraps"]["valley"] is None      # fastai would wrap to lrs[-1]
-        assert found["short_8_descending"]["valley"] is not None  # max_start = -1, idx = 0
+        assert found["short_8_descending"]["valley"] is None  # 3 points: fastai gives lrs[0]
+        assert found["short_20"]["valley"] is not None
         assert found["short_6"]["steep"] is None             # trimmed to nothing
+        assert all(v is None for v in found["two_steps"].values())
+        assert all(v is None for v in found["validation_short"].values())
+        assert found["validation_sgd"].pop("slide") is None  # 7 points, needs 16
+        assert all(v is not None for v in found["validation_sgd"].values())
 
     def test_default_is_one_cycle(self):
         result = realistic(100, 0)
@@ -353,11 +417,11 @@ class TestSuggest:
             assert got == rule(lrs.tolist(), [float(v) for v in values]), method
 
     def test_valley_by_hand(self):
-        # window = lrs[1:5] (num_steps=10): losses 4, 2, 3, 1 -> lds 1, 2, 2, 3;
-        # max_end = 3, max_start = 0, sections = 1, idx = 1.
-        lrs = grid(10)
-        smoothed = [9, 4, 2, 3, 1, 0, 0, 0, 0, 0]
-        result = LRFinderResult(lrs, np.zeros(10), smoothed)
+        # window = lrs[1:7] (num_steps=12): losses 4, 2, 3, 1, 5, 6 -> lds
+        # 1, 2, 2, 3, 1, 1; max_end = 3, max_start = 0, sections = 1, idx = 1.
+        lrs = grid(12)
+        smoothed = [9, 4, 2, 3, 1, 5, 6, 0, 0, 0, 0, 0]
+        result = LRFinderResult(lrs, np.zeros(12), smoothed)
         assert result.suggest("valley") == lrs[2]
 
     def test_minimum_below_range_is_none(self):
@@ -430,6 +494,83 @@ class TestSuggest:
                     continue
                 theirs = getattr(schedule, method)(t_lrs, t_losses, result.num_steps)[0]
                 assert ours == pytest.approx(theirs, rel=1e-12), (name, method)
+
+
+class TestValidationCurves:
+    """A validation-monitored test has a point per `val_every` steps."""
+
+    @pytest.mark.parametrize("values", [DIGITS_SGD, DIGITS_ADAM], ids=["sgd", "adam"])
+    def test_suggestions_come_from_the_descent(self, values):
+        result = validation(values)
+        loss = dict(zip(result.lrs.tolist(), values))
+        first, lowest = values[1], min(values)  # the window's first point, and the lowest
+        base, top = result.suggest_range()
+        assert loss[base] - loss[top] > 0.6 * (first - lowest)  # covers the descent
+        for method in ("valley", "steep", "one_cycle"):
+            lr = result.suggest(method)
+            assert lr >= 5e-3, method
+        valley = result.suggest("valley")
+        assert loss[valley] < first - 0.05 * (first - lowest)  # past the flat start
+        assert "descent" in result.explain("valley")
+
+    def test_the_trim_is_in_steps(self):
+        # the first tenth of 100 steps leaves out the point after step 9, the
+        # last 5 steps the last point: 8 of 10 points, not fastai's 10 // 10 : -5
+        result = validation(DIGITS_ADAM)
+        lrs, _, _ = result._window(finite=False)
+        assert lrs.tolist() == grid(100)[DIGITS_STEPS[1:-1]].tolist()
+
+    def test_momentum_lag_is_per_step(self):
+        # 90% of the fall from the first point of the window (2.362) to the
+        # lowest (1.63) is reached at 1.63 itself, after step 79; the kernel
+        # (0.2 decades, cut at 0.8) sees no neighbour 0.81 decades away.
+        result = validation(DIGITS_SGD, momentum=0.9)
+        growth = 1e8 ** (1 / 99)  # the ramp's growth per step, not per point
+        expected = 1.2 * grid(100)[79] / ((1 - 0.9 / growth) / (1 - 0.85))
+        assert result.suggest() == pytest.approx(expected, rel=1e-12)
+        assert "divided by 1.69" in result.explain("one_cycle")
+
+    def test_ragged_is_for_dense_records_only(self):
+        # steps apart, second differences are the curve's shape, not noise
+        # (with a point per step, the median of |second differences| over 5
+        # points jumps 4-fold at the second point, and the range would end there)
+        values = [2.37, 2.28, 1.69, 1.64, 1.47, 1.28, 1.22, 1.18, 1.14, 5.0]
+        base, top = validation(values).suggest_range()
+        assert (base, top) == (grid(100)[29], grid(100)[89])
+
+    @pytest.mark.parametrize("values", [DIGITS_ADAM[:5], DIGITS_ADAM[:3]])
+    def test_too_few_points_warn(self, values):
+        result = validation(values)
+        for method in suggestions.METHODS:
+            with pytest.warns(UserWarning, match=f"No '{method}'.*val_every"):
+                assert result.suggest(method) is None
+            assert "needs at least" in result.explain(method)
+        with pytest.warns(UserWarning, match="No CyclicLR range"):
+            assert result.suggest_range() is None
+
+    def test_two_steps_warn_for_every_rule(self):
+        result = LRFinderResult([1e-7, 10.0], [2.3, 2.0], num_steps=2)
+        for method in suggestions.METHODS:
+            with pytest.warns(UserWarning, match=f"No '{method}'.*needs at least"):
+                assert result.suggest(method) is None
+            assert result.explain(method).startswith(f"{method}: none, only")
+        with pytest.warns(UserWarning, match="needs at least 5"):
+            assert result.suggest_range() is None
+
+    @pytest.mark.parametrize("steps, match", [
+        ([0, 2, 1], "strictly increasing integers"),
+        ([0, 1.5, 3], "strictly increasing integers"),
+        ([-1, 0, 1], "strictly increasing integers"),
+        ([0, 1], "`steps` must have one value per step"),
+    ])
+    def test_invalid_steps(self, steps, match):
+        with pytest.raises(ValueError, match=match):
+            LRFinderResult(grid(3), [1.0, 2.0, 3.0], steps=steps)
+
+    def test_num_steps_covers_the_last_step(self):
+        with pytest.raises(ValueError, match="`num_steps`.*Received: num_steps=20"):
+            LRFinderResult(grid(3), [1.0, 2.0, 3.0], steps=[9, 19, 29], num_steps=20)
+        assert LRFinderResult(grid(3), [1.0, 2.0, 3.0], steps=[9, 19, 29]).num_steps == 30
 
 
 # Construction and smoothing -----------------------------------------------------
@@ -513,6 +654,7 @@ def same_bits(a, b):
 def assert_identical(a, b):
     for name in ("lrs", "losses", "smoothed_losses"):
         assert same_bits(getattr(a, name), getattr(b, name)), name
+    assert a.steps.tolist() == b.steps.tolist()
     assert a.metrics.keys() == b.metrics.keys()
     assert all(same_bits(a.metrics[k], b.metrics[k]) for k in a.metrics)
     assert (a.loss_band is None) == (b.loss_band is None)
@@ -526,13 +668,33 @@ def assert_identical(a, b):
 class TestFiles:
 
     @pytest.mark.parametrize("result", [full_result(), LRFinderResult([], []),
-                                        LRFinderResult([1e-3], [np.nan], mode="max")],
-                             ids=["full", "empty", "one_nan"])
+                                        LRFinderResult([1e-3], [np.nan], mode="max"),
+                                        CURVES["validation_sgd"]()],
+                             ids=["full", "empty", "one_nan", "validation"])
     @pytest.mark.parametrize("kind", ["csv", "json"])
     def test_round_trip(self, tmp_path, result, kind):
         path = tmp_path / f"result.{kind}"
         getattr(result, f"to_{kind}")(path)
         assert_identical(result, getattr(LRFinderResult, f"read_{kind}")(path))
+
+    @pytest.mark.parametrize("kind", ["csv", "json"])
+    def test_validation_steps_come_back(self, tmp_path, kind):
+        # the step of each point, which the trim and the momentum's lag read
+        result = CURVES["validation_sgd"]()
+        path = tmp_path / f"result.{kind}"
+        getattr(result, f"to_{kind}")(path)
+        back = getattr(LRFinderResult, f"read_{kind}")(path)
+        assert back.steps.tolist() == list(range(9, 90, 10))
+        assert quiet(back.suggestions) == quiet(result.suggestions)
+        assert quiet(back.suggest_range) == quiet(result.suggest_range)
+
+    def test_files_without_steps_read_as_one_point_per_step(self, tmp_path):
+        path = tmp_path / "old.json"
+        full_result().to_json(path)
+        data = json.loads(path.read_text())
+        del data["steps"]
+        path.write_text(json.dumps(data))
+        assert LRFinderResult.read_json(path).steps.tolist() == list(range(60))
 
     def test_json_is_standard(self, tmp_path):
         path = tmp_path / "r.json"
@@ -566,7 +728,7 @@ class TestFiles:
         (lambda ls: ls[:20] + [",".join(ls[20].split(",")[:2] + ["abc"] + ls[20].split(",")[3:])]
          + ls[21:], "line 21, column 'loss': 'abc' is not a number"),
         (lambda ls: [line.replace('"min"', '"sideways"') for line in ls], "`mode`"),
-        (lambda ls: ls[:16] + [ls[17]] + ls[17:], "the step must be 1"),
+        (lambda ls: ls[:16] + [ls[17]] + ls[17:], "the step must be an integer above"),
     ])
     def test_malformed_csv(self, tmp_path, csv_lines, damage, match):
         path = tmp_path / "bad.csv"
@@ -619,6 +781,15 @@ class TestPlot:
         assert isinstance(ax, plt.Axes)
         assert result.stop_reason in ax.get_title()
         plt.close(ax.figure)
+
+    def test_a_validation_curve_says_its_points(self):
+        import matplotlib.pyplot as plt
+
+        result = CURVES["validation_sgd"]()
+        ax = result.plot()
+        assert ax.get_title() == "LR range test: 9 points over 90 of 100 steps, stopped: diverged"
+        plt.close(ax.figure)
+        assert "points: 9, measured at steps 9 to 89 of 100 planned" in repr(result)
 
     def test_draws_on_given_axes_with_suggestions(self):
         import matplotlib.pyplot as plt
@@ -816,20 +987,35 @@ class TestWeightDecaySweep:
             keras_clr.WeightDecaySweep(results)
 
 
-def test_tensorboard_events(tmp_path):
+def tensorboard_events(path):
+    """({tag: {step: value}}, [steps of the images]) of the event files under `path`."""
     import tensorflow as tf
 
-    result = full_result()
-    assert result.to_tensorboard(tmp_path, name="finder") == str(tmp_path)
     scalars, images = {}, []
-    for path in glob.glob(str(tmp_path / "events.out.tfevents.*")):
-        for event in tf.compat.v1.train.summary_iterator(path):
+    for name in glob.glob(str(path / "events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(name):
             for value in event.summary.value:
-                if value.tag == "finder/plot":
+                if value.tag.endswith("/plot"):
                     images.append(event.step)
                 else:
                     scalars.setdefault(value.tag, {})[event.step] = float(
                         tf.make_ndarray(value.tensor))
+    return scalars, images
+
+
+def test_tensorboard_events_of_a_validation_curve_at_their_steps(tmp_path):
+    result = CURVES["validation_sgd"]()
+    result.to_tensorboard(tmp_path)
+    scalars, images = tensorboard_events(tmp_path)
+    assert sorted(scalars["lr_finder/loss"]) == list(range(9, 90, 10))
+    assert scalars["lr_finder/loss"][89] == pytest.approx(DIGITS_SGD[-1], rel=1e-6)
+    assert images == [89]
+
+
+def test_tensorboard_events(tmp_path):
+    result = full_result()
+    assert result.to_tensorboard(tmp_path, name="finder") == str(tmp_path)
+    scalars, images = tensorboard_events(tmp_path)
     assert set(scalars) == {"finder/lr", "finder/loss", "finder/smoothed_loss",
                             "finder/accuracy", "finder/loss_low", "finder/loss_high"}
     loss = [scalars["finder/loss"][step] for step in range(60)]

@@ -67,7 +67,12 @@ class LRFinder(keras.callbacks.Callback):
         monitor: the curve to analyse: `"loss"`, a training metric such as
             `"accuracy"`, or a validation one (`"val_loss"`,
             `"val_accuracy"`) computed every `val_every` steps on the first
-            `val_steps` batches of `validation_data`. A custom `train_step`
+            `val_steps` batches of `validation_data`: the result has a
+            point after every `val_every`-th step (`result.steps`),
+            recorded as measured (`smoothing=0`: each point is already a
+            mean over the same batches), and its suggestions need 5 points
+            after the trim, so `num_steps` of 6 x `val_every` or more (60
+            with the defaults). A custom `train_step`
             that returns its loss under another key than `"loss"`: that key
             (the record's losses are then its values).
         validation_data: data for a validation monitor, as in `fit`; only
@@ -366,14 +371,18 @@ class _Run:
                       start_lr=finder.start_lr, end_lr=finder.end_lr,
                       batch_norm=self.batch_norm)
         if self.validation is not None:
-            # one point per `val_every` steps: the velocity's lag is per step
+            # One point per `val_every` steps, each at the step it follows;
+            # a point is the mean over the same validation batches, so it
+            # is recorded as measured (smoothing 0), not averaged with the
+            # points before it, which were measured at other rates.
             points = [p for p in self.validation if p[0] < count]
-            planned = max(2, finder.num_steps // finder.val_every)
             lrs = np.array([p[1] for p in points])
             values = np.array([p[3] for p in points])
             train = np.array([p[2] for p in points])
-            return results.LRFinderResult(lrs, values, metrics={"train_loss": train},
-                                          **{**common, "num_steps": planned})
+            return results.LRFinderResult(
+                lrs, values, values, metrics={"train_loss": train},
+                steps=[p[0] for p in points], momentum=self.momentum,
+                **{**common, "smoothing": 0.0})
         metrics = None
         if finder.monitor != "loss":
             metrics = {"train_loss": rows[:count, 1]}

@@ -133,4 +133,5 @@ def _recorded(result, weight_decay):
     """`result` built again with the weight decay it ran at, for the record."""
     return LRFinderResult(result.lrs, result.losses, result.smoothed_losses,
                           metrics=result.metrics, loss_band=result.loss_band,
+                          steps=result.steps,
                           **{**files.metadata(result), "weight_decay": weight_decay})
