@@ -35,7 +35,9 @@ def metadata(result):
             "stop_reason": result.stop_reason, "monitor": result.monitor,
             "mode": result.mode, "start_lr": result.start_lr, "end_lr": result.end_lr,
             "weight_decay": result.weight_decay, "momentum": result.momentum,
-            "batch_norm": result.batch_norm}
+            "batch_norm": result.batch_norm,
+            "nonfinite_variable": result.nonfinite_variable,
+            "nonfinite_step": result.nonfinite_step, "nonfinite_lr": result.nonfinite_lr}
 
 
 def columns(result):
@@ -186,6 +188,8 @@ def _build(cls, path, meta, lrs, losses, smoothed, metrics, band):
     try:
         return cls(lrs, losses, smoothed, metrics=metrics, loss_band=band,
                    momentum=meta.get("momentum"), batch_norm=meta.get("batch_norm", False),
+                   **{key: meta.get(key) for key in (
+                       "nonfinite_variable", "nonfinite_step", "nonfinite_lr")},
                    **{key: meta[key] for key in keys})
     except (TypeError, ValueError) as e:
         _bad(path, str(e).rstrip("."))

@@ -140,6 +140,7 @@ class LRFinder(keras.callbacks.Callback):
         _check_trainable(self.model)
         monitor = check_monitor(self.model, self.monitor)
         self.restore()  # a previous, unfinished run of this callback
+        self.result = None  # until this run's
         self._run = _Run(self, self.model, monitor)
 
     def on_train_batch_begin(self, batch, logs=None):
@@ -159,13 +160,29 @@ class LRFinder(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self._check()
+        self._end(strict=True)
+
+    def _end(self, strict):
+        """Builds the result of the run in progress from its record, then
+        restores the model. `strict=False` (training ended by an exception):
+        a result that cannot be read warns instead of raising, and the
+        restore happens whatever."""
+        run, self._run = self._run, None
+        if run is None:
+            return
         try:
-            if self._run is not None:
-                self.result = self._run.result(self)
+            self.result = run.result(self)  # before the restore: it reads variables
+        except Exception as error:
+            if strict:
+                raise
+            warnings.warn(f"The interrupted range test left no result: its "
+                          f"record could not be read ({type(error).__name__}: {error}). "
+                          "The model is restored all the same.", stacklevel=3)
         finally:
-            self.restore()
-        if self.verbose:
+            run.close()
+        if self.verbose:  # ends the progress bar's line too
             sys.stdout.write(f"\n{self.result!r}\n")
+            sys.stdout.flush()
 
     def _check(self):
         """Reads the record once; stops training when the test is over."""
@@ -177,11 +194,12 @@ class LRFinder(keras.callbacks.Callback):
     def restore(self):
         """Puts the model and optimizer back as they were when training began.
 
+        A run that training did not end (an exception, a KeyboardInterrupt)
+        leaves its partial curve first, as `result` (stop reason
+        "interrupted", or "diverged"/"nan" when it had already stopped).
         Safe to call more than once; a no-op when there is nothing to restore.
         """
-        run, self._run = self._run, None
-        if run is not None:
-            run.close()
+        self._end(strict=False)
 
     def __enter__(self):
         return self
@@ -315,7 +333,7 @@ class _Run:
         rows = self.step.rows()
         count = record.recorded(rows)
         if count > self.steps_seen:
-            self.smoother.extend(rows[self.steps_seen:count, 1])
+            self.smoother.extend(rows[self.steps_seen:count, record.LOSS])
             self.steps_seen = count
         return rows, count
 
@@ -327,7 +345,8 @@ class _Run:
         stop = stopping.diverged(self.smoother.values, finder.stop_factor)
         if self.progbar is not None and count:
             self.progbar.update(min(count, finder.num_steps),
-                                [("lr", rows[count - 1, 0]), ("loss", rows[count - 1, 1])])
+                                [("lr", rows[count - 1, record.LR]),
+                                 ("loss", rows[count - 1, record.LOSS])])
         return stop is not None or count >= finder.num_steps
 
     def _validate(self, finder, count, rows):
@@ -349,13 +368,21 @@ class _Run:
         return self.val_subset
 
     def result(self, finder):
-        """The run's `LRFinderResult`."""
+        """The run's `LRFinderResult`, from the record as it stands (and, when
+        a step left a variable non-finite, the variables as they stand: call
+        it before `close` restores them)."""
         rows, count = self.read()
         smoothed = self.smoother.values[:count]
         stop = stopping.diverged(smoothed, finder.stop_factor) if count else None
+        nonfinite = {}
         if stop is not None:
-            is_nan = not np.isfinite(rows[stop, 1])
+            is_nan = not np.isfinite(rows[stop, record.LOSS])
             reason, count = ("nan" if is_nan else "diverged"), stop + 1
+            if is_nan and np.isfinite(rows[stop, record.COMPUTED_LOSS]):
+                # a finite loss made NaN by the step's check of the variables
+                nonfinite = dict(nonfinite_variable=record.first_nonfinite(self.model),
+                                 nonfinite_step=stop,
+                                 nonfinite_lr=float(rows[stop, record.LR]))
         elif count >= finder.num_steps:
             reason = "completed"
         else:
@@ -364,24 +391,26 @@ class _Run:
         common = dict(num_steps=finder.num_steps, smoothing=finder.smoothing,
                       stop_reason=reason, monitor=finder.monitor, mode=mode,
                       start_lr=finder.start_lr, end_lr=finder.end_lr,
-                      batch_norm=self.batch_norm)
+                      batch_norm=self.batch_norm, **nonfinite)
         if self.validation is not None:
             # one point per `val_every` steps: the velocity's lag is per step
             points = [p for p in self.validation if p[0] < count]
             planned = max(2, finder.num_steps // finder.val_every)
             lrs = np.array([p[1] for p in points])
             values = np.array([p[3] for p in points])
+            if reason == "nan":  # measured on the weights the stop step left
+                values[[p[0] >= stop for p in points]] = np.nan
             train = np.array([p[2] for p in points])
             return results.LRFinderResult(lrs, values, metrics={"train_loss": train},
                                           **{**common, "num_steps": planned})
         metrics = None
         if finder.monitor != "loss":
-            metrics = {"train_loss": rows[:count, 1]}
+            metrics = {"train_loss": rows[:count, record.LOSS]}
         # The monitored curve is the loss itself: its smoothing is done.
         given = smoothed[:count] if finder.monitor == "loss" else None
-        return results.LRFinderResult(rows[:count, 0], rows[:count, 2], metrics=metrics,
-                                      smoothed_losses=given, momentum=self.momentum,
-                                      **common)
+        return results.LRFinderResult(rows[:count, record.LR], rows[:count, record.MONITOR],
+                                      metrics=metrics, smoothed_losses=given,
+                                      momentum=self.momentum, **common)
 
     def close(self):
         """Gives the model its own step back and puts every variable back."""

@@ -2,9 +2,16 @@
 
 The test's train step starts each step from reset metrics, so the loss it
 reports is that batch's own loss, not Keras's running mean, and writes the
-step's (learning rate, loss, monitored value) into a small float32 variable,
-the record, one row per step. The host reads the record every few steps,
-never per step.
+step's (learning rate, loss, monitored value, loss as computed) into a small
+float32 variable, the record, one row per step. The host reads the record
+every few steps, never per step.
+
+A step that leaves a weight or an optimizer variable NaN or infinite writes
+NaN as its loss and monitored value (the fourth column keeps the loss the
+step computed), so the host's stop rule ends the test as it does on a NaN
+loss. The loss alone does not always show it: with TensorFlow's oneDNN a
+fused ReLU turns a NaN input into 0, and a NaN in the data then gives a
+finite loss and NaN weights.
 
 One traced step serves every range test of the same length and monitor on a
 model and optimizer: its inputs (the ramp's rates, the step offset, the
@@ -35,6 +42,10 @@ def ramp(step, start_lr, end_lr, num_steps, step_mode):
         return ops.cast(value, "float32")
 
 
+# The record's columns.
+LR, LOSS, MONITOR, COMPUTED_LOSS = range(4)
+
+
 def recorded(rows):
     """Rows the train step has written: those before the first empty one."""
     finite = np.isfinite(rows[:, 0])
@@ -61,7 +72,7 @@ class RangeTestStep:
         self.baked = baked
         with _backend.strategy_scope(model):
             self.record = keras.Variable(
-                np.zeros((num_steps + 1, 3), dtype="float32"),
+                np.zeros((num_steps + 1, 4), dtype="float32"),
                 trainable=False, dtype="float32", name="lr_finder_record",
                 aggregation="only_first_replica")
             _backend.fill(self.record, np.nan)  # no row written yet
@@ -94,15 +105,52 @@ class RangeTestStep:
         self._carrier = None
 
     def _write(self, check_keys, step, logs, values):
-        # In the traced step: the step's (lr, loss, monitor) row.
+        # In the traced step: the step's (lr, loss, monitor, loss) row.
         check_keys(list(logs))
-        loss = logs["loss"] if "loss" in logs else logs[self.monitor]
+        loss = ops.cast(logs["loss"] if "loss" in logs else logs[self.monitor], "float32")
+        nan_unless_finite = _nan_unless_finite(state_variables(self.model))
         row = ops.stack([ops.cast(values["learning_rate"], "float32"),
-                         ops.cast(loss, "float32"),
-                         ops.cast(logs[self.monitor], "float32")])
+                         loss + nan_unless_finite,
+                         ops.cast(logs[self.monitor], "float32") + nan_unless_finite,
+                         loss])
         row = _backend.replica_mean(row)  # the global batch's, as Keras logs it
         _backend.write_row(self.record, ops.minimum(step, self.num_steps), row)
         return logs
+
+
+def state_variables(model):
+    """The floating-point variables a step updates and the next step reads:
+    the model's (trainable and not, such as batch-norm statistics) and the
+    optimizer's, each once, in that order."""
+    seen, found = set(), []
+    for variable in (*model.trainable_variables, *model.non_trainable_variables,
+                     *model.optimizer.variables):
+        dtype = keras.backend.standardize_dtype(variable.dtype)
+        if id(variable) not in seen and "float" in dtype:
+            seen.add(id(variable))
+            found.append(variable)
+    return found
+
+
+def _nan_unless_finite(variables):
+    """In the traced step: a float32 scalar, 0 when every value of every
+    variable is finite and NaN otherwise (one `all(isfinite)` reduction per
+    variable, no host sync). Added to a finite value, 0 leaves its bits as
+    they were. (`sum(x * 0)` would be cheaper, but TensorFlow's graph
+    optimizer folds `x * 0` into zeros.)"""
+    finite = ops.all(ops.stack([ops.all(ops.isfinite(variable.value))
+                                for variable in variables]))
+    return ops.where(finite, ops.zeros((), "float32"), ops.full((), np.nan, "float32"))
+
+
+def first_nonfinite(model):
+    """The path of the first of `state_variables(model)` holding NaN or
+    inf, read on the host, or None."""
+    _keras_internals.sync_state(model)
+    for variable in state_variables(model):
+        if not np.isfinite(keras.ops.convert_to_numpy(variable.value)).all():
+            return getattr(variable, "path", variable.name)
+    return None
 
 
 def _reset_metrics(model):
