@@ -768,6 +768,56 @@ def test_finite_weights_give_no_nonfinite_variable():
     assert "data likely" not in repr(result)
 
 
+class _Sentinels(keras.layers.Layer):
+    """Identity with a non-trainable vector that starts at `start` and, from
+    its `at`-th training call on, holds `later` (both may be inf or huge)."""
+
+    def __init__(self, start, later, at, **kwargs):
+        super().__init__(**kwargs)
+        self.start, self.later, self.at = start, later, at
+
+    def build(self, shape):
+        self.calls = self.add_weight(shape=(), initializer="zeros", trainable=False)
+        self.kept = self.add_weight(shape=(4,), trainable=False,
+                                    initializer=keras.initializers.Constant(self.start))
+
+    def call(self, x, training=False):
+        if training:
+            self.calls.assign(self.calls + 1.0)
+            self.kept.assign(keras.ops.where(self.calls >= self.at,
+                                             keras.ops.full((4,), self.later),
+                                             keras.ops.full((4,), self.start)))
+        return x
+
+
+def _sentinel_model(start, later, at):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4),
+                              _Sentinels(start, later, at), keras.layers.Dense(1)])
+    model.compile(keras.optimizers.SGD(0.01), "mse")
+    return model
+
+
+@pytest.mark.parametrize("start", [np.inf, 3e38])
+def test_a_variable_non_finite_or_huge_from_the_start_is_not_checked(start):
+    x, y = _data()
+    model = _sentinel_model(start, start, at=1.0)
+    result = find_lr(model, x, y, batch_size=BATCH, start_lr=1e-3, end_lr=1e-1,
+                     num_steps=12, stop_factor=None, **QUIET)
+    assert result.stop_reason == "completed" and len(result.lrs) == 12
+
+
+def test_finite_values_whose_sum_overflows_stop_as_diverged():
+    # the third step sets four values of 3e38: finite, but their float32
+    # sum overflows (4 * 3e38 > 3.4e38); no variable is non-finite
+    x, y = _data()
+    model = _sentinel_model(0.0, 3e38, at=3.0)
+    result = find_lr(model, x, y, batch_size=BATCH, start_lr=1e-3, end_lr=1e-1,
+                     num_steps=12, stop_factor=None, **QUIET)
+    assert result.stop_reason == "diverged" and len(result.lrs) == 3
+    assert result.nonfinite_variable is None
+
+
 @pytest.mark.parametrize("kind", ["csv", "json"])
 def test_nonfinite_variable_round_trips(kind, tmp_path):
     from keras_clr import LRFinderResult

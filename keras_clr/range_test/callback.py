@@ -380,9 +380,12 @@ class _Run:
             reason, count = ("nan" if is_nan else "diverged"), stop + 1
             if is_nan and np.isfinite(rows[stop, record.COMPUTED_LOSS]):
                 # a finite loss made NaN by the step's check of the variables
-                nonfinite = dict(nonfinite_variable=record.first_nonfinite(self.model),
-                                 nonfinite_step=stop,
-                                 nonfinite_lr=float(rows[stop, record.LR]))
+                variable = self.step.first_nonfinite()
+                if variable is None:  # all finite: their sum overflowed
+                    reason = "diverged"
+                else:
+                    nonfinite = dict(nonfinite_variable=variable, nonfinite_step=stop,
+                                     nonfinite_lr=float(rows[stop, record.LR]))
         elif count >= finder.num_steps:
             reason = "completed"
         else:

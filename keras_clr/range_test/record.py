@@ -6,8 +6,8 @@ step's (learning rate, loss, monitored value, loss as computed) into a small
 float32 variable, the record, one row per step. The host reads the record
 every few steps, never per step.
 
-A step that leaves a weight or an optimizer variable NaN or infinite writes
-NaN as its loss and monitored value (the fourth column keeps the loss the
+A step that leaves a weight or an optimizer variable NaN or infinite (or
+so large that their sum overflows) writes NaN as its loss and monitored value (the fourth column keeps the loss the
 step computed), so the host's stop rule ends the test as it does on a NaN
 loss. The loss alone does not always show it: with TensorFlow's oneDNN a
 fused ReLU turns a NaN input into 0, and a NaN in the data then gives a
@@ -83,6 +83,9 @@ class RangeTestStep:
                 check_keys, step, logs, values))
         self.control.start_step = start
         self._carrier = None
+        # What the step checks: a variable that holds NaN, inf or values near
+        # float32's largest before the test (a sentinel) is left out.
+        self.checked = [v for v in state_variables(model) if _checkable(v)]
 
     def begin(self, ramp_fn, start):
         """Readies the step for a test from update count `start`."""
@@ -98,6 +101,15 @@ class RangeTestStep:
         _keras_internals.sync_state(self.model)  # JAX keeps it in its state
         return np.asarray(self.record.numpy(), dtype=np.float64)[: self.num_steps]
 
+    def first_nonfinite(self):
+        """The path of the first variable the step checks that holds NaN or
+        inf now, read on the host, or None."""
+        _keras_internals.sync_state(self.model)  # JAX keeps them in its state
+        for variable in self.checked:
+            if not np.isfinite(keras.ops.convert_to_numpy(variable.value)).all():
+                return getattr(variable, "path", variable.name)
+        return None
+
     def end(self):
         """Gives the model its own train step back."""
         self.control.remove()
@@ -108,7 +120,7 @@ class RangeTestStep:
         # In the traced step: the step's (lr, loss, monitor, loss) row.
         check_keys(list(logs))
         loss = ops.cast(logs["loss"] if "loss" in logs else logs[self.monitor], "float32")
-        nan_unless_finite = _nan_unless_finite(state_variables(self.model))
+        nan_unless_finite = _nan_unless_finite(self.checked)
         row = ops.stack([ops.cast(values["learning_rate"], "float32"),
                          loss + nan_unless_finite,
                          ops.cast(logs[self.monitor], "float32") + nan_unless_finite,
@@ -133,24 +145,36 @@ def state_variables(model):
 
 
 def _nan_unless_finite(variables):
-    """In the traced step: a float32 scalar, 0 when every value of every
-    variable is finite and NaN otherwise (one `all(isfinite)` reduction per
-    variable, no host sync). Added to a finite value, 0 leaves its bits as
-    they were. (`sum(x * 0)` would be cheaper, but TensorFlow's graph
-    optimizer folds `x * 0` into zeros.)"""
-    finite = ops.all(ops.stack([ops.all(ops.isfinite(variable.value))
-                                for variable in variables]))
+    """In the traced step: a float32 scalar, 0 when the variables hold only
+    finite values and NaN otherwise, with no host sync.
+
+    The float32 and float64 variables are summed, one reduction each: a sum
+    is NaN or inf when one of its values is, and costs about half of an
+    `all(isfinite)` (measured in `benchmarks/finder_overhead.py`). A sum
+    also overflows for values near float32's largest, which only a diverged
+    run reaches (variables that start there are not checked):
+    `first_nonfinite` finds no variable then, and the range test calls the
+    stop a divergence. Half-precision variables, whose sums
+    overflow early, are checked with `all(isfinite)`. Added to a finite
+    value, the 0 leaves its bits as they were.
+    """
+    sums, flags = [], []
+    for variable in variables:
+        if keras.backend.standardize_dtype(variable.dtype) in ("float32", "float64"):
+            sums.append(ops.cast(ops.sum(variable.value), "float32"))
+        else:
+            flags.append(ops.all(ops.isfinite(variable.value)))
+    finite = ops.isfinite(ops.sum(ops.stack(sums))) if sums else ops.ones((), "bool")
+    if flags:
+        finite = ops.logical_and(finite, ops.all(ops.stack(flags)))
     return ops.where(finite, ops.zeros((), "float32"), ops.full((), np.nan, "float32"))
 
 
-def first_nonfinite(model):
-    """The path of the first of `state_variables(model)` holding NaN or
-    inf, read on the host, or None."""
-    _keras_internals.sync_state(model)
-    for variable in state_variables(model):
-        if not np.isfinite(keras.ops.convert_to_numpy(variable.value)).all():
-            return getattr(variable, "path", variable.name)
-    return None
+def _checkable(variable):
+    """Whether `variable` holds finite values whose float32 sum is finite."""
+    values = np.asarray(keras.ops.convert_to_numpy(variable.value), dtype=np.float64)
+    return bool(np.isfinite(values).all()
+                and np.abs(values).sum() < np.finfo(np.float32).max / 2)
 
 
 def _reset_metrics(model):
