@@ -42,15 +42,18 @@ class LRFinder(keras.callbacks.Callback):
     """The learning-rate range test as a callback for `model.fit`.
 
     Over `num_steps` steps the learning rate rises from `start_lr` to
-    `end_lr`; the test stops early when the smoothed loss diverges or a loss
-    is NaN/inf, stops training, puts the model and optimizer back exactly as
-    they were when training began, and leaves its `result`
+    `end_lr`; the test stops early when the smoothed loss diverges, or a
+    loss, a weight or an optimizer variable is NaN/inf (checked in the
+    compiled step: a NaN in the data can leave the loss finite and the
+    weights NaN), stops training, puts the model and optimizer back exactly
+    as they were when training began, and leaves its `result`
     (`keras_clr.LRFinderResult`).
 
     Restoration happens when training ends. If training is ended by an
     exception instead, use the callback as a context manager (or call
     `restore()`), or run the test through `find_lr()`, which does this for
-    you:
+    you; `result` then holds the curve up to the interruption (stop reason
+    "interrupted"):
 
         with keras_clr.LRFinder() as finder:
             model.fit(x, y, epochs=100, callbacks=[finder])
@@ -181,7 +184,7 @@ class LRFinder(keras.callbacks.Callback):
         finally:
             run.close()
         if self.verbose:  # ends the progress bar's line too
-            sys.stdout.write(f"\n{self.result!r}\n")
+            sys.stdout.write("\n" if self.result is None else f"\n{self.result!r}\n")
             sys.stdout.flush()
 
     def _check(self):

@@ -6,8 +6,8 @@ step's (learning rate, loss, monitored value, loss as computed) into a small
 float32 variable, the record, one row per step. The host reads the record
 every few steps, never per step.
 
-A step that leaves a weight or an optimizer variable NaN or infinite (or
-so large that their sum overflows) writes NaN as its loss and monitored value (the fourth column keeps the loss the
+A step that leaves a weight or an optimizer variable NaN or infinite writes
+NaN as its loss and monitored value (the fourth column keeps the loss the
 step computed), so the host's stop rule ends the test as it does on a NaN
 loss. The loss alone does not always show it: with TensorFlow's oneDNN a
 fused ReLU turns a NaN input into 0, and a NaN in the data then gives a
@@ -85,7 +85,7 @@ class RangeTestStep:
         self._carrier = None
         # What the step checks: a variable that holds NaN, inf or values near
         # float32's largest before the test (a sentinel) is left out.
-        self.checked = [v for v in state_variables(model) if _checkable(v)]
+        self.checked = [v for v in _state_variables(model) if _checkable(v)]
 
     def begin(self, ramp_fn, start):
         """Readies the step for a test from update count `start`."""
@@ -130,7 +130,7 @@ class RangeTestStep:
         return logs
 
 
-def state_variables(model):
+def _state_variables(model):
     """The floating-point variables a step updates and the next step reads:
     the model's (trainable and not, such as batch-norm statistics) and the
     optimizer's, each once, in that order."""
@@ -148,33 +148,35 @@ def _nan_unless_finite(variables):
     """In the traced step: a float32 scalar, 0 when the variables hold only
     finite values and NaN otherwise, with no host sync.
 
-    The float32 and float64 variables are summed, one reduction each: a sum
-    is NaN or inf when one of its values is, and costs about half of an
-    `all(isfinite)` (measured in `benchmarks/finder_overhead.py`). A sum
-    also overflows for values near float32's largest, which only a diverged
-    run reaches (variables that start there are not checked):
-    `first_nonfinite` finds no variable then, and the range test calls the
-    stop a divergence. Half-precision variables, whose sums
-    overflow early, are checked with `all(isfinite)`. Added to a finite
-    value, the 0 leaves its bits as they were.
+    Each float32 or float64 variable is summed, one reduction each: a sum is
+    NaN or inf when one of its values is, and costs about half of an
+    `all(isfinite)` on TensorFlow's CPU. A sum also overflows for values
+    near float32's largest, which only a diverged run reaches (a variable
+    that starts there is not checked): `first_nonfinite` finds no variable
+    then, and the range test calls the stop a divergence. Half-precision
+    variables, whose sums overflow early, are checked with `all(isfinite)`.
+    Added to a finite value, the 0 leaves its bits as they were.
     """
-    sums, flags = [], []
+    flags, sums = [], []
     for variable in variables:
         if keras.backend.standardize_dtype(variable.dtype) in ("float32", "float64"):
             sums.append(ops.cast(ops.sum(variable.value), "float32"))
         else:
             flags.append(ops.all(ops.isfinite(variable.value)))
-    finite = ops.isfinite(ops.sum(ops.stack(sums))) if sums else ops.ones((), "bool")
-    if flags:
-        finite = ops.logical_and(finite, ops.all(ops.stack(flags)))
-    return ops.where(finite, ops.zeros((), "float32"), ops.full((), np.nan, "float32"))
+    if sums:
+        flags.append(ops.all(ops.isfinite(ops.stack(sums))))
+    if not flags:
+        return ops.zeros((), "float32")
+    return ops.where(ops.all(ops.stack(flags)), ops.zeros((), "float32"),
+                     ops.full((), np.nan, "float32"))
 
 
 def _checkable(variable):
-    """Whether `variable` holds finite values whose float32 sum is finite."""
-    values = np.asarray(keras.ops.convert_to_numpy(variable.value), dtype=np.float64)
+    """Whether `variable` holds finite values whose sum stays well within
+    float32's range, as the step's check needs (read once, on the host)."""
+    values = keras.ops.convert_to_numpy(variable.value)
     return bool(np.isfinite(values).all()
-                and np.abs(values).sum() < np.finfo(np.float32).max / 2)
+                and np.sum(np.abs(values), dtype=np.float64) < np.finfo(np.float32).max / 2)
 
 
 def _reset_metrics(model):
