@@ -28,6 +28,9 @@ _NAN_BITS = 0x7FF8000000000000
 _SIGN_BIT = 0x8000000000000000
 
 
+_NONFINITE = ("nonfinite_variable", "nonfinite_step", "nonfinite_lr")
+
+
 def metadata(result):
     """An `LRFinderResult`'s settings: its constructor's keyword arguments
     other than the arrays, as a dict."""
@@ -38,6 +41,16 @@ def metadata(result):
             "batch_norm": result.batch_norm,
             "nonfinite_variable": result.nonfinite_variable,
             "nonfinite_step": result.nonfinite_step, "nonfinite_lr": result.nonfinite_lr}
+
+
+def _saved_metadata(result):
+    """`metadata` as files hold it: the non-finite variable's entries only
+    for a test that stopped on one, so other files read as before."""
+    meta = metadata(result)
+    if result.nonfinite_variable is None:
+        for key in _NONFINITE:
+            del meta[key]
+    return meta
 
 
 def columns(result):
@@ -66,7 +79,7 @@ def write_csv(result, path):
     if _backend.process_index() != 0:
         return
     named = columns(result)
-    meta = dict(metadata(result), metrics=list(result.metrics),
+    meta = dict(_saved_metadata(result), metrics=list(result.metrics),
                 loss_band=result.loss_band is not None, rows=len(result.lrs))
     out = io.StringIO()
     out.write(f"# {FORMAT} v{VERSION}\n")
@@ -132,7 +145,7 @@ def write_json(result, path):
     process 0 only (see the module docstring)."""
     if _backend.process_index() != 0:
         return
-    data = {"format": FORMAT, "version": VERSION, **metadata(result),
+    data = {"format": FORMAT, "version": VERSION, **_saved_metadata(result),
             "lrs": _encode_list(result.lrs), "losses": _encode_list(result.losses),
             "smoothed_losses": _encode_list(result.smoothed_losses),
             "metrics": {k: _encode_list(v) for k, v in result.metrics.items()},
@@ -188,8 +201,7 @@ def _build(cls, path, meta, lrs, losses, smoothed, metrics, band):
     try:
         return cls(lrs, losses, smoothed, metrics=metrics, loss_band=band,
                    momentum=meta.get("momentum"), batch_norm=meta.get("batch_norm", False),
-                   **{key: meta.get(key) for key in (
-                       "nonfinite_variable", "nonfinite_step", "nonfinite_lr")},
+                   **{key: meta.get(key) for key in _NONFINITE},
                    **{key: meta[key] for key in keys})
     except (TypeError, ValueError) as e:
         _bad(path, str(e).rstrip("."))
