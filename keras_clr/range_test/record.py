@@ -149,8 +149,8 @@ def _nan_unless_finite(variables):
     finite values and NaN otherwise, with no host sync.
 
     Each float32 or float64 variable is summed, one reduction each: a sum is
-    NaN or inf when one of its values is, and costs about half of an
-    `all(isfinite)` on TensorFlow's CPU. A sum also overflows for values
+    NaN or inf when one of its values is, and takes about two thirds of an
+    `all(isfinite)`'s time on TensorFlow's CPU. A sum also overflows for values
     near float32's largest, which only a diverged run reaches (a variable
     that starts there is not checked): `first_nonfinite` finds no variable
     then, and the range test calls the stop a divergence. Half-precision
