@@ -28,6 +28,9 @@ _NAN_BITS = 0x7FF8000000000000
 _SIGN_BIT = 0x8000000000000000
 
 
+_NONFINITE = ("nonfinite_variable", "nonfinite_step", "nonfinite_lr")
+
+
 def metadata(result):
     """An `LRFinderResult`'s settings: its constructor's keyword arguments
     other than the arrays, as a dict."""
@@ -35,7 +38,19 @@ def metadata(result):
             "stop_reason": result.stop_reason, "monitor": result.monitor,
             "mode": result.mode, "start_lr": result.start_lr, "end_lr": result.end_lr,
             "weight_decay": result.weight_decay, "momentum": result.momentum,
-            "batch_norm": result.batch_norm}
+            "batch_norm": result.batch_norm,
+            "nonfinite_variable": result.nonfinite_variable,
+            "nonfinite_step": result.nonfinite_step, "nonfinite_lr": result.nonfinite_lr}
+
+
+def _saved_metadata(result):
+    """`metadata` as files hold it: the non-finite variable's entries only
+    for a test that stopped on one, so other files read as before."""
+    meta = metadata(result)
+    if result.nonfinite_variable is None:
+        for key in _NONFINITE:
+            del meta[key]
+    return meta
 
 
 def columns(result):
@@ -64,7 +79,7 @@ def write_csv(result, path):
     if _backend.process_index() != 0:
         return
     named = columns(result)
-    meta = dict(metadata(result), metrics=list(result.metrics),
+    meta = dict(_saved_metadata(result), metrics=list(result.metrics),
                 loss_band=result.loss_band is not None, rows=len(result.lrs))
     out = io.StringIO()
     out.write(f"# {FORMAT} v{VERSION}\n")
@@ -134,7 +149,7 @@ def write_json(result, path):
     process 0 only (see the module docstring)."""
     if _backend.process_index() != 0:
         return
-    data = {"format": FORMAT, "version": VERSION, **metadata(result),
+    data = {"format": FORMAT, "version": VERSION, **_saved_metadata(result),
             "steps": result.steps.tolist(), "lrs": _encode_list(result.lrs),
             "losses": _encode_list(result.losses),
             "smoothed_losses": _encode_list(result.smoothed_losses),
@@ -196,6 +211,7 @@ def _build(cls, path, meta, lrs, losses, smoothed, metrics, band, steps=None):
     try:
         return cls(lrs, losses, smoothed, metrics=metrics, loss_band=band, steps=steps,
                    momentum=meta.get("momentum"), batch_norm=meta.get("batch_norm", False),
+                   **{key: meta.get(key) for key in _NONFINITE},
                    **{key: meta[key] for key in keys})
     except (TypeError, ValueError) as e:
         _bad(path, str(e).rstrip("."))

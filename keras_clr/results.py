@@ -56,6 +56,11 @@ class LRFinderResult:
             into its velocity (Keras's SGD and RMSprop), or None (Adam and the like).
         batch_norm: whether the network has batch normalization. Both change
             the default suggestion; `find_lr` fills both.
+        nonfinite_variable, nonfinite_step, nonfinite_lr: for a test that
+            stopped ("nan") because a step's update left a weight or an
+            optimizer variable NaN or inf while its loss was finite: the
+            path of the first such variable, the step (from 0) and its
+            learning rate; all three or none. `explain()` and the repr say so.
 
     Raises:
         ValueError: for arrays not 1-D or of different lengths, or learning
@@ -70,7 +75,8 @@ class LRFinderResult:
     def __init__(self, lrs, losses, smoothed_losses=None, *, num_steps=None,
                  smoothing=0.98, stop_reason="completed", monitor="loss",
                  mode="min", metrics=None, loss_band=None, weight_decay=None,
-                 start_lr=None, end_lr=None, momentum=None, batch_norm=False, steps=None):
+                 start_lr=None, end_lr=None, momentum=None, batch_norm=False, steps=None,
+                 nonfinite_variable=None, nonfinite_step=None, nonfinite_lr=None):
         self.lrs = _array("lrs", lrs)
         self.losses = _same_length("losses", losses, self.lrs)
         _check_rates(self.lrs)
@@ -87,6 +93,8 @@ class LRFinderResult:
         self.loss_band = _checked_band(loss_band, self.lrs)
         (self.weight_decay, self.start_lr, self.end_lr, self.momentum,
          self.batch_norm) = _checked_settings(weight_decay, start_lr, end_lr, momentum, batch_norm)
+        (self.nonfinite_variable, self.nonfinite_step,
+         self.nonfinite_lr) = _checked_nonfinite(nonfinite_variable, nonfinite_step, nonfinite_lr)
 
     def _window(self, finite):  # the curve fastai's rules see; benchmarks/ reads it
         return suggestions.window(self.lrs, self.smoothed_losses, self.losses,
@@ -155,7 +163,9 @@ class LRFinderResult:
             return {name: self.explain(name) for name in METHODS + ("range",)}
         _checks.one_of("method", method, METHODS + ("range",))
         value, reason = self._rule(method)
-        return f"{method}: {'none' if value is None else _shown(value)}, {reason}."
+        note = _nonfinite_note(self)
+        return (f"{method}: {'none' if value is None else _shown(value)}, {reason}."
+                + (f" {note}" if note else ""))
 
     def __repr__(self):
         return _describe(self)
@@ -259,6 +269,23 @@ def _checked_settings(weight_decay, start_lr, end_lr, momentum, batch_norm):
     return weight_decay, start_lr, end_lr, momentum, bool(batch_norm)
 
 
+def _checked_nonfinite(variable, step, lr):
+    given = [value is not None for value in (variable, step, lr)]
+    if any(given) and not all(given):
+        raise ValueError(
+            "Arguments `nonfinite_variable`, `nonfinite_step` and `nonfinite_lr` "
+            "go together: give all three or none. Received: "
+            f"nonfinite_variable={variable!r}, nonfinite_step={step!r}, "
+            f"nonfinite_lr={lr!r}")
+    if variable is None:
+        return None, None, None
+    if (isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0):
+        raise ValueError("Argument `nonfinite_step` must be a step number, an "
+                         f"integer >= 0. Received: nonfinite_step={step!r}")
+    return (_non_empty("nonfinite_variable", variable), int(step),
+            _checks.positive_finite("nonfinite_lr", lr))
+
+
 def _non_empty(name, value):
     if not isinstance(value, str) or not value:
         raise ValueError(f"Argument `{name}` must be a non-empty string. "
@@ -314,8 +341,23 @@ def _describe(result):
                      f"stopped: {result.stop_reason}")
     if run:
         lines.append(f"  lr: {result.lrs[0]:.1e} to {result.lrs[-1]:.1e}")
+    note = _nonfinite_note(result)
+    if note:
+        lines.append(f"  non-finite: {note}")
     for method in METHODS + ("range",):
         value, reason = result._rule(method)
         shown = f"none ({reason})" if value is None else _shown(value)
         lines.append(f"  {method}{' (default)' if method == 'one_cycle' else ''}: {shown}")
     return "\n".join(lines)
+
+
+def _nonfinite_note(result):
+    """Why a test stopped on weights gone NaN/inf under a finite loss, or ''."""
+    if result.nonfinite_variable is None:
+        return ""
+    return (f"The test stopped at step {result.nonfinite_step} "
+            f"(lr {result.nonfinite_lr:.1e}): that step's update left "
+            f"{result.nonfinite_variable!r} NaN or inf while its loss was finite, "
+            "so the data likely holds NaN or inf (with TensorFlow's oneDNN a "
+            "fused ReLU turns a NaN input into 0, and the loss hides it); check "
+            "it with `np.isfinite(x).all()`.")

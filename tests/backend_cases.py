@@ -398,6 +398,59 @@ def test_find_lr_repeats_share_a_step_and_restore():
     np.testing.assert_allclose(shared.losses, separate.losses, rtol=1e-6)
 
 
+class HidesNaN(keras.layers.Layer):
+    """NaN activations to 0, as TensorFlow's oneDNN fused ReLU: a NaN input
+    gives a finite loss and a NaN kernel gradient."""
+
+    def call(self, x):
+        return keras.ops.where(keras.ops.isnan(x), 0.0, x)
+
+
+def test_nan_weights_under_a_finite_loss_stop_the_test():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4), HidesNaN(),
+                              keras.layers.Activation("tanh"), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    model.fit(X, Y, batch_size=BATCH, epochs=1, verbose=0)
+    before = state_bytes(model)
+    x = X.copy()
+    x[2 * BATCH + 1, 0] = np.nan  # in the third batch
+    result = keras_clr.find_lr(model, x, Y, batch_size=BATCH, start_lr=1e-3, end_lr=0.1,
+                               num_steps=12, stop_factor=None, shuffle=False, verbose=0)
+    assert result.stop_reason == "nan"
+    np.testing.assert_allclose(result.lrs, range_lrs(1e-3, 0.1, 12)[:3], rtol=1e-6)
+    assert np.isfinite(result.losses[:2]).all() and np.isnan(result.losses[2])
+    assert result.nonfinite_variable == model.layers[0].kernel.path
+    assert result.nonfinite_step == 2
+    assert repr(model.layers[0].kernel.path) in result.explain("one_cycle")
+    assert state_bytes(model) == before
+
+
+class Interrupt(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        if batch == 3:
+            raise KeyboardInterrupt
+
+
+def test_interrupted_finder_keeps_its_partial_result():
+    from keras_clr.range_test import state as range_state
+
+    model = make_model(keras.optimizers.SGD(momentum=0.5))
+    range_state.build_optimizer(model)  # its slots in `before`, at zero
+    before = state_bytes(model)
+    with pytest.raises(KeyboardInterrupt):
+        with keras_clr.LRFinder(start_lr=1e-3, end_lr=0.1, num_steps=12, stop_factor=None,
+                                verbose=0) as finder:
+            model.fit(X, Y, batch_size=BATCH, epochs=3, shuffle=False, verbose=0,
+                      callbacks=[finder, Interrupt()])
+    lrs = range_lrs(1e-3, 0.1, 12)
+    _, _, losses = sgd_ref(lrs, [0.5] * 12)
+    assert finder.result.stop_reason == "interrupted"
+    np.testing.assert_allclose(finder.result.lrs, lrs[:4], rtol=1e-6)
+    np.testing.assert_allclose(finder.result.losses, losses[:4], rtol=1e-5)
+    assert state_bytes(model) == before
+
+
 # -- backend specifics -------------------------------------------------------------
 
 @pytest.mark.skipif(BACKEND != "jax", reason="JAX runs several steps per call")

@@ -178,7 +178,9 @@ def test_error_inside_fit_with_the_callback_as_context_manager():
     with pytest.raises(tf.errors.OpError, match="simulated"):
         with keras_clr.LRFinder(num_steps=30, verbose=0) as finder:
             model.fit(x, y, batch_size=BATCH, epochs=5, verbose=0, callbacks=[finder])
-    assert finder.result is None
+    # the partial curve: the steps before the one that failed
+    assert finder.result.stop_reason == "interrupted"
+    assert len(finder.result.lrs) == FAIL_AT - 1
     _assert_bit_identical(before, model)
     _arm(model, False)
     _fits_normally(model)

@@ -765,3 +765,235 @@ def test_repeats_share_one_compiled_step_and_match_separate_tests(monkeypatch):
     for name in ("lrs", "losses", "smoothed_losses"):
         np.testing.assert_array_equal(getattr(shared, name), getattr(separate, name))
     _assert_same_state(before, model)
+
+
+# -- 12. non-finite weights under a finite loss; an interrupted test ------------
+
+
+class _HidesNaN(keras.layers.Layer):
+    """Sets NaN activations to 0, as TensorFlow's oneDNN fused ReLU does: a
+    NaN input then gives a finite loss, and a NaN gradient for the kernel
+    before this layer."""
+
+    def call(self, x):
+        return keras.ops.where(keras.ops.isnan(x), 0.0, x)
+
+
+def _nan_hiding_model():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4), _HidesNaN(),
+                              keras.layers.Activation("tanh"), keras.layers.Dense(1)])
+    model.compile(keras.optimizers.SGD(0.01, momentum=0.9), "mse")
+    return model
+
+
+@pytest.mark.parametrize("batch", [0, 3])
+def test_nan_in_the_data_under_a_finite_loss_stops_as_nan(batch):
+    x, y = _data()
+    model = _nan_hiding_model()
+    model.fit(x, y, batch_size=BATCH, epochs=1, **QUIET)  # trained state
+    before = _state(model)
+    x[batch * BATCH + 2, 1] = np.nan  # one sample of batch `batch`
+    plain = keras.models.clone_model(model)
+    plain.compile(keras.optimizers.SGD(0.01), "mse")
+    plain.set_weights(model.get_weights())
+    loss = plain.train_on_batch(x[batch * BATCH:(batch + 1) * BATCH],
+                                y[batch * BATCH:(batch + 1) * BATCH])
+    assert np.isfinite(loss) and not np.isfinite(plain.layers[0].kernel.numpy()).all()
+
+    result = find_lr(model, x, y, batch_size=BATCH, start_lr=1e-3, end_lr=1e-1,
+                     num_steps=12, stop_factor=None, shuffle=False, **QUIET)
+    assert result.stop_reason == "nan"
+    # the curve ends with the step whose update went non-finite
+    lrs = _grid(1e-3, 1e-1, 12, "exp")
+    np.testing.assert_allclose(result.lrs, lrs[:batch + 1], rtol=1e-6)
+    assert np.isfinite(result.losses[:batch]).all() and np.isnan(result.losses[batch])
+    kernel = model.layers[0].kernel.path
+    assert result.nonfinite_variable == kernel
+    assert result.nonfinite_step == batch
+    np.testing.assert_allclose(result.nonfinite_lr, lrs[batch], rtol=1e-6)
+    for text in (result.explain("one_cycle"), repr(result)):
+        assert f"step {batch} " in text and repr(kernel) in text
+        assert "data likely holds NaN or inf" in text
+    _assert_same_state(before, model)
+    assert all(np.isfinite(value).all() for _, value in _state(model))
+
+
+def test_finite_weights_give_no_nonfinite_variable():
+    x, y = _data()
+    model = _nan_hiding_model()
+    result = find_lr(model, x, y, batch_size=BATCH, start_lr=1e-2, end_lr=1e6,
+                     num_steps=12, stop_factor=None, shuffle=False, **QUIET)
+    # a loss that overflows: the stop of old, named by the loss itself
+    assert result.stop_reason == "nan" and result.nonfinite_variable is None
+    assert "data likely" not in repr(result)
+
+
+class _Sentinels(keras.layers.Layer):
+    """Identity with a non-trainable vector that starts at `start` and, from
+    its `at`-th training call on, holds `later` (both may be inf or huge)."""
+
+    def __init__(self, start, later, at, **kwargs):
+        super().__init__(**kwargs)
+        self.start, self.later, self.at = start, later, at
+
+    def build(self, shape):
+        self.calls = self.add_weight(shape=(), initializer="zeros", trainable=False)
+        self.kept = self.add_weight(shape=(4,), trainable=False,
+                                    initializer=keras.initializers.Constant(self.start))
+
+    def call(self, x, training=False):
+        if training:
+            self.calls.assign(self.calls + 1.0)
+            self.kept.assign(keras.ops.where(self.calls >= self.at,
+                                             keras.ops.full((4,), self.later),
+                                             keras.ops.full((4,), self.start)))
+        return x
+
+
+def _sentinel_model(start, later, at):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4),
+                              _Sentinels(start, later, at), keras.layers.Dense(1)])
+    model.compile(keras.optimizers.SGD(0.01), "mse")
+    return model
+
+
+@pytest.mark.parametrize("start", [np.inf, 3e38])
+def test_a_variable_non_finite_or_huge_from_the_start_is_not_checked(start):
+    x, y = _data()
+    model = _sentinel_model(start, start, at=1.0)
+    result = find_lr(model, x, y, batch_size=BATCH, start_lr=1e-3, end_lr=1e-1,
+                     num_steps=12, stop_factor=None, **QUIET)
+    assert result.stop_reason == "completed" and len(result.lrs) == 12
+
+
+def test_finite_values_whose_sum_overflows_stop_as_diverged():
+    # the third step sets four values of 3e38: finite, but their float32
+    # sum overflows (4 * 3e38 > 3.4e38); no variable is non-finite
+    x, y = _data()
+    model = _sentinel_model(0.0, 3e38, at=3.0)
+    result = find_lr(model, x, y, batch_size=BATCH, start_lr=1e-3, end_lr=1e-1,
+                     num_steps=12, stop_factor=None, **QUIET)
+    assert result.stop_reason == "diverged" and len(result.lrs) == 3
+    assert result.nonfinite_variable is None
+
+
+@pytest.mark.parametrize("kind", ["csv", "json"])
+def test_nonfinite_variable_round_trips(kind, tmp_path):
+    from keras_clr import LRFinderResult
+
+    lrs = _grid(1e-3, 1e-1, 5, "exp").astype(np.float64)
+    losses = np.r_[1.0, 0.9, 0.8, 0.7, np.nan]
+    result = LRFinderResult(lrs, losses, num_steps=12, stop_reason="nan",
+                            nonfinite_variable="sequential/dense/kernel",
+                            nonfinite_step=4, nonfinite_lr=float(lrs[4]))
+    path = tmp_path / f"result.{kind}"
+    getattr(result, f"to_{kind}")(path)
+    back = getattr(LRFinderResult, f"read_{kind}")(path)
+    assert (back.nonfinite_variable, back.nonfinite_step, back.nonfinite_lr) == (
+        "sequential/dense/kernel", 4, float(lrs[4]))
+    assert repr(back) == repr(result)
+    with pytest.raises(ValueError, match="all three or none"):
+        LRFinderResult(lrs, losses, nonfinite_variable="dense/kernel")
+
+
+def test_nan_in_the_data_with_tensorflows_onednn(tmp_path):
+    # TensorFlow's oneDNN (on by default on recent Intel CPUs; forced on
+    # here) fuses Dense + ReLU and turns a NaN input into 0: the loss stays
+    # finite while the first kernel goes NaN. oneDNN is chosen at import, so
+    # this runs in a process of its own.
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = r'''
+import json
+import numpy as np, keras, keras_clr
+from keras import ops
+fused = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3, activation="relu")])
+fused.compile("sgd", "mse")
+xs = np.array([[np.nan, 1.0]] * 4, "float32")
+if np.isnan(fused.predict(xs, verbose=0)).any():
+    print(json.dumps("no fusion")); raise SystemExit
+rng = np.random.default_rng(0)
+out = {}
+for at in (0, 5):
+    keras.utils.set_random_seed(0)
+    x = rng.normal(size=(160, 8)).astype("float32")
+    y = x[:, :3].argmax(1).astype("int32")
+    x[at * 16 + 3, 1] = np.nan
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"),
+                              keras.layers.Dense(3, activation="softmax")])
+    model.compile(keras.optimizers.SGD(momentum=0.9), "sparse_categorical_crossentropy")
+    model.optimizer.build(model.trainable_variables)
+    state = lambda: [ops.convert_to_numpy(v).tobytes()
+                     for v in model.variables + model.optimizer.variables]
+    before = state()
+    probe = keras.models.clone_model(model)
+    probe.compile(keras.optimizers.SGD(1e-7), "sparse_categorical_crossentropy")
+    probe.set_weights(model.get_weights())
+    loss = probe.train_on_batch(x[at * 16:(at + 1) * 16], y[at * 16:(at + 1) * 16])
+    result = keras_clr.find_lr(model, x, y, batch_size=16, num_steps=10, end_lr=1e-1,
+                               stop_factor=None, shuffle=False, verbose=0)
+    out[at] = dict(loss=float(loss), poisoned=not np.isfinite(probe.layers[0].kernel.numpy()).all(),
+                   stop=result.stop_reason, points=len(result.lrs),
+                   variable=getattr(result, "nonfinite_variable", None),
+                   kernel=model.layers[0].kernel.path,
+                   explain=result.explain("one_cycle"), restored=state() == before)
+print(json.dumps(out))
+'''
+    env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "1", "KERAS_BACKEND": "tensorflow",
+           "TF_CPP_MIN_LOG_LEVEL": "3"}
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    if out == "no fusion":
+        pytest.skip("this TensorFlow build has no oneDNN ReLU fusion")
+    for at, case in out.items():
+        # the set-up reproduces the poisoning: a finite loss, a NaN kernel
+        assert math.isfinite(case["loss"]) and case["poisoned"], at
+        assert case["stop"] == "nan" and case["points"] == int(at) + 1, (at, case)
+        assert case["variable"] == case["kernel"], (at, case)
+        assert repr(case["kernel"]) in case["explain"]
+        assert case["restored"], at
+
+
+class _Interrupt(keras.callbacks.Callback):
+    """KeyboardInterrupt after `after` batches, counted across epochs."""
+
+    def __init__(self, after):
+        super().__init__()
+        self.after, self.seen = after, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.seen += 1
+        if self.seen == self.after:
+            raise KeyboardInterrupt
+
+
+def test_interrupted_finder_keeps_its_partial_result(capsys):
+    x, y = _data()
+    model = _compiled(keras.optimizers.SGD(0.01))
+    model.fit(x, y, batch_size=BATCH, epochs=1, **QUIET)
+    weights = model.get_weights()
+    before = _state(model)
+    with pytest.raises(KeyboardInterrupt):
+        with LRFinder(start_lr=1e-3, end_lr=1e-1, num_steps=20, stop_factor=None,
+                      verbose=1) as finder:
+            model.fit(x, y, batch_size=BATCH, epochs=10, shuffle=False, verbose=0,
+                      callbacks=[finder, _Interrupt(7)])  # in the second epoch
+    result = finder.result
+    assert result is not None and result.stop_reason == "interrupted"
+    lrs = _grid(1e-3, 1e-1, 20, "exp")
+    np.testing.assert_allclose(result.lrs, lrs[:7], rtol=1e-6)
+    batches = _batches(x, y)
+    expected, _ = _reference(model, weights, [batches[i % 5] for i in range(7)], lrs[:7])
+    np.testing.assert_allclose(result.losses, expected, rtol=1e-5)
+    _assert_same_state(before, model)
+    out = capsys.readouterr().out
+    assert "stopped: interrupted" in out and out.endswith("\n")
+    finder.restore()  # nothing left to restore: the result stays
+    assert finder.result is result

@@ -138,7 +138,9 @@ def _average(runs):
         stop_reason=shortest.stop_reason, monitor=first.monitor, mode=first.mode,
         metrics=metrics, loss_band=(smoothed.min(axis=0), smoothed.max(axis=0)),
         start_lr=first.start_lr, end_lr=first.end_lr, momentum=first.momentum,
-        batch_norm=first.batch_norm, steps=first.steps[:length])
+        batch_norm=first.batch_norm, steps=first.steps[:length],
+        nonfinite_variable=shortest.nonfinite_variable,
+        nonfinite_step=shortest.nonfinite_step, nonfinite_lr=shortest.nonfinite_lr)
 
 
 def _repeated(model, x, y, batch_size, settings, callbacks, verbose, fit_kwargs, repeats):

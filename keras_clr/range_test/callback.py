@@ -42,15 +42,18 @@ class LRFinder(keras.callbacks.Callback):
     """The learning-rate range test as a callback for `model.fit`.
 
     Over `num_steps` steps the learning rate rises from `start_lr` to
-    `end_lr`; the test stops early when the smoothed loss diverges or a loss
-    is NaN/inf, stops training, puts the model and optimizer back exactly as
-    they were when training began, and leaves its `result`
+    `end_lr`; the test stops early when the smoothed loss diverges, or a
+    loss, a weight or an optimizer variable is NaN/inf (checked in the
+    compiled step: a NaN in the data can leave the loss finite and the
+    weights NaN), stops training, puts the model and optimizer back exactly
+    as they were when training began, and leaves its `result`
     (`keras_clr.LRFinderResult`).
 
     Restoration happens when training ends. If training is ended by an
     exception instead, use the callback as a context manager (or call
     `restore()`), or run the test through `find_lr()`, which does this for
-    you:
+    you; `result` then holds the curve up to the interruption (stop reason
+    "interrupted"):
 
         with keras_clr.LRFinder() as finder:
             model.fit(x, y, epochs=100, callbacks=[finder])
@@ -145,6 +148,7 @@ class LRFinder(keras.callbacks.Callback):
         _check_trainable(self.model)
         monitor = check_monitor(self.model, self.monitor)
         self.restore()  # a previous, unfinished run of this callback
+        self.result = None  # until this run's
         self._run = _Run(self, self.model, monitor)
 
     def on_train_batch_begin(self, batch, logs=None):
@@ -164,13 +168,29 @@ class LRFinder(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self._check()
+        self._end(strict=True)
+
+    def _end(self, strict):
+        """Builds the result of the run in progress from its record, then
+        restores the model. `strict=False` (training ended by an exception):
+        a result that cannot be read warns instead of raising, and the
+        restore happens whatever."""
+        run, self._run = self._run, None
+        if run is None:
+            return
         try:
-            if self._run is not None:
-                self.result = self._run.result(self)
+            self.result = run.result(self)  # before the restore: it reads variables
+        except Exception as error:
+            if strict:
+                raise
+            warnings.warn(f"The interrupted range test left no result: its "
+                          f"record could not be read ({type(error).__name__}: {error}). "
+                          "The model is restored all the same.", stacklevel=3)
         finally:
-            self.restore()
-        if self.verbose:
-            sys.stdout.write(f"\n{self.result!r}\n")
+            run.close()
+        if self.verbose:  # ends the progress bar's line too
+            sys.stdout.write("\n" if self.result is None else f"\n{self.result!r}\n")
+            sys.stdout.flush()
 
     def _check(self):
         """Reads the record once; stops training when the test is over."""
@@ -182,11 +202,12 @@ class LRFinder(keras.callbacks.Callback):
     def restore(self):
         """Puts the model and optimizer back as they were when training began.
 
+        A run that training did not end (an exception, a KeyboardInterrupt)
+        leaves its partial curve first, as `result` (stop reason
+        "interrupted", or "diverged"/"nan" when it had already stopped).
         Safe to call more than once; a no-op when there is nothing to restore.
         """
-        run, self._run = self._run, None
-        if run is not None:
-            run.close()
+        self._end(strict=False)
 
     def __enter__(self):
         return self
@@ -320,7 +341,7 @@ class _Run:
         rows = self.step.rows()
         count = record.recorded(rows)
         if count > self.steps_seen:
-            self.smoother.extend(rows[self.steps_seen:count, 1])
+            self.smoother.extend(rows[self.steps_seen:count, record.LOSS])
             self.steps_seen = count
         return rows, count
 
@@ -332,7 +353,8 @@ class _Run:
         stop = stopping.diverged(self.smoother.values, finder.stop_factor)
         if self.progbar is not None and count:
             self.progbar.update(min(count, finder.num_steps),
-                                [("lr", rows[count - 1, 0]), ("loss", rows[count - 1, 1])])
+                                [("lr", rows[count - 1, record.LR]),
+                                 ("loss", rows[count - 1, record.LOSS])])
         return stop is not None or count >= finder.num_steps
 
     def _validate(self, finder, count, rows):
@@ -354,13 +376,24 @@ class _Run:
         return self.val_subset
 
     def result(self, finder):
-        """The run's `LRFinderResult`."""
+        """The run's `LRFinderResult`, from the record as it stands (and, when
+        a step left a variable non-finite, the variables as they stand: call
+        it before `close` restores them)."""
         rows, count = self.read()
         smoothed = self.smoother.values[:count]
         stop = stopping.diverged(smoothed, finder.stop_factor) if count else None
+        nonfinite = {}
         if stop is not None:
-            is_nan = not np.isfinite(rows[stop, 1])
+            is_nan = not np.isfinite(rows[stop, record.LOSS])
             reason, count = ("nan" if is_nan else "diverged"), stop + 1
+            if is_nan and np.isfinite(rows[stop, record.COMPUTED_LOSS]):
+                # a finite loss made NaN by the step's check of the variables
+                variable = self.step.first_nonfinite()
+                if variable is None:  # all finite: their sum overflowed
+                    reason = "diverged"
+                else:
+                    nonfinite = dict(nonfinite_variable=variable, nonfinite_step=stop,
+                                     nonfinite_lr=float(rows[stop, record.LR]))
         elif count >= finder.num_steps:
             reason = "completed"
         else:
@@ -369,7 +402,7 @@ class _Run:
         common = dict(num_steps=finder.num_steps, smoothing=finder.smoothing,
                       stop_reason=reason, monitor=finder.monitor, mode=mode,
                       start_lr=finder.start_lr, end_lr=finder.end_lr,
-                      batch_norm=self.batch_norm)
+                      batch_norm=self.batch_norm, **nonfinite)
         if self.validation is not None:
             # One point per `val_every` steps, each at the step it follows;
             # a point is the mean over the same validation batches, so it
@@ -378,6 +411,8 @@ class _Run:
             points = [p for p in self.validation if p[0] < count]
             lrs = np.array([p[1] for p in points])
             values = np.array([p[3] for p in points])
+            if reason == "nan":  # measured on the weights the stop step left
+                values[[p[0] >= stop for p in points]] = np.nan
             train = np.array([p[2] for p in points])
             return results.LRFinderResult(
                 lrs, values, values, metrics={"train_loss": train},
@@ -385,12 +420,12 @@ class _Run:
                 **{**common, "smoothing": 0.0})
         metrics = None
         if finder.monitor != "loss":
-            metrics = {"train_loss": rows[:count, 1]}
+            metrics = {"train_loss": rows[:count, record.LOSS]}
         # The monitored curve is the loss itself: its smoothing is done.
         given = smoothed[:count] if finder.monitor == "loss" else None
-        return results.LRFinderResult(rows[:count, 0], rows[:count, 2], metrics=metrics,
-                                      smoothed_losses=given, momentum=self.momentum,
-                                      **common)
+        return results.LRFinderResult(rows[:count, record.LR], rows[:count, record.MONITOR],
+                                      metrics=metrics, smoothed_losses=given,
+                                      momentum=self.momentum, **common)
 
     def close(self):
         """Gives the model its own step back and puts every variable back."""

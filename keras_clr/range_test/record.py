@@ -2,9 +2,16 @@
 
 The test's train step starts each step from reset metrics, so the loss it
 reports is that batch's own loss, not Keras's running mean, and writes the
-step's (learning rate, loss, monitored value) into a small float32 variable,
-the record, one row per step. The host reads the record every few steps,
-never per step.
+step's (learning rate, loss, monitored value, loss as computed) into a small
+float32 variable, the record, one row per step. The host reads the record
+every few steps, never per step.
+
+A step that leaves a weight or an optimizer variable NaN or infinite writes
+NaN as its loss and monitored value (the fourth column keeps the loss the
+step computed), so the host's stop rule ends the test as it does on a NaN
+loss. The loss alone does not always show it: with TensorFlow's oneDNN a
+fused ReLU turns a NaN input into 0, and a NaN in the data then gives a
+finite loss and NaN weights.
 
 One traced step serves every range test of the same length and monitor on a
 model and optimizer: its inputs (the ramp's rates, the step offset, the
@@ -35,6 +42,10 @@ def ramp(step, start_lr, end_lr, num_steps, step_mode):
         return ops.cast(value, "float32")
 
 
+# The record's columns.
+LR, LOSS, MONITOR, COMPUTED_LOSS = range(4)
+
+
 def recorded(rows):
     """Rows the train step has written: those before the first empty one."""
     finite = np.isfinite(rows[:, 0])
@@ -61,7 +72,7 @@ class RangeTestStep:
         self.baked = baked
         with _backend.strategy_scope(model):
             self.record = keras.Variable(
-                np.zeros((num_steps + 1, 3), dtype="float32"),
+                np.zeros((num_steps + 1, 4), dtype="float32"),
                 trainable=False, dtype="float32", name="lr_finder_record",
                 aggregation="only_first_replica")
             _backend.fill(self.record, np.nan)  # no row written yet
@@ -72,6 +83,9 @@ class RangeTestStep:
                 check_keys, step, logs, values))
         self.control.start_step = start
         self._carrier = None
+        # What the step checks: a variable that holds NaN, inf or values near
+        # float32's largest before the test (a sentinel) is left out.
+        self.checked = [v for v in _state_variables(model) if _checkable(v)]
 
     def begin(self, ramp_fn, start):
         """Readies the step for a test from update count `start`."""
@@ -87,6 +101,15 @@ class RangeTestStep:
         _keras_internals.sync_state(self.model)  # JAX keeps it in its state
         return np.asarray(self.record.numpy(), dtype=np.float64)[: self.num_steps]
 
+    def first_nonfinite(self):
+        """The path of the first variable the step checks that holds NaN or
+        inf now, read on the host, or None."""
+        _keras_internals.sync_state(self.model)  # JAX keeps them in its state
+        for variable in self.checked:
+            if not np.isfinite(keras.ops.convert_to_numpy(variable.value)).all():
+                return getattr(variable, "path", variable.name)
+        return None
+
     def end(self):
         """Gives the model its own train step back."""
         self.control.remove()
@@ -94,15 +117,66 @@ class RangeTestStep:
         self._carrier = None
 
     def _write(self, check_keys, step, logs, values):
-        # In the traced step: the step's (lr, loss, monitor) row.
+        # In the traced step: the step's (lr, loss, monitor, loss) row.
         check_keys(list(logs))
-        loss = logs["loss"] if "loss" in logs else logs[self.monitor]
+        loss = ops.cast(logs["loss"] if "loss" in logs else logs[self.monitor], "float32")
+        nan_unless_finite = _nan_unless_finite(self.checked)
         row = ops.stack([ops.cast(values["learning_rate"], "float32"),
-                         ops.cast(loss, "float32"),
-                         ops.cast(logs[self.monitor], "float32")])
+                         loss + nan_unless_finite,
+                         ops.cast(logs[self.monitor], "float32") + nan_unless_finite,
+                         loss])
         row = _backend.replica_mean(row)  # the global batch's, as Keras logs it
         _backend.write_row(self.record, ops.minimum(step, self.num_steps), row)
         return logs
+
+
+def _state_variables(model):
+    """The floating-point variables a step updates and the next step reads:
+    the model's (trainable and not, such as batch-norm statistics) and the
+    optimizer's, each once, in that order."""
+    seen, found = set(), []
+    for variable in (*model.trainable_variables, *model.non_trainable_variables,
+                     *model.optimizer.variables):
+        dtype = keras.backend.standardize_dtype(variable.dtype)
+        if id(variable) not in seen and "float" in dtype:
+            seen.add(id(variable))
+            found.append(variable)
+    return found
+
+
+def _nan_unless_finite(variables):
+    """In the traced step: a float32 scalar, 0 when the variables hold only
+    finite values and NaN otherwise, with no host sync.
+
+    Each float32 or float64 variable is summed, one reduction each: a sum is
+    NaN or inf when one of its values is, and takes about two thirds of an
+    `all(isfinite)`'s time on TensorFlow's CPU. A sum also overflows for values
+    near float32's largest, which only a diverged run reaches (a variable
+    that starts there is not checked): `first_nonfinite` finds no variable
+    then, and the range test calls the stop a divergence. Half-precision
+    variables, whose sums overflow early, are checked with `all(isfinite)`.
+    Added to a finite value, the 0 leaves its bits as they were.
+    """
+    flags, sums = [], []
+    for variable in variables:
+        if keras.backend.standardize_dtype(variable.dtype) in ("float32", "float64"):
+            sums.append(ops.cast(ops.sum(variable.value), "float32"))
+        else:
+            flags.append(ops.all(ops.isfinite(variable.value)))
+    if sums:
+        flags.append(ops.all(ops.isfinite(ops.stack(sums))))
+    if not flags:
+        return ops.zeros((), "float32")
+    return ops.where(ops.all(ops.stack(flags)), ops.zeros((), "float32"),
+                     ops.full((), np.nan, "float32"))
+
+
+def _checkable(variable):
+    """Whether `variable` holds finite values whose sum stays well within
+    float32's range, as the step's check needs (read once, on the host)."""
+    values = keras.ops.convert_to_numpy(variable.value)
+    return bool(np.isfinite(values).all()
+                and np.sum(np.abs(values), dtype=np.float64) < np.finfo(np.float32).max / 2)
 
 
 def _reset_metrics(model):
