@@ -26,6 +26,12 @@ from keras_clr.suggestions import one_cycle_peak_momentum
 __all__ = ["LRFinderResult", "METHODS", "kernel_smooth", "momentum_lag",
            "one_cycle_peak_momentum", "smooth"]
 
+# A "nan" stop on a curve that had fallen less than FLAT_FALL of its first
+# smoothed value and was within NEAR_LOWEST of its best (a flat curve that
+# had not risen) was not a divergence: the suggestions and explain() say so.
+NEAR_LOWEST = 0.1
+FLAT_FALL = 0.1
+
 _RESERVED = ("step", "lr", "loss", "smoothed_loss", "loss_low", "loss_high")
 
 
@@ -114,7 +120,8 @@ class LRFinderResult:
     def _suggest(self, method, stacklevel, one_cycle=None, peak_momentum=None):
         method = _checks.one_of("method", "one_cycle" if method is None else method, METHODS)
         peak = suggestions.resolve_peak_momentum(one_cycle, peak_momentum, self.momentum)
-        return _warned(method, *self._rule(method, peak), stacklevel + 1)
+        return _warned(method, *self._rule(method, peak), stacklevel + 1,
+                       _nonfinite_note(self))
 
     def suggest(self, method=None, *, one_cycle=None, peak_momentum=None):
         """A learning rate read off the curve.
@@ -154,7 +161,8 @@ class LRFinderResult:
         return self._suggest_range(2)
 
     def _suggest_range(self, stacklevel):
-        return _warned("range", *self._rule("range"), stacklevel + 1)
+        return _warned("range", *self._rule("range"), stacklevel + 1,
+                       _nonfinite_note(self))
 
     def explain(self, method=None):
         """Why each suggestion is what it is, in a sentence: the one for
@@ -315,17 +323,36 @@ def _checked_band(loss_band, lrs):
 
 # Text -------------------------------------------------------------------------
 
-def _warned(method, value, reason, stacklevel):
-    """`value`, after a warning with `reason` when it is None."""
+def _warned(method, value, reason, stacklevel, note=""):
+    """`value`, after a warning with `reason` when it is None, or with
+    `note` (why the test stopped, when that casts doubt on the curve)."""
+    what = "CyclicLR range" if method == "range" else f"{method!r} learning-rate"
     if value is None:
-        what = "CyclicLR range" if method == "range" else f"{method!r} learning-rate"
-        warnings.warn(f"No {what} suggestion: {reason}.", stacklevel=stacklevel + 1)
+        warnings.warn(f"No {what} suggestion: {reason}." + (f" {note}" if note else ""),
+                      stacklevel=stacklevel + 1)
+    elif note:
+        warnings.warn(f"The {what} suggestion may mislead: {note}",
+                      stacklevel=stacklevel + 1)
     return value
 
 
 def _shown(value):
     """A suggestion as text: an LR, or a (base_lr, max_lr) range."""
     return f"{value[0]:.1e} to {value[1]:.1e}" if isinstance(value, tuple) else f"{value:.1e}"
+
+
+def _stopped_near_lowest(result):
+    """Whether a "nan" stop came on a flat curve that had not risen: the
+    smoothed curve fell less than `FLAT_FALL` of its first value and its
+    last finite value is within `NEAR_LOWEST` of its best."""
+    sign = -1.0 if result.mode == "max" else 1.0
+    curve = sign * result.smoothed_losses
+    curve = curve[np.isfinite(curve)]
+    if curve.size == 0:
+        return True
+    first, best = float(curve[0]), float(curve.min())
+    return (first - best <= FLAT_FALL * abs(first)
+            and float(curve[-1]) <= best + NEAR_LOWEST * abs(best))
 
 
 def _describe(result):
@@ -352,9 +379,16 @@ def _describe(result):
 
 
 def _nonfinite_note(result):
-    """Why a test stopped on weights gone NaN/inf under a finite loss, or ''."""
+    """Why a test stopped on weights gone NaN/inf under a finite loss, or on
+    a NaN/inf loss while the loss was still near its lowest; or ''."""
     if result.nonfinite_variable is None:
-        return ""
+        if result.stop_reason != "nan" or not _stopped_near_lowest(result):
+            return ""
+        return (f"The test stopped at step {int(result.steps[-1])} (lr "
+                f"{result.lrs[-1]:.1e}) on a NaN or inf loss while the smoothed "
+                "loss was still flat and near its lowest, not after it rose: the data may "
+                "hold NaN or inf, or a value overflowed. The suggestions read the "
+                "curve before that step; check the data with `np.isfinite(x).all()`.")
     return (f"The test stopped at step {result.nonfinite_step} "
             f"(lr {result.nonfinite_lr:.1e}): that step's update left "
             f"{result.nonfinite_variable!r} NaN or inf while its loss was finite, "

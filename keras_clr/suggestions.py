@@ -33,6 +33,12 @@ ONE_CYCLE_MIN_DROP = 0.01  # default rule: None unless the loss falls by this fr
 RANGE_START_FRACTION = 0.05  # suggest_range: the "clear drop" for base_lr
 RAGGED_WINDOW = 5  # suggest_range: points in the raw-loss variability window
 RAGGED_FACTOR = 4.0  # suggest_range: variability "blows up" at this ratio
+# suggest_range: the raw loss's raggedness ends the range only once the
+# smoothed loss has made this much of its fall (before, it is one noisy batch)
+RAGGED_AFTER_FALL = 0.5
+# suggest_range on sparse points: the range ends at the first point that has
+# made this much of the fall to the lowest (the descent is over there)
+SPARSE_RANGE_FALL = 0.95
 SLIDE_LR_DIFF, SLIDE_THRESH, SLIDE_ADJUST = 15, 0.005, 1.0  # fastai defaults
 # Every rule: None on fewer points than this (slide: SLIDE_LR_DIFF + 1). A
 # descent is told from noise by a level, two points on the way down, the
@@ -272,9 +278,9 @@ def _finite_median(values):
 
 
 def _descent(smoothed):
-    """(base, low): the indices where the descent to the lowest point
-    begins and that point; None when the curve never drops below its
-    starting level. See `suggest_range`."""
+    """(base, low, level): the indices where the descent to the lowest point
+    begins and that point, and the curve's starting level; None when the
+    curve never drops below its starting level. See `suggest_range`."""
     low = int(np.argmin(smoothed))
     # The curve's starting level: the median of its first quarter before the
     # minimum, which one noisy point (or an early hump) does not move.
@@ -286,7 +292,7 @@ def _descent(smoothed):
     # at that level (within a small fraction of the drop): early wobbles
     # below it do not start it.
     still = np.flatnonzero(smoothed[:low] >= level - RANGE_START_FRACTION * depth)
-    return (int(still[-1]) + 1 if still.size else 0), low
+    return (int(still[-1]) + 1 if still.size else 0), low, level
 
 
 def _sparse_valley(lrs, losses):
@@ -297,7 +303,7 @@ def _sparse_valley(lrs, losses):
     found = _descent(losses)
     if found is None:
         return None, "the loss never drops below its starting level"
-    base, low = found
+    base, low, _ = found
     run = low - base + 1
     idx = base + int(run / 3) + int(run / 6)
     return float(lrs[idx]), ("half-way into the descent of the loss to its lowest "
@@ -312,16 +318,33 @@ def _cyclic_range(lrs, smoothed, raw, sparse=False):
     found = _descent(smoothed)
     if found is None:
         return None, "the smoothed loss never drops below its starting level"
-    base, low = found
+    base, low, level = found
+    depth = level - smoothed[low]
+    top, why = low, "the lowest smoothed loss"
+    if sparse:
+        # Points steps apart differ by more than the batches' noise: no
+        # ragged cut; the descent ends at the first point that has made
+        # most of the fall (a flat floor after it is not more descent).
+        done = np.flatnonzero(smoothed[base:low + 1]
+                              <= level - SPARSE_RANGE_FALL * depth)
+        if done.size and base + int(done[0]) < low:
+            top = base + int(done[0])
+            why = f"the first point that has made {SPARSE_RANGE_FALL:.0%} of its fall"
+        return (float(lrs[base]), float(lrs[top])), (
+            f"from where the loss last leaves its level (within "
+            f"{RANGE_START_FRACTION:.0%} of its drop) to {why}")
     wiggle = np.full(n, np.nan)
     with np.errstate(all="ignore"):
         wiggle[1:-1] = np.abs(raw[:-2] - 2 * raw[1:-1] + raw[2:])
     baseline = _finite_median(wiggle[1:low + 1])
-    top, why = low, "the lowest smoothed loss"
-    if baseline > 0 and not sparse:  # steps apart, points differ by more than noise
+    if baseline > 0:
+        # Raggedness counts once the loss has made RAGGED_AFTER_FALL of its
+        # fall: before that a ragged stretch is a noisy batch, not the rate
+        # becoming too high.
+        fallen = level - RAGGED_AFTER_FALL * depth
         for k in range(base + 1, low + 1):
             window = wiggle[max(1, k - RAGGED_WINDOW + 1):k + 1]
-            if _finite_median(window) > RAGGED_FACTOR * baseline:
+            if smoothed[k] <= fallen and _finite_median(window) > RAGGED_FACTOR * baseline:
                 top, why = k, "where the raw loss turns ragged"
                 break
     return (float(lrs[base]), float(lrs[top])), (
@@ -390,8 +413,13 @@ def suggest(method, lrs, losses, smoothed, *, num_steps, mode="min", momentum=No
     lrs, losses, smoothed = (np.asarray(a, dtype=np.float64) for a in (lrs, losses, smoothed))
     steps = np.arange(len(lrs)) if steps is None else np.asarray(steps)
     if method == "one_cycle":
-        # The raw curve from fastai's start of window to its first
-        # non-finite loss: the kernel needs the rise past the minimum
+        # Like every rule, it needs MIN_POINTS in the trimmed window ...
+        count = len(window(lrs, smoothed, losses, num_steps=num_steps, mode=mode,
+                           finite=True, steps=steps)[0])
+        if count < MIN_POINTS:
+            return None, _too_few(count, MIN_POINTS, _sparse(steps))
+        # ... and reads the raw curve from fastai's start of window to its
+        # first non-finite loss: the kernel needs the rise past the minimum
         # that fastai's trim of the last 5 points would cut off.
         sign = -1.0 if mode == "max" else 1.0
         start = first_point(steps, num_steps)
@@ -428,9 +456,14 @@ def suggest_range(lrs, losses, smoothed, *, num_steps, mode="min", steps=None):
     * `max_lr` is the LR at `m`, or earlier where the raw loss turns
       ragged: the first index `k` after `base_lr`'s with the median of
       `|raw[i-1] - 2 raw[i] + raw[i+1]|` over the last `RAGGED_WINDOW`
-      points above `RAGGED_FACTOR` times its median over indices 1..m.
-      Only on a record with a point per step: points further apart (a
-      validation-monitored test) differ by more than the batches' noise.
+      points above `RAGGED_FACTOR` times its median over indices 1..m, at
+      a point where the smoothed loss has made at least `RAGGED_AFTER_FALL`
+      (half) of its fall `s0 - s_min` (earlier, a ragged stretch is one
+      noisy batch). Only on a record with a point per step: on points
+      further apart (a validation-monitored test), which differ by more
+      than the batches' noise, `max_lr` is instead the first point that
+      has made `SPARSE_RANGE_FALL` (95%) of the fall, so a flat floor
+      before the lowest point is left out.
 
     Args:
         lrs, losses, smoothed: the record's learning rates, raw and smoothed

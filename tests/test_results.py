@@ -204,9 +204,13 @@ def ref_range(lrs, smoothed, raw, ragged=True):
                            for i in range(1, n - 1)] + [math.nan]
     baseline = ref_median(wiggle[1:low + 1])
     top = low
-    if baseline > 0 and ragged:
+    if not ragged:  # sparse points: the first that has made 95% of the fall
+        top = next(k for k in range(base, low + 1) if smoothed[k] <= level - 0.95 * depth)
+    elif baseline > 0:
         for k in range(base + 1, low + 1):
-            if ref_median(wiggle[max(1, k - 4):k + 1]) > 4.0 * baseline:
+            # ragged, once the smoothed loss has made half its fall
+            if (smoothed[k] <= level - 0.5 * depth
+                    and ref_median(wiggle[max(1, k - 4):k + 1]) > 4.0 * baseline):
                 top = k
                 break
     return lrs[base], lrs[top]
@@ -224,6 +228,8 @@ def expected(result, method):
     start = next((i for i, step in enumerate(steps) if step >= result.num_steps // 10),
                  len(steps))
     if method == "one_cycle":
+        if len(w_losses) < MIN_POINTS:  # like every rule, 5 points in the window
+            return None
         return ref_one_cycle(lrs[start:], [sign * x for x in result.losses.tolist()[start:]],
                              momentum=result.momentum, batch_norm=result.batch_norm,
                              steps=steps[start:])
@@ -536,7 +542,11 @@ class TestValidationCurves:
         # points jumps 4-fold at the second point, and the range would end there)
         values = [2.37, 2.28, 1.69, 1.64, 1.47, 1.28, 1.22, 1.18, 1.14, 5.0]
         base, top = validation(values).suggest_range()
-        assert (base, top) == (grid(100)[29], grid(100)[89])
+        # The window holds steps 19-89 (2.28 ... 1.14); its level is the
+        # median of its first two points, (2.28 + 1.69) / 2 = 1.985, and the
+        # range ends at the first point that has made 95% of the fall to
+        # 1.14: 1.985 - 0.95 * 0.845 = 1.182, so 1.18 at step 79.
+        assert (base, top) == (grid(100)[29], grid(100)[79])
 
     @pytest.mark.parametrize("values", [DIGITS_ADAM[:5], DIGITS_ADAM[:3]])
     def test_too_few_points_warn(self, values):
@@ -1023,3 +1033,73 @@ def test_tensorboard_events(tmp_path):
         np.testing.assert_array_equal(loss, result.losses.astype(np.float32))
     assert scalars["finder/lr"][59] == pytest.approx(result.lrs[59], rel=1e-6)
     assert images == [59]
+
+
+# Rounded raw losses of a training-loss range test (digits MLP, Adagrad, batch
+# 64): flat with noise, one outlier batch (2.013 at step 21), a descent around
+# 1e-2 to 1e-1, then divergence.
+OUTLIER_CURVE = [
+    2.388, 2.397, 2.412, 2.391, 2.353, 2.344, 2.372, 2.436, 2.378, 2.369, 2.433, 2.387,
+    2.386, 2.345, 2.393, 2.349, 2.364, 2.34, 2.404, 2.338, 2.36, 2.013, 2.391, 2.36,
+    2.422, 2.406, 2.444, 2.417, 2.379, 2.36, 2.364, 2.349, 2.313, 2.335, 2.408, 2.329,
+    2.363, 2.345, 2.366, 2.351, 2.39, 2.386, 2.432, 2.467, 2.329, 2.346, 2.375, 2.37,
+    2.37, 2.318, 2.299, 2.417, 2.386, 2.404, 2.394, 2.409, 2.361, 2.379, 2.373, 2.387,
+    2.378, 2.304, 2.355, 2.295, 2.275, 2.37, 2.277, 2.284, 2.226, 2.235, 2.215, 2.216,
+    2.122, 2.055, 2.014, 1.948, 1.974, 2.021, 1.93, 1.756, 1.749, 2.344, 2.287, 2.144,
+    2.068, 2.309, 2.854, 4.962, 6.772, 16.638, 7.747, 2.642, 2.416, 2.455, 6.012, 2.419,
+    2.438, 2.408, 2.337, 2.44]
+
+
+class TestRobustness:
+    """Suggestions that a short test, one noisy batch, a flat floor or a NaN
+    stop used to turn into confident wrong numbers."""
+
+    def test_the_default_rule_needs_five_points_after_the_trim(self):
+        # 8 steps: the window [0 : 8 - 5] keeps 3 points.
+        result = LRFinderResult(np.geomspace(1e-7, 10, 8),
+                                [2.30, 2.30, 2.30, 2.29, 2.20, 1.50, 1.00, 3.00])
+        with pytest.warns(UserWarning, match="only 3 points left after trimming"):
+            assert result.suggest() is None
+        assert "needs at least 5" in result.explain("one_cycle")
+
+    def test_one_noisy_batch_does_not_end_the_range(self):
+        lrs = 1e-7 * (10 / 1e-7) ** (np.arange(100) / 99)
+        result = LRFinderResult(lrs, OUTLIER_CURVE)
+        base, top = result.suggest_range()
+        # The loss falls from about 2.37 to 1.75 between 1e-2 and 1e-1 (steps
+        # 68-80): the range must reach into that descent, not stop at the
+        # outlier near 5e-6.
+        assert top >= lrs[72], (base, top)
+        assert top / base > 100
+
+    def test_a_sparse_range_ends_where_the_descent_is_over(self):
+        steps = np.arange(9, 100, 10)
+        lrs = 1e-7 * (10 / 1e-7) ** (steps / 99)
+        # flat, a fall to 0.839 at step 59, a floor (0.820 at step 69), a rise
+        values = [2.349, 2.349, 2.348, 2.340, 2.112, 0.839, 0.820, 2.586, 3.0, 4.0]
+        result = LRFinderResult(lrs, values, values, steps=steps, num_steps=100,
+                                smoothing=0.0)
+        base, top = result.suggest_range()
+        # 0.839 has made (2.349 - 0.839) / (2.349 - 0.820) = 98.8% of the fall
+        assert top == pytest.approx(lrs[5])
+        assert base == pytest.approx(lrs[4])
+
+    def test_a_nan_stop_near_the_lowest_loss_is_flagged(self):
+        lrs = np.geomspace(1e-7, 10, 100)[:41]
+        rng = np.random.default_rng(0)
+        losses = np.concatenate([2.3 + 0.002 * rng.standard_normal(30),
+                                 np.linspace(2.28, 2.2, 10), [np.nan]])
+        result = LRFinderResult(lrs, losses, stop_reason="nan", num_steps=100)
+        with pytest.warns(UserWarning, match="still flat and near its lowest"):
+            result.suggest()
+        assert "np.isfinite(x).all()" in result.explain("one_cycle")
+
+    def test_a_nan_stop_after_the_loss_rose_is_not_flagged(self):
+        lrs = np.geomspace(1e-7, 10, 100)[:80]
+        losses = np.concatenate([np.full(50, 2.3), np.linspace(2.3, 1.0, 20),
+                                 np.linspace(1.0, 5.0, 9), [np.nan]])
+        result = LRFinderResult(lrs, losses, stop_reason="nan", num_steps=100)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert result.suggest() is not None
+        assert "near its lowest" not in result.explain("one_cycle")
