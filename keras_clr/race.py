@@ -371,10 +371,13 @@ def race(model, x, y, *, epochs, candidates=None, one_cycle=None, race_seed=None
 
     result, range_steps = None, 0
     if rates is None:
+        counter = _StepCount()
         result = find_lr(model, x, y, batch_size=batch_size, num_steps=RANGE_STEPS,
-                         verbose=0, sample_weight=sample_weight,
+                         verbose=0, sample_weight=sample_weight, callbacks=[counter],
                          **{k: v for k, v in fit_kwargs.items() if k == "class_weight"})
-        range_steps = len(result.lrs)
+        # The test may run a few steps past the last it records (it reads the
+        # loss every few steps): these count too.
+        range_steps = counter.steps
         rates, rule = candidates_from(result, options)
     else:
         rule = f"{len(rates)} candidates given"
@@ -484,6 +487,29 @@ def _run(model, report, batches, fit_args, options, verbose):
     report.history = history
     if verbose:
         print(f"race: winner max_lr {winner:.3g}, {report.compute:.2f} trainings of compute")
+
+
+class _StepCount(keras.callbacks.Callback):
+    """Counts the optimizer steps of the fits it is passed to: one read of
+    the update count as each begins and as each epoch ends (the range test
+    puts the model back before `on_train_end`)."""
+
+    def __init__(self):
+        super().__init__()
+        self.steps = 0
+
+    def on_train_begin(self, logs=None):
+        from keras_clr import training
+
+        self.begin = self.last = training.iterations(training.base_optimizer(self.model))
+
+    def on_epoch_end(self, epoch, logs=None):
+        from keras_clr import training
+
+        self.last = training.iterations(training.base_optimizer(self.model))
+
+    def on_train_end(self, logs=None):
+        self.steps += self.last - self.begin
 
 
 class _EpochOrder(keras.callbacks.Callback):
