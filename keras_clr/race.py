@@ -120,26 +120,28 @@ def planned_trainings(count, epochs):
 
 
 def candidates_from(result, options):
-    """(candidates, rule): `MAX_CANDIDATES` rates at most, `SPACING` apart,
-    centred on the range test's `suggest(one_cycle=...)` (else the geometric
-    middle of `suggest_range()`, else a decade below where the test ended),
-    at least two spacings either side and reaching half a decade past each
-    end of `suggest_range()`; the far end is trimmed first."""
+    """(candidates, rule): `MAX_CANDIDATES` rates at most, `SPACING` apart.
+
+    With a suggestion (`suggest(one_cycle=...)`), centred on it, at least
+    two spacings either side, reaching half a decade past each end of
+    `suggest_range()`, the far end trimmed first. Without one the curve
+    never clearly descends (its `suggest_range()` is then noise): six rates
+    from 10 ** -1.5 to 10 ** 1 times a decade below where the test ended.
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         suggestion = result.suggest(one_cycle=OneCycle(1.0, **options))
-        span = result.suggest_range()
+        span = result.suggest_range() if suggestion is not None else None
     if suggestion is not None:
         centre, rule = suggestion, "suggest(one_cycle=...)"
-    elif span is not None:
-        centre, rule = math.sqrt(span[0] * span[1]), "the middle of suggest_range()"
+        low, high = -2, 2
+        if span is not None:
+            low = min(low, math.floor(math.log(span[0] / centre, SPACING)) - 1)
+            high = max(high, math.ceil(math.log(span[1] / centre, SPACING)) + 1)
     else:
         top = float(result.lrs[-1]) if len(result.lrs) else 1e-2
-        centre, rule = top / 10, "a decade below where the range test ended"
-    low, high = -2, 2
-    if span is not None:
-        low = min(low, math.floor(math.log(span[0] / centre, SPACING)) - 1)
-        high = max(high, math.ceil(math.log(span[1] / centre, SPACING)) + 1)
+        centre, rule = top / 10, "no suggestion: a decade below where the test ended"
+        low, high = -3, 2
     while high - low + 1 > MAX_CANDIDATES:
         if -low > high:
             low += 1
@@ -421,7 +423,8 @@ def _run(model, report, batches, fit_args, options, verbose):
         before = training.iterations(optimizer)
         batches.set_epoch(begin)
         history = model.fit(batches, initial_epoch=begin, epochs=end,
-                            callbacks=[_EpochOrder(batches), run["schedule"]], **fit_args)
+                            callbacks=[_EpochOrder(batches), run["schedule"]],
+                            **fit_args)
         report.steps[rate] += training.iterations(optimizer) - before
         run["logs"].extend(zip(history.epoch, (
             {key: values[i] for key, values in history.history.items()}
@@ -432,6 +435,8 @@ def _run(model, report, batches, fit_args, options, verbose):
         bad = None
         if not all(math.isfinite(float(v)) for v in losses):
             bad = "non-finite validation loss"
+        elif not all(math.isfinite(float(v)) for v in history.history.get("loss", [])):
+            bad = "non-finite training loss"
         else:
             path = _non_finite(model)
             if path is not None:
@@ -447,11 +452,12 @@ def _run(model, report, batches, fit_args, options, verbose):
     decide = [second] if first is None else [first, second]
     epoch = 0
     while epoch < epochs:
-        end = epochs if len(alive) == 1 else epoch + 1
+        # to the next cut; the last one standing trains to the end
+        end = epochs if len(alive) == 1 else min(e for e in [*decide, epochs] if e > epoch)
         for rate in list(alive):
             bad = train(rate, epoch, end)
             if bad is not None:
-                drop(rate, end, bad)
+                drop(rate, len(report.val_loss[rate]), bad)  # the epoch it diverged
             elif len(alive) > 1 or end < epochs:
                 alive[rate]["saved"] = state.snapshot(model)
         if not alive:
@@ -521,3 +527,10 @@ class _EpochOrder(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self.batches.set_epoch(epoch)
+
+    def on_epoch_end(self, epoch, logs=None):
+        # A candidate whose loss is no longer finite stops here (one read of
+        # the epoch's logs), to be dropped as its fit ends.
+        losses = [logs.get(key) for key in ("loss", "val_loss")] if logs else []
+        if not all(math.isfinite(float(v)) for v in losses if v is not None):
+            self.model.stop_training = True
