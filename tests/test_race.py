@@ -255,7 +255,9 @@ def _dataset():
     (dict(race_seed=-1), r"race_seed=-1"),
     (dict(shuffle="batch"), r"shuffle='batch'"),
     (dict(validation_split=1.5), r"validation_split=1.5"),
-    (dict(one_cycle={"pct_start": 2.0}), r"one_cycle"),
+    (dict(validation_data=iter([])), r"not a generator"),
+    (dict(validation_data=(np.zeros((4, 4)), np.zeros((4, 1))), validation_split=0.2),
+     r"not both"),
     (dict(x="dataset"), r"must be NumPy arrays.*Received: x=.*Dataset"),
     (dict(x="one sample"), r"leaves no training samples"),
 ])
