@@ -15,9 +15,9 @@ the grid's best seed-mean metric ("of best"; the issue's goal: >= 99.5% on
 average, >= 98% on every task), the winners, the race's compute in
 trainings (optimizer steps trained by all candidates and the range test /
 steps of one training; the goal is <= 3) and its wall time in plain
-trainings (the race's seconds / the mean seconds of the task's grid
-trainings in this run; only when the grid was trained in this run, not read
-from the cache).
+trainings (the race's seconds / the seconds of one plain `OneCycle` fit at
+the winner's rate on the same arrays, run just after it; both include
+tracing).
 
 By default the design tasks run (the suite's TASKS minus HELD_OUT); the
 held-out tasks (`--held-out`) are for after the design is frozen.
@@ -70,32 +70,44 @@ def race(bench, task, seed, epochs):
         bench.saved_curves[name] = [metric, history.race.winner, history.race.compute,
                                     seconds]
         bench.save()
+    metric, winner, compute, seconds = bench.saved_curves[name]
+    return metric, winner, compute, seconds / plain_seconds(bench, task, seed, epochs, winner)
+
+
+def plain_seconds(bench, task, seed, epochs, rate):
+    """Seconds of one plain `OneCycle(rate)` training of (task, seed), on the
+    race's training arrays, timed as the race was (tracing included)."""
+    name = f"plain/{RULE}/{task}/{seed}/{epochs}"
+    if name not in bench.saved_curves:
+        batch = sq.TASKS[task][3]
+        model, saved = bench.model(task, seed)
+        range_state.restore(saved)
+        x_tr, y_tr, _, _ = bench._data(task)
+        split = int(len(x_tr) * 0.9)  # as the race's automatic hold-out
+        keras.utils.set_random_seed(40_000 + seed)
+        start = time.perf_counter()
+        model.fit(x_tr[:split], y_tr[:split], batch_size=batch, epochs=epochs, verbose=0,
+                  callbacks=[keras_clr.OneCycle(rate)])
+        bench.saved_curves[name] = time.perf_counter() - start
+        bench.save()
     return bench.saved_curves[name]
 
 
 def grid(bench, task, seeds, epochs):
-    """(seed-mean metric per grid point, mean seconds of a training or None)."""
-    values, seconds = [], []
-    for seed in seeds:
-        row = []
-        for lr in sq.TASKS[task][5]:
-            cached = (task, seed, epochs, float(f"{lr:.4g}")) in bench.metrics
-            start = time.perf_counter()
-            row.append(bench.metric(task, seed, lr, epochs))
-            if not cached:
-                seconds.append(time.perf_counter() - start)
-        values.append(row)
+    """The seed-mean metric per grid point."""
+    values = [[bench.metric(task, seed, lr, epochs) for lr in sq.TASKS[task][5]]
+              for seed in seeds]
     bench.save()
-    return np.mean(values, axis=0), (float(np.mean(seconds)) if seconds else None)
+    return np.mean(values, axis=0)
 
 
 def run_task(bench, task, seeds, epochs, out):
-    means, per_training = grid(bench, task, seeds, epochs)
+    means = grid(bench, task, seeds, epochs)
     best = int(np.argmax(means))
     runs = [race(bench, task, s, epochs) for s in seeds]
     metric = float(np.mean([r[0] for r in runs]))
     compute = float(np.mean([r[2] for r in runs]))
-    wall = (float(np.mean([r[3] for r in runs])) / per_training if per_training else None)
+    wall = float(np.mean([r[3] for r in runs]))
     row = {"task": task, "of_best": metric / means[best], "metric": metric,
            "grid_best": float(means[best]), "grid_best_lr": sq.TASKS[task][5][best],
            "winners": [r[1] for r in runs], "compute": compute, "wall": wall}

@@ -285,3 +285,34 @@ def test_race_arguments_need_the_race():
     with pytest.raises(ValueError, match=r"candidates.*max_lr='race' only"):
         keras_clr.fit_one_cycle(_compiled(), x, y, epochs=1, max_lr=0.1,
                                 candidates=[0.1, 0.2], verbose=0)
+
+
+@pytest.mark.parametrize("steps_per_execution, accumulation", [(4, None), (1, 2)])
+def test_the_winner_is_a_plain_fit_with_several_steps_per_call_or_accumulation(
+        steps_per_execution, accumulation):
+    # 4 steps per call do not divide the 6 of an epoch; accumulation over 2
+    # batches gives 3 updates an epoch, each candidate's cycle 15 long
+    def compiled():
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="tanh"),
+                                  keras.layers.Dense(1)])
+        model.compile(keras.optimizers.SGD(0.01, momentum=0.9,
+                                           gradient_accumulation_steps=accumulation),
+                      "mse", steps_per_execution=steps_per_execution)
+        return model
+
+    x, y = _data()
+    xv, yv = _data(1, 32)
+    model = compiled()
+    history = keras_clr.fit_one_cycle(model, x, y, batch_size=BATCH, epochs=5,
+                                      max_lr="race", candidates=RATES, shuffle=False,
+                                      validation_data=(xv, yv), verbose=0)
+    plain = compiled()
+    plain.fit(x, y, batch_size=BATCH, epochs=5, shuffle=False, validation_data=(xv, yv),
+              verbose=0, callbacks=[keras_clr.OneCycle(history.race.winner)])
+    _assert_close_state(_state(plain), model)
+    updates = 6 // (accumulation or 1)
+    assert history.race.steps_per_training == 5 * updates
+    closed = _one_cycle_rates(history.race.winner, 5 * updates)
+    np.testing.assert_allclose(history.history["learning_rate"],
+                               [closed[updates * (e + 1) - 1] for e in range(5)], rtol=1e-6)
