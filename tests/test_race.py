@@ -316,3 +316,35 @@ def test_the_winner_is_a_plain_fit_with_several_steps_per_call_or_accumulation(
     closed = _one_cycle_rates(history.race.winner, 5 * updates)
     np.testing.assert_allclose(history.history["learning_rate"],
                                [closed[updates * (e + 1) - 1] for e in range(5)], rtol=1e-6)
+
+
+@pytest.mark.parametrize("weights", ["sample_weight", "class_weight"])
+def test_dict_inputs_and_weights_are_a_plain_fit(weights):
+    rng = np.random.default_rng(0)
+    x = {"a": rng.normal(size=(96, 3)).astype("float32"),
+         "b": rng.normal(size=(96, 2)).astype("float32")}
+    y = rng.integers(0, 3, size=96).astype("int32")
+    kwargs = ({"sample_weight": rng.uniform(0.5, 1.5, size=96).astype("float32")}
+              if weights == "sample_weight" else {"class_weight": {0: 1.0, 1: 2.0, 2: 0.5}})
+
+    def compiled():
+        keras.utils.set_random_seed(0)
+        a, b = keras.Input((3,), name="a"), keras.Input((2,), name="b")
+        hidden = keras.layers.Dense(8, activation="tanh")(keras.layers.Concatenate()([a, b]))
+        model = keras.Model({"a": a, "b": b}, keras.layers.Dense(3)(hidden))
+        model.compile(keras.optimizers.Adam(1e-3),
+                      keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        return model
+
+    model = compiled()
+    history = keras_clr.fit_one_cycle(model, x, y, batch_size=BATCH, epochs=4,
+                                      max_lr="race", candidates=[1e-3, 1e-2, 1e-1],
+                                      shuffle=False, validation_split=0.25, verbose=0,
+                                      **kwargs)
+    plain = compiled()
+    expected = plain.fit(x, y, batch_size=BATCH, epochs=4, shuffle=False, verbose=0,
+                         validation_split=0.25, **kwargs,
+                         callbacks=[keras_clr.OneCycle(history.race.winner)])
+    _assert_close_state(_state(plain), model)
+    np.testing.assert_allclose(history.history["val_loss"], expected.history["val_loss"],
+                               rtol=1e-5)
