@@ -548,6 +548,9 @@ def fit_one_cycle(model, x=None, y=None, *, epochs, max_lr="auto", budget_steps=
     Example:
         >>> history = keras_clr.fit_one_cycle(model, x, y, epochs=10, batch_size=64)
         >>> history.max_lr_search.max_lr
+        >>> history = keras_clr.fit_one_cycle(model, x, y, epochs=10, batch_size=64,
+        ...                                   max_lr="race", validation_data=(xv, yv))
+        >>> history.race.winner, history.race.compute  # the rate, trainings spent
     """
     _check_no_one_cycle_kwargs(fit_kwargs, "fit_one_cycle")
     options = _one_cycle_options(one_cycle, "fit_one_cycle")
