@@ -396,7 +396,7 @@ def race(model, x, y, *, epochs, candidates=None, one_cycle=None, race_seed=None
     batches = RaceBatches(x, y, sample_weight, batch_size, shuffle, seed)
     fit_args = dict(fit_kwargs, validation_data=validation, shuffle=False, verbose=0)
     _run(model, report, batches, fit_args, options, verbose)
-    return report.history
+    return report._history
 
 
 def _run(model, report, batches, fit_args, options, verbose):
@@ -490,7 +490,7 @@ def _run(model, report, batches, fit_args, options, verbose):
     history.set_params({**run["params"], "epochs": epochs})
     history.race = report
     model.history = history
-    report.history = history
+    report._history = history
     if verbose:
         print(f"race: winner max_lr {winner:.3g}, {report.compute:.2f} trainings of compute")
 
