@@ -32,7 +32,6 @@ Usage:
 """
 
 import argparse
-import math
 import os
 import sys
 import time
