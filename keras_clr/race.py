@@ -27,6 +27,7 @@ import keras
 import numpy as np
 
 from keras_clr import _checks
+from keras_clr import training
 from keras_clr.callbacks import OneCycle
 from keras_clr.range_test import state
 from keras_clr.range_test.data import _ensure_built
@@ -351,8 +352,6 @@ def race(model, x, y, *, epochs, candidates=None, one_cycle=None, race_seed=None
     x, y, sample_weight, validation, held = _split(
         x, y, fit_kwargs.pop("sample_weight", None), fit_kwargs)
     fit_kwargs.setdefault("validation_batch_size", batch_size)
-    from keras_clr import training
-
     accumulation = training.accumulation_steps(training.base_optimizer(model))
     per_epoch = math.ceil(_length(x) / batch_size)
     total_steps = max(1, epochs * per_epoch // accumulation)
@@ -402,7 +401,6 @@ def race(model, x, y, *, epochs, candidates=None, one_cycle=None, race_seed=None
 def _run(model, report, batches, fit_args, options, verbose):
     """The race itself: trains, compares, drops; leaves the model as the
     winner's training left it and `report.history` its History."""
-    from keras_clr import training
     from keras_clr.tuning import _non_finite
 
     optimizer = training.base_optimizer(model)
@@ -505,13 +503,9 @@ class _StepCount(keras.callbacks.Callback):
         self.steps = 0
 
     def on_train_begin(self, logs=None):
-        from keras_clr import training
-
         self.begin = self.last = training.iterations(training.base_optimizer(self.model))
 
     def on_epoch_end(self, epoch, logs=None):
-        from keras_clr import training
-
         self.last = training.iterations(training.base_optimizer(self.model))
 
     def on_train_end(self, logs=None):
