@@ -400,7 +400,7 @@ def race(model, x, y, *, epochs, candidates=None, one_cycle=None, race_seed=None
 
 def _run(model, report, batches, fit_args, options, verbose):
     """The race itself: trains, compares, drops; leaves the model as the
-    winner's training left it and `report.history` its History."""
+    winner's training left it and `report._history` its History."""
     from keras_clr.tuning import _non_finite
 
     optimizer = training.base_optimizer(model)
