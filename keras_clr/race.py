@@ -5,13 +5,14 @@ Every candidate starts from the model's weights and optimizer state as they
 are (a host snapshot, `keras_clr.range_test.state`) and trains with
 `OneCycle(max_lr=candidate, **one_cycle)` sized for the whole training, on
 the same batches in the same order (`RaceBatches`). The training runs in
-epoch segments: for each epoch, each surviving candidate's state is
-restored, one `fit` epoch runs (placed on its schedule by `initial_epoch`),
-and its state is copied back to the host. Validation loss at each epoch's
-end compares them:
+segments of epochs, from one cut to the next: for each segment, each
+surviving candidate's state is restored, one `fit` over the segment's
+epochs runs (placed on its schedule by `initial_epoch`), and its state is
+copied back to the host. Validation loss at each epoch's end compares them:
 
-- a candidate whose validation loss, or any weight or optimizer slot, is
-  NaN or inf is dropped at once;
+- a candidate whose training or validation loss is NaN or inf stops at
+  that epoch's end and is dropped, as is one that leaves a weight or an
+  optimizer slot NaN or inf (checked as each segment ends);
 - at the end of the epoch nearest 25% of the training the best
   ceil(K / 3) of the K still running are kept; at the epoch nearest 50%
   the best one (successive halving; `checkpoints`).
