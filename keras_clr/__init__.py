@@ -6,6 +6,7 @@ from keras_clr.callbacks import CyclicLR
 from keras_clr.callbacks import OneCycle
 from keras_clr.range_test import LRFinder
 from keras_clr.range_test import find_lr
+from keras_clr.race import MaxLRRace
 from keras_clr.range_test.sweep import WeightDecaySweep
 from keras_clr.results import LRFinderResult
 from keras_clr.tuning import MaxLRSearch
@@ -14,5 +15,5 @@ from keras_clr.tuning import tune_max_lr
 
 __version__ = "0.1.0"
 
-__all__ = ["CyclicLR", "LRFinder", "LRFinderResult", "MaxLRSearch", "OneCycle",
+__all__ = ["CyclicLR", "LRFinder", "LRFinderResult", "MaxLRRace", "MaxLRSearch", "OneCycle",
            "WeightDecaySweep", "find_lr", "fit_one_cycle", "schedules", "tune_max_lr"]

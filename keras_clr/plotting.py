@@ -241,3 +241,34 @@ def plot_max_lr_search(search, ax=None):
                  f"max_lr {'none' if search.max_lr is None else f'{search.max_lr:.2e}'} "
                  f"for {search.total_steps} steps")
     return ax
+
+
+def plot_max_lr_race(race, ax=None):
+    """A `MaxLRRace`: each candidate's validation loss against the epoch,
+    a cross where one was dropped, the winner's line thicker.
+
+    Returns:
+        The Axes.
+    """
+    ax = _axes(ax)
+    for rate in race.candidates:
+        curve = race.val_loss[rate]
+        if not curve:
+            continue
+        epochs = range(1, len(curve) + 1)
+        winner = rate == race.winner
+        line, = ax.plot(epochs, curve, marker="o", markersize=3,
+                        linewidth=2.5 if winner else 1.0,
+                        label=f"max_lr {rate:.2e}" + (" (winner)" if winner else ""))
+        if rate in race.dropped:
+            ax.plot([len(curve)], [curve[-1]], marker="x", markersize=9,
+                    color=line.get_color(), linestyle="none")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation loss")
+    ax.set_yscale("log" if all(v > 0 for c in race.val_loss.values() for v in c
+                               if v == v and abs(v) != float("inf")) else "linear")
+    ax.legend(fontsize="small")
+    ax.set_title(f"max_lr race: winner {race.winner:.2e}, "
+                 f"{race.compute:.2f} trainings of compute" if race.winner is not None
+                 else "max_lr race")
+    return ax

@@ -501,15 +501,24 @@ def tune_max_lr(model, x=None, y=None, *, total_steps=None, epochs=None, batch_s
 
 
 def fit_one_cycle(model, x=None, y=None, *, epochs, max_lr="auto", budget_steps=400,
-                  one_cycle=None, **fit_kwargs):
+                  one_cycle=None, candidates=None, race_seed=None, **fit_kwargs):
     """`model.fit` with a `OneCycle` schedule, its `max_lr` tuned first.
 
     Args:
         model: a compiled Keras model.
         x, y: the training data, as for `model.fit`.
         epochs: epochs of the training.
-        max_lr: a float, or "auto" to run `tune_max_lr` for this training
-            first (spending `budget_steps` optimizer steps).
+        max_lr: a float; "auto" to run `tune_max_lr` for this training
+            first (spending `budget_steps` optimizer steps); or "race" to
+            train several `OneCycle` candidates through the training itself,
+            drop the losers early on validation loss and keep the winner's
+            training (`keras_clr.race`; about 3 trainings of compute).
+        candidates: with `max_lr="race"`, the rates to race (at least two
+            positive floats); None places 5-6 of them, half a decade apart,
+            around a 100-step range test's suggestion.
+        race_seed: with `max_lr="race"`, the seed of the batch order every
+            candidate sees; None draws it from NumPy's global generator
+            (`keras.utils.set_random_seed` makes it reproducible).
         one_cycle: the further `OneCycle` arguments (`pct_start`,
             `div_factor`, `cycle_momentum`, `base_momentum`, ...), as a dict
             or a `keras_clr.OneCycle` with `total_steps=None` (its `max_lr`
@@ -518,23 +527,44 @@ def fit_one_cycle(model, x=None, y=None, *, epochs, max_lr="auto", budget_steps=
 
     Returns:
         The `keras.callbacks.History`; with `max_lr="auto"` it holds the
-        search as `history.max_lr_search`.
+        search as `history.max_lr_search`; with `max_lr="race"` it is the
+        winner's (every epoch's logs) and holds the race (a
+        `keras_clr.MaxLRRace`) as `history.race`.
 
     Raises:
         ValueError: before any step, for an invalid `one_cycle` or a
             OneCycle argument passed as a keyword of its own; with
             `max_lr="auto"`, as `tune_max_lr` does, and when it finds no
             `max_lr` (its reason says why: no probe lowered the loss, or
-            every probe left the weights non-finite).
+            every probe left the weights non-finite); with `max_lr="race"`,
+            before any step, for `candidates` that are not at least two
+            distinct positive finite floats, `epochs` below 1, data other
+            than NumPy arrays, `callbacks`, `fit` arguments the race sets
+            itself (`initial_epoch`, `steps_per_epoch`, ...) or does not
+            know, and too few samples to hold out validation data; after
+            the race, when every candidate diverged (the model is put back
+            as it started).
 
     Example:
         >>> history = keras_clr.fit_one_cycle(model, x, y, epochs=10, batch_size=64)
         >>> history.max_lr_search.max_lr
+        >>> history = keras_clr.fit_one_cycle(model, x, y, epochs=10, batch_size=64,
+        ...                                   max_lr="race", validation_data=(xv, yv))
+        >>> history.race.winner, history.race.compute  # the rate, trainings spent
     """
     _check_no_one_cycle_kwargs(fit_kwargs, "fit_one_cycle")
     options = _one_cycle_options(one_cycle, "fit_one_cycle")
+    if isinstance(max_lr, str) and max_lr == "race":
+        from keras_clr import race
+
+        return race.race(model, x, y, epochs=epochs, candidates=candidates,
+                         one_cycle=options, race_seed=race_seed, **fit_kwargs)
+    for name, value in (("candidates", candidates), ("race_seed", race_seed)):
+        if value is not None:
+            raise ValueError(f"Argument `{name}` is for max_lr='race' only. Received: "
+                             f"{name}={value!r} with max_lr={max_lr!r}")
     search = None
-    if max_lr == "auto":
+    if isinstance(max_lr, str) and max_lr == "auto":
         tuning = {k: v for k, v in fit_kwargs.items()
                   if k not in ("callbacks", "verbose", "initial_epoch")}
         search = tune_max_lr(model, x, y, epochs=epochs, budget_steps=budget_steps,

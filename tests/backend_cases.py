@@ -510,3 +510,36 @@ def test_tune_max_lr_restores_and_keeps_its_budget():
     history = keras_clr.fit_one_cycle(model, X, Y, batch_size=BATCH, epochs=2, max_lr=0.05,
                                       verbose=0)
     assert len(history.history["loss"]) == 2
+
+
+def test_race_winner_is_a_plain_fit_at_its_rate():
+    # from a model trained one epoch (slots and a count for each candidate
+    # to start from), shuffled batches: the winner's run equals plain fits
+    # fed epoch e's batches in the race's order for e
+    xv, yv = X[:8] + 0.1, Y[:8]
+
+    def compiled():
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, activation="tanh"),
+                                  keras.layers.Dense(1)])
+        model.compile(keras.optimizers.SGD(0.01, momentum=0.9), "mse")
+        model.fit(X, Y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+        return model
+
+    model = compiled()
+    history = keras_clr.fit_one_cycle(model, X, Y, batch_size=BATCH, epochs=4,
+                                      max_lr="race", candidates=[0.003, 0.01, 0.03],
+                                      race_seed=7, validation_data=(xv, yv), verbose=0)
+    race = history.race
+    assert race.winner in race.candidates and race.compute == (3 + 1 + 2) / 4
+    plain = compiled()
+    schedule = keras_clr.OneCycle(race.winner, total_steps=4 * STEPS_PER_EPOCH)
+    for epoch in range(4):
+        order = np.random.default_rng([7, epoch]).permutation(len(X))
+        plain.fit(X[order], Y[order], batch_size=BATCH, shuffle=False, initial_epoch=epoch,
+                  epochs=epoch + 1, verbose=0, callbacks=[schedule])
+    for got, want in zip(model.variables + model.optimizer.variables,
+                         plain.variables + plain.optimizer.variables):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(got),
+                                   keras.ops.convert_to_numpy(want), rtol=1e-5, atol=1e-7)
+    assert history.epoch == [0, 1, 2, 3]
