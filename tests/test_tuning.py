@@ -428,3 +428,21 @@ def test_weights_that_are_already_non_finite_are_refused():
     with pytest.raises(ValueError, match="must start from finite weights.*hidden/kernel"):
         keras_clr.tune_max_lr(model, x, y, batch_size=BATCH, epochs=2, **QUIET)
     assert int(model.optimizer.iterations) == 0
+
+
+def test_the_training_length_counts_the_samples_validation_split_leaves_as_keras_does():
+    # 107 samples, validation_split=0.1: Keras trains on the first
+    # floor(107 x 0.9) = floor(96.3) = 96 samples, 6 batches of 16 an epoch
+    # (ceil would count 97 samples, 7 batches).
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(107, 4)).astype("float32")
+    y = x[:, :1].copy()
+    model = _compiled()
+    history = model.fit(x, y, batch_size=BATCH, epochs=1, validation_split=0.1, verbose=0,
+                        callbacks=[keras_clr.OneCycle(0.01)])
+    assert len(history.history["learning_rate"]) == 1
+    keras_steps = int(model.optimizer.iterations.numpy())
+    assert keras_steps == 6
+    search = keras_clr.tune_max_lr(_compiled(), x, y, batch_size=BATCH, epochs=3,
+                                   validation_split=0.1, budget_steps=160, **QUIET)
+    assert search.total_steps == 3 * keras_steps

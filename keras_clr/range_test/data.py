@@ -99,8 +99,9 @@ def batches_per_epoch(x, batch_size, validation_split=0.0):
     first = x[0] if isinstance(x, (list, tuple)) else x
     if isinstance(first, dict):
         first = next(iter(first.values()))
-    # As Keras splits: the first ceil(n x (1 - split)) samples train.
-    trained = math.ceil(len(first) * (1.0 - (validation_split or 0.0)))
+    # As Keras splits (`train_validation_split`): the first
+    # floor(n x (1 - split)) samples train.
+    trained = int(math.floor(len(first) * (1.0 - (validation_split or 0.0))))
     return math.ceil(trained / (batch_size or 32))
 
 
