@@ -38,6 +38,8 @@ from keras_clr.range_test.data import _slice
 RANGE_STEPS = 100  # the range test that places the candidates
 SPACING = 10 ** 0.5  # between neighbouring candidates
 MAX_CANDIDATES = 6
+MIN_CANDIDATES = 3  # the range test's candidates are trimmed to fit the budget, to this
+COMPUTE_BUDGET = 3.0  # trainings of compute a default race aims to stay within
 HOLD_OUT = 0.1  # the automatic hold-out, the last fraction of the arrays
 FIRST_CUT = 0.25  # fraction of the training at the first checkpoint
 SECOND_CUT = 0.5  # ... and at the second, where one candidate is kept
@@ -122,7 +124,7 @@ def planned_trainings(count, epochs):
 
 
 def candidates_from(result, options):
-    """(candidates, rule): `MAX_CANDIDATES` rates at most, `SPACING` apart.
+    """(candidates, centre, rule): `MAX_CANDIDATES` rates at most, `SPACING` apart.
 
     With a suggestion (`suggest(one_cycle=...)`), centred on it, at least
     two spacings either side, reaching half a decade past each end of
@@ -150,8 +152,20 @@ def candidates_from(result, options):
         else:
             high -= 1
     rates = [centre * SPACING ** k for k in range(low, high + 1)]
-    return rates, (f"{len(rates)} rates half a decade apart around the range test's "
-                   f"{rule} ({centre:.3g})")
+    return rates, centre, (f"rates half a decade apart around the range test's "
+                           f"{rule} ({centre:.3g})")
+
+
+def within_budget(rates, centre, epochs, extra):
+    """`rates` less those farthest from `centre` (in log scale), down to
+    `MIN_CANDIDATES`, until the planned compute plus `extra` (the range
+    test's, in trainings) is within `COMPUTE_BUDGET`."""
+    rates = sorted(rates)
+    while (len(rates) > MIN_CANDIDATES
+           and planned_trainings(len(rates), epochs) + extra > COMPUTE_BUDGET):
+        far = max((0, len(rates) - 1), key=lambda i: abs(math.log(rates[i] / centre)))
+        rates.pop(far)
+    return rates
 
 
 class MaxLRRace:
@@ -380,7 +394,9 @@ def race(model, x, y, *, epochs, candidates=None, one_cycle=None, race_seed=None
         # The test may run a few steps past the last it records (it reads the
         # loss every few steps): these count too.
         range_steps = counter.steps
-        rates, rule = candidates_from(result, options)
+        rates, centre, rule = candidates_from(result, options)
+        rates = within_budget(rates, centre, epochs, range_steps / total_steps)
+        rule = f"{len(rates)} {rule}"
     else:
         rule = f"{len(rates)} candidates given"
     report = MaxLRRace(rates, rule, epochs, total_steps, result, range_steps, options)
@@ -389,9 +405,11 @@ def race(model, x, y, *, epochs, candidates=None, one_cycle=None, race_seed=None
         first, second = checkpoints(epochs)
         warnings.warn(
             f"The race of {len(rates)} candidates over {epochs} epoch(s) will spend about "
-            f"{expected:.1f} trainings of compute: its checkpoints are at the end of "
-            f"epoch {second if first is None else f'{first} and {second}'}. Train for "
-            "more epochs (4 or more) or race fewer candidates to spend less.",
+            f"{expected:.2f} trainings of compute (the range test's {range_steps} steps "
+            f"included), more than {COMPUTE_BUDGET:g}: its checkpoints are at the end of "
+            f"epoch {second if first is None else f'{first} and {second}'}. Fewer "
+            "candidates (`candidates=[...]`), or a training of more epochs or steps, "
+            "spend less.",
             stacklevel=3)
     batches = RaceBatches(x, y, sample_weight, batch_size, shuffle, seed)
     fit_args = dict(fit_kwargs, validation_data=validation, shuffle=False, verbose=0)

@@ -152,10 +152,11 @@ def test_the_compute_is_every_step_trained_over_one_training():
     assert not any("non-finite" in reason for _, reason in race.dropped.values())
     trained = k * 2 * 6 + math.ceil(k / 3) * 2 * 6 + 4 * 6
     assert _CountingSequential.count == race.range_steps + trained
-    # the candidates: half a decade apart
+    # the candidates: half a decade apart; a 48-step training cannot hold the
+    # 100-step range test within 3 trainings, so they are trimmed to 3
     ratios = np.diff(np.log10(race.candidates))
     np.testing.assert_allclose(ratios, 0.5, rtol=1e-9)
-    assert 5 <= k <= 6
+    assert k == 3
     frame = race.to_frame()
     assert list(frame.columns) == ["max_lr", "epoch", "val_loss", "dropped", "winner"]
     assert len(frame) == k * 2 + math.ceil(k / 3) * 2 + 4
@@ -348,3 +349,20 @@ def test_dict_inputs_and_weights_are_a_plain_fit(weights):
     _assert_close_state(_state(plain), model)
     np.testing.assert_allclose(history.history["val_loss"], expected.history["val_loss"],
                                rtol=1e-5)
+
+
+def test_default_candidates_are_trimmed_to_stay_within_three_trainings():
+    from keras_clr import race
+
+    centre = 0.1
+    rates = [centre * 10 ** (k / 2) for k in range(-3, 3)]  # 6 rates, centre the 4th
+    # 8 epochs: cuts after epochs 2 and 4; 6 candidates plan
+    # (6 x 2 + 2 x 2 + 4) / 8 = 2.5 trainings, plus a range test of 0.55: 3.05
+    kept = race.within_budget(rates, centre, 8, 0.55)
+    # 5 plan (5 x 2 + 2 x 2 + 4) / 8 = 2.25 + 0.55 = 2.8; the farthest from
+    # the centre (10 ** -1.5 x 0.1) goes first
+    np.testing.assert_allclose(kept, rates[1:])
+    # a smaller range test leaves all six
+    np.testing.assert_allclose(race.within_budget(rates, centre, 8, 0.4), rates)
+    # never fewer than three, whatever the cost
+    assert len(race.within_budget(rates, centre, 8, 5.0)) == 3
