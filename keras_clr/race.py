@@ -34,6 +34,7 @@ from keras_clr.range_test import state
 from keras_clr.range_test.data import _ensure_built
 from keras_clr.range_test.data import _is_arrays
 from keras_clr.range_test.data import _slice
+from keras_clr.range_test.data import take
 
 RANGE_STEPS = 100  # the range test that places the candidates
 SPACING = 10 ** 0.5  # between neighbouring candidates
@@ -56,17 +57,6 @@ def _length(data):
     if isinstance(data, (list, tuple)):
         return _length(data[0])
     return len(data)
-
-
-def _take(data, index):
-    """`data` (an array, or a dict, list or tuple of them) at `index`."""
-    if data is None:
-        return None
-    if isinstance(data, dict):
-        return {k: np.asarray(v)[index] for k, v in data.items()}
-    if isinstance(data, (list, tuple)):
-        return type(data)(np.asarray(v)[index] for v in data)
-    return np.asarray(data)[index]
 
 
 class RaceBatches(keras.utils.PyDataset):
@@ -95,9 +85,9 @@ class RaceBatches(keras.utils.PyDataset):
 
     def __getitem__(self, index):
         rows = self.order[index * self.batch_size:(index + 1) * self.batch_size]
-        batch = (_take(self.x, rows), _take(self.y, rows))
+        batch = (take(self.x, rows), take(self.y, rows))
         if self.sample_weight is not None:
-            batch += (_take(self.sample_weight, rows),)
+            batch += (take(self.sample_weight, rows),)
         return batch
 
 

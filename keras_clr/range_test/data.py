@@ -156,17 +156,18 @@ def _reordered(x, y, seed, sample_weight=None, validation_split=None):
     if isinstance(first, dict):
         first = next(iter(first.values()))
     count = len(first)
-    trained = math.ceil(count * (1.0 - (validation_split or 0.0)))
+    trained = int(math.floor(count * (1.0 - (validation_split or 0.0))))  # as Keras splits
     order = np.concatenate([np.random.default_rng(seed).permutation(trained),
                             np.arange(trained, count)])
+    return take(x, order), take(y, order), take(sample_weight, order)
 
-    def take(data):
-        if data is None:
-            return None
-        if isinstance(data, dict):
-            return {k: np.asarray(v)[order] for k, v in data.items()}
-        if isinstance(data, (list, tuple)):
-            return type(data)(np.asarray(v)[order] for v in data)
-        return np.asarray(data)[order]
 
-    return take(x), take(y), take(sample_weight)
+def take(data, index):
+    """`data` (an array, or a dict, list or tuple of them; or None) at `index`."""
+    if data is None:
+        return None
+    if isinstance(data, dict):
+        return {k: np.asarray(v)[index] for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return type(data)(np.asarray(v)[index] for v in data)
+    return np.asarray(data)[index]
