@@ -348,8 +348,8 @@ def race(model, x, y, *, epochs, candidates=None, one_cycle=None, race_seed=None
         raise ValueError("Argument `race_seed` must be a non-negative integer or None. "
                          f"Received: race_seed={race_seed!r}")
     rates = None if candidates is None else _check_candidates(candidates)
-    options = tuning._one_cycle_options(one_cycle, "the race")
-    tuning._check_optimizer(model, options, "the race")
+    options = tuning.one_cycle_options(one_cycle, "the race")
+    tuning.check_optimizer(model, options, "the race")
     batch_size = fit_kwargs.pop("batch_size", None) or 32
     batch_size = _checks.positive_int("batch_size", batch_size)
     verbose = fit_kwargs.pop("verbose", "auto")
@@ -362,7 +362,7 @@ def race(model, x, y, *, epochs, candidates=None, one_cycle=None, race_seed=None
     total_steps = max(1, epochs * per_epoch // accumulation)
     x = _ensure_built(model, x, batch_size)
     state.build_optimizer(model)
-    poisoned = tuning._non_finite(model)
+    poisoned = state.first_nonfinite(state.float_variables(model))
     if poisoned is not None:
         raise ValueError(f"Argument `model` must start from finite weights; {poisoned} "
                          "holds NaN or inf already. Received: model with non-finite "
@@ -410,7 +410,6 @@ def race(model, x, y, *, epochs, candidates=None, one_cycle=None, race_seed=None
 def _run(model, report, batches, fit_args, options, verbose):
     """The race itself: trains, compares, drops; leaves the model as the
     winner's training left it and `report._history` its History."""
-    from keras_clr.tuning import _non_finite
 
     optimizer = training.base_optimizer(model)
     epochs = report.epochs
@@ -445,7 +444,7 @@ def _run(model, report, batches, fit_args, options, verbose):
         elif not all(math.isfinite(float(v)) for v in history.history.get("loss", [])):
             bad = "non-finite training loss"
         else:
-            path = _non_finite(model)
+            path = state.first_nonfinite(state.float_variables(model))
             if path is not None:
                 bad = f"non-finite {path}"
         return bad

@@ -110,7 +110,7 @@ class MaxLRSearch:
         return "\n".join(lines)
 
 
-def _one_cycle_options(one_cycle, owner):
+def one_cycle_options(one_cycle, owner):
     """The `OneCycle` arguments (besides `max_lr` and `total_steps`) of
     `one_cycle`: None, a dict of them, or a `keras_clr.OneCycle` whose
     `max_lr` is replaced (and whose `total_steps` must be None); ValueError
@@ -155,7 +155,7 @@ def _check_no_one_cycle_kwargs(fit_kwargs, owner):
                 f"Received: {key}={fit_kwargs[key]!r}")
 
 
-def _check_optimizer(model, options, owner):
+def check_optimizer(model, options, owner):
     """The checks OneCycle makes as training begins, made before any step:
     an optimizer without a momentum needs cycle_momentum=False."""
     optimizer = training.base_optimizer(model)
@@ -166,26 +166,6 @@ def _check_optimizer(model, options, owner):
     except ValueError as error:
         raise ValueError(f"{error} (with {owner}: "
                          "one_cycle={'cycle_momentum': False})") from None
-
-
-def _non_finite(model):
-    """The path of the first model or optimizer variable holding a NaN or an
-    inf, or None: one reduction per variable on the device, then one read."""
-    variables, seen = [], set()
-    for variable in [*model.variables, *model.optimizer.variables]:
-        dtype = keras.backend.standardize_dtype(variable.dtype)
-        if id(variable) not in seen and "float" in dtype:
-            seen.add(id(variable))
-            variables.append(variable)
-    if not variables:
-        return None
-    finite = keras.ops.convert_to_numpy(keras.ops.stack(
-        [keras.ops.all(keras.ops.isfinite(v)) for v in variables]))
-    bad = np.flatnonzero(~finite.astype(bool))
-    if not len(bad):
-        return None
-    variable = variables[bad[0]]
-    return getattr(variable, "path", None) or variable.name
 
 
 def _described(options):
@@ -272,7 +252,7 @@ def _probe(model, saved, x, y, batch_size, max_lr, steps, evaluation, fit_kwargs
                       callbacks=[OneCycle(max_lr, total_steps=steps, **options),
                                  _StopAfter(steps)],
                       **kwargs)
-        path = _non_finite(model)
+        path = state.first_nonfinite(state.float_variables(model))
         loss = _loss(model, evaluation) if path is None else math.inf
     finally:
         model.history = history
@@ -428,7 +408,7 @@ def tune_max_lr(model, x=None, y=None, *, total_steps=None, epochs=None, batch_s
                          "(fit_one_cycle passes them to the real training). "
                          f"Received: callbacks={fit_kwargs['callbacks']!r}")
     _check_no_one_cycle_kwargs(fit_kwargs, "tune_max_lr")
-    options = _one_cycle_options(one_cycle, "tune_max_lr")
+    options = one_cycle_options(one_cycle, "tune_max_lr")
     budget = _checks.positive_int("budget_steps", budget_steps)
     least = RANGE_STEPS + 3 * MIN_PROBE_STEPS
     if budget < least:
@@ -441,8 +421,8 @@ def tune_max_lr(model, x=None, y=None, *, total_steps=None, epochs=None, batch_s
                          "`model.fit`. Received: x=None")
     check_data(x)
     planned = _planned_steps(model, x, batch_size, total_steps, epochs, fit_kwargs)
-    _check_optimizer(model, options, "tune_max_lr")
-    poisoned = _non_finite(model)
+    check_optimizer(model, options, "tune_max_lr")
+    poisoned = state.first_nonfinite(state.float_variables(model))
     if poisoned is not None:
         raise ValueError(f"Argument `model` must start from finite weights; {poisoned} "
                          "holds NaN or inf already. Received: model with non-finite "
@@ -553,7 +533,7 @@ def fit_one_cycle(model, x=None, y=None, *, epochs, max_lr="auto", budget_steps=
         >>> history.race.winner, history.race.compute  # the rate, trainings spent
     """
     _check_no_one_cycle_kwargs(fit_kwargs, "fit_one_cycle")
-    options = _one_cycle_options(one_cycle, "fit_one_cycle")
+    options = one_cycle_options(one_cycle, "fit_one_cycle")
     if isinstance(max_lr, str) and max_lr == "race":
         from keras_clr import race
 

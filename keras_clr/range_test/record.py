@@ -29,6 +29,7 @@ from keras_clr import _keras_internals
 from keras_clr import curves
 from keras_clr import hooks
 from keras_clr import tables
+from keras_clr.range_test import state
 
 
 def ramp(step, start_lr, end_lr, num_steps, step_mode):
@@ -85,7 +86,7 @@ class RangeTestStep:
         self._carrier = None
         # What the step checks: a variable that holds NaN, inf or values near
         # float32's largest before the test (a sentinel) is left out.
-        self.checked = [v for v in _state_variables(model) if _checkable(v)]
+        self.checked = [v for v in state.float_variables(model) if _checkable(v)]
 
     def begin(self, ramp_fn, start):
         """Readies the step for a test from update count `start`."""
@@ -105,10 +106,7 @@ class RangeTestStep:
         """The path of the first variable the step checks that holds NaN or
         inf now, read on the host, or None."""
         _keras_internals.sync_state(self.model)  # JAX keeps them in its state
-        for variable in self.checked:
-            if not np.isfinite(keras.ops.convert_to_numpy(variable.value)).all():
-                return getattr(variable, "path", variable.name)
-        return None
+        return state.first_nonfinite(self.checked)
 
     def end(self):
         """Gives the model its own train step back."""
@@ -128,20 +126,6 @@ class RangeTestStep:
         row = _backend.replica_mean(row)  # the global batch's, as Keras logs it
         _backend.write_row(self.record, ops.minimum(step, self.num_steps), row)
         return logs
-
-
-def _state_variables(model):
-    """The floating-point variables a step updates and the next step reads:
-    the model's (trainable and not, such as batch-norm statistics) and the
-    optimizer's, each once, in that order."""
-    seen, found = set(), []
-    for variable in (*model.trainable_variables, *model.non_trainable_variables,
-                     *model.optimizer.variables):
-        dtype = keras.backend.standardize_dtype(variable.dtype)
-        if id(variable) not in seen and "float" in dtype:
-            seen.add(id(variable))
-            found.append(variable)
-    return found
 
 
 def _nan_unless_finite(variables):

@@ -5,6 +5,7 @@ aligned copy per variable, read through DLPack where the backend allows) and
 writes the copies back when it ends, whatever ends it.
 """
 
+import keras
 import numpy as np
 
 from keras_clr import _backend
@@ -27,6 +28,34 @@ def _state_variables(model):
             seen.add(id(variable))
             variables.append(variable)
     return variables
+
+
+def float_variables(model):
+    """The floating-point variables a step updates and the next step reads:
+    the model's (trainable and not, such as batch-norm statistics) and the
+    optimizer's, each once, in that order."""
+    seen, found = set(), []
+    for variable in (*model.trainable_variables, *model.non_trainable_variables,
+                     *model.optimizer.variables):
+        dtype = keras.backend.standardize_dtype(variable.dtype)
+        if id(variable) not in seen and "float" in dtype:
+            seen.add(id(variable))
+            found.append(variable)
+    return found
+
+
+def first_nonfinite(variables):
+    """The path of the first of `variables` holding a NaN or an inf, or
+    None: one reduction per variable on the device, then one host read."""
+    if not variables:
+        return None
+    finite = keras.ops.convert_to_numpy(keras.ops.stack(
+        [keras.ops.all(keras.ops.isfinite(v.value)) for v in variables]))
+    bad = np.flatnonzero(~finite.astype(bool))
+    if not len(bad):
+        return None
+    variable = variables[bad[0]]
+    return getattr(variable, "path", None) or variable.name
 
 
 def snapshot(model):
