@@ -1,0 +1,276 @@
+"""Which race rule? Every grid rate trained to the end, and rules replayed on it.
+
+The race (`fit_one_cycle(max_lr="race")`) trains its candidates on the same
+batches in the same order and compares them on held-out validation loss at
+epoch ends; a candidate's curve up to a cut is the same whether it is then
+dropped or trains on. So one full training per (task, seed, rate), on the
+race's own data path, tells what any rule of cuts would have chosen:
+
+1. ``collect``: for each task, seed and point of the task's 9-point grid, a
+   `OneCycle(rate)` training for the task's epochs on the race's split (the
+   first 90% of the training arrays; `RaceBatches` with the race's seed),
+   the validation loss on the last 10% after every epoch and the test
+   metric at the end; and the range test the race runs (100 steps on the
+   90%), with the candidates the race would take from it.
+2. ``simulate``: replays rules on those curves. Candidates are the race's
+   own from the range test, each moved to the nearest grid point in log
+   scale (the grid is a third of a decade apart, the race's candidates half
+   a decade), or a fixed set; each rule is a list of (fraction of the
+   training, candidates kept) cuts and a way to compare. A rule's score per
+   task is the seed-mean test metric of its choice over the best seed-mean
+   metric of the grid on the same 90% (the choice alone, the hold-out's
+   cost aside); its compute is the epochs trained by all candidates and
+   the range test, in trainings.
+
+Design tasks only by default (the suite's TASKS minus HELD_OUT); the
+held-out tasks are for after a rule is chosen.
+
+Usage:
+    .venv/bin/python benchmarks/race_rules.py collect --json /tmp/race_curves.json --seeds 0 1
+    .venv/bin/python benchmarks/race_rules.py simulate --json /tmp/race_curves.json
+"""
+
+import argparse
+import itertools
+import json
+import math
+import os
+import sys
+import time
+import warnings
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import suggestion_quality as sq  # noqa: E402
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from keras_clr import race as race_module  # noqa: E402
+from keras_clr.callbacks import OneCycle  # noqa: E402
+from keras_clr.range_test import state  # noqa: E402
+from keras_clr.range_test.api import find_lr  # noqa: E402
+
+RACE_SEED = 40_000
+
+
+def _split(x, y):
+    split = math.floor(len(x) * (1 - race_module.HOLD_OUT))
+    return x[:split], y[:split], (x[split:], y[split:])
+
+
+def collect_one(bench, task, seed):
+    """{"rates", "val_loss" (rate x epoch), "metric" (rate), "candidates",
+    "range_steps", "steps_per_training", "seconds"} for (task, seed)."""
+    _, _, _, batch, epochs, grid, kind = sq.TASKS[task]
+    model, saved = bench.model(task, seed)
+    x_tr, y_tr, x_te, y_te = bench._data(task)
+    x, y, validation = _split(x_tr, y_tr)
+    per_epoch = math.ceil(len(x) / batch)
+    total = epochs * per_epoch
+    state.restore(saved)
+    counter = race_module._StepCount()
+    keras.utils.set_random_seed(RACE_SEED + seed)
+    result = find_lr(model, x, y, batch_size=batch, num_steps=race_module.RANGE_STEPS,
+                     verbose=0, callbacks=[counter])
+    options = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rates, centre, _ = race_module.candidates_from(result, options)
+    trimmed = race_module.within_budget(rates, centre, epochs, counter.steps / total)
+    out = {"rates": list(grid), "val_loss": [], "metric": [], "candidates": rates,
+           "trimmed": trimmed, "centre": centre, "range_steps": counter.steps,
+           "steps_per_training": total, "epochs": epochs, "seconds": []}
+    for rate in grid:
+        state.restore(saved)
+        batches = race_module.RaceBatches(x, y, None, batch, True, RACE_SEED + seed)
+        start = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            history = model.fit(batches, epochs=epochs, validation_data=validation,
+                                validation_batch_size=batch, shuffle=False, verbose=0,
+                                callbacks=[race_module._EpochOrder(batches),
+                                           OneCycle(rate, total_steps=total)])
+        out["seconds"].append(time.perf_counter() - start)
+        losses = [float(v) for v in history.history.get("val_loss", [])]
+        losses += [float("nan")] * (epochs - len(losses))  # stopped: diverged
+        out["val_loss"].append(losses)
+        out["metric"].append(sq._score(model.predict(x_te, batch_size=512, verbose=0),
+                                       y_te, kind))
+    return out
+
+
+def collect(args):
+    saved = {}
+    if os.path.exists(args.json):
+        with open(args.json) as f:
+            saved = json.load(f)
+    bench = sq.Bench(100, None)
+    tasks = args.tasks or [t for t in sq.TASKS if t not in sq.HELD_OUT]
+    for task in tasks:
+        for seed in args.seeds:
+            name = f"{task}/{seed}"
+            if name in saved:
+                continue
+            start = time.perf_counter()
+            saved[name] = collect_one(bench, task, seed)
+            with open(args.json, "w") as f:
+                json.dump(saved, f)
+            print(f"{name}: {time.perf_counter() - start:.0f} s; best "
+                  f"{saved[name]['rates'][int(np.argmax(saved[name]['metric']))]:.3g}",
+                  flush=True)
+
+
+# -- replaying rules ---------------------------------------------------------
+
+def _nearest(grid, rate):
+    return int(np.argmin([abs(math.log(g / rate)) for g in grid]))
+
+
+def _cut_epochs(epochs, fractions):
+    """The epochs (from 1) nearest each fraction, increasing and distinct,
+    at most `epochs`."""
+    out = []
+    for fraction in fractions:
+        epoch = max(1, math.floor(epochs * fraction + 0.5))
+        if out and epoch <= out[-1]:
+            epoch = out[-1] + 1
+        out.append(min(epoch, epochs))
+    return out
+
+
+def replay(run, pool, cuts, compare="last", prefer_high=0.0):
+    """(index chosen, epochs trained by all candidates) of a race over the
+    grid indices `pool` with `cuts` = [(fraction, keep), ...]; the last keep
+    is 1. `compare`: "last" (val loss at the cut), "min" (lowest so far).
+    `prefer_high`: among those within this relative margin of the best,
+    the highest rate wins a place."""
+    epochs = run["epochs"]
+    curves = np.array(run["val_loss"], dtype=float)
+    alive = sorted(set(pool))
+    trained = 0
+    done = 0
+    for epoch, (_, keep) in zip(_cut_epochs(epochs, [c[0] for c in cuts]), cuts):
+        trained += len(alive) * (epoch - done)
+        # a diverged candidate is dropped at the epoch it diverged
+        alive = [i for i in alive if np.all(np.isfinite(curves[i, :epoch]))] or alive[:1]
+        done = epoch
+        if len(alive) <= keep:
+            continue
+        score = {i: (curves[i, epoch - 1] if compare == "last"
+                     else np.nanmin(curves[i, :epoch])) for i in alive}
+        if prefer_high:
+            kept = []
+            rest = list(alive)
+            while len(kept) < keep:
+                best = min(score[i] for i in rest)
+                near = [i for i in rest if score[i] <= best + prefer_high * abs(best)]
+                pick = max(near)  # grid indices increase with the rate
+                kept.append(pick)
+                rest.remove(pick)
+            alive = kept
+        else:
+            alive = sorted(alive, key=lambda i: score[i])[:keep]
+    trained += len(alive) * (epochs - done)
+    chosen = min(alive, key=lambda i: curves[i, -1] if np.isfinite(curves[i, -1]) else 1e30)
+    return chosen, trained
+
+
+def simulate(args):
+    with open(args.json) as f:
+        saved = json.load(f)
+    tasks = sorted({name.split("/")[0] for name in saved})
+    if not args.held_out:
+        tasks = [t for t in tasks if t not in sq.HELD_OUT]
+    rules = {}
+    for fractions in ([0.25, 0.5], [0.5, 0.75], [0.4, 0.7], [0.5], [0.75], [0.3, 0.6],
+                      [0.6], [0.5, 0.7], [0.6, 0.8]):
+        for first_keep in ((3, 2) if len(fractions) == 2 else (None,)):
+            for compare in ("last", "min"):
+                for prefer in (0.0, 0.01, 0.03):
+                    cuts = ([(fractions[0], first_keep), (fractions[1], 1)]
+                            if first_keep else [(fractions[0], 1)])
+                    name = (f"cuts {fractions} keep {first_keep or ''}/1 {compare}"
+                            + (f" prefer-high {prefer}" if prefer else ""))
+                    rules[name] = (cuts, compare, prefer)
+    pools = {
+        "race's candidates": lambda run: [_nearest(run["rates"], r) for r in run["trimmed"]],
+        "race's untrimmed": lambda run: [_nearest(run["rates"], r) for r in run["candidates"]],
+        "4 around centre": lambda run: _around(run, 4),
+        "5 around centre": lambda run: _around(run, 5),
+        "3 around centre": lambda run: _around(run, 3),
+        "5 around centre, a third of a decade apart": lambda run: _around(run, 5, 1),
+        "7 around centre, a third of a decade apart": lambda run: _around(run, 7, 1),
+    }
+    rows = []
+    for (pool_name, pool), (rule_name, (cuts, compare, prefer)) in itertools.product(
+            pools.items(), rules.items()):
+        shares, computes = [], []
+        for task in tasks:
+            runs = [saved[k] for k in saved if k.split("/")[0] == task]
+            grid_best = max(np.mean([r["metric"] for r in runs], axis=0))
+            metrics = []
+            for run in runs:
+                chosen, trained = replay(run, pool(run), cuts, compare, prefer)
+                metrics.append(run["metric"][chosen])
+                computes.append(trained / run["epochs"]
+                                + run["range_steps"] / run["steps_per_training"])
+            shares.append(np.mean(metrics) / grid_best)
+        rows.append((np.mean(shares), min(shares), np.mean(computes), max(computes),
+                     pool_name, rule_name, shares))
+    rows.sort(key=lambda r: (-r[0]))
+    print(f"tasks: {tasks}; seeds per task: "
+          f"{[sum(k.split('/')[0] == t for k in saved) for t in tasks]}")
+    print("mean | worst | compute mean | compute max | candidates | rule")
+    for row in rows[:args.top]:
+        print(f"{row[0]:.2%} | {row[1]:.2%} | {row[2]:.2f} | {row[3]:.2f} | {row[4]} | "
+              f"{row[5]}")
+    within = [r for r in rows if r[3] <= args.budget]
+    print(f"\nbest within {args.budget} trainings (max over runs):")
+    for row in sorted(within, key=lambda r: -r[0])[:args.top]:
+        print(f"{row[0]:.2%} | {row[1]:.2%} | {row[2]:.2f} | {row[3]:.2f} | {row[4]} | "
+              f"{row[5]} | " + " ".join(f"{s:.3f}" for s in row[6]))
+    print("\nbest worst-task within budget:")
+    for row in sorted(within, key=lambda r: -r[1])[:args.top]:
+        print(f"{row[0]:.2%} | {row[1]:.2%} | {row[2]:.2f} | {row[3]:.2f} | {row[4]} | "
+              f"{row[5]}")
+    # references: the grid itself chosen by validation loss at the end
+    for fraction in (0.25, 0.5, 0.75, 1.0):
+        shares = []
+        for task in tasks:
+            runs = [saved[k] for k in saved if k.split("/")[0] == task]
+            grid_best = max(np.mean([r["metric"] for r in runs], axis=0))
+            picks = []
+            for run in runs:
+                epoch = _cut_epochs(run["epochs"], [fraction])[0]
+                chosen, _ = replay(run, range(len(run["rates"])), [(fraction, 1)])
+                picks.append(run["metric"][chosen])
+            shares.append(np.mean(picks) / grid_best)
+        print(f"all 9 grid points, chosen by val loss at {fraction:.0%}: "
+              f"{np.mean(shares):.2%} mean, {min(shares):.2%} worst")
+
+
+def _around(run, count, step=2):
+    """`count` grid indices `step` apart (2: two thirds of a decade) around
+    the grid point nearest the race's centre, clipped to the grid."""
+    centre = _nearest(run["rates"], run["centre"])
+    first = centre - step * ((count - 1) // 2)
+    top = len(run["rates"]) - 1
+    return sorted({min(max(0, first + step * k), top) for k in range(count)})
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("mode", choices=["collect", "simulate"])
+    parser.add_argument("--json", required=True)
+    parser.add_argument("--tasks", nargs="+", choices=sorted(sq.TASKS), default=None)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    parser.add_argument("--held-out", action="store_true")
+    parser.add_argument("--budget", type=float, default=3.0)
+    parser.add_argument("--top", type=int, default=15)
+    args = parser.parse_args(argv)
+    collect(args) if args.mode == "collect" else simulate(args)
+
+
+if __name__ == "__main__":
+    main()
