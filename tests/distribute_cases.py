@@ -234,3 +234,38 @@ def test_tune_max_lr_restores_every_replica_and_matches_one_device(strategy):
                                [r["max_lr"] for r in want.candidates[:3]], rtol=1e-5)
     np.testing.assert_allclose([r["loss"] for r in got.candidates[:3]],
                                [r["loss"] for r in want.candidates[:3]], rtol=1e-3)
+
+
+def _state_per_replica(model):
+    """Every replica's copy of every model and optimizer variable, in order."""
+    return [(v.path, np.array(copy.numpy()))
+            for v in model.variables + model.optimizer.variables
+            for copy in (getattr(v.value, "values", None) or (v.value,))]
+
+
+def test_race_winner_is_a_plain_fit_at_its_rate(strategy):
+    # from a model one epoch into training (momentum slots for every
+    # candidate to start from), shuffled batches: the winner's run equals a
+    # plain fit under the strategy fed epoch e's batches in the race's order
+    x, y = _data()
+    model, _ = _pretrained(strategy)
+    history = keras_clr.fit_one_cycle(model, x, y, batch_size=BATCH, epochs=4,
+                                      max_lr="race", candidates=[0.003, 0.01, 0.03],
+                                      race_seed=7, validation_data=_data(seed=2), verbose=0)
+    race = history.race
+    assert race.winner in race.candidates and history.epoch == [0, 1, 2, 3]
+    # the first cut of 4 epochs is at the end of epoch 1: the 3 candidates
+    # train it, the best ceil(3 / 3) = 1 trains on to the end
+    assert race.compute == (3 * 1 + 1 * 3) / 4
+    plain, _ = _pretrained(strategy)
+    schedule = keras_clr.OneCycle(race.winner, total_steps=4 * STEPS_PER_EPOCH)
+    for epoch in range(4):
+        order = np.random.default_rng([7, epoch]).permutation(SAMPLES)
+        plain.fit(x[order], y[order], batch_size=BATCH, shuffle=False, initial_epoch=epoch,
+                  epochs=epoch + 1, verbose=0, callbacks=[schedule])
+    got, want = _state_per_replica(model), _state_per_replica(plain)
+    assert len(got) == len(want) == 2 * len(model.variables + model.optimizer.variables)
+    for (path, have), (_, expected) in zip(got, want):
+        np.testing.assert_allclose(have, expected, rtol=1e-5, atol=1e-7, err_msg=path)
+    # one epoch before the race, 4 in it
+    assert keras_clr.training.iterations(model.optimizer) == 5 * STEPS_PER_EPOCH
