@@ -325,14 +325,19 @@ def race(model, x, y, *, epochs, candidates=None, one_cycle=None, race_seed=None
                              f"{', '.join(_FIT_ARGS[:-1])}). Received: "
                              f"{key}={fit_kwargs[key]!r}")
     callbacks = fit_kwargs.pop("callbacks", None)
+    callbacks = getattr(callbacks, "callbacks", callbacks)  # a CallbackList's own
+    if callbacks is None or not hasattr(callbacks, "__iter__"):  # one callback alone
+        callbacks = [] if callbacks is None else [callbacks]
+    callbacks = list(callbacks)
     if callbacks:
-        name = type(list(callbacks)[0]).__name__
+        names = ", ".join(type(callback).__name__ for callback in callbacks)
         raise ValueError(
-            f"Argument `callbacks` ({name}) cannot be passed to the race: it trains "
+            f"Argument `callbacks` ({names}) cannot be passed to the race: it trains "
             "several candidates epoch by epoch, so a callback would see their runs "
-            "interleaved, not one training. Pass a float `max_lr` to fit with "
-            "callbacks (the race's winner is `history.race.winner`). Received: "
-            f"callbacks={callbacks!r}")
+            "interleaved, not one training. Race without callbacks (the model ends "
+            "as the winner's training left it), or pass a float `max_lr` (such as a "
+            "race's `history.race.winner`) to fit with callbacks. Received: "
+            f"callbacks=[{names}]")
     shuffle = fit_kwargs.pop("shuffle", True)
     if shuffle not in (True, False):
         raise ValueError("Argument `shuffle` must be True or False for the race. "

@@ -281,6 +281,49 @@ def test_bad_input_is_refused_before_any_step(kwargs, match):
     assert int(model.optimizer.iterations) == 0
 
 
+_USER_CALLBACKS = {
+    "ModelCheckpoint": lambda d: keras.callbacks.ModelCheckpoint(str(d / "m.keras")),
+    "EarlyStopping": lambda d: keras.callbacks.EarlyStopping(),
+    "CSVLogger": lambda d: keras.callbacks.CSVLogger(str(d / "log.csv")),
+    "TensorBoard": lambda d: keras.callbacks.TensorBoard(str(d / "tb")),
+    "BackupAndRestore": lambda d: keras.callbacks.BackupAndRestore(str(d / "backup")),
+}
+
+
+def _refused(callbacks, tmp_path, match):
+    """The race refuses `callbacks` before any step and before any file."""
+    x, y = _data()
+    model = _compiled()
+    keras_clr.range_test.state.build_optimizer(model)
+    before = _state(model)
+    with pytest.raises(ValueError, match=match):
+        keras_clr.fit_one_cycle(model, x, y, batch_size=BATCH, epochs=2, max_lr="race",
+                                callbacks=callbacks, verbose=0)
+    _assert_same_state(before, model)
+    assert int(model.optimizer.iterations) == 0
+    assert not any(tmp_path.iterdir())  # no checkpoint, log or backup written
+
+
+@pytest.mark.parametrize("name", sorted(_USER_CALLBACKS))
+def test_a_users_callback_is_refused_by_name_before_any_step(name, tmp_path):
+    _refused([_USER_CALLBACKS[name](tmp_path)], tmp_path,
+             rf"`callbacks` \({name}\) cannot be passed to the race.*"
+             rf"pass a float `max_lr`.*Received: callbacks=\[{name}\]$")
+
+
+def test_every_callback_passed_is_named(tmp_path):
+    names = sorted(_USER_CALLBACKS)
+    listed = ", ".join(names)
+    _refused([_USER_CALLBACKS[name](tmp_path) for name in names], tmp_path,
+             rf"`callbacks` \({listed}\).*Received: callbacks=\[{listed}\]$")
+    # a CallbackList, or one callback not in a list, likewise
+    _refused(keras.callbacks.CallbackList([keras.callbacks.EarlyStopping(),
+                                           keras.callbacks.TerminateOnNaN()]),
+             tmp_path, r"Received: callbacks=\[EarlyStopping, TerminateOnNaN\]$")
+    _refused(keras.callbacks.EarlyStopping(), tmp_path,
+             r"Received: callbacks=\[EarlyStopping\]$")
+
+
 def test_race_arguments_need_the_race():
     x, y = _data()
     with pytest.raises(ValueError, match=r"candidates.*max_lr='race' only"):
