@@ -13,9 +13,11 @@ copied back to the host. Validation loss at each epoch's end compares them:
 - a candidate whose training or validation loss is NaN or inf stops at
   that epoch's end and is dropped, as is one that leaves a weight or an
   optimizer slot NaN or inf (checked as each segment ends);
-- at the end of the epoch nearest 25% of the training the best
-  ceil(K / 3) of the K still running are kept; at the epoch nearest 50%
-  the best one (successive halving; `checkpoints`).
+- at the end of the epoch nearest 50% of the training the best two are
+  kept, at the epoch nearest 75% the best one (`checkpoints`). Cuts any
+  earlier favour the low rates: at and just after the schedule's peak the
+  higher rates' validation loss is still raised by it
+  (`benchmarks/race_rules.py`).
 
 The winner trains on to the end in one `fit`: its run is the user's
 training, and the model ends with its weights and optimizer state.
@@ -37,13 +39,11 @@ from keras_clr.range_test.data import _slice
 from keras_clr.range_test.data import take
 
 RANGE_STEPS = 100  # the range test that places the candidates
-SPACING = 10 ** 0.5  # between neighbouring candidates
-MAX_CANDIDATES = 6
-MIN_CANDIDATES = 3  # the range test's candidates are trimmed to fit the budget, to this
-COMPUTE_BUDGET = 3.0  # trainings of compute a default race aims to stay within
+CANDIDATES = 3  # the range test's candidates: the suggestion and one either side
+SPACING = 10 ** (2 / 3)  # between neighbouring candidates
+COMPUTE_BUDGET = 3.0  # trainings of compute above which the race warns
 HOLD_OUT = 0.1  # the automatic hold-out, the last fraction of the arrays
-FIRST_CUT = 0.25  # fraction of the training at the first checkpoint
-SECOND_CUT = 0.5  # ... and at the second, where one candidate is kept
+CUTS = ((0.5, 2), (0.75, 1))  # (fraction of the training, candidates kept there)
 
 # `fit` arguments the race sets itself, or cannot honour.
 _RACE_OWNS = ("initial_epoch", "steps_per_epoch", "validation_steps", "validation_freq")
@@ -92,70 +92,46 @@ class RaceBatches(keras.utils.PyDataset):
 
 
 def checkpoints(epochs):
-    """(first, second): the epochs (counted from 1) at whose end the race
-    keeps ceil(K / 3), then 1 candidate: the epochs nearest `FIRST_CUT` and
-    `SECOND_CUT` of the training, distinct, the second at most `epochs`;
-    first is None where the training is too short for two."""
-    first = max(1, math.floor(epochs * FIRST_CUT + 0.5))
-    second = max(first + 1, math.floor(epochs * SECOND_CUT + 0.5))
-    if second > epochs:
-        return None, epochs
-    return first, second
+    """[(epoch, kept), ...]: the epochs (counted from 1) at whose end the
+    race keeps the best `kept` candidates, the epoch nearest each fraction
+    of `CUTS`; cuts that fall on the same epoch are one, the later's
+    `kept`. The last keeps one."""
+    out = []
+    for fraction, kept in CUTS:
+        epoch = min(epochs, max(1, math.floor(epochs * fraction + 0.5)))
+        if out and out[-1][0] >= epoch:
+            out[-1] = (out[-1][0], kept)
+        else:
+            out.append((epoch, kept))
+    return out
 
 
 def planned_trainings(count, epochs):
     """Trainings of compute the race plans for `count` candidates over
     `epochs` (the range test aside), if none diverges."""
-    first, second = checkpoints(epochs)
-    if first is None:
-        return count * second / epochs + (epochs - second) / epochs
-    kept = math.ceil(count / 3)
-    return (count * first + kept * (second - first) + (epochs - second)) / epochs
+    trained, alive, done = 0, count, 0
+    for epoch, kept in checkpoints(epochs):
+        trained += alive * (epoch - done)
+        alive, done = min(alive, kept), epoch
+    return (trained + alive * (epochs - done)) / epochs
 
 
 def candidates_from(result, options):
-    """(candidates, centre, rule): `MAX_CANDIDATES` rates at most, `SPACING` apart.
-
-    With a suggestion (`suggest(one_cycle=...)`), centred on it, at least
-    two spacings either side, reaching half a decade past each end of
-    `suggest_range()`, the far end trimmed first. Without one the curve
-    never clearly descends (its `suggest_range()` is then noise): six rates
-    from 10 ** -1.5 to 10 ** 1 times a decade below where the test ended.
-    """
+    """(candidates, centre, rule): `CANDIDATES` rates `SPACING` apart,
+    centred on the range test's `suggest(one_cycle=...)`; without one (the
+    curve never clearly descends) on a decade below where the test ended."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         suggestion = result.suggest(one_cycle=OneCycle(1.0, **options))
-        span = result.suggest_range() if suggestion is not None else None
     if suggestion is not None:
         centre, rule = suggestion, "suggest(one_cycle=...)"
-        low, high = -2, 2
-        if span is not None:
-            low = min(low, math.floor(math.log(span[0] / centre, SPACING)) - 1)
-            high = max(high, math.ceil(math.log(span[1] / centre, SPACING)) + 1)
     else:
         top = float(result.lrs[-1]) if len(result.lrs) else 1e-2
         centre, rule = top / 10, "no suggestion: a decade below where the test ended"
-        low, high = -3, 2
-    while high - low + 1 > MAX_CANDIDATES:
-        if -low > high:
-            low += 1
-        else:
-            high -= 1
-    rates = [centre * SPACING ** k for k in range(low, high + 1)]
-    return rates, centre, (f"rates half a decade apart around the range test's "
-                           f"{rule} ({centre:.3g})")
-
-
-def within_budget(rates, centre, epochs, extra):
-    """`rates` less those farthest from `centre` (in log scale), down to
-    `MIN_CANDIDATES`, until the planned compute plus `extra` (the range
-    test's, in trainings) is within `COMPUTE_BUDGET`."""
-    rates = sorted(rates)
-    while (len(rates) > MIN_CANDIDATES
-           and planned_trainings(len(rates), epochs) + extra > COMPUTE_BUDGET):
-        far = max((0, len(rates) - 1), key=lambda i: abs(math.log(rates[i] / centre)))
-        rates.pop(far)
-    return rates
+    low = -((CANDIDATES - 1) // 2)
+    rates = [centre * SPACING ** k for k in range(low, low + CANDIDATES)]
+    return rates, centre, (f"rates two thirds of a decade apart around the range "
+                           f"test's {rule} ({centre:.3g})")
 
 
 class MaxLRRace:
@@ -389,22 +365,20 @@ def race(model, x, y, *, epochs, candidates=None, one_cycle=None, race_seed=None
         # The test may run a few steps past the last it records (it reads the
         # loss every few steps): these count too.
         range_steps = counter.steps
-        rates, centre, rule = candidates_from(result, options)
-        rates = within_budget(rates, centre, epochs, range_steps / total_steps)
+        rates, _, rule = candidates_from(result, options)
         rule = f"{len(rates)} {rule}"
     else:
         rule = f"{len(rates)} candidates given"
     report = MaxLRRace(rates, rule, epochs, total_steps, result, range_steps, options)
     expected = planned_trainings(len(rates), epochs) + range_steps / total_steps
-    if expected > 3:
-        first, second = checkpoints(epochs)
+    if expected > COMPUTE_BUDGET:
+        cuts = [epoch for epoch, _ in checkpoints(epochs)]
         warnings.warn(
             f"The race of {len(rates)} candidates over {epochs} epoch(s) will spend about "
             f"{expected:.2f} trainings of compute (the range test's {range_steps} steps "
             f"included), more than {COMPUTE_BUDGET:g}: its checkpoints are at the end of "
-            f"epoch {second if first is None else f'{first} and {second}'}. Fewer "
-            "candidates (`candidates=[...]`), or a training of more epochs or steps, "
-            "spend less.",
+            f"epoch{'s' if len(cuts) > 1 else ''} {' and '.join(map(str, cuts))}. Fewer "
+            "candidates (`candidates=[...]`), or a training of more epochs, spend less.",
             stacklevel=3)
     batches = RaceBatches(x, y, sample_weight, batch_size, shuffle, seed)
     fit_args = dict(fit_kwargs, validation_data=validation, shuffle=False, verbose=0)
@@ -418,7 +392,7 @@ def _run(model, report, batches, fit_args, options, verbose):
 
     optimizer = training.base_optimizer(model)
     epochs = report.epochs
-    first, second = checkpoints(epochs)
+    cuts = dict(checkpoints(epochs))
     start = state.snapshot(model)
     alive = {rate: {"saved": start, "schedule": OneCycle(
         rate, total_steps=report.steps_per_training, **report.one_cycle),
@@ -460,11 +434,10 @@ def _run(model, report, batches, fit_args, options, verbose):
         if verbose:
             print(f"race: max_lr {rate:.3g} dropped after epoch {epoch}: {reason}")
 
-    decide = [second] if first is None else [first, second]
     epoch = 0
     while epoch < epochs:
         # to the next cut; the last one standing trains to the end
-        end = epochs if len(alive) == 1 else min(e for e in [*decide, epochs] if e > epoch)
+        end = epochs if len(alive) == 1 else min(e for e in [*cuts, epochs] if e > epoch)
         for rate in list(alive):
             bad = train(rate, epoch, end)
             if bad is not None:
@@ -478,8 +451,8 @@ def _run(model, report, batches, fit_args, options, verbose):
                 "back as it started. Race lower rates: pass `candidates`. Received: "
                 f"candidates={report.candidates!r}")
         epoch = end
-        if epoch in decide and len(alive) > 1:
-            keep = 1 if epoch == second else math.ceil(len(alive) / 3)
+        if epoch in cuts and len(alive) > cuts[epoch]:
+            keep = cuts[epoch]
             ranked = sorted(alive, key=lambda rate: report.val_loss[rate][-1])
             for rate in ranked[keep:]:
                 drop(rate, epoch, f"val_loss {report.val_loss[rate][-1]:.4g} not among "

@@ -80,7 +80,7 @@ def test_the_winner_is_a_plain_fit_at_its_rate(epochs):
                                [closed[6 * (e + 1) - 1] for e in range(epochs)], rtol=1e-6)
     assert history.params["epochs"] == epochs
     # the winner had the lowest validation loss where the last cut was made
-    cut = 2 if epochs == 2 else 3  # the cuts (nearest 25% and 50%): epochs 1, 2 / 1, 3
+    cut = 2 if epochs == 2 else 4  # the cuts (nearest 50% and 75%): epochs 1, 2 / 3, 4
     at_cut = {rate: curve[cut - 1] for rate, curve in race.val_loss.items()
               if len(curve) >= cut}
     assert race.winner == min(at_cut, key=at_cut.get)
@@ -146,20 +146,19 @@ def test_the_compute_is_every_step_trained_over_one_training():
     # the range test's steps and every candidate's, counted by the model
     assert race.range_steps > 0
     np.testing.assert_allclose(race.compute, _CountingSequential.count / 48)
-    # with no candidate diverging: K candidates the first 2 epochs (the
-    # epoch nearest 25% of 8), ceil(K / 3) to epoch 4, the winner to 8
+    # with no candidate diverging: the 3 candidates the first 4 epochs (the
+    # epoch nearest 50% of 8), the best 2 to epoch 6 (75%), the winner to 8
     k = len(race.candidates)
     assert not any("non-finite" in reason for _, reason in race.dropped.values())
-    trained = k * 2 * 6 + math.ceil(k / 3) * 2 * 6 + 4 * 6
+    trained = 3 * 4 * 6 + 2 * 2 * 6 + 2 * 6
     assert _CountingSequential.count == race.range_steps + trained
-    # the candidates: half a decade apart; a 48-step training cannot hold the
-    # 100-step range test within 3 trainings, so they are trimmed to 3
+    # the candidates: three, two thirds of a decade apart
     ratios = np.diff(np.log10(race.candidates))
-    np.testing.assert_allclose(ratios, 0.5, rtol=1e-9)
+    np.testing.assert_allclose(ratios, 2 / 3, rtol=1e-9)
     assert k == 3
     frame = race.to_frame()
     assert list(frame.columns) == ["max_lr", "epoch", "val_loss", "dropped", "winner"]
-    assert len(frame) == k * 2 + math.ceil(k / 3) * 2 + 4
+    assert len(frame) == 3 * 4 + 2 * 2 + 2
     assert frame["dropped"].notna().sum() == k - 1
     assert "winner=" in repr(race)
     ax = race.plot()
@@ -167,7 +166,7 @@ def test_the_compute_is_every_step_trained_over_one_training():
     plt.close(ax.figure)
 
 
-def test_a_diverging_candidate_is_dropped_at_once_and_the_rest_halved():
+def test_a_diverging_candidate_is_dropped_at_once_and_the_rest_cut():
     x, y = _data()
     xv, yv = _data(1, 32)
     rates = [0.001, 0.003, 0.01, 0.03, 0.1, 1e4]
@@ -181,16 +180,18 @@ def test_a_diverging_candidate_is_dropped_at_once_and_the_rest_halved():
     epoch, reason = race.dropped[1e4]
     assert epoch == 1 and "non-finite" in reason
     assert race.steps[1e4] == 6  # one epoch, then dropped
-    # at the end of epoch 2 (nearest 25% of 8): the best ceil(5 / 3) = 2 kept
-    second = {rate: race.val_loss[rate][1] for rate in rates[:-1]}
-    kept = sorted(second, key=second.get)[:2]
+    # at the end of epoch 4 (nearest 50% of 8): the best 2 kept
+    fourth = {rate: race.val_loss[rate][3] for rate in rates[:-1]}
+    kept = sorted(fourth, key=fourth.get)[:2]
     for rate in rates[:-1]:
         if rate not in kept:
-            assert race.dropped[rate][0] == 2
-            assert race.steps[rate] == 12
-    # at the end of epoch 4 (50%): the best one, which trains to the end
-    fourth = {rate: race.val_loss[rate][3] for rate in kept}
-    assert race.winner == min(fourth, key=fourth.get)
+            assert race.dropped[rate][0] == 4
+            assert race.steps[rate] == 24
+    # at the end of epoch 6 (75%): the best one, which trains to the end
+    sixth = {rate: race.val_loss[rate][5] for rate in kept}
+    assert race.winner == min(sixth, key=sixth.get)
+    loser, = set(kept) - {race.winner}
+    assert race.dropped[loser][0] == 6 and race.steps[loser] == 36
     assert race.steps[race.winner] == 48
     assert np.all(np.isfinite(model.get_weights()[0]))
 
@@ -394,18 +395,18 @@ def test_dict_inputs_and_weights_are_a_plain_fit(weights):
                                rtol=1e-5)
 
 
-def test_default_candidates_are_trimmed_to_stay_within_three_trainings():
+@pytest.mark.parametrize("epochs, cuts", [
+    (1, [(1, 1)]), (2, [(1, 2), (2, 1)]), (3, [(2, 1)]), (4, [(2, 2), (3, 1)]),
+    (8, [(4, 2), (6, 1)]), (10, [(5, 2), (8, 1)]), (100, [(50, 2), (75, 1)])])
+def test_the_cuts_are_at_the_epochs_nearest_half_and_three_quarters(epochs, cuts):
     from keras_clr import race
 
-    centre = 0.1
-    rates = [centre * 10 ** (k / 2) for k in range(-3, 3)]  # 6 rates, centre the 4th
-    # 8 epochs: cuts after epochs 2 and 4; 6 candidates plan
-    # (6 x 2 + 2 x 2 + 4) / 8 = 2.5 trainings, plus a range test of 0.55: 3.05
-    kept = race.within_budget(rates, centre, 8, 0.55)
-    # 5 plan (5 x 2 + 2 x 2 + 4) / 8 = 2.25 + 0.55 = 2.8; the farthest from
-    # the centre (10 ** -1.5 x 0.1) goes first
-    np.testing.assert_allclose(kept, rates[1:])
-    # a smaller range test leaves all six
-    np.testing.assert_allclose(race.within_budget(rates, centre, 8, 0.4), rates)
-    # never fewer than three, whatever the cost
-    assert len(race.within_budget(rates, centre, 8, 5.0)) == 3
+    assert race.checkpoints(epochs) == cuts
+    # 3 candidates to the first cut, then as many as it keeps
+    trained, alive, done = 0, 3, 0
+    for epoch, kept in cuts:
+        trained, alive, done = trained + alive * (epoch - done), kept, epoch
+    trained += alive * (epochs - done)
+    assert race.planned_trainings(3, epochs) == pytest.approx(trained / epochs)
+    if epochs == 8:
+        assert race.planned_trainings(3, 8) == pytest.approx((3 * 4 + 2 * 2 + 2) / 8)
