@@ -118,20 +118,22 @@ def planned_trainings(count, epochs):
 
 def candidates_from(result, options):
     """(candidates, centre, rule): `CANDIDATES` rates `SPACING` apart,
-    centred on the range test's `suggest(one_cycle=...)`; without one (the
-    curve never clearly descends) on a decade below where the test ended."""
+    centred on the range test's `suggest(one_cycle=...)`. Without one the
+    curve never clearly descends, and where the rate should be is less
+    sure: `CANDIDATES` rates a decade apart, from a decade below where the
+    test ended down."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         suggestion = result.suggest(one_cycle=OneCycle(1.0, **options))
     if suggestion is not None:
-        centre, rule = suggestion, "suggest(one_cycle=...)"
-    else:
-        top = float(result.lrs[-1]) if len(result.lrs) else 1e-2
-        centre, rule = top / 10, "no suggestion: a decade below where the test ended"
-    low = -((CANDIDATES - 1) // 2)
-    rates = [centre * SPACING ** k for k in range(low, low + CANDIDATES)]
-    return rates, centre, (f"rates two thirds of a decade apart around the range "
-                           f"test's {rule} ({centre:.3g})")
+        low = -((CANDIDATES - 1) // 2)
+        rates = [suggestion * SPACING ** k for k in range(low, low + CANDIDATES)]
+        return rates, suggestion, (f"rates two thirds of a decade apart around the "
+                                   f"range test's suggest(one_cycle=...) ({suggestion:.3g})")
+    top = float(result.lrs[-1]) if len(result.lrs) else 1e-1
+    rates = [top / 10 ** k for k in range(CANDIDATES, 0, -1)]
+    return rates, top / 10, (f"rates a decade apart below where the range test ended "
+                             f"({top:.3g}): it made no suggestion")
 
 
 class MaxLRRace:
@@ -151,6 +153,7 @@ class MaxLRRace:
         steps_per_training: optimizer steps of one training.
         range_test: the `LRFinderResult` that placed the candidates, or None.
         one_cycle: the `OneCycle` arguments besides `max_lr`, a dict.
+        start_val_loss: the validation loss before any candidate trained.
     """
 
     def __init__(self, candidates, rule, epochs, steps_per_training, range_test=None,
@@ -164,6 +167,7 @@ class MaxLRRace:
         self.steps = {rate: 0 for rate in self.candidates}
         self.dropped = {}
         self.winner = None
+        self.start_val_loss = None
 
     @property
     def compute(self):
@@ -197,6 +201,8 @@ class MaxLRRace:
         winner = "none" if self.winner is None else f"{self.winner:.3g}"
         lines = [f"MaxLRRace(winner={winner}, compute={self.compute:.2f} trainings, "
                  f"epochs={self.epochs}, one_cycle={self.one_cycle!r})", f"  {self.rule}"]
+        if self.start_val_loss is not None:
+            lines.append(f"  val_loss before training: {self.start_val_loss:.4g}")
         for rate in self.candidates:
             curve = self.val_loss[rate]
             last = f"val_loss {curve[-1]:.4g} after {len(curve)} epochs" if curve else "-"
@@ -394,6 +400,7 @@ def _run(model, report, batches, fit_args, options, verbose):
     epochs = report.epochs
     cuts = dict(checkpoints(epochs))
     start = state.snapshot(model)
+    report.start_val_loss = _validation_loss(model, fit_args)
     alive = {rate: {"saved": start, "schedule": OneCycle(
         rate, total_steps=report.steps_per_training, **report.one_cycle),
                     "logs": []} for rate in report.candidates}
@@ -465,6 +472,14 @@ def _run(model, report, batches, fit_args, options, verbose):
     if last != winner:  # decided at the end: the model holds another's state
         state.restore(run["saved"])
     report.winner = winner
+    if not min(report.val_loss[winner]) < report.start_val_loss:
+        warnings.warn(
+            f"The race's winner, max_lr {winner:.3g}, never brought the validation loss "
+            f"below the {report.start_val_loss:.4g} the model started from (its lowest: "
+            f"{min(report.val_loss[winner]):.4g}): none of the candidates "
+            f"{[float(f'{r:.3g}') for r in report.candidates]} trained. Race lower rates "
+            "(`candidates=[...]`), or look at the range test "
+            "(`history.race.range_test.plot()`).", stacklevel=4)
     history = keras.callbacks.History()
     history.set_model(model)
     history.epoch = [epoch for epoch, _ in run["logs"]]
@@ -477,6 +492,19 @@ def _run(model, report, batches, fit_args, options, verbose):
     report._history = history
     if verbose:
         print(f"race: winner max_lr {winner:.3g}, {report.compute:.2f} trainings of compute")
+
+
+def _validation_loss(model, fit_args):
+    """The model's loss on the race's validation data, as `fit` reports it."""
+    data = fit_args["validation_data"]
+    batch_size = fit_args.get("validation_batch_size")
+    if isinstance(data, (tuple, list)):
+        x, y, *weights = data
+        logs = model.evaluate(x, y, sample_weight=weights[0] if weights else None,
+                              batch_size=batch_size, verbose=0, return_dict=True)
+    else:
+        logs = model.evaluate(data, verbose=0, return_dict=True)
+    return float(logs["loss"])
 
 
 class _StepCount(keras.callbacks.Callback):

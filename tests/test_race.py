@@ -410,3 +410,36 @@ def test_the_cuts_are_at_the_epochs_nearest_half_and_three_quarters(epochs, cuts
     assert race.planned_trainings(3, epochs) == pytest.approx(trained / epochs)
     if epochs == 8:
         assert race.planned_trainings(3, 8) == pytest.approx((3 * 4 + 2 * 2 + 2) / 8)
+
+
+def test_without_a_suggestion_the_candidates_are_a_decade_apart_below_the_end():
+    from keras_clr import race
+    from keras_clr.results import LRFinderResult
+
+    lrs = np.logspace(-7, 1, 100)
+    flat = LRFinderResult(lrs, np.full(100, 2.3), num_steps=100)  # never descends
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert flat.suggest(one_cycle=keras_clr.OneCycle(1.0)) is None
+    rates, _, rule = race.candidates_from(flat, {})
+    np.testing.assert_allclose(rates, [1e-2, 1e-1, 1.0], rtol=1e-9)
+    assert "no suggestion" in rule
+
+
+def test_a_winner_that_never_lowered_the_validation_loss_warns():
+    # The model starts at zero, which is exactly right on the validation
+    # data (all targets 0): any training moves it away, so no candidate can
+    # bring the validation loss below where it started.
+    x, y = _data()
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)),
+                              keras.layers.Dense(1, kernel_initializer="zeros")])
+    model.compile(keras.optimizers.SGD(0.01, momentum=0.9), "mse")
+    xv = _data(1, 32)[0]
+    with pytest.warns(UserWarning, match=r"never brought the validation loss below the 0 "):
+        history = keras_clr.fit_one_cycle(model, x, y, batch_size=BATCH, epochs=4,
+                                          max_lr="race", candidates=[0.003, 0.01, 0.03],
+                                          validation_data=(xv, np.zeros((32, 1), "float32")),
+                                          verbose=0)
+    assert history.race.start_val_loss == 0.0
+    assert "val_loss before training: 0" in repr(history.race)
