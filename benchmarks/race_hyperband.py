@@ -54,14 +54,22 @@ Budgets (`--budgets`):
   epochs, and the search stopped (an `HyperbandOracle` subclass returns
   "STOPPED") before a trial would take the search past 2 trainings of
   epochs: the trials that run are the first bracket's first round, whole
-  cycles of 1-3 epochs at random rates.
+  cycles at random rates (10 trials of 2 epochs on the 10-epoch tasks, 5 of
+  3 epochs on the 8-epoch ones; the next trial, a promotion, would pass the
+  budget): a random search of short trials.
 - `default` (Hyperband's own budget; `--default-tasks`): `max_epochs` = the
-  task's epochs, factor 3, one iteration.
+  task's epochs, factor 3, one iteration: 30 trials and 120 epochs of search
+  on the 10-epoch tasks (13 trainings with the retraining), 10 trials and 49
+  epochs on the 8-epoch ones (7.1 trainings).
 
 `max_consecutive_failed_trials` is raised from its default 3: a trial whose
 `val_loss` is NaN at every epoch (a diverging rate) is marked failed by Keras
 Tuner, and three in a row would abort the search with a RuntimeError; here a
 diverged trial is a result (it is never promoted, and its epochs count).
+Keras Tuner promotes from a round only while more of its trials completed
+than the next round drops, so a failed trial can cancel a promotion: that
+search then trains fewer epochs than planned (the compute column counts what
+ran).
 
 Hyperband draws its rates from its own `seed` alone (not from the task);
 each (task, seed) gets its own (`oracle_seed`), so that the tasks do not all
@@ -69,7 +77,8 @@ share the same few draws.
 
 By default the design tasks run (the suite's TASKS minus HELD_OUT).
 
-Usage:
+Usage (the cache: a copy of race_quality.py's, which holds the grid and
+the races; without one the grid's 9 x 2 trainings per task are run first):
     nice .venv/bin/python benchmarks/race_hyperband.py --cache /tmp/hb_cache.json
     nice .venv/bin/python benchmarks/race_hyperband.py --quick --cache /tmp/hb_cache.json
     nice .venv/bin/python benchmarks/race_hyperband.py --budgets race default \\
