@@ -4,7 +4,7 @@ For each task of `benchmarks/suggestion_quality.py` and each seed (the seed
 sets the initial weights), Keras Tuner's `Hyperband` searches `OneCycle`'s
 `max_lr` (log-uniform in 1e-4..1, objective `val_loss`), and its best rate is
 retrained; the race's results come from the cache `race_quality.py` writes
-(`race/2/{task}/{seed}/{epochs}`). Both are scored as the suite scores:
+(`race/{rule}/{task}/{seed}/{epochs}`, the race's current rule). Both are scored as the suite scores:
 
 - the grid: `OneCycle(max_lr)` trained on all the training arrays for the
   task's epochs at each of 9 log-spaced rates (`Bench.metric`, cached);
@@ -97,6 +97,7 @@ import zlib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import race_quality  # noqa: E402
 import suggestion_quality as sq  # noqa: E402
 
 import keras  # noqa: E402
@@ -106,7 +107,7 @@ import numpy as np  # noqa: E402
 import keras_clr  # noqa: E402
 from keras_clr.range_test import state as range_state  # noqa: E402
 
-RACE_RULE = 2  # the race's cache version (race_quality.RULE)
+RACE_RULE = race_quality.RULE  # the race's cache version
 FACTOR = 3
 TRAININGS = 3  # the race's compute: search + retraining, in trainings
 DEFAULT_TASKS = ("digits_mlp", "friedman_mlp", "mnist1d_gru", "digits_cnn_adam")
