@@ -13,11 +13,9 @@ copied back to the host. Validation loss at each epoch's end compares them:
 - a candidate whose training or validation loss is NaN or inf stops at
   that epoch's end and is dropped, as is one that leaves a weight or an
   optimizer slot NaN or inf (checked as each segment ends);
-- at the end of the epoch nearest 50% of the training the best two are
-  kept, at the epoch nearest 75% the best one (`checkpoints`). Cuts any
-  earlier favour the low rates: at and just after the schedule's peak the
-  higher rates' validation loss is still raised by it
-  (`benchmarks/race_rules.py`).
+- at the end of the epoch nearest 25% of the training the best 3 are
+  kept, at the epoch nearest 50% the best one (`checkpoints`; the rule
+  chosen in `benchmarks/race_rules.py`).
 
 The winner trains on to the end in one `fit`: its run is the user's
 training, and the model ends with its weights and optimizer state.
@@ -39,11 +37,11 @@ from keras_clr.range_test.data import _slice
 from keras_clr.range_test.data import take
 
 RANGE_STEPS = 100  # the range test that places the candidates
-CANDIDATES = 3  # the range test's candidates: the suggestion and one either side
-SPACING = 10 ** (2 / 3)  # between neighbouring candidates
+CANDIDATES = 5  # the range test's candidates: the suggestion and two either side
+SPACING = 10 ** (1 / 3)  # between neighbouring candidates
 COMPUTE_BUDGET = 3.0  # trainings of compute above which the race warns
 HOLD_OUT = 0.1  # the automatic hold-out, the last fraction of the arrays
-CUTS = ((0.5, 2), (0.75, 1))  # (fraction of the training, candidates kept there)
+CUTS = ((0.25, 3), (0.5, 1))  # (fraction of the training, candidates kept there)
 
 # `fit` arguments the race sets itself, or cannot honour.
 _RACE_OWNS = ("initial_epoch", "steps_per_epoch", "validation_steps", "validation_freq")
@@ -120,19 +118,19 @@ def candidates_from(result, options):
     """(candidates, centre, rule): `CANDIDATES` rates `SPACING` apart,
     centred on the range test's `suggest(one_cycle=...)`. Without one the
     curve never clearly descends, and where the rate should be is less
-    sure: `CANDIDATES` rates a decade apart, from a decade below where the
-    test ended down."""
+    sure: `CANDIDATES` rates half a decade apart, from a decade below where
+    the test ended down."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         suggestion = result.suggest(one_cycle=OneCycle(1.0, **options))
     if suggestion is not None:
         low = -((CANDIDATES - 1) // 2)
         rates = [suggestion * SPACING ** k for k in range(low, low + CANDIDATES)]
-        return rates, suggestion, (f"rates two thirds of a decade apart around the "
+        return rates, suggestion, (f"rates a third of a decade apart around the "
                                    f"range test's suggest(one_cycle=...) ({suggestion:.3g})")
     top = float(result.lrs[-1]) if len(result.lrs) else 1e-1
-    rates = [top / 10 ** k for k in range(CANDIDATES, 0, -1)]
-    return rates, top / 10, (f"rates a decade apart below where the range test ended "
+    rates = [top / 10 ** (1 + k / 2) for k in range(CANDIDATES - 1, -1, -1)]
+    return rates, top / 10, (f"rates half a decade apart below where the range test ended "
                              f"({top:.3g}): it made no suggestion")
 
 

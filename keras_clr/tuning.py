@@ -494,7 +494,7 @@ def fit_one_cycle(model, x=None, y=None, *, epochs, max_lr="auto", budget_steps=
             drop the losers early on validation loss and keep the winner's
             training (`keras_clr.race`; about 3 trainings of compute).
         candidates: with `max_lr="race"`, the rates to race (at least two
-            positive floats); None races 3, two thirds of a decade apart,
+            positive floats); None races 5, a third of a decade apart,
             around a 100-step range test's suggestion.
         race_seed: with `max_lr="race"`, the seed of the batch order every
             candidate sees; None draws it from NumPy's global generator

@@ -254,9 +254,9 @@ def test_race_winner_is_a_plain_fit_at_its_rate(strategy):
                                       race_seed=7, validation_data=_data(seed=2), verbose=0)
     race = history.race
     assert race.winner in race.candidates and history.epoch == [0, 1, 2, 3]
-    # the cuts of 4 epochs are at the ends of epochs 2 (the best 2 kept) and
-    # 3 (the best one, which trains on to the end)
-    assert race.compute == (3 * 2 + 2 * 1 + 1 * 1) / 4
+    # the cuts of 4 epochs are at the ends of epochs 1 (the best 3 kept: all)
+    # and 2 (the best one, which trains on to the end)
+    assert race.compute == (3 * 1 + 3 * 1 + 1 * 2) / 4
     plain, _ = _pretrained(strategy)
     schedule = keras_clr.OneCycle(race.winner, total_steps=4 * STEPS_PER_EPOCH)
     for epoch in range(4):

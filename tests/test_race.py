@@ -52,9 +52,9 @@ def _assert_close_state(expected, model, rtol=1e-5):
         np.testing.assert_allclose(have, want, rtol=rtol, atol=1e-7, err_msg=path)
 
 
-@pytest.mark.parametrize("epochs", [2, 5])
+@pytest.mark.parametrize("epochs", [1, 5])
 def test_the_winner_is_a_plain_fit_at_its_rate(epochs):
-    # epochs=2 decides at the training's end, among two candidates that both
+    # epochs=1 decides at the training's end, among candidates that all
     # trained to it: the model must end as the winner's run left it.
     x, y = _data()
     xv, yv = _data(1, 32)
@@ -80,7 +80,7 @@ def test_the_winner_is_a_plain_fit_at_its_rate(epochs):
                                [closed[6 * (e + 1) - 1] for e in range(epochs)], rtol=1e-6)
     assert history.params["epochs"] == epochs
     # the winner had the lowest validation loss where the last cut was made
-    cut = 2 if epochs == 2 else 4  # the cuts (nearest 50% and 75%): epochs 1, 2 / 3, 4
+    cut = 1 if epochs == 1 else 3  # the cuts (nearest 25% and 50%): epoch 1 / 1, 3
     at_cut = {rate: curve[cut - 1] for rate, curve in race.val_loss.items()
               if len(curve) >= cut}
     assert race.winner == min(at_cut, key=at_cut.get)
@@ -146,19 +146,19 @@ def test_the_compute_is_every_step_trained_over_one_training():
     # the range test's steps and every candidate's, counted by the model
     assert race.range_steps > 0
     np.testing.assert_allclose(race.compute, _CountingSequential.count / 48)
-    # with no candidate diverging: the 3 candidates the first 4 epochs (the
-    # epoch nearest 50% of 8), the best 2 to epoch 6 (75%), the winner to 8
+    # with no candidate diverging: the 5 candidates the first 2 epochs (the
+    # epoch nearest 25% of 8), the best 3 to epoch 4 (50%), the winner to 8
     k = len(race.candidates)
     assert not any("non-finite" in reason for _, reason in race.dropped.values())
-    trained = 3 * 4 * 6 + 2 * 2 * 6 + 2 * 6
+    trained = 5 * 2 * 6 + 3 * 2 * 6 + 4 * 6
     assert _CountingSequential.count == race.range_steps + trained
-    # the candidates: three, two thirds of a decade apart
+    # the candidates: five, a third of a decade apart
     ratios = np.diff(np.log10(race.candidates))
-    np.testing.assert_allclose(ratios, 2 / 3, rtol=1e-9)
-    assert k == 3
+    np.testing.assert_allclose(ratios, 1 / 3, rtol=1e-9)
+    assert k == 5
     frame = race.to_frame()
     assert list(frame.columns) == ["max_lr", "epoch", "val_loss", "dropped", "winner"]
-    assert len(frame) == 3 * 4 + 2 * 2 + 2
+    assert len(frame) == 5 * 2 + 3 * 2 + 4
     assert frame["dropped"].notna().sum() == k - 1
     assert "winner=" in repr(race)
     ax = race.plot()
@@ -180,18 +180,18 @@ def test_a_diverging_candidate_is_dropped_at_once_and_the_rest_cut():
     epoch, reason = race.dropped[1e4]
     assert epoch == 1 and "non-finite" in reason
     assert race.steps[1e4] == 6  # one epoch, then dropped
-    # at the end of epoch 4 (nearest 50% of 8): the best 2 kept
-    fourth = {rate: race.val_loss[rate][3] for rate in rates[:-1]}
-    kept = sorted(fourth, key=fourth.get)[:2]
+    # at the end of epoch 2 (nearest 25% of 8): the best 3 of 5 kept
+    second = {rate: race.val_loss[rate][1] for rate in rates[:-1]}
+    kept = sorted(second, key=second.get)[:3]
     for rate in rates[:-1]:
         if rate not in kept:
-            assert race.dropped[rate][0] == 4
-            assert race.steps[rate] == 24
-    # at the end of epoch 6 (75%): the best one, which trains to the end
-    sixth = {rate: race.val_loss[rate][5] for rate in kept}
-    assert race.winner == min(sixth, key=sixth.get)
-    loser, = set(kept) - {race.winner}
-    assert race.dropped[loser][0] == 6 and race.steps[loser] == 36
+            assert race.dropped[rate][0] == 2
+            assert race.steps[rate] == 12
+    # at the end of epoch 4 (50%): the best one, which trains to the end
+    fourth = {rate: race.val_loss[rate][3] for rate in kept}
+    assert race.winner == min(fourth, key=fourth.get)
+    for loser in set(kept) - {race.winner}:
+        assert race.dropped[loser][0] == 4 and race.steps[loser] == 24
     assert race.steps[race.winner] == 48
     assert np.all(np.isfinite(model.get_weights()[0]))
 
@@ -396,23 +396,23 @@ def test_dict_inputs_and_weights_are_a_plain_fit(weights):
 
 
 @pytest.mark.parametrize("epochs, cuts", [
-    (1, [(1, 1)]), (2, [(1, 2), (2, 1)]), (3, [(2, 1)]), (4, [(2, 2), (3, 1)]),
-    (8, [(4, 2), (6, 1)]), (10, [(5, 2), (8, 1)]), (100, [(50, 2), (75, 1)])])
-def test_the_cuts_are_at_the_epochs_nearest_half_and_three_quarters(epochs, cuts):
+    (1, [(1, 1)]), (2, [(1, 1)]), (3, [(1, 3), (2, 1)]), (4, [(1, 3), (2, 1)]),
+    (8, [(2, 3), (4, 1)]), (10, [(3, 3), (5, 1)]), (100, [(25, 3), (50, 1)])])
+def test_the_cuts_are_at_the_epochs_nearest_a_quarter_and_half(epochs, cuts):
     from keras_clr import race
 
     assert race.checkpoints(epochs) == cuts
-    # 3 candidates to the first cut, then as many as it keeps
-    trained, alive, done = 0, 3, 0
+    # 5 candidates to the first cut, then as many as it keeps
+    trained, alive, done = 0, 5, 0
     for epoch, kept in cuts:
         trained, alive, done = trained + alive * (epoch - done), kept, epoch
     trained += alive * (epochs - done)
-    assert race.planned_trainings(3, epochs) == pytest.approx(trained / epochs)
+    assert race.planned_trainings(5, epochs) == pytest.approx(trained / epochs)
     if epochs == 8:
-        assert race.planned_trainings(3, 8) == pytest.approx((3 * 4 + 2 * 2 + 2) / 8)
+        assert race.planned_trainings(5, 8) == pytest.approx((5 * 2 + 3 * 2 + 4) / 8)
 
 
-def test_without_a_suggestion_the_candidates_are_a_decade_apart_below_the_end():
+def test_without_a_suggestion_the_candidates_are_half_a_decade_apart_below_the_end():
     from keras_clr import race
     from keras_clr.results import LRFinderResult
 
@@ -422,7 +422,8 @@ def test_without_a_suggestion_the_candidates_are_a_decade_apart_below_the_end():
         warnings.simplefilter("ignore")
         assert flat.suggest(one_cycle=keras_clr.OneCycle(1.0)) is None
     rates, _, rule = race.candidates_from(flat, {})
-    np.testing.assert_allclose(rates, [1e-2, 1e-1, 1.0], rtol=1e-9)
+    # a decade below where the test ended (10), and down half a decade at a time
+    np.testing.assert_allclose(rates, [1e-2, 10 ** -1.5, 1e-1, 10 ** -0.5, 1.0], rtol=1e-9)
     assert "no suggestion" in rule
 
 
