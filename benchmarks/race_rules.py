@@ -12,15 +12,16 @@ race's own data path, tells what any rule of cuts would have chosen:
    the validation loss on the last 10% after every epoch and the test
    metric at the end; and the range test the race runs (100 steps on the
    90%), with the candidates the race would take from it.
-2. ``simulate``: replays rules on those curves. Candidates are the race's
-   own from the range test, each moved to the nearest grid point in log
-   scale (the grid is a third of a decade apart, the race's candidates half
-   a decade), or a fixed set; each rule is a list of (fraction of the
-   training, candidates kept) cuts and a way to compare. A rule's score per
-   task is the seed-mean test metric of its choice over the best seed-mean
-   metric of the grid on the same 90% (the choice alone, the hold-out's
-   cost aside); its compute is the epochs trained by all candidates and
-   the range test, in trainings.
+2. ``simulate``: replays rules on those curves. Candidates are grid points
+   around the one nearest the race's centre (the range test's suggestion),
+   a third or two thirds of a decade apart, or the first race's own; a
+   rule is a list of (fraction of the training, candidates kept) cuts and
+   a way to compare. A choice is scored by the test metric the other
+   seeds' trainings reach at the chosen rate, over the grid's best
+   seed-mean metric on the same 90% (the choice alone, the hold-out's cost
+   aside; scoring the run that chose, `--same-run`, flatters every rule:
+   its validation loss shares that run's luck); compute is the epochs
+   trained by all candidates and the range test, in trainings.
 
 Design tasks only by default (the suite's TASKS minus HELD_OUT); the
 held-out tasks are for after a rule is chosen.
@@ -139,41 +140,53 @@ def _cut_epochs(epochs, fractions):
     return out
 
 
-def replay(run, pool, cuts, compare="last", prefer_high=0.0):
+def replay(run, pool, cuts, compare="last"):
     """(index chosen, epochs trained by all candidates) of a race over the
     grid indices `pool` with `cuts` = [(fraction, keep), ...]; the last keep
-    is 1. `compare`: "last" (val loss at the cut), "min" (lowest so far).
-    `prefer_high`: among those within this relative margin of the best,
-    the highest rate wins a place."""
+    is 1. `compare`: "last" (validation loss at the cut) or "min" (lowest
+    so far). A candidate whose validation loss is not finite is dropped at
+    the next cut."""
     epochs = run["epochs"]
     curves = np.array(run["val_loss"], dtype=float)
     alive = sorted(set(pool))
-    trained = 0
-    done = 0
+    trained = done = 0
     for epoch, (_, keep) in zip(_cut_epochs(epochs, [c[0] for c in cuts]), cuts):
         trained += len(alive) * (epoch - done)
-        # a diverged candidate is dropped at the epoch it diverged
         alive = [i for i in alive if np.all(np.isfinite(curves[i, :epoch]))] or alive[:1]
         done = epoch
-        if len(alive) <= keep:
-            continue
-        score = {i: (curves[i, epoch - 1] if compare == "last"
-                     else np.nanmin(curves[i, :epoch])) for i in alive}
-        if prefer_high:
-            kept = []
-            rest = list(alive)
-            while len(kept) < keep:
-                best = min(score[i] for i in rest)
-                near = [i for i in rest if score[i] <= best + prefer_high * abs(best)]
-                pick = max(near)  # grid indices increase with the rate
-                kept.append(pick)
-                rest.remove(pick)
-            alive = kept
-        else:
+        if len(alive) > keep:
+            score = {i: (curves[i, epoch - 1] if compare == "last"
+                         else np.nanmin(curves[i, :epoch])) for i in alive}
             alive = sorted(alive, key=lambda i: score[i])[:keep]
     trained += len(alive) * (epochs - done)
     chosen = min(alive, key=lambda i: curves[i, -1] if np.isfinite(curves[i, -1]) else 1e30)
     return chosen, trained
+
+
+def _score(saved, tasks, pool, cuts, compare="last", same_run=False):
+    """(mean share, worst share, compute mean, compute max, shares per task)
+    of a rule. A choice is scored by the test metric the other seeds'
+    trainings reached at the chosen rate (their mean): what training at
+    that rate gives, not the run the choice was made on, whose luck its
+    validation loss shares (`same_run=True` scores that run instead). A
+    cut's keep of "third" keeps ceil(K / 3) of K."""
+    shares, computes = [], []
+    for task in tasks:
+        runs = [saved[k] for k in sorted(saved) if k.split("/")[0] == task]
+        metrics = np.array([run["metric"] for run in runs])
+        grid_best = metrics.mean(axis=0).max()
+        scores = []
+        for j, run in enumerate(runs):
+            chosen_pool = sorted(set(pool(run)))
+            resolved = [(f, -(-len(chosen_pool) // 3) if k == "third" else k) for f, k in cuts]
+            chosen, trained = replay(run, chosen_pool, resolved, compare)
+            others = np.delete(metrics[:, chosen], j) if len(runs) > 1 and not same_run \
+                else metrics[j:j + 1, chosen]
+            scores.append(others.mean())
+            computes.append(trained / run["epochs"]
+                            + run["range_steps"] / run["steps_per_training"])
+        shares.append(np.mean(scores) / grid_best)
+    return np.mean(shares), min(shares), np.mean(computes), max(computes), shares
 
 
 def simulate(args):
@@ -182,72 +195,51 @@ def simulate(args):
     tasks = sorted({name.split("/")[0] for name in saved})
     if not args.held_out:
         tasks = [t for t in tasks if t not in sq.HELD_OUT]
-    rules = {}
-    for fractions in ([0.25, 0.5], [0.5, 0.75], [0.4, 0.7], [0.5], [0.75], [0.3, 0.6],
-                      [0.6], [0.5, 0.7], [0.6, 0.8]):
-        for first_keep in ((3, 2) if len(fractions) == 2 else (None,)):
-            for compare in ("last", "min"):
-                for prefer in (0.0, 0.01, 0.03):
-                    cuts = ([(fractions[0], first_keep), (fractions[1], 1)]
-                            if first_keep else [(fractions[0], 1)])
-                    name = (f"cuts {fractions} keep {first_keep or ''}/1 {compare}"
-                            + (f" prefer-high {prefer}" if prefer else ""))
-                    rules[name] = (cuts, compare, prefer)
-    pools = {
-        "race's candidates": lambda run: [_nearest(run["rates"], r) for r in run["trimmed"]],
-        "race's untrimmed": lambda run: [_nearest(run["rates"], r) for r in run["candidates"]],
-        "4 around centre": lambda run: _around(run, 4),
-        "5 around centre": lambda run: _around(run, 5),
-        "3 around centre": lambda run: _around(run, 3),
-        "5 around centre, a third of a decade apart": lambda run: _around(run, 5, 1),
-        "7 around centre, a third of a decade apart": lambda run: _around(run, 7, 1),
-    }
+    pools = {f"{count} a {'third' if step == 1 else 'two thirds'} of a decade apart":
+             (lambda count, step: lambda run: _around(run, count, step))(count, step)
+             for count in range(3, 8) for step in (1, 2)}
+    pools["the first race's (4-6 half a decade apart)"] = (
+        lambda run: [_nearest(run["rates"], r) for r in run["trimmed"]])
+    cutsets = [[(f, 1)] for f in (0.25, 0.3, 0.4, 0.5, 0.6, 0.75, 1.0)]
+    for first, second in itertools.product((0.2, 0.25, 0.3, 0.4, 0.5), (0.4, 0.5, 0.6, 0.75)):
+        if second > first:
+            cutsets += [[(first, keep), (second, 1)] for keep in (2, 3, "third")]
     rows = []
-    for (pool_name, pool), (rule_name, (cuts, compare, prefer)) in itertools.product(
-            pools.items(), rules.items()):
-        shares, computes = [], []
-        for task in tasks:
-            runs = [saved[k] for k in saved if k.split("/")[0] == task]
-            grid_best = max(np.mean([r["metric"] for r in runs], axis=0))
-            metrics = []
-            for run in runs:
-                chosen, trained = replay(run, pool(run), cuts, compare, prefer)
-                metrics.append(run["metric"][chosen])
-                computes.append(trained / run["epochs"]
-                                + run["range_steps"] / run["steps_per_training"])
-            shares.append(np.mean(metrics) / grid_best)
-        rows.append((np.mean(shares), min(shares), np.mean(computes), max(computes),
-                     pool_name, rule_name, shares))
-    rows.sort(key=lambda r: (-r[0]))
+    for (pool_name, pool), cuts in itertools.product(pools.items(), cutsets):
+        for compare in ("last", "min"):
+            rows.append((*_score(saved, tasks, pool, cuts, compare, args.same_run),
+                         pool_name, f"cuts {cuts}, {compare}"))
+
+    def show(row, per_task=False):
+        print(f"{row[0]:.2%} | {row[1]:.2%} | {row[2]:.2f} | {row[3]:.2f} | {row[5]} | "
+              f"{row[6]}" + (" | " + " ".join(f"{s:.3f}" for s in row[4]) if per_task else ""))
+
     print(f"tasks: {tasks}; seeds per task: "
-          f"{[sum(k.split('/')[0] == t for k in saved) for t in tasks]}")
+          f"{[sum(k.split('/')[0] == t for k in saved) for t in tasks]}; {len(rows)} rules; "
+          + ("scored on the run that chose" if args.same_run else
+             "scored by the other seeds at the chosen rate"))
     print("mean | worst | compute mean | compute max | candidates | rule")
-    for row in rows[:args.top]:
-        print(f"{row[0]:.2%} | {row[1]:.2%} | {row[2]:.2f} | {row[3]:.2f} | {row[4]} | "
-              f"{row[5]}")
     within = [r for r in rows if r[3] <= args.budget]
-    print(f"\nbest within {args.budget} trainings (max over runs):")
+    print(f"\nbest mean within {args.budget} trainings (max over runs):")
     for row in sorted(within, key=lambda r: -r[0])[:args.top]:
-        print(f"{row[0]:.2%} | {row[1]:.2%} | {row[2]:.2f} | {row[3]:.2f} | {row[4]} | "
-              f"{row[5]} | " + " ".join(f"{s:.3f}" for s in row[6]))
-    print("\nbest worst-task within budget:")
+        show(row, per_task=True)
+    print(f"\nbest worst task within {args.budget} trainings:")
     for row in sorted(within, key=lambda r: -r[1])[:args.top]:
-        print(f"{row[0]:.2%} | {row[1]:.2%} | {row[2]:.2f} | {row[3]:.2f} | {row[4]} | "
-              f"{row[5]}")
-    # references: the grid itself chosen by validation loss at the end
+        show(row)
+    print("\nreferences:")
+    every = lambda run: list(range(len(run["rates"])))  # noqa: E731
     for fraction in (0.25, 0.5, 0.75, 1.0):
-        shares = []
-        for task in tasks:
-            runs = [saved[k] for k in saved if k.split("/")[0] == task]
-            grid_best = max(np.mean([r["metric"] for r in runs], axis=0))
-            picks = []
-            for run in runs:
-                epoch = _cut_epochs(run["epochs"], [fraction])[0]
-                chosen, _ = replay(run, range(len(run["rates"])), [(fraction, 1)])
-                picks.append(run["metric"][chosen])
-            shares.append(np.mean(picks) / grid_best)
-        print(f"all 9 grid points, chosen by val loss at {fraction:.0%}: "
-              f"{np.mean(shares):.2%} mean, {min(shares):.2%} worst")
+        show((*_score(saved, tasks, every, [(fraction, 1)], "last", args.same_run),
+              "all 9 grid points", f"the lowest validation loss at {fraction:.0%}"))
+    for name, pool, cuts in (
+            ("the first race's (4-6 half a decade apart)",
+             pools["the first race's (4-6 half a decade apart)"], [(0.25, "third"), (0.5, 1)]),
+            ("3 two thirds of a decade apart", pools["3 a two thirds of a decade apart"],
+             [(0.5, 2), (0.75, 1)]),
+            ("5 a third of a decade apart (the race's default)",
+             pools["5 a third of a decade apart"], [(0.25, 3), (0.5, 1)])):
+        show((*_score(saved, tasks, pool, cuts, "last", args.same_run), name,
+              f"cuts {cuts}"), per_task=True)
 
 
 def _around(run, count, step=2):
@@ -265,7 +257,10 @@ def main(argv=None):
     parser.add_argument("--json", required=True)
     parser.add_argument("--tasks", nargs="+", choices=sorted(sq.TASKS), default=None)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
-    parser.add_argument("--held-out", action="store_true")
+    parser.add_argument("--held-out", action="store_true",
+                        help="include the held-out tasks (after a rule is chosen)")
+    parser.add_argument("--same-run", action="store_true",
+                        help="score a choice on the run that made it, not the other seeds")
     parser.add_argument("--budget", type=float, default=3.0)
     parser.add_argument("--top", type=int, default=15)
     args = parser.parse_args(argv)
