@@ -130,8 +130,7 @@ class _ScheduleCallback(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         name = type(self).__name__
         optimizer = training.base_optimizer(self.model)
-        training.check_learning_rate(optimizer, name)
-        attribute = training.check_momentum(optimizer, name, self.cycle_momentum)
+        groups = training.schedule_groups(optimizer, name, self.cycle_momentum)
         callbacks = _keras_internals.callback_list(self)
         if callbacks is not None:
             check_conflicts(self, [c for c in callbacks.callbacks if c is not self])
@@ -152,7 +151,7 @@ class _ScheduleCallback(keras.callbacks.Callback):
         self._fit = fit_steps.FitSteps(
             self.model, self._schedules(), self._constant_from(), name,
             steps=steps, epochs=epochs, accumulation=accumulation,
-            momentum_attribute=attribute, previous=self._fit)
+            groups=groups, previous=self._fit)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._fit.epoch_begin(epoch)

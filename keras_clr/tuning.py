@@ -162,7 +162,7 @@ def check_optimizer(model, options, owner):
     training.check_learning_rate(optimizer, "OneCycle")
     cycle = OneCycle(1.0, **options).cycle_momentum
     try:
-        training.check_momentum(optimizer, "OneCycle", cycle)
+        training.schedule_groups(optimizer, "OneCycle", cycle)
     except ValueError as error:
         raise ValueError(f"{error} (with {owner}: "
                          "one_cycle={'cycle_momentum': False})") from None
