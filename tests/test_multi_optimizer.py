@@ -237,3 +237,65 @@ def test_a_group_without_momentum_buffers_is_named():
     fit(model, [keras_clr.OneCycle(0.1, cycle_momentum=False), reader], epochs=1)
     assert "momentum" not in reader.logs[0]
     assert not any(key.startswith("momentum_") for key in reader.logs[0])
+
+
+# --- the range test -------------------------------------------------------------
+
+def state(model):
+    """Every model and optimizer variable (each sub-optimizer's included),
+    by path, as host bytes."""
+    variables = [*model.variables, *model.optimizer.variables]
+    return {v.path: keras.ops.convert_to_numpy(v).tobytes() for v in variables}
+
+
+def test_the_range_test_ramps_every_group_at_its_ratio():
+    body, head = keras.optimizers.Adam(2e-3), keras.optimizers.SGD(1e-2, momentum=0.9)
+    model = multi_model(body, head)
+    reader = ReadGroups()
+    with keras_clr.LRFinder(start_lr=1e-4, end_lr=1.0, num_steps=10,
+                            stop_factor=None, verbose=0) as finder:
+        model.fit(X, Y, batch_size=BATCH, epochs=2, shuffle=False, verbose=0,
+                  callbacks=[finder, reader])
+    result = finder.result
+    assert result.stop_reason == "completed"
+    ramp = 1e-4 * (1.0 / 1e-4) ** (np.arange(10) / 9)
+    # All groups ramp together, each at its compiled fraction of the largest.
+    np.testing.assert_allclose([s[head.name] for s in reader.applied[:10]], ramp,
+                               rtol=1e-6)
+    np.testing.assert_allclose([s[body.name] for s in reader.applied[:10]],
+                               ramp * np.float32(2e-3) / np.float32(1e-2), rtol=1e-6)
+    # The curve's rates are the reference group's (the largest), as applied.
+    assert list(result.lrs) == [s[head.name] for s in reader.applied[:10]]
+    assert result.momentum == pytest.approx(0.9)  # the reference group's, an SGD's
+
+
+@pytest.mark.parametrize("ending", ["completed", "diverged"])
+def test_the_range_test_restores_every_group_bit_for_bit(ending):
+    body, head = keras.optimizers.SGD(1e-2, momentum=0.9), keras.optimizers.Adam(1e-3)
+    model = multi_model(body, head)
+    fit(model, [keras_clr.OneCycle(0.05)], epochs=1)  # trained, scaled rates
+    before = state(model)
+    assert any("momentum" in path for path in before)  # every slot is there
+    assert any(f"{head.name}/learning_rate" == path for path in before)
+    kwargs = (dict(start_lr=1e-4, end_lr=1e-1, num_steps=8, stop_factor=None)
+              if ending == "completed" else
+              dict(start_lr=1e-2, end_lr=1e4, num_steps=30, smoothing=0.0))
+    result = keras_clr.find_lr(model, X, Y, batch_size=BATCH, shuffle=False,
+                               verbose=0, **kwargs)
+    assert result.stop_reason == ending
+    assert state(model) == before
+    assert result.momentum == pytest.approx(0.9)
+
+
+def test_a_weight_decay_sweep_sets_every_group():
+    body, head = keras.optimizers.SGD(1e-2, momentum=0.9), keras.optimizers.AdamW(1e-3)
+    model = multi_model(body, head)
+    original = (body.weight_decay, head.weight_decay)
+    sweep = keras_clr.find_lr(model, X, Y, batch_size=BATCH, shuffle=False, verbose=0,
+                              start_lr=1e-3, end_lr=1.0, num_steps=8, stop_factor=None,
+                              weight_decays=[0.0, 10.0])
+    # A weight decay of 10 at these rates shrinks the weights (and changes
+    # the loss) where 0 does not: each test ran with its own.
+    low, high = (sweep.results[wd].losses for wd in (0.0, 10.0))
+    assert not np.allclose(low[1:], high[1:])
+    assert (body.weight_decay, head.weight_decay) == original
