@@ -81,8 +81,9 @@ class ReadGroups(keras.callbacks.Callback):
         self.applied, self.logs = [], []
 
     def on_train_batch_end(self, batch, logs=None):
-        self.applied.append({o.name: float(o.learning_rate)
-                             for o in self.model.optimizer.optimizers})
+        optimizer = self.model.optimizer
+        optimizer = getattr(optimizer, "inner_optimizer", optimizer)
+        self.applied.append({o.name: float(o.learning_rate) for o in optimizer.optimizers})
         self.logs.append(dict(logs))
 
 
@@ -299,3 +300,69 @@ def test_a_weight_decay_sweep_sets_every_group():
     low, high = (sweep.results[wd].losses for wd in (0.0, 10.0))
     assert not np.allclose(low[1:], high[1:])
     assert (body.weight_decay, head.weight_decay) == original
+
+
+# --- gradient accumulation and skipped updates ----------------------------------
+
+def test_groups_that_accumulate_follow_the_real_updates():
+    k = 2
+    body = keras.optimizers.SGD(0.01, momentum=0.9, gradient_accumulation_steps=k)
+    head = keras.optimizers.Adam(0.05, gradient_accumulation_steps=k)
+    model = multi_model(body, head)
+    cb, reader = keras_clr.OneCycle(0.1), ReadGroups()
+    fit(model, [cb, reader], epochs=2)
+    batches = 2 * STEPS_PER_EPOCH
+    updates = batches // k
+    assert int(model.optimizer.iterations) == batches  # it counts batches
+    assert int(body.iterations) == int(head.iterations) == updates
+    assert cb.lr_schedule.total_steps == updates  # counted in real updates
+    # Every micro-batch of update u sees the schedule's step u, in each group.
+    schedule = np.array([torch_one_cycle(b // k, updates, 0.1)[0] for b in range(batches)])
+    np.testing.assert_allclose([s[head.name] for s in reader.applied], schedule, rtol=1e-6)
+    np.testing.assert_allclose([s[body.name] for s in reader.applied], schedule * 0.2,
+                               rtol=1e-6)
+    assert [logs[f"learning_rate_{body.name}"] for logs in reader.logs] == [
+        s[body.name] for s in reader.applied]
+
+
+def test_groups_that_accumulate_differently_are_refused():
+    body = keras.optimizers.SGD(0.01, momentum=0.9, gradient_accumulation_steps=2)
+    head = keras.optimizers.SGD(0.1, momentum=0.9, gradient_accumulation_steps=4)
+    model = multi_model(body, head)
+    with pytest.raises(ValueError, match=re.escape(
+            f"gradient_accumulation_steps={{{head.name}: 4, {body.name}: 2}}")):
+        fit(model, [keras_clr.OneCycle(0.1)], epochs=1)
+    assert int(model.optimizer.iterations) == 0
+
+
+def test_updates_the_loss_scale_skips_do_not_advance_any_group():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    body, head = keras.optimizers.SGD(0.01, momentum=0.9), keras.optimizers.SGD(0.05, momentum=0.9)
+    # A huge initial scale overflows float16 until it has halved enough.
+    optimizer = keras.optimizers.LossScaleOptimizer(
+        keras.optimizers.MultiOptimizer(keras.optimizers.OptimizerMap(
+            body, {".*head.*": head})), initial_scale=2.0 ** 40)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)),
+                              keras.layers.Dense(4, activation="tanh", name="body"),
+                              keras.layers.Dense(1, name="head")])
+    model.compile(optimizer=optimizer, loss="mse")
+
+    class Updates(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            counts.append(int(optimizer.inner_optimizer.iterations))
+
+    counts, reader = [], ReadGroups()
+    with pytest.warns(UserWarning, match="loss scale skipped"):
+        fit(model, [keras_clr.OneCycle(0.05), reader, Updates()], epochs=3)
+    total = 3 * STEPS_PER_EPOCH
+    assert counts[-1] < total - 3  # some updates were skipped
+    # Batch b's step is the number of updates applied before it.
+    before = [0] + counts[:-1]
+    schedule = np.array([torch_one_cycle(u, total, 0.05)[0] for u in before])
+    np.testing.assert_allclose([s[head.name] for s in reader.applied], schedule, rtol=1e-6)
+    np.testing.assert_allclose([s[body.name] for s in reader.applied], schedule * 0.2,
+                               rtol=1e-6)
+    for name in (body.name, head.name):  # the logs come from the step itself
+        assert [logs[f"learning_rate_{name}"] for logs in reader.logs] == [
+            s[name] for s in reader.applied]
