@@ -127,6 +127,10 @@ class _ScheduleCallback(keras.callbacks.Callback):
 
     # -- the fit -------------------------------------------------------------
 
+    def set_model(self, model):
+        super().set_model(model)
+        training.remember_ratios(model)
+
     def on_train_begin(self, logs=None):
         name = type(self).__name__
         optimizer = training.base_optimizer(self.model)

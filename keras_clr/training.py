@@ -285,6 +285,24 @@ def ratios(optimizer):
     return known
 
 
+def remember_ratios(model):
+    """Reads the ratios of the model's MultiOptimizer now (see `ratios`),
+    unless they are known or cannot be read (the checks as training begins
+    say why). Keras gives every callback of a `fit` its model before any of
+    them begins: a schedule's callback reads them then, before a
+    BackupAndRestore listed ahead of it restores the scaled rates of a
+    backup into a new model's optimizer."""
+    optimizer = getattr(model, "optimizer", None)
+    optimizer = getattr(optimizer, "inner_optimizer", optimizer)
+    if not is_multi_optimizer(optimizer) or optimizer in _RATIOS:
+        return
+    try:
+        check_learning_rate(optimizer, "keras_clr")
+        ratios(optimizer)
+    except ValueError:
+        pass
+
+
 def schedule_groups(optimizer, owner, cycle=False):
     """The groups a schedule drives (`Group`s), checked: ValueError for a
     learning rate keras_clr cannot set, or a momentum it cannot cycle, in

@@ -366,3 +366,56 @@ def test_updates_the_loss_scale_skips_do_not_advance_any_group():
     for name in (body.name, head.name):  # the logs come from the step itself
         assert [logs[f"learning_rate_{name}"] for logs in reader.logs] == [
             s[name] for s in reader.applied]
+
+
+# --- BackupAndRestore -------------------------------------------------------------
+
+class Interrupt(keras.callbacks.Callback):
+    """Raises at a given batch of a given epoch, like a preempted job."""
+
+    def __init__(self, epoch, batch):
+        super().__init__()
+        self.at, self.epoch = (epoch, batch), None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if (self.epoch, batch) == self.at:
+            raise RuntimeError("preempted")
+
+
+@pytest.mark.parametrize("same_model", [True, False], ids=["same_model", "new_model"])
+def test_backup_and_restore_resumes_every_group_exactly(same_model, tmp_path):
+    # BackupAndRestore listed first restores the scaled rates of the backup
+    # before the schedule's callback begins: the ratios stay the compiled ones.
+    def model_and_optimizers(seed=0):
+        # Rates whose ratio, read again from the backup's scaled rates, would
+        # round to another float32.
+        body, head = keras.optimizers.SGD(0.013, momentum=0.9), keras.optimizers.Adam(0.03)
+        return multi_model(body, head, seed=seed), body, head
+
+    def callbacks(directory, schedule, *others):
+        return [keras.callbacks.BackupAndRestore(str(directory), save_freq=3), schedule,
+                *others]
+
+    model, body, head = model_and_optimizers()
+    reference = ReadGroups()
+    fit(model, callbacks(tmp_path / "a", keras_clr.OneCycle(0.1), reference), epochs=3)
+
+    model, body, head = model_and_optimizers()
+    schedule = keras_clr.OneCycle(0.1)
+    with pytest.raises(RuntimeError, match="preempted"):
+        fit(model, callbacks(tmp_path / "b", schedule, Interrupt(2, 3)), epochs=3)
+    if not same_model:
+        (model, body, head), schedule = model_and_optimizers(seed=5), keras_clr.OneCycle(0.1)
+    resumed = ReadGroups()
+    fit(model, callbacks(tmp_path / "b", schedule, resumed), epochs=3)
+    # Keras replays epoch 2 from the backup: each group gets, bit for bit,
+    # the uninterrupted run's rates.
+    names = [o.name for o in model.optimizer.optimizers]
+    replayed = [[step[name] for name in names] for step in resumed.applied]
+    uninterrupted = [list(step.values()) for step in reference.applied[2 * STEPS_PER_EPOCH:]]
+    assert replayed == uninterrupted
+    assert [logs[f"learning_rate_{body.name}"] for logs in resumed.logs] == [
+        step[body.name] for step in resumed.applied]
