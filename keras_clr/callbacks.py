@@ -134,6 +134,7 @@ class _ScheduleCallback(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         name = type(self).__name__
         optimizer = training.base_optimizer(self.model)
+        training.know_groups(self.model)
         groups = training.schedule_groups(optimizer, name, self.cycle_momentum)
         callbacks = _keras_internals.callback_list(self)
         if callbacks is not None:

@@ -268,6 +268,12 @@ def ratios(optimizer):
     known = _RATIOS.get(optimizer)
     if known is not None:
         return known
+    if not optimizer.optimizers:
+        raise ValueError(
+            "keras_clr drives each of a MultiOptimizer's sub-optimizers, and "
+            "this one has none yet (one given a function finds them as it is "
+            "built). Build the model first, for example with `model(x[:1])`. "
+            "Received: optimizer.optimizers=[]")
     rates = [float(np.float32(ops.convert_to_numpy(sub.learning_rate)))
              for sub in optimizer.optimizers]
     top = max(rates, default=0.0)
@@ -285,6 +291,16 @@ def ratios(optimizer):
     return known
 
 
+def know_groups(model):
+    """Builds the model's MultiOptimizer now if it is not built: one given a
+    function instead of an `OptimizerMap` finds its sub-optimizers as it is
+    built, which Keras otherwise does at the first step (as its first update
+    would, see `keras_clr._keras_internals.build_optimizer`)."""
+    optimizer = base_optimizer(model)
+    if is_multi_optimizer(optimizer) and not optimizer.built and model.built:
+        _keras_internals.build_optimizer(model)
+
+
 def remember_ratios(model):
     """Reads the ratios of the model's MultiOptimizer now (see `ratios`),
     unless they are known or cannot be read (the checks as training begins
@@ -294,7 +310,8 @@ def remember_ratios(model):
     backup into a new model's optimizer."""
     optimizer = getattr(model, "optimizer", None)
     optimizer = getattr(optimizer, "inner_optimizer", optimizer)
-    if not is_multi_optimizer(optimizer) or optimizer in _RATIOS:
+    if (not is_multi_optimizer(optimizer) or optimizer in _RATIOS
+            or not optimizer.optimizers):  # a function's, found as it is built
         return
     try:
         check_learning_rate(optimizer, "keras_clr")

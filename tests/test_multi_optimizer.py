@@ -419,3 +419,35 @@ def test_backup_and_restore_resumes_every_group_exactly(same_model, tmp_path):
     assert replayed == uninterrupted
     assert [logs[f"learning_rate_{body.name}"] for logs in resumed.logs] == [
         step[body.name] for step in resumed.applied]
+
+
+# --- a MultiOptimizer given a function ----------------------------------------------
+
+def test_groups_a_function_picks_are_found_before_the_first_step():
+    # Given a function, a MultiOptimizer knows its sub-optimizers only once
+    # built, which Keras does at the first step.
+    body, head = keras.optimizers.SGD(0.01, momentum=0.9), keras.optimizers.Adam(0.1)
+    model = multi_model(body, head)
+    model.compile(keras.optimizers.MultiOptimizer(
+        lambda v: head if "head" in v.path else body), loss="mse")
+    assert model.optimizer.optimizers == []
+    reader = ReadGroups()
+    fit(model, [keras_clr.OneCycle(0.1), reader], epochs=1)
+    schedule = np.array([torch_one_cycle(k, STEPS_PER_EPOCH, 0.1)[0]
+                         for k in range(STEPS_PER_EPOCH)])
+    np.testing.assert_allclose([s[head.name] for s in reader.applied], schedule, rtol=1e-6)
+    np.testing.assert_allclose([s[body.name] for s in reader.applied], schedule * 0.1,
+                               rtol=1e-6)
+    # The slots are named as Keras names them, each under its sub-optimizer.
+    assert f"{body.name}/sequential_body_kernel_momentum" in [
+        v.path for v in model.optimizer.variables]
+
+    body, head = keras.optimizers.SGD(0.01, momentum=0.9), keras.optimizers.Adam(0.1)
+    model = multi_model(body, head)
+    model.compile(keras.optimizers.MultiOptimizer(
+        lambda v: head if "head" in v.path else body), loss="mse")
+    result = keras_clr.find_lr(model, X, Y, batch_size=BATCH, num_steps=6, verbose=0,
+                               start_lr=1e-3, end_lr=1e-1, stop_factor=None)
+    assert result.stop_reason == "completed"
+    assert [float(body.learning_rate), float(head.learning_rate)] == [
+        float(np.float32(0.01)), float(np.float32(0.1))]

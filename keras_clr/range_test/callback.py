@@ -254,6 +254,7 @@ def _warn_unused(monitor, validation_data, given):
 def _check_trainable(model):
     """ValueError unless the test can run on `model` and restore it."""
     optimizer = training.base_optimizer(model)
+    training.know_groups(model)
     training.check_learning_rate(optimizer, "LRFinder")
     accumulation = training.accumulation_steps(optimizer)
     if accumulation > 1:
