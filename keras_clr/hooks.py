@@ -8,8 +8,10 @@ the traced step, so assigning them from a callback changes nothing.
 `StepControl` instead wraps the model's `train_step` for the duration of one
 `fit`: each step reads the optimizer's own step counter, looks the schedules'
 values up in the graph, assigns the learning rate and lets the optimizer read
-a scheduled stand-in for its momentum attribute. Nothing crosses to the host
-per step.
+a scheduled stand-in for its momentum attribute. A MultiOptimizer's groups
+(`keras_clr.training.Group`) each get the learning rate times their ratio,
+a float32 product the logs repeat on the host, and the stand-in in their
+own momentum attribute. Nothing crosses to the host per step.
 
 The schedules' tables (one gather per step from the float32 values the `fit`
 will use, computed once on the host in float64), and the control shared by

@@ -1,10 +1,12 @@
 """What keras_clr reads of a compiled model and its optimizer.
 
 The optimizer that updates the weights, its update and batch counts, the
-batches it accumulates per update, its momentum-like float and whether it
-computes its own learning rate; the steps per call of the train function;
-the Python settings a traced step bakes in; and the facts about the model a
-range-test result records (the velocity's momentum, batch normalization).
+batches it accumulates per update, its momentum-like float and whether its
+learning rate can be set; the groups a schedule drives (one, or a Keras 3.15
+MultiOptimizer's sub-optimizers, each at its ratio to the largest rate);
+the steps per call of the train function; the Python settings a traced step
+bakes in; and the facts about the model a range-test result records (the
+velocity's momentum, batch normalization).
 """
 
 import numbers
