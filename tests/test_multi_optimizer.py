@@ -451,3 +451,17 @@ def test_groups_a_function_picks_are_found_before_the_first_step():
     assert result.stop_reason == "completed"
     assert [float(body.learning_rate), float(head.learning_rate)] == [
         float(np.float32(0.01)), float(np.float32(0.1))]
+
+
+def test_a_weight_decay_sweep_finds_the_groups_a_function_picks():
+    body, head = keras.optimizers.AdamW(1e-3), keras.optimizers.AdamW(1e-2)
+    model = multi_model(body, head)
+    model.compile(keras.optimizers.MultiOptimizer(
+        lambda v: head if "head" in v.path else body), loss="mse")
+    original = (body.weight_decay, head.weight_decay)
+    sweep = keras_clr.find_lr(model, X, Y, batch_size=BATCH, shuffle=False, verbose=0,
+                              start_lr=1e-3, end_lr=1.0, num_steps=8, stop_factor=None,
+                              weight_decays=[0.0, 10.0])
+    low, high = (sweep.results[wd].losses for wd in (0.0, 10.0))
+    assert not np.allclose(low[1:], high[1:])  # each group had each weight decay
+    assert (body.weight_decay, head.weight_decay) == original  # and its own back

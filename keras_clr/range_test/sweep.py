@@ -116,8 +116,15 @@ def _weight_decay_sweep(model, weight_decays, run_test):
     optimizer = training.base_optimizer(model)
     # A MultiOptimizer applies no weight decay itself: each group's
     # sub-optimizer gets the value swept.
-    owners = (optimizer.optimizers if training.is_multi_optimizer(optimizer)
+    training.know_groups(model)
+    owners = (list(optimizer.optimizers) if training.is_multi_optimizer(optimizer)
               else [optimizer])
+    if not owners:
+        raise ValueError(
+            "Argument `weight_decays` sets the weight decay of each of the "
+            "MultiOptimizer's sub-optimizers, and it has none yet (one given a "
+            "function finds them as it is built). Build the model first, for "
+            "example with `model(x[:1])`. Received: optimizer.optimizers=[]")
     for owner in owners:
         if getattr(owner, "weight_decay", False) is False:
             raise ValueError(
