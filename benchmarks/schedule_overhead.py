@@ -47,6 +47,11 @@ Usage:
     .venv/bin/python benchmarks/schedule_overhead.py --steps 50 --repeats 30
     .venv/bin/python benchmarks/schedule_overhead.py --variants constant,onecycle
     .venv/bin/python benchmarks/schedule_overhead.py --loop        # ~1 min
+    .venv/bin/python benchmarks/schedule_overhead.py --loop --multi  # two groups
+
+`--multi` compiles every model with a Keras 3.15 `MultiOptimizer` of two SGD
+groups (momentum 0.9): the output layer at the base rate, the layers below
+at a tenth of it; the schedules then set both groups' rates and momenta.
 """
 
 import argparse
@@ -85,7 +90,7 @@ def build_mlp():
         keras.Input((784,)),
         keras.layers.Dense(256, activation="relu"),
         keras.layers.Dense(256, activation="relu"),
-        keras.layers.Dense(10),
+        keras.layers.Dense(10, name="head"),
     ])
 
 
@@ -97,7 +102,7 @@ def build_cnn():
         keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
         keras.layers.MaxPooling2D(),
         keras.layers.Flatten(),
-        keras.layers.Dense(10),
+        keras.layers.Dense(10, name="head"),
     ])
 
 
@@ -111,12 +116,22 @@ MODELS = {
 # Set from --jit: compile the train step with XLA (Keras's "auto" resolves
 # to no XLA on TensorFlow).
 JIT_COMPILE = False
+# Set from --multi: a MultiOptimizer of two groups (see the module docstring).
+MULTI = False
+
+
+def make_optimizer():
+    if not MULTI:
+        return keras.optimizers.SGD(BASE_LR, momentum=0.9)
+    return keras.optimizers.MultiOptimizer(keras.optimizers.OptimizerMap(
+        keras.optimizers.SGD(BASE_LR / 10, momentum=0.9),
+        {".*head.*": keras.optimizers.SGD(BASE_LR, momentum=0.9)}))
 
 
 def make_model(builder):
     keras.utils.set_random_seed(0)
     model = builder()
-    model.compile(optimizer=keras.optimizers.SGD(BASE_LR, momentum=0.9),
+    model.compile(optimizer=make_optimizer(),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   jit_compile=JIT_COMPILE)
     return model
@@ -175,7 +190,14 @@ class NaiveOneCycle(keras.callbacks.Callback):
         return end + (start - end) / 2 * (math.cos(math.pi * pct) + 1)
 
     def on_train_batch_begin(self, batch, logs=None):
-        self.model.optimizer.learning_rate.assign(self._lr(self.step))
+        optimizer = self.model.optimizer
+        rate = self._lr(self.step)
+        if MULTI:  # the head at the schedule's rate, the rest at a tenth
+            for sub in optimizer.optimizers:
+                scale = 1.0 if any("head" in v.path for v in sub.variables) else 0.1
+                sub.learning_rate.assign(rate * scale)
+        else:
+            optimizer.learning_rate.assign(rate)
         self.step += 1
 
 
@@ -198,8 +220,7 @@ class _OwnTraceValues(fit_steps.FitValues):
         own = [None if schedule is None else tables.Tabulated(schedule, first, count)
                for schedule in self.schedules]
         self.tables = own
-        self.control = hooks.StepControl(self.model, *own,
-                                         momentum_attribute=self.momentum_attribute)
+        self.control = hooks.StepControl(self.model, *own, groups=self.groups)
         self.control.start_step = start
         self.control.install()
 
@@ -212,7 +233,7 @@ class OwnTraceOneCycle(keras_clr.OneCycle):
         super().on_train_begin(logs)
         values = self._fit.values
         self._fit.values = _OwnTraceValues(values.model, values.schedules,
-                                           values.momentum_attribute, values.log_values)
+                                           values.groups, values.log_values)
 
 
 def variant_callbacks(variant, total_steps, steps):
@@ -398,6 +419,8 @@ def main(argv=None):
                         help="smoke run: 10 steps, 2 timed epochs, 3 rounds")
     parser.add_argument("--jit", action="store_true",
                         help="compile every model with jit_compile=True (XLA)")
+    parser.add_argument("--multi", action="store_true",
+                        help="compile every model with a two-group MultiOptimizer")
     parser.add_argument("--loop", action="store_true",
                         help="time the compiled train step in a loop instead of fit")
     parser.add_argument("--block", type=int, default=10,
@@ -407,8 +430,10 @@ def main(argv=None):
     parser.add_argument("--instances", type=int, default=3,
                         help="loop mode: identical models per variant")
     args = parser.parse_args(argv)
-    global JIT_COMPILE
-    JIT_COMPILE = args.jit
+    global JIT_COMPILE, MULTI
+    JIT_COMPILE, MULTI = args.jit, args.multi
+    if MULTI and not hasattr(keras.optimizers, "MultiOptimizer"):
+        parser.error("--multi needs Keras 3.15 or later (MultiOptimizer)")
     if args.quick:
         args.steps, args.epochs, args.repeats, args.loop_rounds, args.instances = 10, 2, 3, 10, 1
     for name in ("steps", "epochs", "repeats", "block", "loop_rounds", "instances"):
@@ -425,7 +450,8 @@ def main(argv=None):
     for name, (builder, shape, batch_size) in MODELS.items():
         rows += bench(name, builder, shape, batch_size, args, sys.stderr)
     print(f"keras {keras.__version__}, TensorFlow {tf.__version__}, "
-          f"{os.cpu_count()} CPU cores, {time.perf_counter() - started:.0f} s\n")
+          f"{os.cpu_count()} CPU cores, {time.perf_counter() - started:.0f} s"
+          f"{', two-group MultiOptimizer' if MULTI else ''}\n")
     print(table(rows, args))
 
 

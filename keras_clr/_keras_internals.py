@@ -27,8 +27,12 @@ def batch_counter(optimizer):
 
 def own_schedule_name(optimizer):
     """The class name of the schedule an optimizer computes its learning
-    rate with (`optimizer._learning_rate`, checked on Keras 3.10 and 3.15)."""
-    return type(getattr(optimizer, "_learning_rate", None)).__name__
+    rate with, or None where its learning rate is no schedule
+    (`optimizer._learning_rate`, checked on Keras 3.10 and 3.15)."""
+    rate = getattr(optimizer, "_learning_rate", None)
+    if isinstance(rate, keras.Variable) or not callable(rate):
+        return None
+    return type(rate).__name__
 
 
 def build_optimizer(model):
@@ -36,9 +40,17 @@ def build_optimizer(model):
     the name scope Keras gives them (`name_scope(..., caller=)` and setting
     `built`, checked on Keras 3.10 and 3.15)."""
     optimizer = model.optimizer
-    with _backend.strategy_scope(model), keras.name_scope(optimizer.name,
-                                                           caller=optimizer):
-        optimizer.build(model.trainable_variables)
+    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    multi = getattr(keras.optimizers, "MultiOptimizer", None)
+    if multi is not None and isinstance(inner, multi):
+        # Keras 3.15 builds it outside any name scope, so that each
+        # sub-optimizer names its slots under its own name alone.
+        with _backend.strategy_scope(model):
+            optimizer.build(model.trainable_variables)
+    else:
+        with _backend.strategy_scope(model), keras.name_scope(optimizer.name,
+                                                               caller=optimizer):
+            optimizer.build(model.trainable_variables)
     optimizer.built = True
 
 

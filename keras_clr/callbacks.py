@@ -16,6 +16,16 @@ written to the logs, on the host: the batch index tells the step, so the logs
 cost the train step nothing and need no device read. Where the host cannot
 tell the step of a batch end (updates the loss scale may skip; several steps
 per call on data of unknown length) the train step returns its values.
+
+A Keras 3.15 `MultiOptimizer` (a sub-optimizer per group of variables) is
+driven group by group: each group's learning rate is the schedule's times
+the group's compiled learning rate over the largest of them (read once,
+before the first step: `keras_clr.training.ratios`), so the group compiled
+highest follows the schedule and the others keep their fraction of it, as
+fastai's `slice(lo, hi)` does; each group's own momentum-like parameter is
+cycled (the rules per optimizer apply per group). The logs carry
+`learning_rate` (the schedule's) and, per group, `learning_rate_{name}` and
+`momentum_{name}`, named as Keras's own learning-rate callbacks name them.
 """
 
 import warnings
@@ -127,11 +137,15 @@ class _ScheduleCallback(keras.callbacks.Callback):
 
     # -- the fit -------------------------------------------------------------
 
+    def set_model(self, model):
+        super().set_model(model)
+        training.remember_ratios(model)
+
     def on_train_begin(self, logs=None):
         name = type(self).__name__
         optimizer = training.base_optimizer(self.model)
-        training.check_learning_rate(optimizer, name)
-        attribute = training.check_momentum(optimizer, name, self.cycle_momentum)
+        training.know_groups(self.model)
+        groups = training.schedule_groups(optimizer, name, self.cycle_momentum)
         callbacks = _keras_internals.callback_list(self)
         if callbacks is not None:
             check_conflicts(self, [c for c in callbacks.callbacks if c is not self])
@@ -152,7 +166,7 @@ class _ScheduleCallback(keras.callbacks.Callback):
         self._fit = fit_steps.FitSteps(
             self.model, self._schedules(), self._constant_from(), name,
             steps=steps, epochs=epochs, accumulation=accumulation,
-            momentum_attribute=attribute, previous=self._fit)
+            groups=groups, previous=self._fit)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._fit.epoch_begin(epoch)
@@ -241,8 +255,12 @@ class CyclicLR(_ScheduleCallback):
 
     Raises:
         ValueError: at construction for any invalid argument; when training
-            begins, for an optimizer with its own learning-rate schedule or,
-            with `cycle_momentum`, one with no momentum to cycle.
+            begins, for an optimizer (or a MultiOptimizer's group) whose
+            learning rate cannot be set, such as one with its own schedule,
+            or, with `cycle_momentum`, one with no momentum to cycle.
+
+    A `MultiOptimizer`'s groups each get the schedule's rate times their
+    compiled rate over the largest (see the module docstring).
 
     A `fit` of known length that ends before the first peak (step
     `step_size_up`) with the learning rate below 90% of the way there warns,
@@ -356,8 +374,13 @@ class OneCycle(_ScheduleCallback):
     Raises:
         ValueError: at construction for any invalid argument; when training
             begins, when `total_steps` is None and `fit` cannot tell the
-            number of steps, for an optimizer with its own learning-rate
+            number of steps, for an optimizer (or a MultiOptimizer's group)
+            whose learning rate cannot be set, such as one with its own
             schedule, or with `cycle_momentum` one with no momentum.
+
+    A `MultiOptimizer`'s groups each get the schedule's rate times their
+    compiled rate over the largest (see the module docstring): compiled at
+    1e-4 and 1e-3, `OneCycle(1e-3)` peaks at 1e-4 and 1e-3.
 
     Example:
         >>> model.fit(x, y, epochs=10, callbacks=[keras_clr.OneCycle(3e-3)])

@@ -43,12 +43,12 @@ class FitSteps:
         owner: the callback's name, for messages.
         steps, epochs: Keras's `params` (steps None: the data has no length).
         accumulation: the batches per optimizer update.
-        momentum_attribute: the optimizer attribute the momentum drives, or None.
+        groups: the `keras_clr.training.Group`s the schedules drive.
         previous: the callback's previous `FitSteps`, or None.
     """
 
     def __init__(self, model, schedules, constant_from, owner, *, steps, epochs,
-                 accumulation, momentum_attribute, previous=None):
+                 accumulation, groups, previous=None):
         self.model, self.optimizer = model, model.optimizer
         self.constant_from, self.owner = constant_from, owner
         self.steps, self.epochs, self.accumulation = steps, epochs, accumulation
@@ -66,7 +66,7 @@ class FitSteps:
                           and previous.model is model
                           and previous.optimizer is self.optimizer)
         self.ended = False  # whether the fit reached on_train_end
-        self.values = FitValues(model, schedules, momentum_attribute, self.graph_logs)
+        self.values = FitValues(model, schedules, groups, self.graph_logs)
         self.epoch_begin(0)
         self.first_step = self.first_updates = 0
         self.planned_steps = None
@@ -206,13 +206,13 @@ class FitValues:
     Args:
         model: the model being fit.
         schedules: (lr_schedule, momentum_schedule or None).
-        momentum_attribute: the optimizer attribute the momentum drives, or None.
+        groups: the `keras_clr.training.Group`s the schedules drive.
         log_values: whether the train step returns the values it applied.
     """
 
-    def __init__(self, model, schedules, momentum_attribute, log_values):
+    def __init__(self, model, schedules, groups, log_values):
         self.model, self.schedules = model, schedules
-        self.momentum_attribute, self.log_values = momentum_attribute, log_values
+        self.groups, self.log_values = groups, log_values
         self.control = self.tables = None  # made as the fit is placed
 
     def covers(self, first, count):
@@ -229,7 +229,7 @@ class FitValues:
         step 0 at the update count `start`, and installs their control."""
         control, self.tables = tables.schedule_control(
             self.model, self.schedules, first, count, start=start,
-            momentum_attribute=self.momentum_attribute, log_values=self.log_values)
+            groups=self.groups, log_values=self.log_values)
         if control is not self.control:
             if self.control is not None:
                 self.control.remove()
@@ -237,10 +237,15 @@ class FitValues:
             control.install()
 
     def log(self, step, logs):
-        """Writes the values of `step` to `logs`, read on the host."""
+        """Writes the values of `step` to `logs`, read on the host: for a
+        MultiOptimizer each group's too (`learning_rate_{name}`, and
+        `momentum_{name}` for each group whose momentum is cycled)."""
         if logs is None:
             return
         rates, momenta = self.tables
-        logs["learning_rate"] = rates.host(step)
+        logs.update(training.log_rates(self.groups, rates.host(step)))
         if momenta is not None:
-            logs["momentum"] = momenta.host(step)
+            momentum = logs["momentum"] = momenta.host(step)
+            for group in self.groups:
+                if group.name is not None and group.momentum is not None:
+                    logs[f"momentum_{group.name}"] = momentum

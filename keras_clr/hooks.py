@@ -8,8 +8,10 @@ the traced step, so assigning them from a callback changes nothing.
 `StepControl` instead wraps the model's `train_step` for the duration of one
 `fit`: each step reads the optimizer's own step counter, looks the schedules'
 values up in the graph, assigns the learning rate and lets the optimizer read
-a scheduled stand-in for its momentum attribute. Nothing crosses to the host
-per step.
+a scheduled stand-in for its momentum attribute. A MultiOptimizer's groups
+(`keras_clr.training.Group`) each get the learning rate times their ratio,
+a float32 product the logs repeat on the host, and the stand-in in their
+own momentum attribute. Nothing crosses to the host per step.
 
 The schedules' tables (one gather per step from the float32 values the `fit`
 will use, computed once on the host in float64), and the control shared by
@@ -105,7 +107,7 @@ def _step_count(optimizer, start_step):
     """The optimizer's update count minus `start_step`: an int64 tensor, or on
     JAX one of the counter's own dtype (int32 unless in 64-bit mode; the
     schedules widen it themselves)."""
-    count = _backend.step_count(optimizer.iterations)
+    count = _backend.step_count(training.update_counter(optimizer))
     if isinstance(start_step, numbers.Integral):
         return count - start_step if start_step else count  # one op less per step
     return count - ops.cast(start_step.value, count.dtype)
@@ -119,9 +121,14 @@ class StepControl:
         learning_rate: step -> learning rate (int64 tensor -> float tensor),
             or None to leave the learning rate alone.
         momentum: step -> momentum, or None.
-        momentum_attribute: the optimizer attribute `momentum` drives.
+        groups: the `keras_clr.training.Group`s to drive: each gets the
+            learning rate times its ratio (float32 arithmetic, as
+            `training.log_rates` logs it) and the momentum in its own
+            attribute. None: the optimizer's groups, learning rate only.
         log_values: return the step's `learning_rate` and `momentum` in its
-            logs (the values the step applied, where the host cannot tell).
+            logs (the values the step applied, where the host cannot tell),
+            and for a MultiOptimizer each group's, `learning_rate_{name}`
+            and `momentum_{name}`.
         before_step: optional `fn(step)` run in the graph before each step.
         after_step: optional `fn(step, logs, values) -> logs` run after each
             step; `values` holds the step's `learning_rate` when scheduled.
@@ -133,14 +140,13 @@ class StepControl:
     every step.
     """
 
-    def __init__(self, model, learning_rate=None, momentum=None,
-                 momentum_attribute=None, before_step=None, after_step=None,
-                 log_values=False):
+    def __init__(self, model, learning_rate=None, momentum=None, groups=None,
+                 before_step=None, after_step=None, log_values=False):
         self.model = model
         self.log_values = log_values
         self.learning_rate = learning_rate
         self.momentum = momentum
-        self.momentum_attribute = momentum_attribute
+        self.groups = groups
         self.before_step = before_step
         self.after_step = after_step
         self.start_step = 0
@@ -180,6 +186,9 @@ class StepControl:
             self._installed = True
             return
         optimizer = training.base_optimizer(model)
+        groups = self.groups
+        if groups is None:
+            groups = training.schedule_groups(optimizer, "keras_clr")
         original_step = _keras_internals.plain_train_step(model)
 
         def train_step(data):
@@ -191,15 +200,25 @@ class StepControl:
             values = {}
             if self.learning_rate is not None:
                 rate = self.learning_rate(step)
-                optimizer.learning_rate.assign(
-                    ops.cast(rate, optimizer.learning_rate.dtype))
                 values["learning_rate"] = rate
-            if self.momentum is None:
+                if len(groups) > 1 or groups[0].ratio != 1.0:
+                    rate = ops.cast(rate, "float32")  # as the logs compute it
+                for group in groups:
+                    value = rate if group.ratio == 1.0 else rate * group.ratio
+                    variable = group.optimizer.learning_rate
+                    variable.assign(ops.cast(value, variable.dtype))
+                    if group.name is not None:
+                        values[f"learning_rate_{group.name}"] = value
+            cycled = [group for group in groups if group.momentum is not None]
+            if self.momentum is None or not cycled:
                 logs = original_step(data)
             else:
                 momentum = self.momentum(step)
                 values["momentum"] = momentum
-                logs = self._step_with_momentum(optimizer, original_step, data,
+                for group in cycled:
+                    if group.name is not None:
+                        values[f"momentum_{group.name}"] = momentum
+                logs = self._step_with_momentum(cycled, original_step, data,
                                                 lambda: momentum)
             if self.log_values:
                 logs = dict(logs)
@@ -237,17 +256,20 @@ class StepControl:
         self.remove()
         return self.model.make_train_function(force=force)
 
-    def _step_with_momentum(self, optimizer, original_step, data, value):
+    def _step_with_momentum(self, groups, original_step, data, value):
         # A tf.distribute strategy traces the step once per replica, in
-        # threads that interleave: the first to enter swaps the stand-in in,
-        # the last to leave puts the float back.
-        name = self.momentum_attribute
+        # threads that interleave: the first to enter swaps the stand-ins in,
+        # the last to leave puts the floats back. Each group's optimizer
+        # reads the same scheduled value in its own attribute.
         with self._swap_lock:
             if not self._swapped:
-                self._swap_original = getattr(optimizer, name)
-                object.__setattr__(optimizer, name, _backend.stand_in(
-                    value, self._swap_original, ScheduledValue,
-                    _keras_internals.torch_compiled(self.model)))
+                self._swap_originals = [
+                    (group.optimizer, group.momentum,
+                     getattr(group.optimizer, group.momentum)) for group in groups]
+                compiled = _keras_internals.torch_compiled(self.model)
+                for optimizer, name, original in self._swap_originals:
+                    object.__setattr__(optimizer, name, _backend.stand_in(
+                        value, original, ScheduledValue, compiled))
             self._swapped += 1
         try:
             return original_step(data)
@@ -255,7 +277,8 @@ class StepControl:
             with self._swap_lock:
                 self._swapped -= 1
                 if not self._swapped:
-                    object.__setattr__(optimizer, name, self._swap_original)
+                    for optimizer, name, original in self._swap_originals:
+                        object.__setattr__(optimizer, name, original)
 
     def remove(self):
         """Restores the model's own train step and compiled function."""

@@ -106,13 +106,12 @@ class SharedControl(StepControl):
     later `fit` with any keras_clr schedule, refilled as the fit begins.
     """
 
-    def __init__(self, model, capacity, momentum_attribute, log_values):
+    def __init__(self, model, capacity, groups, log_values):
         self.capacity = capacity
         tables = [VariableTable(model, capacity, "keras_clr_learning_rate"),
                   (VariableTable(model, capacity, "keras_clr_momentum")
-                   if momentum_attribute else None)]
-        super().__init__(model, *tables, momentum_attribute=momentum_attribute,
-                         log_values=log_values)
+                   if cycles_momentum(groups) else None)]
+        super().__init__(model, *tables, groups=groups, log_values=log_values)
         with _backend.strategy_scope(model):
             self.start_step = keras.Variable(0, trainable=False, dtype="int64",
                                              name="keras_clr_table_start",
@@ -128,24 +127,28 @@ class SharedControl(StepControl):
         self.start_step.assign(start + first)
 
 
-def schedule_control(model, schedules, first, count, start, momentum_attribute,
-                     log_values):
+def cycles_momentum(groups):
+    """Whether any of the `keras_clr.training.Group`s has its momentum cycled."""
+    return any(group.momentum is not None for group in groups)
+
+
+def schedule_control(model, schedules, first, count, start, groups, log_values):
     """The control and tables for one schedule `fit`: (StepControl, tables).
 
-    The fit runs the steps `[first, first + count)` (count None: unknown).
-    On TensorFlow and PyTorch a fit whose steps can be tabulated uses the
-    model's `SharedControl` (traced once per model and optimizer); otherwise
-    the schedules are tabulated, or evaluated, in a trace of the fit's own.
+    The fit runs the steps `[first, first + count)` (count None: unknown),
+    driving the `groups` (`keras_clr.training.Group`s). On TensorFlow and
+    PyTorch a fit whose steps can be tabulated uses the model's
+    `SharedControl` (traced once per model and optimizer); otherwise the
+    schedules are tabulated, or evaluated, in a trace of the fit's own.
     """
     lr_schedule, momentum_schedule = schedules
-    if momentum_attribute is None:
+    if not cycles_momentum(groups):
         momentum_schedule = None
     shared = _backend.trace_reads_variables()
     if not shared or count is None or count > TABLE_LIMIT:
         tables = [None if schedule is None else Tabulated(schedule, first, count)
                   for schedule in (lr_schedule, momentum_schedule)]
-        control = StepControl(model, *tables, momentum_attribute=momentum_attribute,
-                              log_values=log_values)
+        control = StepControl(model, *tables, groups=groups, log_values=log_values)
         if not shared:  # read at trace time: one trace per fit
             control.start_step = start
         else:
@@ -156,10 +159,13 @@ def schedule_control(model, schedules, first, count, start, momentum_attribute,
         return control, tables
     capacity = max(MIN_CAPACITY, 1 << (int(count) - 1).bit_length())
     controls = model.__dict__.setdefault("_keras_clr_controls", {})
-    key = (momentum_attribute, bool(log_values))
+    # A trace holds the groups' ratios and momentum attributes: those of one
+    # optimizer do not change (see `keras_clr.training.ratios`), and `serves`
+    # asks for the same optimizer.
+    key = (tuple(group.momentum for group in groups), bool(log_values))
     control = controls.get(key)
     if control is None or control.capacity < capacity or not control.serves(model):
-        control = SharedControl(model, capacity, momentum_attribute, log_values)
+        control = SharedControl(model, capacity, groups, log_values)
         controls[key] = control
     control.fill((lr_schedule, momentum_schedule), first, count, start)
     return control, control.tables

@@ -159,10 +159,11 @@ def check_optimizer(model, options, owner):
     """The checks OneCycle makes as training begins, made before any step:
     an optimizer without a momentum needs cycle_momentum=False."""
     optimizer = training.base_optimizer(model)
+    training.know_groups(model)
     training.check_learning_rate(optimizer, "OneCycle")
     cycle = OneCycle(1.0, **options).cycle_momentum
     try:
-        training.check_momentum(optimizer, "OneCycle", cycle)
+        training.schedule_groups(optimizer, "OneCycle", cycle)
     except ValueError as error:
         raise ValueError(f"{error} (with {owner}: "
                          "one_cycle={'cycle_momentum': False})") from None

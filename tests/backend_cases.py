@@ -543,3 +543,127 @@ def test_race_winner_is_a_plain_fit_at_its_rate():
         np.testing.assert_allclose(keras.ops.convert_to_numpy(got),
                                    keras.ops.convert_to_numpy(want), rtol=1e-5, atol=1e-7)
     assert history.epoch == [0, 1, 2, 3]
+
+
+# -- a MultiOptimizer (Keras 3.15 on): a learning rate per group ----------------------
+
+needs_multi = pytest.mark.skipif(not hasattr(keras.optimizers, "MultiOptimizer"),
+                                 reason="Keras 3.15 introduced MultiOptimizer")
+
+
+def multi_model(kernel, bias):
+    """The linear model with its kernel and its bias in groups of their own."""
+    return make_model(keras.optimizers.MultiOptimizer(
+        keras.optimizers.OptimizerMap(kernel, {".*bias.*": bias})))
+
+
+def multi_ref(kernel_lrs, bias_lrs, momenta, beta_2=0.999, eps=1e-7):
+    """SGD with momentum on the kernel, Adam with beta_1 = momentum on the
+    bias, each at its own rates."""
+    w, b = KERNEL.astype(np.float64), BIAS.astype(np.float64)
+    mw, m, v = np.zeros_like(w), np.zeros_like(b), np.zeros_like(b)
+    for k, x, y in batches(len(kernel_lrs)):
+        _, gw, gb = gradients(w, b, x, y)
+        mw = momenta[k] * mw - kernel_lrs[k] * gw
+        w = w + mw
+        t, b1 = k + 1, momenta[k]
+        alpha = bias_lrs[k] * math.sqrt(1 - beta_2 ** t) / (1 - b1 ** t)
+        m += (gb - m) * (1 - b1)
+        v += (gb * gb - v) * (1 - beta_2)
+        b = b - alpha * m / (np.sqrt(v) + eps)
+    return w, b
+
+
+class ReadGroups(keras.callbacks.Callback):
+    """Each sub-optimizer's learning rate after each call, and the logs."""
+
+    def __init__(self):
+        super().__init__()
+        self.applied, self.logs = [], []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.applied.append({o.name: float(keras.ops.convert_to_numpy(o.learning_rate))
+                             for o in self.model.optimizer.optimizers})
+        self.logs.append({k: float(keras.ops.convert_to_numpy(v)) for k, v in logs.items()})
+
+
+@needs_multi
+def test_one_cycle_drives_each_group_of_a_multi_optimizer():
+    kernel, bias = keras.optimizers.SGD(0.1, momentum=0.9), keras.optimizers.Adam(0.01)
+    model = multi_model(kernel, bias)
+    reader = ReadGroups()
+    model.fit(X, Y, batch_size=BATCH, epochs=2, shuffle=False, verbose=0,
+              callbacks=[keras_clr.OneCycle(0.5), reader])
+    steps = 2 * STEPS_PER_EPOCH
+    lrs, momenta = zip(*(one_cycle_ref(k, steps, 0.5, 0.85, 0.95) for k in range(steps)))
+    ratio = float(np.float32(0.01)) / float(np.float32(0.1))
+    np.testing.assert_allclose([s[kernel.name] for s in reader.applied], lrs, rtol=1e-6)
+    np.testing.assert_allclose([s[bias.name] for s in reader.applied],
+                               np.array(lrs) * ratio, rtol=1e-6)
+    for group in (kernel, bias):  # logged as Keras names the groups: what each applied
+        assert [r[f"learning_rate_{group.name}"] for r in reader.logs] == [
+            s[group.name] for s in reader.applied]
+    w, b = multi_ref(lrs, np.array(lrs) * ratio, momenta)
+    np.testing.assert_allclose(weights(model)[0], w, **TOL)
+    np.testing.assert_allclose(weights(model)[1], b, **TOL)
+    # Negative control: the bias at the schedule's own rate ends elsewhere.
+    assert np.max(np.abs(multi_ref(lrs, lrs, momenta)[1] - b)) > 1e-3
+    assert kernel.momentum == 0.9 and bias.beta_1 == 0.9  # the floats are back
+
+
+@needs_multi
+def test_groups_that_accumulate_count_updates():
+    kernel = keras.optimizers.SGD(0.1, momentum=0.9, gradient_accumulation_steps=5)
+    bias = keras.optimizers.SGD(0.05, momentum=0.9, gradient_accumulation_steps=5)
+    model = multi_model(kernel, bias)
+    reader = ReadGroups()
+    model.fit(X, Y, batch_size=BATCH, epochs=4, shuffle=False, verbose=0,
+              callbacks=[keras_clr.OneCycle(0.5), reader])
+    expected = [one_cycle_ref(b // 5, 4, 0.5, 0.85, 0.95)[0] for b in range(20)]
+    np.testing.assert_allclose([s[kernel.name] for s in reader.applied], expected, rtol=1e-6)
+    np.testing.assert_allclose([s[bias.name] for s in reader.applied],
+                               np.array(expected) * 0.5, rtol=1e-6)
+
+
+@needs_multi
+@pytest.mark.parametrize("ending", ["completed", "diverged"])
+def test_find_lr_restores_every_group_bit_identically(ending):
+    kernel, bias = keras.optimizers.SGD(0.1, momentum=0.9), keras.optimizers.Adam(0.01)
+    model = multi_model(kernel, bias)
+    model.fit(X, Y, batch_size=BATCH, epochs=1, verbose=0)  # slots and counts not zero
+    before = state_bytes(model)
+    assert any(bias.name in path and "momentum" in path for path, _ in before)
+    reader = ReadGroups()
+    kwargs = dict(batch_size=BATCH, num_steps=12, verbose=0, callbacks=[reader])
+    if ending == "completed":
+        result = keras_clr.find_lr(model, X, Y, end_lr=1e-2, stop_factor=None, **kwargs)
+        assert result.stop_reason == "completed"
+        # Every group ramps, at its ratio; the curve has the largest group's rates.
+        ramp = range_lrs(1e-7, 1e-2, 12)
+        np.testing.assert_allclose(result.lrs, ramp, rtol=1e-6)
+        np.testing.assert_allclose([s[bias.name] for s in reader.applied[:12]],
+                                   np.array(ramp) * 0.1, rtol=1e-6)
+    else:
+        result = keras_clr.find_lr(model, X, Y, start_lr=1.0, end_lr=1e4, **kwargs)
+        assert result.stop_reason in ("diverged", "nan")
+    assert state_bytes(model) == before
+    model.fit(X, Y, batch_size=BATCH, epochs=1, verbose=0)
+
+
+@needs_multi
+def test_tune_max_lr_and_fit_one_cycle_drive_a_multi_optimizer():
+    kernel, bias = keras.optimizers.SGD(0.01, momentum=0.9), keras.optimizers.SGD(0.002, momentum=0.9)
+    model = multi_model(kernel, bias)
+    model.fit(X, Y, batch_size=BATCH, epochs=1, verbose=0)
+    before = state_bytes(model)
+    search = keras_clr.tune_max_lr(model, X, Y, batch_size=BATCH, total_steps=20,
+                                   budget_steps=180, verbose=0)
+    assert state_bytes(model) == before
+    assert search.max_lr is not None
+    reader = ReadGroups()
+    history = keras_clr.fit_one_cycle(model, X, Y, batch_size=BATCH, epochs=2,
+                                      max_lr=0.05, verbose=0, callbacks=[reader])
+    lrs = [one_cycle_ref(k, 10, 0.05, 0.85, 0.95)[0] for k in range(10)]
+    np.testing.assert_allclose([s[bias.name] for s in reader.applied],
+                               np.array(lrs) * 0.2, rtol=1e-6)
+    assert f"learning_rate_{bias.name}" in history.history

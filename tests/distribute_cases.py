@@ -269,3 +269,82 @@ def test_race_winner_is_a_plain_fit_at_its_rate(strategy):
         np.testing.assert_allclose(have, expected, rtol=1e-5, atol=1e-7, err_msg=path)
     # one epoch before the race, 4 in it
     assert keras_clr.training.iterations(model.optimizer) == 5 * STEPS_PER_EPOCH
+
+
+# -- a MultiOptimizer (Keras 3.15 on): a learning rate per group ----------------------
+
+needs_multi = pytest.mark.skipif(not hasattr(keras.optimizers, "MultiOptimizer"),
+                                 reason="Keras 3.15 introduced MultiOptimizer")
+
+
+def _multi():
+    return keras.optimizers.MultiOptimizer(keras.optimizers.OptimizerMap(
+        keras.optimizers.SGD(0.01, momentum=0.9),
+        {".*head.*": keras.optimizers.Adam(0.05)}))
+
+
+def _multi_pair(strategy):
+    """(model under the strategy, the same on one device): its hidden layer
+    updated by an SGD, its output layer ("head") by an Adam."""
+    def model():
+        keras.utils.set_random_seed(0)
+        built = keras.Sequential([keras.Input((3,)),
+                                  keras.layers.Dense(4, activation="tanh", name="body"),
+                                  keras.layers.Dense(1, name="head")])
+        built.compile(_multi(), "mse", metrics=["mae"])
+        return built
+
+    with strategy.scope():
+        mirrored = model()
+    return mirrored, model()
+
+
+class _GroupLogs(keras.callbacks.Callback):
+    """Each step's logged and applied rates, per group (applied: read from
+    each sub-optimizer's variable)."""
+
+    def __init__(self):
+        super().__init__()
+        self.logged, self.applied = [], []
+
+    def on_train_batch_end(self, batch, logs=None):
+        subs = self.model.optimizer.optimizers
+        self.logged.append([logs[f"learning_rate_{o.name}"] for o in subs])
+        self.applied.append([float(o.learning_rate.numpy()) for o in subs])
+
+
+@needs_multi
+def test_a_multi_optimizer_schedule_matches_one_device(strategy):
+    mirrored, single = _multi_pair(strategy)
+    x, y = _data()
+    runs = []
+    for model in (mirrored, single):
+        logs = _GroupLogs()
+        model.fit(x, y, batch_size=BATCH, epochs=2, shuffle=False, verbose=0,
+                  callbacks=[keras_clr.OneCycle(0.1), logs])
+        runs.append(logs)
+    assert runs[0].logged == runs[0].applied  # what each group applied
+    assert runs[0].applied == runs[1].applied
+    lrs = keras_clr.OneCycle(0.1, total_steps=2 * STEPS_PER_EPOCH).lr_schedule(
+        np.arange(2 * STEPS_PER_EPOCH))
+    # Keras lists the mapped Adam (0.05, the largest: the schedule's own
+    # rates) before the default SGD (0.01: a fifth of them).
+    np.testing.assert_allclose([row[0] for row in runs[0].applied], lrs, rtol=1e-6)
+    np.testing.assert_allclose([row[1] for row in runs[0].applied], lrs * 0.2, rtol=1e-6)
+    for got, want in zip(mirrored.get_weights(), single.get_weights()):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    subs = mirrored.optimizer.optimizers
+    assert type(subs[0].beta_1) is float and type(subs[1].momentum) is float
+
+
+@needs_multi
+def test_find_lr_restores_every_group_on_every_replica(strategy):
+    mirrored, _ = _multi_pair(strategy)
+    x, y = _data(seed=1)
+    mirrored.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+    before = _replica_values(mirrored)
+    x, y = _data()
+    result = keras_clr.find_lr(mirrored, x, y, batch_size=BATCH, verbose=0, num_steps=30,
+                               end_lr=1e4)
+    assert result.stop_reason in {"diverged", "nan"}
+    _assert_bit_identical(before, _replica_values(mirrored))

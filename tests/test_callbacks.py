@@ -535,6 +535,36 @@ def test_optimizer_with_own_schedule_fails_at_fit_start(make_callback):
     assert int(model.optimizer.iterations) == 0
 
 
+class FixedRateSGD(keras.optimizers.SGD):
+    """An SGD whose `learning_rate` is a float it computes, not a variable."""
+
+    @property
+    def learning_rate(self):
+        return 0.01
+
+
+class HiddenRateSGD(keras.optimizers.SGD):
+    """An SGD whose `learning_rate` refuses to be read."""
+
+    @property
+    def learning_rate(self):
+        raise AttributeError("no single learning rate here")
+
+
+@pytest.mark.parametrize("kind, match", [
+    (FixedRateSGD, r"FixedRateSGD's `learning_rate` is a float, not a variable"),
+    (HiddenRateSGD, r"HiddenRateSGD's `learning_rate` cannot be read "
+                    r"\(AttributeError: no single learning rate here\)")])
+def test_a_rate_that_cannot_be_set_is_refused_for_its_real_reason(kind, match):
+    # Not "compiled with its own schedule (Variable)": it has no schedule.
+    model = make_model(kind(0.1, momentum=0.9))
+    with pytest.raises(ValueError, match=match):
+        fit(model, [keras_clr.OneCycle(1e-2)], epochs=1)
+    with pytest.raises(ValueError, match=match):
+        keras_clr.find_lr(model, X, Y, batch_size=BATCH, num_steps=5, verbose=0)
+    assert int(model.optimizer.iterations) == 0
+
+
 def test_cycle_momentum_needs_momentum():
     model = make_model(keras.optimizers.Adagrad(1e-2))
     with pytest.raises(ValueError, match=re.escape("cycle_momentum=False") + ".*Adagrad"):

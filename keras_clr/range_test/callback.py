@@ -49,6 +49,11 @@ class LRFinder(keras.callbacks.Callback):
     as they were when training began, and leaves its `result`
     (`keras_clr.LRFinderResult`).
 
+    A Keras 3.15 `MultiOptimizer`'s groups ramp together, each at its
+    compiled learning rate over the largest of them (as `OneCycle` drives
+    them), and the curve records the rates of the group compiled highest:
+    a suggestion from it is a `max_lr` for `OneCycle` on the same optimizer.
+
     Restoration happens when training ends. If training is ended by an
     exception instead, use the callback as a context manager (or call
     `restore()`), or run the test through `find_lr()`, which does this for
@@ -92,8 +97,9 @@ class LRFinder(keras.callbacks.Callback):
 
     Raises:
         ValueError: at construction for invalid arguments; when training
-            begins for an unknown `monitor` or an optimizer with its own
-            learning-rate schedule, before any training step.
+            begins for an unknown `monitor` or an optimizer (or a
+            MultiOptimizer's group) whose learning rate cannot be set, such
+            as one with its own schedule, before any training step.
     """
 
     def __init__(self, start_lr=1e-7, end_lr=10.0, num_steps=100, step_mode="exp",
@@ -254,6 +260,7 @@ def _warn_unused(monitor, validation_data, given):
 def _check_trainable(model):
     """ValueError unless the test can run on `model` and restore it."""
     optimizer = training.base_optimizer(model)
+    training.know_groups(model)
     training.check_learning_rate(optimizer, "LRFinder")
     accumulation = training.accumulation_steps(optimizer)
     if accumulation > 1:

@@ -114,18 +114,32 @@ def _weight_decay_sweep(model, weight_decays, run_test):
     of `weight_decays` in turn, the optimizer's own weight decay put back
     afterwards whatever happens; returns the `WeightDecaySweep`."""
     optimizer = training.base_optimizer(model)
-    if getattr(optimizer, "weight_decay", False) is False:
+    # A MultiOptimizer applies no weight decay itself: each group's
+    # sub-optimizer gets the value swept.
+    training.know_groups(model)
+    owners = (list(optimizer.optimizers) if training.is_multi_optimizer(optimizer)
+              else [optimizer])
+    if not owners:
         raise ValueError(
-            "Argument `weight_decays` needs an optimizer with `weight_decay`. "
-            f"Received: optimizer={type(optimizer).__name__}")
-    original = optimizer.weight_decay
+            "Argument `weight_decays` sets the weight decay of each of the "
+            "MultiOptimizer's sub-optimizers, and it has none yet (one given a "
+            "function finds them as it is built). Build the model first, for "
+            "example with `model(x[:1])`. Received: optimizer.optimizers=[]")
+    for owner in owners:
+        if getattr(owner, "weight_decay", False) is False:
+            raise ValueError(
+                "Argument `weight_decays` needs an optimizer with `weight_decay`. "
+                f"Received: optimizer={type(owner).__name__}")
+    originals = [owner.weight_decay for owner in owners]
     tested = {}
     try:
         for value in weight_decays:
-            optimizer.weight_decay = value
+            for owner in owners:
+                owner.weight_decay = value
             tested[value] = _recorded(run_test(), value)
     finally:
-        optimizer.weight_decay = original
+        for owner, original in zip(owners, originals):
+            owner.weight_decay = original
     return WeightDecaySweep(tested)
 
 
