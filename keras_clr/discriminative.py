@@ -33,7 +33,7 @@ def group_name(index):
     return f"group_{index}"
 
 
-def _layers(model):
+def all_layers(model):
     """Every layer of `model`, those of nested models included, outer first."""
     found, stack = [], list(reversed(getattr(model, "layers", [])))
     while stack:
@@ -127,7 +127,7 @@ def _check_arguments(model, optimizer, decay, lo, hi, groups, blocks, frozen):
     if lo is not None:
         lo = _checks.positive_finite("lo", lo)
         hi = _checks.positive_finite("hi", hi) if hi is not None else _base_rate(optimizer)
-        if lo >= hi:
+        if np.float32(lo) >= np.float32(hi):  # the rates the groups hold
             raise ValueError("Argument `lo` must be below `hi` (the head's rate, the "
                              f"optimizer's when `hi` is None). Received: lo={lo!r}, hi={hi!r}")
     if groups is not None:
@@ -242,7 +242,7 @@ def discriminative_optimizer(model, optimizer, *, decay=None, lo=None, hi=None, 
     """
     decay, lo, hi, groups = _check_arguments(model, optimizer, decay, lo, hi, groups,
                                              blocks, frozen)
-    layers = _layers(model)
+    layers = all_layers(model)
     units = _units(model, blocks, layers)
     if groups is not None:
         if groups > len(units):
