@@ -178,10 +178,11 @@ def fine_tune(model, x=None, y=None, *, epochs, freeze_epochs=1, head=None, max_
         raise ValueError("Pass `lr_mult` or `decay`, not both. Received: "
                          f"lr_mult={lr_mult!r}, decay={decay!r}")
     if decay is None:
+        given = lr_mult
         lr_mult = LR_MULT if lr_mult is None else _checks.positive_finite("lr_mult", lr_mult)
         if lr_mult <= 1:
             raise ValueError("Argument `lr_mult` must be above 1 (the head's rate over the "
-                             f"first group's). Received: lr_mult={lr_mult!r}")
+                             f"first group's). Received: lr_mult={given!r}")
     _check_no_one_cycle_kwargs(fit_kwargs, "fine_tune")
     options = one_cycle_options(one_cycle, "fine_tune")
     head_layers = _head_layers(model, head) if freeze_epochs else []
