@@ -198,12 +198,14 @@ def discriminative_optimizer(model, optimizer, *, decay=None, lo=None, hi=None, 
     `layer.trainable = False` and compile again instead.
 
     The groups are named "group_0" (the first) to "group_{N-1}" (the head)
-    (their keys in the logs: `learning_rate_group_0`, ...). Each is an
-    anchored regex over the variables' paths, from the layer's name on (a
-    Sequential's `sequential/dense/kernel` is `dense/kernel` once loaded),
-    checked here to claim exactly its variables; the head is the map's
-    default optimizer. The model saves and loads with it
-    (`keras.saving.load_model`).
+    (their keys in the logs: `learning_rate_group_0`, ...); one that
+    `frozen` empties is left out, and the others keep their names. Each
+    group but the head is an anchored regex over its variables' paths, from
+    the layer's name on (a Sequential's `sequential/dense/kernel` is
+    `dense/kernel` once loaded), checked here to claim exactly its
+    variables; the head is the map's default optimizer (a weight the model
+    creates later trains with it). Layers set `trainable = False` now are
+    in no group. The model saves and loads with it (`keras.saving.load_model`).
 
     Args:
         model: a built Keras model.
@@ -233,9 +235,11 @@ def discriminative_optimizer(model, optimizer, *, decay=None, lo=None, hi=None, 
             tell apart (give the layers distinct names).
 
     Example:
+        >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(8),
+        ...                           keras.layers.Dense(8), keras.layers.Dense(1)])
         >>> optimizer = keras_clr.discriminative_optimizer(
         ...     model, keras.optimizers.SGD(1e-2, momentum=0.9), decay=0.5)
-        >>> [float(sub.learning_rate) for sub in optimizer.optimizers]  # 3 layers
+        >>> [round(float(sub.learning_rate), 6) for sub in optimizer.optimizers]
         [0.0025, 0.005, 0.01]
         >>> model.compile(optimizer=optimizer, loss="mse")
         >>> model.fit(x, y, epochs=5, callbacks=[keras_clr.OneCycle(0.1)])

@@ -117,7 +117,11 @@ def fine_tune(model, x=None, y=None, *, epochs, freeze_epochs=1, head=None, max_
     frozen before the call stays frozen and in no group. After the call the
     model stays compiled with stage 2's MultiOptimizer (it saves and loads
     with it). If stage 1 fails, the layers' `trainable` and the model's
-    compile are put back as they were.
+    compile are put back as they were. In stage 1 a BatchNormalization in
+    the frozen body runs in inference mode (Keras's rule for a layer with
+    `trainable = False`, as in its transfer-learning guide; fastai keeps
+    them training); in stage 2 it trains again. `callbacks` run in both
+    stages (two fits).
 
     fastai's `fine_tune` runs stage 1 at `base_lr` and stage 2 at
     `base_lr / 2` with `pct_start=0.99`, then 0.3; here the rates are tuned
@@ -149,7 +153,7 @@ def fine_tune(model, x=None, y=None, *, epochs, freeze_epochs=1, head=None, max_
     Raises:
         ValueError: before any step, for a model that is not compiled or
             built, or is compiled with a MultiOptimizer; `epochs` below 1,
-            `freeze_epochs` below 0, an unknown or weightless `head` (or one
+            `freeze_epochs` below 0, Keras below 3.15, an unknown or weightless `head` (or one
             with every layer), an invalid `max_lr`, `lr_mult` not above 1,
             both `lr_mult` and `decay`, an invalid `one_cycle`, a OneCycle
             argument passed as a keyword of its own, and for what
@@ -160,6 +164,10 @@ def fine_tune(model, x=None, y=None, *, epochs, freeze_epochs=1, head=None, max_
         ...                              max_lr=(1e-2, 5e-3))
         >>> stages.frozen.history["loss"], stages.unfrozen.history["loss"]
     """
+    if not hasattr(keras.optimizers, "MultiOptimizer"):
+        raise ValueError("fine_tune's second stage compiles the model with a "
+                         "keras.optimizers.MultiOptimizer, which needs Keras 3.15 or later. "
+                         f"Upgrade Keras. Received: keras.__version__={keras.__version__!r}")
     if not getattr(model, "compiled", False) or getattr(model, "optimizer", None) is None:
         raise ValueError("Argument `model` must be compiled with an optimizer (the template "
                          f"of each stage's). Received: model={model.name!r}, not compiled")

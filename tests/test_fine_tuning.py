@@ -196,7 +196,7 @@ def test_bad_input_is_refused_before_any_step(kwargs, match):
     assert all(model.get_layer(name).trainable for name in LAYERS)
 
 
-def test_a_model_not_compiled_or_with_a_multi_optimizer_is_refused():
+def test_a_model_not_compiled_or_with_a_multi_optimizer_is_refused(monkeypatch):
     model = make()
     uncompiled = keras.Model(model.inputs, model.outputs)
     with pytest.raises(ValueError, match="Argument `model` must be compiled"):
@@ -205,3 +205,6 @@ def test_a_model_not_compiled_or_with_a_multi_optimizer_is_refused():
                   loss="mse")
     with pytest.raises(ValueError, match="this one is a MultiOptimizer"):
         keras_clr.fine_tune(model, X, Y, epochs=1)
+    monkeypatch.delattr(keras.optimizers, "MultiOptimizer")
+    with pytest.raises(ValueError, match="fine_tune's second stage .* needs Keras 3.15"):
+        keras_clr.fine_tune(make(), X, Y, epochs=1)
