@@ -10,6 +10,7 @@ is a `fit_one_cycle`, its `max_lr` tuned for it unless given.
 """
 
 import numbers
+import warnings
 from typing import NamedTuple
 
 import keras
@@ -114,7 +115,8 @@ def fine_tune(model, x=None, y=None, *, epochs, freeze_epochs=1, head=None, max_
     its update count starts at 0 and the head's moments (SGD's velocity,
     Adam's m and v) from stage 1 are not carried: a one-cycle starts at a
     low rate, which gives them time to build up again. A layer that was
-    frozen before the call stays frozen and in no group. After the call the
+    frozen before the call stays frozen and in no group (with a warning:
+    set `trainable = True` first to fine-tune it). After the call the
     model stays compiled with stage 2's MultiOptimizer (it saves and loads
     with it). If stage 1 fails, the layers' `trainable` and the model's
     compile are put back as they were. In stage 1 a BatchNormalization in
@@ -194,6 +196,13 @@ def fine_tune(model, x=None, y=None, *, epochs, freeze_epochs=1, head=None, max_
     _check_no_one_cycle_kwargs(fit_kwargs, "fine_tune")
     options = one_cycle_options(one_cycle, "fine_tune")
     head_layers = _head_layers(model, head) if freeze_epochs else []
+    kept = [layer.name for layer in model.layers if layer.weights and not layer.trainable]
+    if kept:
+        warnings.warn(
+            f"fine_tune keeps the layers that are frozen now frozen in both stages: "
+            f"{', '.join(kept)}. To fine-tune them in stage 2 (as after Keras's "
+            "`base_model.trainable = False`), set `trainable = True` on them first; "
+            "stage 1 freezes the body itself.", stacklevel=2)
     # Stage 2's optimizer, built now so that its arguments are checked before
     # any step, from the layers as they are trainable now.
     if decay is not None:

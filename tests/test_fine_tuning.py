@@ -129,7 +129,8 @@ def test_a_layer_frozen_before_stays_frozen_and_decay_sets_the_ratios():
     model.get_layer("mid").trainable = False
     model.compile(optimizer=sgd(0.05), loss="mse")
     initial = by_name(model)
-    stages = keras_clr.fine_tune(model, X, Y, epochs=1, max_lr=0.05, decay=0.5, **FIT)
+    with pytest.warns(UserWarning, match="frozen now frozen in both stages: mid"):
+        stages = keras_clr.fine_tune(model, X, Y, epochs=1, max_lr=0.05, decay=0.5, **FIT)
     assert not model.get_layer("mid").trainable
     for key in ("mid/kernel", "mid/bias"):
         assert np.array_equal(by_name(model)[key], initial[key])
