@@ -233,3 +233,17 @@ def sync_state(model):
     Keras 3.15); nothing to do elsewhere."""
     if _backend.name() == "jax":
         model.jax_state_sync()
+
+
+# -- compiling again -----------------------------------------------------------------
+
+
+def compile_arguments(model):
+    """The arguments the model was compiled with, as objects (the loss and
+    metrics themselves, not their configs): Keras keeps them in
+    `model._compile_config.config` (checked on Keras 3.10 and 3.15); where
+    it does not, they are rebuilt from the public `get_compile_config()`."""
+    config = getattr(getattr(model, "_compile_config", None), "config", None)
+    if isinstance(config, dict):
+        return dict(config)
+    return dict(keras.saving.deserialize_keras_object(model.get_compile_config()))

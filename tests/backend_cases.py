@@ -667,3 +667,52 @@ def test_tune_max_lr_and_fit_one_cycle_drive_a_multi_optimizer():
     np.testing.assert_allclose([s[bias.name] for s in reader.applied],
                                np.array(lrs) * 0.2, rtol=1e-6)
     assert f"learning_rate_{bias.name}" in history.history
+
+
+def two_layers():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((3,))
+    h = keras.layers.Dense(4, activation="tanh", name="body")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(1, name="head")(h))
+    model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9), loss="mse")
+    return model
+
+
+class EndWeights(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.ends = []
+
+    def on_train_end(self, logs=None):
+        self.ends.append({v.path: keras.ops.convert_to_numpy(v) for v in self.model.weights})
+
+
+@needs_multi
+def test_fine_tune_is_its_stages_by_hand_and_saves_its_groups(tmp_path):
+    model, ends = two_layers(), EndWeights()
+    initial = {v.path: keras.ops.convert_to_numpy(v) for v in model.weights}
+    fit = dict(batch_size=BATCH, shuffle=False, verbose=0)
+    keras_clr.fine_tune(model, X, Y, epochs=2, max_lr=(0.1, 0.05), lr_mult=10,
+                        callbacks=[ends], **fit)
+    for key, value in initial.items():  # stage 1 froze the body bit for bit
+        assert np.array_equal(ends.ends[0][key], value) == key.startswith("body")
+    hand = two_layers()
+    hand.get_layer("body").trainable = False
+    hand.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9), loss="mse")
+    hand.fit(X, Y, epochs=1, callbacks=[keras_clr.OneCycle(0.1)], **fit)
+    hand.get_layer("body").trainable = True
+    hand.compile(optimizer=keras.optimizers.MultiOptimizer(keras.optimizers.OptimizerMap(
+        keras.optimizers.SGD(0.05, momentum=0.9),
+        {"body/.*": keras.optimizers.SGD(0.005, momentum=0.9)})), loss="mse")
+    hand.fit(X, Y, epochs=2, callbacks=[keras_clr.OneCycle(0.05)], **fit)
+    for a, b in zip(model.get_weights(), hand.get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    assert [(o.name, float(keras.ops.convert_to_numpy(o.learning_rate)))
+            for o in loaded.optimizer.optimizers] == [
+        (o.name, float(keras.ops.convert_to_numpy(o.learning_rate)))
+        for o in model.optimizer.optimizers]
+    for a, b in zip(model.optimizer.variables, loaded.optimizer.variables):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a),
+                                      keras.ops.convert_to_numpy(b))
