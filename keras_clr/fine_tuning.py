@@ -40,20 +40,20 @@ class FineTuneHistory(NamedTuple):
 
 
 def _check_max_lr(max_lr):
-    """(stage 1's, stage 2's) `max_lr`: each "auto" or a positive float."""
+    """(stage 1's, stage 2's) `max_lr`: each "auto", "race" or a positive float."""
     pair = tuple(max_lr) if isinstance(max_lr, (tuple, list)) else (max_lr, max_lr)
     if len(pair) != 2:
-        raise ValueError("Argument `max_lr` must be 'auto', a positive float, or a pair of "
-                         f"them (stage 1's, stage 2's). Received: max_lr={max_lr!r}")
+        raise ValueError("Argument `max_lr` must be 'auto', 'race', a positive float, or a "
+                         f"pair of them (stage 1's, stage 2's). Received: max_lr={max_lr!r}")
     checked = []
     for value in pair:
-        if isinstance(value, str) and value == "auto":
+        if isinstance(value, str) and value in ("auto", "race"):
             checked.append(value)
         elif isinstance(value, numbers.Real) and not isinstance(value, bool):
             checked.append(_checks.positive_finite("max_lr", value))
         else:
-            raise ValueError("Argument `max_lr` must be 'auto', a positive float, or a pair "
-                             f"of them (stage 1's, stage 2's). Received: max_lr={max_lr!r}")
+            raise ValueError("Argument `max_lr` must be 'auto', 'race', a positive float, or "
+                             f"a pair of them (stage 1's, stage 2's). Received: max_lr={max_lr!r}")
     return tuple(checked)
 
 
@@ -136,9 +136,12 @@ def fine_tune(model, x=None, y=None, *, epochs, freeze_epochs=1, head=None, max_
         freeze_epochs: stage 1's epochs; 0 skips stage 1.
         head: the top-level layers stage 1 trains (a name or a list of
             names); default the last layer with trainable weights.
-        max_lr: "auto" (tune each stage's `max_lr` with `tune_max_lr`), a
-            positive float for both stages, or a pair (stage 1's, stage
-            2's), each "auto" or a float.
+        max_lr: "auto" (tune each stage's `max_lr` with `tune_max_lr`),
+            "race" (race candidates through each stage, as
+            `fit_one_cycle(max_lr="race")`: NumPy arrays and about three
+            trainings of compute per stage), a positive float for both
+            stages, or a pair (stage 1's, stage 2's), each "auto", "race" or
+            a float.
         lr_mult: stage 2's head rate over its first group's (default
             `LR_MULT`, 100, as fastai's), above 1.
         decay: instead of `lr_mult`, layer-wise decay in (0, 1): each group

@@ -155,6 +155,21 @@ def test_max_lr_auto_tunes_each_stage():
         assert max(history.history["learning_rate"]) <= history.max_lr_search.max_lr
 
 
+def test_max_lr_race_races_each_stage():
+    model = make()
+    xv, yv = X[:16], Y[:16]
+    stages = keras_clr.fine_tune(model, X, Y, epochs=2, freeze_epochs=2, max_lr="race",
+                                 candidates=[0.003, 0.01, 0.03], race_seed=3,
+                                 validation_data=(xv, yv), **FIT)
+    for history in stages:
+        race = history.race
+        assert race.winner in (0.003, 0.01, 0.03) and len(history.epoch) == 2
+        # the head's rate (the largest group's) peaks at the winner
+        assert max(history.history["learning_rate"]) <= race.winner
+    groups = [k for k in stages.unfrozen.history if k.startswith("learning_rate_group_")]
+    assert len(groups) >= 2
+
+
 class Fails(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         raise RuntimeError("stop")
@@ -180,7 +195,7 @@ def test_a_failing_stage_1_puts_the_model_back():
     ({"decay": 1.5}, r"Received: decay=1.5"),
     ({"max_lr": -1.0}, r"Received: max_lr=-1.0"),
     ({"max_lr": (0.1,)}, r"a pair of them"),
-    ({"max_lr": "race"}, r"Received: max_lr='race'"),
+    ({"max_lr": "fast"}, r"Received: max_lr='fast'"),
     ({"one_cycle": {"bogus": 1}}, r"`bogus` is not one"),
     ({"pct_start": 0.5}, r"pass it to fine_tune as one_cycle"),
     ({"blocks": [["nope"]]}, r"`blocks` names a layer"),
