@@ -25,6 +25,8 @@ SCRIPTS = {
                               ["cyclic_triangular2.png"]),
     "schedule_as_optimizer_lr.py": (["--epochs", "2"], ["schedules_preview.png"]),
     "tensorboard_logging.py": (["--epochs", "2"], ["tensorboard_scalars.png"]),
+    "fine_tuning.py": (["--epochs", "2", "--pretrain-epochs", "3", "--budget-steps", "160"],
+                       ["fine_tuning.png"]),
 }
 NOTEBOOK_FIGURES = ["range_test.png", "schedule.png", "accuracy_curves.png",
                     "gradcam_misclassified.png"]
@@ -38,6 +40,10 @@ def assert_png(path):
 
 @pytest.mark.parametrize("script", sorted(SCRIPTS))
 def test_script_writes_its_figures(script, tmp_path):
+    if script == "fine_tuning.py":
+        keras = pytest.importorskip("keras")
+        if not hasattr(keras.optimizers, "MultiOptimizer"):
+            pytest.skip("fine_tuning.py needs Keras 3.15's MultiOptimizer")
     args, figures = SCRIPTS[script]
     env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2", MPLBACKEND="Agg")
     completed = subprocess.run(
