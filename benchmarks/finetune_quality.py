@@ -16,6 +16,8 @@ task and seed, from the same pre-trained model, the test metric of:
   epochs=task's epochs - 1, max_lr="auto")`: the head alone for an epoch,
   then every layer at discriminative rates (fastai's spread, `lr_mult`
   default); the same number of epochs in all;
+- **fine_tune at the grid's best**: the same with `max_lr` the grid's best
+  one rate for both stages: the discriminative spread without the tuning;
 - **the grid**: `OneCycle(max_lr)` at each of the task's 9 grid points, one
   rate (the suite's `Bench.metric`, cached with `--cache`).
 
@@ -47,7 +49,7 @@ sq.TASKS.setdefault("mnist1d_gru_finetune_adam", (
     sq._mnist1d, sq._pretrained(sq._gru, sq._mnist1d_shifted, 4, 64), sq._adam, 64, 4,
     sq.ADAM_GRID, "accuracy"))
 TASKS = ("digits_finetune_sgd", "mnist1d_finetune_adam", "mnist1d_gru_finetune_adam")
-METHODS = ("no tuning", "suggest()", "tune_max_lr", "fine_tune")
+METHODS = ("no tuning", "suggest()", "tune_max_lr", "fine_tune", "fine_tune at the grid's best")
 
 
 def _fresh(task, seed):
@@ -61,7 +63,7 @@ def _fresh(task, seed):
     return model
 
 
-def method_metric(bench, task, seed, method):
+def method_metric(bench, task, seed, method, grid_best=None):
     """(test metric, rate used or None) of `method` on (task, seed)."""
     name = f"finetune/{method}/{task}/{seed}"
     if name not in bench.saved_curves:
@@ -89,10 +91,11 @@ def method_metric(bench, task, seed, method):
             else:
                 model = _fresh(task, seed)
                 keras.utils.set_random_seed(20_000 + seed)
+                given = grid_best if method.endswith("grid's best") else "auto"
                 stages = keras_clr.fine_tune(model, x_tr, y_tr, batch_size=batch,
                                              freeze_epochs=1, epochs=epochs - 1,
-                                             max_lr="auto", verbose=0)
-                rate = _stage_rate(stages)
+                                             max_lr=given, verbose=0)
+                rate = grid_best if given != "auto" else _stage_rate(stages)
         metric = sq._score(model.predict(x_te, batch_size=512, verbose=0), y_te, kind)
         bench.saved_curves[name] = [metric, rate]
         bench.save()
@@ -124,7 +127,8 @@ def main(argv=None):
         best = float(means.max())
         row = {"task": task, "grid_best_lr": grid[int(np.argmax(means))], "best": best}
         for method in METHODS:
-            runs = [method_metric(bench, task, s, method) for s in args.seeds]
+            runs = [method_metric(bench, task, s, method, row["grid_best_lr"])
+                    for s in args.seeds]
             row[method] = (float(np.mean([r[0] for r in runs])) / best,
                            [r[1] for r in runs])
         rows.append(row)
