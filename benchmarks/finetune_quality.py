@@ -18,6 +18,7 @@ task and seed, from the same pre-trained model, the test metric of:
   default); the same number of epochs in all;
 - **fine_tune at the grid's best**: the same with `max_lr` the grid's best
   one rate for both stages: the discriminative spread without the tuning;
+- **fine_tune, lr_mult=10**: "auto", the body at a tenth of the head's rate;
 - **the grid**: `OneCycle(max_lr)` at each of the task's 9 grid points, one
   rate (the suite's `Bench.metric`, cached with `--cache`).
 
@@ -49,7 +50,8 @@ sq.TASKS.setdefault("mnist1d_gru_finetune_adam", (
     sq._mnist1d, sq._pretrained(sq._gru, sq._mnist1d_shifted, 4, 64), sq._adam, 64, 4,
     sq.ADAM_GRID, "accuracy"))
 TASKS = ("digits_finetune_sgd", "mnist1d_finetune_adam", "mnist1d_gru_finetune_adam")
-METHODS = ("no tuning", "suggest()", "tune_max_lr", "fine_tune", "fine_tune at the grid's best")
+METHODS = ("no tuning", "suggest()", "tune_max_lr", "fine_tune", "fine_tune at the grid's best",
+           "fine_tune, lr_mult=10")
 
 
 def _fresh(task, seed):
@@ -92,9 +94,10 @@ def method_metric(bench, task, seed, method, grid_best=None):
                 model = _fresh(task, seed)
                 keras.utils.set_random_seed(20_000 + seed)
                 given = grid_best if method.endswith("grid's best") else "auto"
+                spread = {"lr_mult": 10} if method.endswith("lr_mult=10") else {}
                 stages = keras_clr.fine_tune(model, x_tr, y_tr, batch_size=batch,
                                              freeze_epochs=1, epochs=epochs - 1,
-                                             max_lr=given, verbose=0)
+                                             max_lr=given, verbose=0, **spread)
                 rate = grid_best if given != "auto" else _stage_rate(stages)
         metric = sq._score(model.predict(x_te, batch_size=512, verbose=0), y_te, kind)
         bench.saved_curves[name] = [metric, rate]
