@@ -247,3 +247,25 @@ def compile_arguments(model):
     if isinstance(config, dict):
         return dict(config)
     return dict(keras.saving.deserialize_keras_object(model.get_compile_config()))
+
+
+_REPORTS_FIRST = []
+
+
+def batch_end_reports_first_batch():
+    """Whether `fit` passes a call's first batch index to
+    `on_train_batch_end` (Keras whose epoch iterator yields (step,
+    iterator): 3.10 and others before it yielded (begin, end, iterator))
+    rather than its last; with `steps_per_execution` > 1 they differ."""
+    if not _REPORTS_FIRST:
+        from keras.src.trainers import epoch_iterator
+
+        import numpy as np
+
+        iterator = epoch_iterator.EpochIterator(x=np.zeros((2, 1), "float32"), batch_size=1)
+        try:
+            first = next(iterator._enumerate_iterator())
+        except Exception:  # an iterator of another shape: the current one's rule
+            first = (0, 0, None)
+        _REPORTS_FIRST.append(len(first) == 2)
+    return _REPORTS_FIRST[0]

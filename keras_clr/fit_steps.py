@@ -29,6 +29,7 @@ extra iteration Keras counts as an epoch of unknown length ends.
 
 import warnings
 
+from keras_clr import _keras_internals
 from keras_clr import tables
 from keras_clr import training
 
@@ -53,6 +54,7 @@ class FitSteps:
         self.constant_from, self.owner = constant_from, owner
         self.steps, self.epochs, self.accumulation = steps, epochs, accumulation
         self.spe = training.steps_per_execution(model)
+        self.reports_first = _keras_internals.batch_end_reports_first_batch()
         self.loss_scaled = training.loss_scaled(model)
         # Where the host cannot tell which step a batch end reports, the train
         # step returns the values it applied instead (an epoch's last call may
@@ -138,8 +140,11 @@ class FitSteps:
         """Counts the end of `batch` and writes its step's values to `logs`.
 
         With steps_per_execution = k, `batch` is the last of the call's k
-        steps as Keras counts them.
+        steps as Keras counts them (Keras before its epoch iterator reported
+        the call's first: moved to the last here).
         """
+        if self.spe > 1 and self.reports_first:
+            batch += self.spe - 1
         self.batch_ends += 1
         self.max_batch = max(self.max_batch, batch)
         step = (self.epoch_batches + batch) // self.accumulation - self.start_step

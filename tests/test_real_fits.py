@@ -116,6 +116,21 @@ def test_gradient_accumulation_counts_real_updates(spe):
     assert difference < 1e-5
 
 
+@pytest.mark.parametrize("spe", [2, 4])
+def test_batch_logs_with_several_steps_per_call_are_the_calls_last_step(spe):
+    # Keras 3.10 passes a call's first batch to on_train_batch_end, 3.15 its
+    # last: either way the logs hold the rate of the call's last step, the
+    # one the optimizer holds after the call.
+    model = make_model(keras.optimizers.SGD(0.01, momentum=0.9), steps_per_execution=spe)
+    cb, reader = keras_clr.OneCycle(0.1), ReadApplied()
+    fit(model, [cb, reader], epochs=2)
+    steps = 2 * BATCHES
+    assert reader.updates == list(range(spe, steps + 1, spe))
+    expected = one_cycle(np.arange(spe - 1, steps, spe), 0.1, steps)
+    np.testing.assert_array_equal(reader.applied, np.float32(expected[:, 0]))
+    assert reader.logged == reader.applied
+
+
 def test_gradient_accumulation_on_unsized_data_is_refused():
     model = make_model(keras.optimizers.SGD(0.01, momentum=0.9,
                                             gradient_accumulation_steps=2))
