@@ -4,6 +4,7 @@ for Keras 3, as callbacks for `model.fit`."""
 from keras_clr import schedules
 from keras_clr.callbacks import CyclicLR
 from keras_clr.callbacks import OneCycle
+from keras_clr.callbacks import WarmupStableDecay
 from keras_clr.range_test import LRFinder
 from keras_clr.range_test import find_lr
 from keras_clr.race import MaxLRRace
@@ -16,4 +17,4 @@ from keras_clr.tuning import tune_max_lr
 __version__ = "0.1.0"
 
 __all__ = ["CyclicLR", "LRFinder", "LRFinderResult", "MaxLRRace", "MaxLRSearch", "OneCycle",
-           "WeightDecaySweep", "find_lr", "fit_one_cycle", "schedules", "tune_max_lr"]
+           "WarmupStableDecay", "WeightDecaySweep", "find_lr", "fit_one_cycle", "schedules", "tune_max_lr"]
