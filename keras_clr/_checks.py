@@ -44,16 +44,13 @@ def non_negative_int(name, value):
 
 
 def steps_or_fraction(name, value):
-    """A number of steps (an integer >= 0) or a fraction in (0, 1): an int,
-    or a float, which is a fraction when it lies in (0, 1)."""
-    if (not isinstance(value, bool) and isinstance(value, numbers.Real)
-            and not isinstance(value, numbers.Integral) and 0 < value < 1):
+    """A number of steps (an integer >= 0) or a fraction (a float in (0, 1))."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 0:
+        return int(value)
+    if (isinstance(value, numbers.Real) and not isinstance(value, (bool, numbers.Integral))
+            and 0 < value < 1):
         return float(value)
-    if (isinstance(value, bool) or not isinstance(value, numbers.Real)
-            or not math.isfinite(value) or value != int(value) or value < 0):
-        _fail(name, "a non-negative integer (steps) or a float in (0, 1) (a fraction)",
-              value)
-    return int(value)
+    _fail(name, "a non-negative integer (steps) or a float in (0, 1) (a fraction)", value)
 
 
 def in_interval(name, value, low, high, low_open=False, high_open=False):
