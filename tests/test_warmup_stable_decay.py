@@ -293,3 +293,50 @@ def named(name, value):
 def test_invalid_arguments_are_named(factory, match):
     with pytest.raises(ValueError, match=match):
         factory()
+
+
+# --- the fit set-ups of test_real_fits ---------------------------------------------
+
+def test_cooldown_on_demand_counts_the_updates_the_loss_scale_applied():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    optimizer = keras.optimizers.LossScaleOptimizer(sgd(), initial_scale=2.0 ** 40)
+    model = make_model(optimizer)
+    cb, reader = keras_clr.WarmupStableDecay(0.05, warmup_steps=3, decay_steps=8), ReadApplied()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the skipped updates' warning
+        fit(model, [cb, Call(cb.start_cooldown, 2, 5), reader], epochs=3)
+    before = np.array([0] + reader.updates[:-1])  # each batch's step
+    assert 3 * BATCHES - reader.updates[-1] > 5  # some updates were skipped
+    start = reader.updates[2 * BATCHES + 5]  # the updates applied as it was asked
+    assert start > 3
+    assert cb.decay_start == start
+    expected = np.float32([0.05 * wsd_multiplier(int(k), 3, start - 3, 8) for k in before])
+    np.testing.assert_array_equal(reader.applied, expected)
+    assert reader.logged == reader.applied
+
+
+def test_cooldown_on_demand_under_gradient_accumulation():
+    k = 4
+    model = make_model(keras.optimizers.SGD(0.01, momentum=0.9,
+                                            gradient_accumulation_steps=k))
+    cb, reader = keras_clr.WarmupStableDecay(PEAK, warmup_steps=2, decay_steps=3), ReadApplied()
+    fit(model, [cb, Call(cb.start_cooldown, 1, 5), reader], epochs=2)
+    # Batch 21 ends mid-update 5 (batches 20-23): the cooldown starts with it.
+    assert cb.decay_start == 5
+    updates = np.arange(2 * BATCHES) // k
+    np.testing.assert_array_equal(reader.applied, rates(updates, 2, 3, 3))
+    assert reader.logged == reader.applied
+
+
+def test_cooldown_and_extension_keep_the_one_trace():
+    from test_real_fits import CountingModel
+
+    CountingModel.traces = 0
+    model = make_model(sgd(), model_class=CountingModel)
+    fit(model, [keras_clr.OneCycle(0.1)], epochs=1)
+    traced = CountingModel.traces
+    cb = keras_clr.WarmupStableDecay(PEAK, warmup_steps=2, decay_steps=5, total_steps=40)
+    fit(model, [cb, Call(lambda: cb.extend(60), 0, 3), Call(cb.start_cooldown, 1, 2)],
+        epochs=2)
+    assert cb.decay_start == BATCHES + 3
+    assert CountingModel.traces == traced
