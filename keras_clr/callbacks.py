@@ -517,6 +517,12 @@ class WarmupStableDecay(_ScheduleCallback):
     A `MultiOptimizer`'s groups each get the schedule's rate times their
     compiled rate over the largest (see the module docstring).
 
+    A planned run resumes from `BackupAndRestore` or `initial_epoch` as the
+    other schedules do. A cooldown started on demand lives in the callback:
+    to resume such a run in a new process, construct the callback with
+    `stable_steps=decay_start - warmup_steps` and
+    `decay_steps=cooldown_steps` (the attributes of the first one).
+
     Example:
         >>> wsd = keras_clr.WarmupStableDecay(1e-3, warmup_steps=200)
         >>> model.fit(train_ds, epochs=100, callbacks=[wsd, stop_on_plateau])
@@ -554,6 +560,11 @@ class WarmupStableDecay(_ScheduleCallback):
     def decay_start(self):
         """The cooldown's first step; None while the run is open-ended."""
         return self._plan[0]
+
+    @property
+    def cooldown_steps(self):
+        """The cooldown's steps, once planned (None while open-ended)."""
+        return None if self._plan[0] is None else self._plan[1]
 
     def _schedules(self):
         decay_start, decay = self._plan

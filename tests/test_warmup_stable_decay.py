@@ -111,6 +111,11 @@ def test_start_cooldown_at_the_next_step_in_a_real_fit(spe):
                                   momenta(batches, 4, start - 4, decay))
     assert reader.applied[-1] == 0.0  # cooled down to the floor
     assert history.history["learning_rate"][-1] == 0.0
+    # Its plan, as a planned callback resuming it would take it.
+    resumed = keras_clr.WarmupStableDecay(PEAK, warmup_steps=4,
+                                          stable_steps=cb.decay_start - 4,
+                                          decay_steps=cb.cooldown_steps)
+    np.testing.assert_array_equal(resumed.lr_schedule(batches), cb.lr_schedule(batches))
 
 
 def test_start_cooldown_at_the_epoch_end():
@@ -340,3 +345,23 @@ def test_cooldown_and_extension_keep_the_one_trace():
         epochs=2)
     assert cb.decay_start == BATCHES + 3
     assert CountingModel.traces == traced
+
+
+# --- warm-up and cosine to a floor ---------------------------------------------
+
+@pytest.mark.parametrize("warmup, decay, alpha", [(5, 20, 0.1), (0, 12, 0.0), (3, 1, 0.5)])
+def test_warm_up_and_cosine_to_a_floor_is_keras_cosine_decay(warmup, decay, alpha):
+    # No stable phase, a cosine cooldown: Keras's CosineDecay with a warm-up
+    # from the floor (Keras computes in float32).
+    keras_schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=alpha * PEAK, decay_steps=decay, alpha=alpha,
+        warmup_target=PEAK, warmup_steps=warmup)
+    cb = keras_clr.WarmupStableDecay(PEAK, warmup_steps=warmup, decay_steps=decay,
+                                     stable_steps=0, decay_type="cosine",
+                                     min_lr_ratio=alpha)
+    steps = np.arange(warmup + decay + 5)
+    theirs = [float(keras_schedule(int(k))) for k in steps]
+    np.testing.assert_allclose(cb.lr_schedule(steps), theirs, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(cb.lr_schedule(steps), [
+        PEAK * wsd_multiplier(int(k), warmup, 0, decay, decay_type="cosine", ratio=alpha)
+        for k in steps], rtol=1e-15)
