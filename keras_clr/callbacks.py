@@ -1,6 +1,7 @@
-"""`CyclicLR` and `OneCycle`: drive the learning rate and momentum during fit.
+"""`CyclicLR`, `OneCycle` and `WarmupStableDecay`: drive the learning rate and
+momentum during fit.
 
-Both apply their schedules inside the compiled train step (see
+All apply their schedules inside the compiled train step (see
 `keras_clr.hooks`), so the value used by step k is exactly
 `lr_schedule(k)` / `momentum_schedule(k)` at no per-step host cost. The step
 k is the k-th update the optimizer really applied: under gradient
@@ -470,7 +471,6 @@ class OneCycle(_ScheduleCallback):
                 stacklevel=2)
 
 
-
 class WarmupStableDecay(_ScheduleCallback):
     """Warmup-stable-decay: warm up, hold the peak, cool down when planned or told.
 
@@ -494,7 +494,8 @@ class WarmupStableDecay(_ScheduleCallback):
         warmup_steps: optimizer updates of the warm-up, an integer >= 0.
         decay_steps: updates of the cooldown, an integer >= 0, or a float in
             (0, 1): that fraction of the whole run (of `total_steps`; for a
-            cooldown started at step t, of the t + cooldown steps).
+            cooldown started at step t, of the t + cooldown steps). The
+            default, 0.2, follows Hägele et al. (2024).
         total_steps: warm-up + stable + cooldown updates; None with
             `stable_steps` None: open-ended.
         stable_steps: updates at the peak (instead of `total_steps`).
@@ -686,7 +687,7 @@ class WarmupStableDecay(_ScheduleCallback):
                 warnings.warn(f"{error} The plan is unchanged.", stacklevel=3)
                 return
         else:
-            _, _, decay_steps = request
+            decay_steps = request[2]
             start = max(step, self.warmup_steps)
             if self._plan[0] is not None and self._plan[0] <= start:
                 return  # the planned cooldown comes first: it goes on
@@ -709,6 +710,13 @@ class WarmupStableDecay(_ScheduleCallback):
         if step is not None:
             self._request = None
             self._apply(request, step)
+        elif request[-1] != "deferred":
+            self._request = (*request, "deferred")
+            warnings.warn(
+                "WarmupStableDecay cannot tell mid-epoch which update comes next "
+                "(on JAX, under a LossScaleOptimizer, which may skip updates): the "
+                "change of plan applies from the next epoch's first step.",
+                stacklevel=2)
 
     def on_epoch_end(self, epoch, logs=None):
         super().on_epoch_end(epoch, logs)

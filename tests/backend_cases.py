@@ -376,6 +376,28 @@ def test_warmup_stable_decay_extended_is_the_longer_plan():
                                   np.float32([0.5 * wsd_ref(k, 2, 14, 4) for k in range(20)]))
 
 
+def test_warmup_stable_decay_under_a_loss_scale():
+    # On JAX the host cannot read the update count mid-epoch: a cooldown asked
+    # for mid-epoch under a loss scale starts with the next epoch, and says so.
+    optimizer = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.01, momentum=0.9))
+    model = make_model(optimizer)
+    callback, reader = keras_clr.WarmupStableDecay(0.5, warmup_steps=2, decay_steps=3), ReadApplied()
+    call = Call(callback.start_cooldown, 0, 1)
+    if BACKEND == "jax":
+        with pytest.warns(UserWarning, match="next epoch's first step"):
+            model.fit(X, Y, batch_size=BATCH, epochs=3, shuffle=False, verbose=0,
+                      callbacks=[callback, call, reader])
+        start = STEPS_PER_EPOCH
+    else:
+        model.fit(X, Y, batch_size=BATCH, epochs=3, shuffle=False, verbose=0,
+                  callbacks=[callback, call, reader])
+        start = 2
+    assert callback.decay_start == start
+    assert reader.logged == reader.applied
+    expected = [0.5 * wsd_ref(k, 2, start - 2, 3) for k in range(15)]
+    np.testing.assert_array_equal(reader.applied, np.float32(expected))
+
+
 def test_conflicting_callback_is_refused():
     model = make_model(keras.optimizers.SGD(0.01, momentum=0.9))
     with pytest.raises(ValueError, match="ReduceLROnPlateau.*OneCycle"):
