@@ -4,6 +4,7 @@ for Keras 3, as callbacks for `model.fit`."""
 from keras_clr import schedules
 from keras_clr.callbacks import CyclicLR
 from keras_clr.callbacks import OneCycle
+from keras_clr.callbacks import WarmupStableDecay
 from keras_clr.discriminative import discriminative_optimizer
 from keras_clr.fine_tuning import FineTuneHistory
 from keras_clr.fine_tuning import fine_tune
@@ -19,5 +20,6 @@ from keras_clr.tuning import tune_max_lr
 __version__ = "0.1.0"
 
 __all__ = ["CyclicLR", "FineTuneHistory", "LRFinder", "LRFinderResult", "MaxLRRace",
-           "MaxLRSearch", "OneCycle", "WeightDecaySweep", "discriminative_optimizer",
-           "find_lr", "fine_tune", "fit_one_cycle", "schedules", "tune_max_lr"]
+           "MaxLRSearch", "OneCycle", "WarmupStableDecay", "WeightDecaySweep",
+           "discriminative_optimizer", "find_lr", "fine_tune", "fit_one_cycle", "schedules",
+           "tune_max_lr"]

@@ -79,6 +79,8 @@ class _JaxOps:
     cos = staticmethod(lambda x: _JaxOps._jnp().cos(x))
     power = staticmethod(lambda x, y: _JaxOps._jnp().power(x, y))
     minimum = staticmethod(lambda x, y: _JaxOps._jnp().minimum(x, y))
+    maximum = staticmethod(lambda x, y: _JaxOps._jnp().maximum(x, y))
+    sqrt = staticmethod(lambda x: _JaxOps._jnp().sqrt(x))
     floor_divide = staticmethod(lambda x, y: _JaxOps._jnp().floor_divide(x, y))
     mod = staticmethod(lambda x, y: _JaxOps._jnp().mod(x, y))
 
@@ -117,6 +119,22 @@ class _TorchOps:
         if isinstance(x, numbers.Number):
             return torch.clamp(y, max=x)
         return torch.minimum(x, y)
+
+    @staticmethod
+    def maximum(x, y):
+        import torch
+
+        if isinstance(y, numbers.Number):
+            return torch.clamp(x, min=y)
+        if isinstance(x, numbers.Number):
+            return torch.clamp(y, min=x)
+        return torch.maximum(x, y)
+
+    @staticmethod
+    def sqrt(x):
+        import torch
+
+        return torch.sqrt(x)
 
     @staticmethod
     def to_float(x):

@@ -35,6 +35,24 @@ def positive_int(name, value):
     return int(value)
 
 
+def non_negative_int(name, value):
+    """An integer >= 0 (a float with an integral value is accepted)."""
+    if (isinstance(value, bool) or not isinstance(value, numbers.Real)
+            or not math.isfinite(value) or value != int(value) or value < 0):
+        _fail(name, "a non-negative integer", value)
+    return int(value)
+
+
+def steps_or_fraction(name, value):
+    """A number of steps (an integer >= 0) or a fraction (a float in (0, 1))."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 0:
+        return int(value)
+    if (isinstance(value, numbers.Real) and not isinstance(value, (bool, numbers.Integral))
+            and 0 < value < 1):
+        return float(value)
+    _fail(name, "a non-negative integer (steps) or a float in (0, 1) (a fraction)", value)
+
+
 def in_interval(name, value, low, high, low_open=False, high_open=False):
     """A finite real number within the interval; returns it as a float."""
     interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"

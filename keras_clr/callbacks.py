@@ -1,6 +1,7 @@
-"""`CyclicLR` and `OneCycle`: drive the learning rate and momentum during fit.
+"""`CyclicLR`, `OneCycle` and `WarmupStableDecay`: drive the learning rate and
+momentum during fit.
 
-Both apply their schedules inside the compiled train step (see
+All apply their schedules inside the compiled train step (see
 `keras_clr.hooks`), so the value used by step k is exactly
 `lr_schedule(k)` / `momentum_schedule(k)` at no per-step host cost. The step
 k is the k-th update the optimizer really applied: under gradient
@@ -469,3 +470,258 @@ class OneCycle(_ScheduleCallback):
                 "it holds the final learning rate and momentum from there on.",
                 stacklevel=2)
 
+
+class WarmupStableDecay(_ScheduleCallback):
+    """Warmup-stable-decay: warm up, hold the peak, cool down when planned or told.
+
+    The learning rate warms up from `min_lr_ratio * max_lr` to `max_lr` over
+    `warmup_steps` steps, holds `max_lr`, and cools down over `decay_steps`
+    steps to `min_lr_ratio * max_lr`, reached at step `total_steps` and held.
+    Step k's rate is `max_lr` times transformers' `get_wsd_schedule`
+    multiplier at step k, whose argument names these are (without `num_`),
+    so migrating is a rename. With `cycle_momentum`, the momentum (or Adam
+    `beta_1`) moves inversely with the same shapes: `max_momentum` down to
+    `base_momentum` during the warm-up, `base_momentum` at the peak, back up
+    to `max_momentum` during the cooldown.
+
+    With neither `total_steps` nor `stable_steps`, the run is open-ended: the
+    rate holds `max_lr` until `start_cooldown` is called. A planned run can
+    be lengthened with `extend`, which moves the cooldown later; the values
+    of the steps already run never change, so there is no jump.
+
+    Args:
+        max_lr: the peak learning rate.
+        warmup_steps: optimizer updates of the warm-up, an integer >= 0.
+        decay_steps: updates of the cooldown, an integer >= 0, or a float in
+            (0, 1): that fraction of the whole run (of `total_steps`; for a
+            cooldown started at step t, of the t + cooldown steps). The
+            default, 0.2, follows Hägele et al. (2024).
+        total_steps: warm-up + stable + cooldown updates; None with
+            `stable_steps` None: open-ended.
+        stable_steps: updates at the peak (instead of `total_steps`).
+        warmup_type: `"linear"`, `"cosine"` or `"1-sqrt"`.
+        decay_type: `"1-sqrt"` (the default), `"linear"` or `"cosine"`.
+        min_lr_ratio: the floor, and the warm-up's start, as a fraction of
+            `max_lr`, in [0, 1].
+        cycle_momentum: cycle the momentum inversely to the learning rate;
+            `"auto"`, True or False, as for `CyclicLR`.
+        base_momentum: momentum at the peak.
+        max_momentum: momentum at the start and after the cooldown.
+
+    Raises:
+        ValueError: at construction for any invalid argument (and the
+            schedule's: see `keras_clr.schedules.WarmupStableDecayLearningRate`);
+            when training begins, for an optimizer (or a MultiOptimizer's
+            group) whose learning rate cannot be set, or with
+            `cycle_momentum` one with no momentum.
+
+    A `MultiOptimizer`'s groups each get the schedule's rate times their
+    compiled rate over the largest (see the module docstring).
+
+    A planned run resumes from `BackupAndRestore` or `initial_epoch` as the
+    other schedules do. A cooldown started on demand lives in the callback:
+    to resume such a run in a new process, construct the callback with
+    `stable_steps=decay_start - warmup_steps` and
+    `decay_steps=cooldown_steps` (the attributes of the first one).
+
+    Example:
+        >>> wsd = keras_clr.WarmupStableDecay(1e-3, warmup_steps=200)
+        >>> model.fit(train_ds, epochs=100, callbacks=[wsd, stop_on_plateau])
+        >>> # in stop_on_plateau's on_epoch_end: wsd.start_cooldown()
+
+    References:
+        Hu, S., et al. (2024). MiniCPM. arXiv:2404.06395.
+        Hägele, A., et al. (2024). Scaling Laws and Compute-Optimal Training
+        Beyond Fixed Training Durations. arXiv:2405.18392.
+    """
+
+    def __init__(self, max_lr, warmup_steps=0, decay_steps=0.2, total_steps=None,
+                 stable_steps=None, warmup_type="linear", decay_type="1-sqrt",
+                 min_lr_ratio=0.0, cycle_momentum="auto", base_momentum=0.85,
+                 max_momentum=0.95):
+        super().__init__(cycle_momentum, base_momentum, max_momentum)
+        self.max_lr = _checks.positive_finite("max_lr", max_lr)
+        self.warmup_steps, decay_start, decay = schedules.wsd_plan(
+            warmup_steps, decay_steps, total_steps, stable_steps)
+        self.decay_steps = _checks.steps_or_fraction("decay_steps", decay_steps)
+        self.total_steps, self.stable_steps = total_steps, stable_steps
+        self.warmup_type = _checks.one_of("warmup_type", warmup_type,
+                                          schedules.WARMUP_TYPES)
+        self.decay_type = _checks.one_of("decay_type", decay_type, schedules.DECAY_TYPES)
+        self.min_lr_ratio = _checks.in_interval("min_lr_ratio", min_lr_ratio, 0.0, 1.0)
+        self._planned = self._plan = (decay_start, decay)
+
+    def _fresh_state(self):
+        # The plan, (cooldown's first step or None, its steps), as constructed,
+        # and a change asked for during a fit, applied before its next step.
+        return {**super()._fresh_state(), "_plan": getattr(self, "_planned", None),
+                "_request": None}
+
+    @property
+    def decay_start(self):
+        """The cooldown's first step; None while the run is open-ended."""
+        return self._plan[0]
+
+    @property
+    def cooldown_steps(self):
+        """The cooldown's steps, once planned (None while open-ended)."""
+        return None if self._plan[0] is None else self._plan[1]
+
+    def _schedules(self):
+        decay_start, decay = self._plan
+        phases = dict(warmup_steps=self.warmup_steps, warmup_type=self.warmup_type,
+                      decay_type=self.decay_type, decay_steps=decay,
+                      stable_steps=None if decay_start is None else
+                      decay_start - self.warmup_steps)
+        lr = schedules.WarmupStableDecayLearningRate(
+            self.max_lr, **phases, min_lr_ratio=self.min_lr_ratio,
+            name="WarmupStableDecay")
+        momentum = (schedules.WarmupStableDecayMomentum(
+            **phases, base_momentum=self.base_momentum,
+            max_momentum=self.max_momentum) if self.cycle_momentum else None)
+        return lr, momentum
+
+    def _constant_from(self):
+        decay_start, decay = self._plan
+        return self.warmup_steps if decay_start is None else decay_start + decay
+
+    def _preview(self, total_steps):
+        decay_start, decay = self._plan
+        if total_steps is not None:
+            count = _checks.positive_int("total_steps", total_steps)
+        elif decay_start is None:
+            raise ValueError(
+                "WarmupStableDecay is open-ended (no cooldown planned yet): pass "
+                "`total_steps` to say how many steps to show. Received: "
+                "total_steps=None")
+        else:
+            count = decay_start + decay
+        return (count, *self._schedules())
+
+    # -- changes of plan -------------------------------------------------------
+
+    def start_cooldown(self, at="next_step", decay_steps=None):
+        """Starts the cooldown: at the next step, or after the epoch in progress.
+
+        Called during a `fit` (from another callback, or another thread),
+        the cooldown begins with the first update whose batch starts after
+        the call (`"next_step"`), or with the first update after the epoch
+        in progress ends (`"epoch_end"`); called between fits, with the step
+        the last fit ended at. One asked for during the warm-up begins as
+        the warm-up ends; a cooldown already running goes on unchanged.
+
+        Args:
+            at: `"next_step"` or `"epoch_end"`.
+            decay_steps: the cooldown's steps (an integer >= 1) or a fraction
+                in (0, 1) of the whole run; None: the constructor's.
+
+        Raises:
+            ValueError: for an invalid argument.
+        """
+        _checks.one_of("at", at, ("next_step", "epoch_end"))
+        if decay_steps is not None:
+            decay_steps = _checks.steps_or_fraction("decay_steps", decay_steps)
+        self._ask(("cooldown", at, decay_steps))
+
+    def extend(self, total_steps, decay_steps=None):
+        """Lengthens (or plans) the run: the cooldown moves to its new end.
+
+        The schedule becomes the one a `WarmupStableDecay` constructed with
+        this `total_steps` has, from the next step on: the steps already run
+        keep their values, so this is allowed only before the cooldown
+        begins, and the result is the run planned at the new length from
+        the start.
+
+        Args:
+            total_steps: the run's new length in updates.
+            decay_steps: the cooldown's steps or fraction; None: the
+                constructor's.
+
+        Raises:
+            ValueError: for an invalid argument, or once the cooldown has
+                begun (moving it would make the rate jump).
+        """
+        decay_steps = self.decay_steps if decay_steps is None else decay_steps
+        _, decay_start, decay = schedules.wsd_plan(self.warmup_steps, decay_steps,
+                                                   total_steps)
+        self._check_no_jump((decay_start, decay), self._steps_run())
+        self._ask(("plan", (decay_start, decay)))
+
+    def _steps_run(self):
+        """The steps the host knows have run (a lower bound during a fit)."""
+        fit = self._fit
+        if fit is None:
+            return 0
+        if fit.last_step is not None:
+            return max(fit.done, fit.last_step + 1)
+        return max(fit.done, fit.first_step)
+
+    def _check_no_jump(self, plan, step):
+        starts = [s for s in (self._plan[0], plan[0]) if s is not None]
+        if plan != self._plan and starts and min(starts) < step:
+            raise ValueError(
+                "WarmupStableDecay cannot move a cooldown that has begun: the rate "
+                f"would jump. The cooldown starts at step {self._plan[0]}, the new "
+                f"plan at step {plan[0]}, and {step} steps have run. Extend the run "
+                "before its cooldown starts, or start a new WarmupStableDecay. "
+                f"Received: total_steps={plan[0] + plan[1]}")
+
+    def _running(self):
+        fit = self._fit
+        return fit is not None and not fit.ended and fit.values.control is not None
+
+    def _ask(self, request):
+        if self._running():
+            self._request = request  # applied by the fit, before its next step
+        else:
+            self._apply(request, self._fit.done if self._fit is not None else 0)
+
+    def _apply(self, request, step, retabulate=True):
+        """Applies a change of plan from `step` on, the next step to run (and
+        tabulates the fit in progress again, unless it is ending)."""
+        if request[0] == "plan":
+            plan = request[1]
+            try:
+                self._check_no_jump(plan, step)
+            except ValueError as error:
+                warnings.warn(f"{error} The plan is unchanged.", stacklevel=3)
+                return
+        else:
+            decay_steps = request[2]
+            start = max(step, self.warmup_steps)
+            if self._plan[0] is not None and self._plan[0] <= start:
+                return  # the planned cooldown comes first: it goes on
+            decay = self.decay_steps if decay_steps is None else decay_steps
+            if isinstance(decay, float):
+                decay = max(1, round(decay * start / (1.0 - decay)))
+            plan = (start, decay)
+        self._plan = plan
+        if retabulate and self._running():
+            self._fit.reschedule(self._schedules(), self._constant_from(), step)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        epoch_start = self._fit.epoch_batches is None
+        super().on_train_batch_begin(batch, logs)
+        request = self._request
+        if request is None or (request[0] == "cooldown" and request[1] == "epoch_end"
+                               and not epoch_start):
+            return
+        step = self._fit.next_step(batch)
+        if step is not None:
+            self._request = None
+            self._apply(request, step)
+        elif request[-1] != "deferred":
+            self._request = (*request, "deferred")
+            warnings.warn(
+                "WarmupStableDecay cannot tell mid-epoch which update comes next "
+                "(on JAX, under a LossScaleOptimizer, which may skip updates): the "
+                "change of plan applies from the next epoch's first step.",
+                stacklevel=2)
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        request = self._request
+        if request is not None and request[:2] == ("cooldown", "epoch_end"):
+            self._request = None
+            epochs = self._fit.epochs
+            self._apply(request, self._fit.done, retabulate=not epochs or epoch + 1 < epochs)

@@ -12,6 +12,10 @@ References:
     Networks. WACV. arXiv:1506.01186.
     Smith, L. N., & Topin, N. (2019). Super-Convergence: Very Fast Training
     of Neural Networks Using Large Learning Rates. arXiv:1708.07120.
+    Hu, S., et al. (2024). MiniCPM: Unveiling the Potential of Small
+    Language Models with Scalable Training Strategies. arXiv:2404.06395.
+    Hägele, A., et al. (2024). Scaling Laws and Compute-Optimal Training
+    Beyond Fixed Training Durations. arXiv:2405.18392.
 """
 
 import math
@@ -20,7 +24,7 @@ import numpy as np
 
 
 # The functions the curves call on their namespace `xp`, besides `to_float`.
-FUNCTIONS = ("where", "cos", "power", "minimum", "floor_divide", "mod")
+FUNCTIONS = ("where", "cos", "power", "minimum", "maximum", "sqrt", "floor_divide", "mod")
 
 
 def namespace(name, module, to_float, doc):
@@ -145,3 +149,43 @@ def range_test(step, start, end, num_steps, step_mode="exp", xp=NumpyOps):
     if step_mode == "exp":
         return start * xp.power(end / start, pct)
     return start + (end - start) * pct
+
+
+# Warm-up and cooldown shapes of the warmup-stable-decay schedule: progress
+# p in [0, 1] -> height in [0, 1], rising (warm-up) or falling (cooldown).
+WARMUPS = {
+    "linear": lambda p, xp: p,
+    "cosine": lambda p, xp: 0.5 * (1.0 - xp.cos(math.pi * p)),
+    "1-sqrt": lambda p, xp: 1.0 - xp.sqrt(1.0 - p),
+}
+DECAYS = {
+    "linear": lambda p, xp: 1.0 - p,
+    "cosine": lambda p, xp: 0.5 * (1.0 + xp.cos(math.pi * p)),
+    "1-sqrt": lambda p, xp: 1.0 - xp.sqrt(p),
+}
+
+
+def warmup_stable_decay(step, warmup_steps, decay_start, decay_steps, low, high,
+                        warmup_type="linear", decay_type="1-sqrt", xp=NumpyOps):
+    """Warmup-stable-decay value at `step`: `low` up to `high`, held, back to `low`.
+
+    Steps before `warmup_steps` rise as `low + (high - low) * shape(step /
+    warmup_steps)`; steps from there to `decay_start` hold `high`; the
+    `decay_steps` steps from `decay_start` fall as `low + (high - low) *
+    shape((step - decay_start) / decay_steps)`, and later steps hold `low`
+    (first reached one step after the cooldown's last). With `decay_start`
+    None the value holds `high` after the warm-up. This is transformers'
+    `get_wsd_schedule` multiplier with low = `min_lr_ratio`, high = 1.
+    """
+    x = xp.to_float(step)
+    span = high - low
+    rising = xp.minimum(x / max(1, warmup_steps), 1.0)
+    value = xp.where(x < warmup_steps, WARMUPS[warmup_type](rising, xp) * span + low,
+                     high + 0.0 * x)
+    if decay_start is None:
+        return value
+    falling = xp.minimum(xp.maximum((x - decay_start) / max(1, decay_steps), 0.0), 1.0)
+    cooling = DECAYS[decay_type](falling, xp) * span + low
+    value = xp.where(x < decay_start, value,
+                     xp.where(x < decay_start + decay_steps, cooling, low + 0.0 * x))
+    return value

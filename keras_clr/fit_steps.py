@@ -29,6 +29,7 @@ extra iteration Keras counts as an epoch of unknown length ends.
 
 import warnings
 
+from keras_clr import _backend
 from keras_clr import _keras_internals
 from keras_clr import tables
 from keras_clr import training
@@ -135,6 +136,23 @@ class FitSteps:
         # length), up to where the schedules hold their value.
         self.planned_steps = self._count(self.first_step)
         self.values.tabulate(self.first_step, self.planned_steps, self.start_step)
+
+    def next_step(self, batch):
+        """At `batch`'s begin: the schedule step of its update, not yet run;
+        None where the host cannot tell it mid-epoch (updates a loss scale
+        may skip, on JAX, where the update count is read at epoch starts)."""
+        if not self.loss_scaled:
+            return (self.epoch_batches + batch) // self.accumulation - self.start_step
+        if batch and _backend.name() == "jax":
+            return None
+        return training.iterations(training.base_optimizer(self.model)) - self.start_step
+
+    def reschedule(self, schedules, constant_from, first):
+        """Replaces the schedules from step `first` on, mid-fit: the steps
+        before it must keep their values (some may still be logged)."""
+        self.values.schedules = schedules
+        self.constant_from = constant_from
+        self.values.tabulate(first, self._count(first), self.start_step)
 
     def batch_end(self, batch, logs):
         """Counts the end of `batch` and writes its step's values to `logs`.

@@ -243,10 +243,10 @@ class StepControl:
         """Whether the step traced for `model` is still its step: the same
         optimizer with the same Python hyper-parameters (a trace bakes them
         in), and the model's own train function unchanged (compiling again
-        makes a new one)."""
+        makes a new one), or this step installed (a fit tabulating again)."""
         return (self.model is model and (self._function is None or (
             self._optimizer is model.optimizer
-            and model.train_function is self._plain_function
+            and model.train_function in (self._plain_function, self._function)
             and self._settings == training.baked_settings(model.optimizer))))
 
     def _make_train_function(self, force=False):

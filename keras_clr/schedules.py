@@ -432,3 +432,174 @@ class OneCycleMomentum(_Curve):
             "three_phase": self.three_phase,
             "name": self.name,
         }
+
+
+WARMUP_TYPES = tuple(curves.WARMUPS)
+DECAY_TYPES = tuple(curves.DECAYS)
+
+
+def decay_length(decay_steps, total_steps):
+    """The cooldown's steps: `decay_steps` itself, or a fraction of `total_steps`
+    (rounded to the nearest step, at least 1)."""
+    if isinstance(decay_steps, float):
+        return max(1, round(decay_steps * total_steps))
+    return decay_steps
+
+
+def wsd_plan(warmup_steps, decay_steps, total_steps=None, stable_steps=None):
+    """Checks a warmup-stable-decay plan; returns (warmup_steps, decay_start,
+    decay_steps), decay_start None when neither `total_steps` nor
+    `stable_steps` is given (the peak holds until a cooldown is asked for)."""
+    warmup_steps = _checks.non_negative_int("warmup_steps", warmup_steps)
+    decay_steps = _checks.steps_or_fraction("decay_steps", decay_steps)
+    if total_steps is not None:
+        total_steps = _checks.positive_int("total_steps", total_steps)
+    if stable_steps is not None:
+        stable_steps = _checks.non_negative_int("stable_steps", stable_steps)
+    if total_steps is None and stable_steps is None:
+        return warmup_steps, None, decay_steps
+    if total_steps is None:
+        if isinstance(decay_steps, float):
+            raise ValueError(
+                "Argument `decay_steps` is a fraction of `total_steps`, which was "
+                "not given: pass `total_steps` instead of `stable_steps`, or "
+                f"`decay_steps` as a number of steps. Received: decay_steps="
+                f"{decay_steps!r}, total_steps=None, stable_steps={stable_steps!r}")
+        return warmup_steps, warmup_steps + stable_steps, decay_steps
+    decay = decay_length(decay_steps, total_steps)
+    if stable_steps is not None and warmup_steps + stable_steps + decay != total_steps:
+        raise ValueError(
+            "Arguments `total_steps` and `stable_steps` disagree: total_steps must "
+            "be warmup_steps + stable_steps + decay_steps. Pass one of them. "
+            f"Received: warmup_steps={warmup_steps}, stable_steps={stable_steps}, "
+            f"decay_steps={decay}, total_steps={total_steps}")
+    if warmup_steps + decay > total_steps:
+        raise ValueError(
+            "Argument `total_steps` must be at least warmup_steps + decay_steps "
+            f"({warmup_steps + decay}). Received: total_steps={total_steps}, "
+            f"warmup_steps={warmup_steps}, decay_steps={decay}")
+    return warmup_steps, total_steps - decay, decay
+
+
+class _WarmupStableDecay(_Curve):
+    """The phases of a warmup-stable-decay schedule, checked."""
+
+    def __init__(self, warmup_steps, decay_steps, total_steps, stable_steps,
+                 warmup_type, decay_type, name):
+        super().__init__()
+        self.warmup_steps, self.decay_start, self.decay = wsd_plan(
+            warmup_steps, decay_steps, total_steps, stable_steps)
+        self.decay_steps = _checks.steps_or_fraction("decay_steps", decay_steps)
+        self.total_steps, self.stable_steps = total_steps, stable_steps
+        self.warmup_type = _checks.one_of("warmup_type", warmup_type, WARMUP_TYPES)
+        self.decay_type = _checks.one_of("decay_type", decay_type, DECAY_TYPES)
+        self.name = name
+
+    def _shape(self, step, low, high, xp):
+        return curves.warmup_stable_decay(step, self.warmup_steps, self.decay_start,
+                                          self.decay, low, high, self.warmup_type,
+                                          self.decay_type, xp)
+
+    def get_config(self):
+        return {
+            "warmup_steps": self.warmup_steps,
+            "decay_steps": self.decay_steps,
+            "total_steps": self.total_steps,
+            "stable_steps": self.stable_steps,
+            "warmup_type": self.warmup_type,
+            "decay_type": self.decay_type,
+            "name": self.name,
+        }
+
+
+@keras.saving.register_keras_serializable(_PACKAGE)
+class WarmupStableDecayLearningRate(_WarmupStableDecay):
+    """Warmup-stable-decay learning rate, as transformers' `get_wsd_schedule`.
+
+    The rate warms up from `min_lr_ratio * maximal_learning_rate` to
+    `maximal_learning_rate` over `warmup_steps` steps, holds it, then cools
+    down over the last `decay_steps` of `total_steps` (or after
+    `stable_steps` steps at the peak) to `min_lr_ratio * maximal_learning_rate`,
+    reached at step `total_steps` and held. Step k's value is
+    `maximal_learning_rate` times transformers' multiplier at `current_step=k`
+    (and timm's `WSDLRScheduler` with `warmup_lr_init = lr_min` and the
+    constant stable function). With neither `total_steps` nor
+    `stable_steps`, the rate holds the peak after the warm-up: the
+    `keras_clr.WarmupStableDecay` callback starts such a cooldown on demand.
+
+    Args:
+        maximal_learning_rate: the peak, a positive float.
+        warmup_steps: steps of the warm-up, an integer >= 0.
+        decay_steps: steps of the cooldown, an integer >= 0, or a float in
+            (0, 1): that fraction of `total_steps`.
+        total_steps: warm-up + stable + cooldown steps.
+        stable_steps: steps at the peak (instead of `total_steps`).
+        warmup_type: `"linear"`, `"cosine"` or `"1-sqrt"`.
+        decay_type: `"1-sqrt"`, `"linear"` or `"cosine"`.
+        min_lr_ratio: the floor (and the warm-up's start) as a fraction of
+            the peak, in [0, 1].
+        name: name of the schedule.
+
+    Raises:
+        ValueError: for any argument outside the ranges above, `total_steps`
+            shorter than the warm-up and cooldown, or `total_steps` and
+            `stable_steps` that disagree.
+
+    Example:
+        >>> schedule = WarmupStableDecayLearningRate(
+        ...     1e-3, warmup_steps=500, decay_steps=0.2, total_steps=10_000)
+        >>> optimizer = keras.optimizers.AdamW(learning_rate=schedule)
+
+    References:
+        Hu, S., et al. (2024). MiniCPM. arXiv:2404.06395.
+        Hägele, A., et al. (2024). Scaling Laws and Compute-Optimal Training
+        Beyond Fixed Training Durations. arXiv:2405.18392.
+    """
+
+    def __init__(self, maximal_learning_rate, warmup_steps=0, decay_steps=0,
+                 total_steps=None, stable_steps=None, warmup_type="linear",
+                 decay_type="1-sqrt", min_lr_ratio=0.0,
+                 name="WarmupStableDecayLearningRate"):
+        super().__init__(warmup_steps, decay_steps, total_steps, stable_steps,
+                         warmup_type, decay_type, name)
+        self.maximal_learning_rate = _checks.positive_finite(
+            "maximal_learning_rate", maximal_learning_rate)
+        self.min_lr_ratio = _checks.in_interval("min_lr_ratio", min_lr_ratio, 0.0, 1.0)
+
+    def curve(self, step, xp):
+        return self.maximal_learning_rate * self._shape(step, self.min_lr_ratio, 1.0, xp)
+
+    def get_config(self):
+        return {"maximal_learning_rate": self.maximal_learning_rate,
+                **super().get_config(), "min_lr_ratio": self.min_lr_ratio}
+
+
+@keras.saving.register_keras_serializable(_PACKAGE)
+class WarmupStableDecayMomentum(_WarmupStableDecay):
+    """Momentum cycled inversely to a warmup-stable-decay learning rate.
+
+    It moves with the same shapes as the rate, the other way: from
+    `max_momentum` down to `base_momentum` during the warm-up, holds
+    `base_momentum` at the peak, and goes back up to `max_momentum` during
+    the cooldown (`max_momentum - (max_momentum - base_momentum) * h`, where
+    the rate is `floor + (peak - floor) * h`).
+
+    Args: as `WarmupStableDecayLearningRate`, with `base_momentum` and
+        `max_momentum` in [0, 1] instead of the rates.
+    """
+
+    def __init__(self, warmup_steps=0, decay_steps=0, total_steps=None,
+                 stable_steps=None, warmup_type="linear", decay_type="1-sqrt",
+                 base_momentum=0.85, max_momentum=0.95,
+                 name="WarmupStableDecayMomentum"):
+        super().__init__(warmup_steps, decay_steps, total_steps, stable_steps,
+                         warmup_type, decay_type, name)
+        self.base_momentum, self.max_momentum = _check_momenta(base_momentum,
+                                                               max_momentum)
+
+    def curve(self, step, xp):
+        return self._shape(step, self.max_momentum, self.base_momentum, xp)
+
+    def get_config(self):
+        return {**super().get_config(), "base_momentum": self.base_momentum,
+                "max_momentum": self.max_momentum}

@@ -64,6 +64,24 @@ def cyclic_ref(k, base, peak, up, down, low, high, gamma=None):
             high - (high - low) * height * scale)
 
 
+def wsd_ref(k, warmup, stable, decay, ratio=0.0, warmup_type="linear",
+            decay_type="1-sqrt"):
+    """transformers' get_wsd_schedule multiplier (stable None: no cooldown)."""
+    if k < warmup:
+        t = k / warmup
+        h = {"linear": t, "cosine": (1 - math.cos(math.pi * t)) / 2,
+             "1-sqrt": 1 - math.sqrt(1 - t)}[warmup_type]
+        return ratio + (1 - ratio) * h
+    if stable is None or k < warmup + stable:
+        return 1.0
+    if k >= warmup + stable + decay:
+        return ratio
+    t = (k - warmup - stable) / decay
+    h = {"linear": 1 - t, "cosine": (1 + math.cos(math.pi * t)) / 2,
+         "1-sqrt": 1 - math.sqrt(t)}[decay_type]
+    return ratio + (1 - ratio) * h
+
+
 def gradients(w, b, x, y):
     """MSE of a linear model: loss and gradients, in float64."""
     r = x @ w + b - y
@@ -155,9 +173,18 @@ class BatchLogs(keras.callbacks.Callback):
 STEPS = [0, 1, 2, 3, 7, 29, 30, 31, 64, 99, 100, 1000, 10**6, 2**31 - 1]
 
 
-@pytest.mark.parametrize("name", ["one_cycle", "triangular", "exp_range", "momentum"])
+@pytest.mark.parametrize("name", ["one_cycle", "triangular", "exp_range", "momentum",
+                                  "wsd", "wsd_momentum"])
 def test_schedule_values_host_and_tensor(name):
-    if name == "one_cycle":
+    if name == "wsd":
+        schedule = schedules.WarmupStableDecayLearningRate(
+            0.1, 30, 0.2, total_steps=1000, warmup_type="1-sqrt", min_lr_ratio=0.1)
+        ref = lambda k: 0.1 * wsd_ref(k, 30, 770, 200, 0.1, "1-sqrt")  # noqa: E731
+    elif name == "wsd_momentum":
+        schedule = schedules.WarmupStableDecayMomentum(
+            7, 64, stable_steps=22, warmup_type="cosine", decay_type="cosine")
+        ref = lambda k: 0.95 - 0.1 * wsd_ref(k, 7, 22, 64, 0.0, "cosine", "cosine")  # noqa: E731
+    elif name == "one_cycle":
         schedule = schedules.OneCycleLearningRate(0.1, 100)
         ref = lambda k: one_cycle_ref(k, 100, 0.1, 0.85, 0.95)[0]  # noqa: E731
     elif name == "triangular":
@@ -298,6 +325,77 @@ def test_backup_and_restore_resume(tmp_path):
          resumed])
     assert resumed.applied == reference.applied[STEPS_PER_EPOCH:]
     assert resumed.logged == resumed.applied
+
+
+class Call(keras.callbacks.Callback):
+    """Calls `action()` at the end of batch `batch` of epoch `epoch`."""
+
+    def __init__(self, action, epoch, batch):
+        super().__init__()
+        self.action, self.at = action, (epoch, batch)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if (self.epoch, batch) == self.at:
+            self.action()
+
+
+def test_warmup_stable_decay_cooldown_on_demand():
+    model = make_model(keras.optimizers.SGD(momentum=0.9))
+    callback, reader = keras_clr.WarmupStableDecay(0.5, warmup_steps=2, decay_steps=4), ReadApplied()
+    model.fit(X, Y, batch_size=BATCH, epochs=3, shuffle=False, verbose=0,
+              callbacks=[callback, Call(callback.start_cooldown, 1, 1), reader])
+    assert callback.decay_start == 7  # the step after batch 1 of epoch 1
+    lrs = [0.5 * wsd_ref(k, 2, 5, 4) for k in range(15)]
+    momenta = [0.95 - 0.1 * wsd_ref(k, 2, 5, 4) for k in range(15)]
+    np.testing.assert_array_equal(reader.applied, np.float32(lrs))
+    assert reader.logged == reader.applied
+    w, b, _ = sgd_ref(lrs, momenta)
+    np.testing.assert_allclose(weights(model)[0], w, **TOL)
+    np.testing.assert_allclose(weights(model)[1], b, **TOL)
+
+
+def test_warmup_stable_decay_extended_is_the_longer_plan():
+    def run(total, *extend):
+        model = make_model(keras.optimizers.SGD(0.01, momentum=0.9))
+        callback, reader = keras_clr.WarmupStableDecay(
+            0.5, warmup_steps=2, decay_steps=0.2, total_steps=total), ReadApplied()
+        calls = [Call(lambda: callback.extend(*extend), 0, 3)] if extend else []
+        model.fit(X, Y, batch_size=BATCH, epochs=4, shuffle=False, verbose=0,
+                  callbacks=[callback, *calls, reader])
+        return model, reader
+
+    planned, expected = run(20)
+    extended, reader = run(10, 20)
+    assert reader.applied == expected.applied and reader.logged == reader.applied
+    for a, b in zip(weights(extended), weights(planned)):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(expected.applied,
+                                  np.float32([0.5 * wsd_ref(k, 2, 14, 4) for k in range(20)]))
+
+
+def test_warmup_stable_decay_under_a_loss_scale():
+    # On JAX the host cannot read the update count mid-epoch: a cooldown asked
+    # for mid-epoch under a loss scale starts with the next epoch, and says so.
+    optimizer = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.01, momentum=0.9))
+    model = make_model(optimizer)
+    callback, reader = keras_clr.WarmupStableDecay(0.5, warmup_steps=2, decay_steps=3), ReadApplied()
+    call = Call(callback.start_cooldown, 0, 1)
+    if BACKEND == "jax":
+        with pytest.warns(UserWarning, match="next epoch's first step"):
+            model.fit(X, Y, batch_size=BATCH, epochs=3, shuffle=False, verbose=0,
+                      callbacks=[callback, call, reader])
+        start = STEPS_PER_EPOCH
+    else:
+        model.fit(X, Y, batch_size=BATCH, epochs=3, shuffle=False, verbose=0,
+                  callbacks=[callback, call, reader])
+        start = 2
+    assert callback.decay_start == start
+    assert reader.logged == reader.applied
+    expected = [0.5 * wsd_ref(k, 2, start - 2, 3) for k in range(15)]
+    np.testing.assert_array_equal(reader.applied, np.float32(expected))
 
 
 def test_conflicting_callback_is_refused():

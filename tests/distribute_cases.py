@@ -113,7 +113,14 @@ def test_models_are_mirrored(strategy):
     (lambda: keras_clr.CyclicLR(0.001, 0.1, step_size_up=3), _sgd, "momentum"),
     (lambda: keras_clr.CyclicLR(0.001, 0.05, step_size_up=2, step_size_down=3,
                                 mode="triangular2"), _adam, "beta_1"),
-], ids=["one_cycle-sgd", "one_cycle-adam", "cyclic-sgd", "cyclic-adam"])
+    (lambda: keras_clr.WarmupStableDecay(0.1, warmup_steps=3, decay_steps=4,
+                                         total_steps=12), _sgd, "momentum"),
+    (lambda: keras_clr.WarmupStableDecay(0.05, warmup_steps=2, decay_steps=0.5,
+                                         total_steps=12, warmup_type="cosine",
+                                         decay_type="cosine", min_lr_ratio=0.1),
+     _adam, "beta_1"),
+], ids=["one_cycle-sgd", "one_cycle-adam", "cyclic-sgd", "cyclic-adam", "wsd-sgd",
+        "wsd-adam"])
 def test_schedules_match_one_device(strategy, make_callback, optimizer, attribute):
     mirrored, single = _pair(strategy, optimizer)
     callback = make_callback()
@@ -130,6 +137,36 @@ def test_schedules_match_one_device(strategy, make_callback, optimizer, attribut
     # the optimizer has its float back, the model its own train step
     assert type(getattr(mirrored.optimizer, attribute)) is float
     assert "train_step" not in mirrored.__dict__
+
+
+class _CooldownAt(keras.callbacks.Callback):
+    def __init__(self, schedule, epoch, batch):
+        super().__init__()
+        self.schedule, self.at = schedule, (epoch, batch)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if (self.epoch, batch) == self.at:
+            self.schedule.start_cooldown()
+
+
+def test_cooldown_on_demand_matches_one_device(strategy):
+    runs = []
+    for model in _pair(strategy, _sgd):
+        callback, logs = keras_clr.WarmupStableDecay(0.1, warmup_steps=2, decay_steps=4), _BatchLogs()
+        x, y = _data()
+        model.fit(x, y, batch_size=BATCH, epochs=3, shuffle=False, verbose=0,
+                  callbacks=[callback, _CooldownAt(callback, 1, 1), logs])
+        assert callback.decay_start == STEPS_PER_EPOCH + 2
+        runs.append(np.array(logs.rows))
+    mirrored, single = runs
+    np.testing.assert_array_equal(mirrored, single)
+    # The peak until step 5, then 1 - sqrt over steps 6 to 9, then 0.
+    expected = [0.0, 0.05] + [0.1] * 4 + [0.1 * (1 - np.sqrt(t / 4)) for t in range(4)]
+    np.testing.assert_allclose(mirrored[:10, 0], expected, rtol=1e-6)
+    np.testing.assert_array_equal(mirrored[10:, 0], 0.0)
 
 
 def test_schedule_continues_over_two_fits(strategy):

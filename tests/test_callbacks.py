@@ -185,6 +185,8 @@ CALLBACKS = {
     "CyclicLR": lambda peak: keras_clr.CyclicLR(peak / 20, peak, step_size_up=4,
                                                 step_size_down=2, mode="triangular2"),
     "OneCycle": lambda peak: keras_clr.OneCycle(peak, div_factor=10.0),
+    "WarmupStableDecay": lambda peak: keras_clr.WarmupStableDecay(
+        peak, warmup_steps=4, decay_steps=6, total_steps=15, min_lr_ratio=0.1),
 }
 
 

@@ -107,6 +107,31 @@ def torch_one_cycle(k, total_steps, max_lr, pct_start=0.3, anneal_strategy="cos"
     raise AssertionError("unreachable")
 
 
+def wsd_multiplier(k, warmup, stable, decay, warmup_type="linear",
+                   decay_type="1-sqrt", ratio=0.0):
+    """transformers' `get_wsd_schedule` multiplier at update k (its
+    `current_step`), float64: the rate is the peak times this.
+
+    The warm-up rises from `ratio` to 1 over steps 0 .. warmup - 1 (at step
+    warmup it is 1); the cooldown's progress is (k - warmup - stable) / decay,
+    so its first step is 1 and the floor `ratio` first comes one step after
+    its last; later steps hold the floor.
+    """
+    if k < warmup:
+        t = k / max(1, warmup)
+        shape = {"linear": t, "cosine": (1 - math.cos(math.pi * t)) / 2,
+                 "1-sqrt": 1 - math.sqrt(1 - t)}[warmup_type]
+        return ratio + (1 - ratio) * shape
+    if stable is None or k < warmup + stable:
+        return 1.0
+    if k >= warmup + stable + decay:
+        return ratio
+    t = (k - warmup - stable) / max(1, decay)
+    shape = {"linear": 1 - t, "cosine": (1 + math.cos(math.pi * t)) / 2,
+             "1-sqrt": 1 - math.sqrt(t)}[decay_type]
+    return ratio + (1 - ratio) * shape
+
+
 def assert_close(actual, expected, rtol=RTOL):
     np.testing.assert_allclose(np.asarray(actual, dtype=np.float64),
                                np.asarray(expected, dtype=np.float64),
@@ -273,3 +298,44 @@ def test_one_cycle_holds_final_value_after_total_steps(anneal):
     values = curves.one_cycle(np.array([99, 100, 101, 10**9]), 100, 4e-4, 1e-2, 4e-8,
                               anneal=anneal)
     assert_close(values, [4e-8] * 4)
+
+
+# --- warmup-stable-decay ------------------------------------------------------
+
+SHAPES = ["linear", "cosine", "1-sqrt"]
+
+
+@pytest.mark.parametrize("warmup_type", SHAPES)
+@pytest.mark.parametrize("decay_type", SHAPES)
+@pytest.mark.parametrize("warmup, stable, decay, ratio",
+                         [(7, 5, 9, 0.1), (0, 3, 4, 0.0), (4, 0, 1, 0.3), (1, 1, 0, 0.5)])
+def test_warmup_stable_decay_is_transformers_multiplier(warmup_type, decay_type, warmup,
+                                                        stable, decay, ratio):
+    end = warmup + stable + decay
+    steps = np.arange(end + 4)
+    actual = curves.warmup_stable_decay(steps, warmup, warmup + stable, decay, ratio, 1.0,
+                                        warmup_type, decay_type)
+    expected = [wsd_multiplier(int(k), warmup, stable, decay, warmup_type, decay_type, ratio)
+                for k in steps]
+    assert_close(actual, expected, rtol=1e-14)
+    # The boundaries: the warm-up starts at the floor and hands over at the
+    # peak; the cooldown's first step is the peak; the floor comes after it.
+    if warmup:
+        assert actual[0] == ratio
+    assert actual[warmup] == 1.0
+    assert actual[end] == ratio and actual[-1] == ratio
+    if decay > 1:
+        assert actual[warmup + stable] == 1.0 and ratio < actual[end - 1] < 1.0
+
+
+def test_warmup_stable_decay_without_a_cooldown_holds_the_peak():
+    steps = np.array([0, 1, 2, 3, 4, 10**6, 10**12])
+    actual = curves.warmup_stable_decay(steps, 4, None, 0, 0.2, 1.0)
+    assert_close(actual, [0.2, 0.4, 0.6, 0.8, 1.0, 1.0, 1.0], rtol=1e-15)
+
+
+def test_warmup_stable_decay_inverse_momentum():
+    steps = np.arange(12)
+    actual = curves.warmup_stable_decay(steps, 4, 6, 4, 0.95, 0.85, "linear", "linear")
+    expected = [0.95, 0.925, 0.9, 0.875, 0.85, 0.85, 0.85, 0.875, 0.9, 0.925, 0.95, 0.95]
+    assert_close(actual, expected, rtol=1e-15)

@@ -31,6 +31,7 @@ from test_callbacks import sgd
 from test_curves import torch_cyclic
 from test_curves import torch_one_cycle
 from test_curves import triangular2_scale
+from test_curves import wsd_multiplier
 
 pytestmark = pytest.mark.skipif(not hasattr(keras.optimizers, "MultiOptimizer"),
                                 reason="Keras 3.15 introduced MultiOptimizer")
@@ -52,6 +53,12 @@ CALLBACKS = {
     "CyclicLR": (lambda: keras_clr.CyclicLR(0.01, 0.2, step_size_up=4, step_size_down=2,
                                             mode="triangular2"),
                  lambda k: torch_cyclic(k, 0.01, 0.2, 4, 2, scale_fn=triangular2_scale)),
+    "WarmupStableDecay": (
+        lambda: keras_clr.WarmupStableDecay(0.2, warmup_steps=4, decay_steps=6,
+                                            total_steps=3 * STEPS_PER_EPOCH,
+                                            min_lr_ratio=0.1),
+        lambda k: (0.2 * wsd_multiplier(k, 4, 5, 6, ratio=0.1),
+                   0.95 - 0.1 * wsd_multiplier(k, 4, 5, 6))),
 }
 
 

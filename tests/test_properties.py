@@ -137,6 +137,27 @@ def test_one_cycle_callback_in_bounds(peak, config, momentum, at):
     _check(callback.momentum_schedule, at, *momentum)
 
 
+wsd_settings = st.fixed_dictionaries({
+    "warmup_steps": st.integers(0, 10**6),
+    "decay_steps": st.integers(0, 10**6) | st.floats(0.01, 0.99),
+    "total_steps": st.integers(2 * 10**6, 10**8),
+    "warmup_type": st.sampled_from(["linear", "cosine", "1-sqrt"]),
+    "decay_type": st.sampled_from(["linear", "cosine", "1-sqrt"]),
+})
+
+
+@FAST
+@given(rates, wsd_settings, st.floats(0.0, 1.0), pairs(momenta), st.booleans(), steps)
+def test_warmup_stable_decay_in_bounds(peak, config, ratio, momentum, planned, at):
+    if not planned:
+        config = {**config, "total_steps": None}
+    callback = keras_clr.WarmupStableDecay(peak, **config, min_lr_ratio=ratio,
+                                           base_momentum=momentum[0],
+                                           max_momentum=momentum[1])
+    _check(callback.lr_schedule, at, ratio * peak, peak)
+    _check(callback.momentum_schedule, at, *momentum)
+
+
 # -- invalid arguments are named -----------------------------------------------
 
 junk = st.sampled_from([None, "x", "", [], {}, (), True, False, 1j, object(), -1, 0,
@@ -170,6 +191,16 @@ VALID = {
     keras_clr.OneCycle: dict(
         max_lr=1e-2, total_steps=None, pct_start=0.3, anneal_strategy="cos",
         div_factor=25.0, final_div_factor=1e4, base_momentum=0.85, max_momentum=0.95),
+    schedules.WarmupStableDecayLearningRate: dict(
+        maximal_learning_rate=1e-2, warmup_steps=10, decay_steps=20, total_steps=None,
+        stable_steps=None, warmup_type="linear", decay_type="1-sqrt", min_lr_ratio=0.1),
+    schedules.WarmupStableDecayMomentum: dict(
+        warmup_steps=10, decay_steps=20, total_steps=None, stable_steps=None,
+        warmup_type="linear", decay_type="1-sqrt", base_momentum=0.85, max_momentum=0.95),
+    keras_clr.WarmupStableDecay: dict(
+        max_lr=1e-2, warmup_steps=10, decay_steps=0.2, total_steps=None, stable_steps=None,
+        warmup_type="linear", decay_type="1-sqrt", min_lr_ratio=0.1,
+        base_momentum=0.85, max_momentum=0.95),
 }
 
 
@@ -185,6 +216,10 @@ KINDS = {  # argument -> what makes a value valid for it on its own
     "momentum": lambda v: _real(v) and 0 <= v <= 1,
     "callable": callable,
     "choice": lambda v: False,  # no junk value is a mode's name
+    "steps": lambda v: _real(v) and v >= 0 and v == int(v),
+    "steps_or_fraction": lambda v: (isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                                    or isinstance(v, float) and 0 < v < 1),
+    "ratio": lambda v: _real(v) and 0 <= v <= 1,
 }
 KIND_OF = {
     "initial_learning_rate": "positive", "maximal_learning_rate": "positive",
@@ -193,7 +228,9 @@ KIND_OF = {
     "step_size_down": "count", "total_steps": "count", "pct_start": "fraction",
     "gamma": "gamma", "base_momentum": "momentum", "max_momentum": "momentum",
     "scale_fn": "callable", "scale_mode": "choice", "mode": "choice",
-    "anneal_strategy": "choice",
+    "anneal_strategy": "choice", "warmup_steps": "steps", "stable_steps": "steps",
+    "decay_steps": "steps_or_fraction", "warmup_type": "choice", "decay_type": "choice",
+    "min_lr_ratio": "ratio",
 }
 
 

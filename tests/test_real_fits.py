@@ -229,6 +229,9 @@ SCHEDULES = {
     "OneCycle": lambda: keras_clr.OneCycle(0.1),
     "CyclicLR": lambda: keras_clr.CyclicLR(0.01, 0.1, step_size_up=5,
                                            mode="triangular2"),
+    "WarmupStableDecay": lambda: keras_clr.WarmupStableDecay(
+        0.1, warmup_steps=5, decay_steps=0.25, total_steps=3 * BATCHES,
+        warmup_type="cosine", min_lr_ratio=0.05),
 }
 
 

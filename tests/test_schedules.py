@@ -25,6 +25,7 @@ from test_curves import torch_cyclic
 from test_curves import torch_one_cycle
 from test_curves import triangular2_scale
 from test_curves import triangular_scale
+from test_curves import wsd_multiplier
 
 
 @pytest.fixture(autouse=True)
@@ -120,6 +121,34 @@ CASES = {
         lambda: S.OneCycleMomentum(37, 0.8, 0.9, 0.25, "linear", True),
         lambda k: torch_one_cycle(k, 37, 1.0, 0.25, "linear", three_phase=True,
                                   base_momentum=0.8, max_momentum=0.9)[1]),
+    "wsd": (
+        lambda: S.WarmupStableDecayLearningRate(1e-2, 10, 20, total_steps=100,
+                                                min_lr_ratio=0.1),
+        lambda k: 1e-2 * wsd_multiplier(k, 10, 70, 20, ratio=0.1)),
+    "wsd-cosine-fraction": (
+        lambda: S.WarmupStableDecayLearningRate(3e-3, 7, 0.25, total_steps=37,
+                                                warmup_type="cosine",
+                                                decay_type="cosine"),
+        lambda k: 3e-3 * wsd_multiplier(k, 7, 21, 9, "cosine", "cosine")),
+    "wsd-1-sqrt-stable-steps": (
+        lambda: S.WarmupStableDecayLearningRate(0.5, 3, 11, stable_steps=5,
+                                                warmup_type="1-sqrt",
+                                                decay_type="linear", min_lr_ratio=0.01),
+        lambda k: 0.5 * wsd_multiplier(k, 3, 5, 11, "1-sqrt", "linear", 0.01)),
+    "wsd-open-ended": (
+        lambda: S.WarmupStableDecayLearningRate(1e-3, 5, 0.2, min_lr_ratio=0.1),
+        lambda k: 1e-3 * wsd_multiplier(k, 5, None, 0, ratio=0.1)),
+    "wsd-1e8": (
+        lambda: S.WarmupStableDecayLearningRate(1e-2, 1000, 0.2, total_steps=10**8),
+        lambda k: 1e-2 * wsd_multiplier(k, 1000, 8 * 10**7 - 1000, 2 * 10**7)),
+    "wsd-momentum": (
+        lambda: S.WarmupStableDecayMomentum(10, 20, total_steps=100),
+        lambda k: 0.95 - 0.1 * wsd_multiplier(k, 10, 70, 20)),
+    "wsd-momentum-cosine": (
+        lambda: S.WarmupStableDecayMomentum(4, 6, stable_steps=3, warmup_type="cosine",
+                                            decay_type="cosine", base_momentum=0.8,
+                                            max_momentum=0.99),
+        lambda k: 0.99 - 0.19 * wsd_multiplier(k, 4, 3, 6, "cosine", "cosine")),
 }
 
 
@@ -298,6 +327,24 @@ BAD = [
     (lambda: S.OneCycleMomentum(100, anneal_strategy="step"), named("anneal_strategy", "step")),
     (lambda: S.OneCycleMomentum(100, base_momentum=math.nan), named("base_momentum", math.nan)),
     (lambda: S.OneCycleMomentum(100, 0.95, 0.85), ordered("base_momentum", "max_momentum", 0.85)),
+    # Warmup-stable-decay.
+    (lambda: S.WarmupStableDecayLearningRate(0.0, 10, 10, 100), named("maximal_learning_rate", 0.0)),
+    (lambda: S.WarmupStableDecayLearningRate(1e-2, -1, 10, 100), named("warmup_steps", -1)),
+    (lambda: S.WarmupStableDecayLearningRate(1e-2, 2.5, 10, 100), named("warmup_steps", 2.5)),
+    (lambda: S.WarmupStableDecayLearningRate(1e-2, 10, 1.5, 100), named("decay_steps", 1.5)),
+    (lambda: S.WarmupStableDecayLearningRate(1e-2, 10, -3, 100), named("decay_steps", -3)),
+    (lambda: S.WarmupStableDecayLearningRate(1e-2, 10, 10, 0), named("total_steps", 0)),
+    (lambda: S.WarmupStableDecayLearningRate(1e-2, 10, 10, stable_steps=-1), named("stable_steps", -1)),
+    (lambda: S.WarmupStableDecayLearningRate(1e-2, 10, 10, 100, warmup_type="exp"), named("warmup_type", "exp")),
+    (lambda: S.WarmupStableDecayLearningRate(1e-2, 10, 10, 100, decay_type="sqrt"), named("decay_type", "sqrt")),
+    (lambda: S.WarmupStableDecayLearningRate(1e-2, 10, 10, 100, min_lr_ratio=1.5), named("min_lr_ratio", 1.5)),
+    (lambda: S.WarmupStableDecayLearningRate(1e-2, 10, 10, 15),
+     re.escape("`total_steps` must be at least warmup_steps + decay_steps (20). Received: total_steps=15")),
+    (lambda: S.WarmupStableDecayLearningRate(1e-2, 10, 10, 100, stable_steps=50),
+     re.escape("`total_steps` and `stable_steps` disagree") + ".*stable_steps=50"),
+    (lambda: S.WarmupStableDecayLearningRate(1e-2, 10, 0.2, stable_steps=50),
+     re.escape("`decay_steps` is a fraction of `total_steps`") + ".*decay_steps=0.2"),
+    (lambda: S.WarmupStableDecayMomentum(10, 10, 100, base_momentum=0.99), ordered("base_momentum", "max_momentum", 0.95)),
 ]
 
 
@@ -352,7 +399,8 @@ def save_and_load(schedule, path, **load_kwargs):
 @pytest.mark.parametrize("name", ["cyclical", "triangular-down", "triangular2",
                                   "exponential", "one-cycle-three-phase",
                                   "cyclical-momentum", "cyclical-momentum-exp-range",
-                                  "one-cycle-momentum"])
+                                  "one-cycle-momentum", "wsd-cosine-fraction",
+                                  "wsd-open-ended", "wsd-momentum-cosine"])
 def test_every_class_saves_and_loads_in_safe_mode(name, tmp_path):
     schedule = CASES[name][0]()
     restored = save_and_load(schedule, tmp_path / "model.keras")
