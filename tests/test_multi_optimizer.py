@@ -32,6 +32,7 @@ from test_curves import torch_cyclic
 from test_curves import torch_one_cycle
 from test_curves import triangular2_scale
 from test_curves import wsd_multiplier
+from test_real_fits import CountingModel
 
 pytestmark = pytest.mark.skipif(not hasattr(keras.optimizers, "MultiOptimizer"),
                                 reason="Keras 3.15 introduced MultiOptimizer")
@@ -189,16 +190,6 @@ def test_the_issue_example_peaks_each_group_at_its_compiled_rate():
     # The schedule began at max_lr / 25 in each group.
     np.testing.assert_allclose(reader.applied[0][head.name], 1e-3 / 25, rtol=1e-6)
     np.testing.assert_allclose(reader.applied[0][body.name], 1e-4 / 25, rtol=1e-6)
-
-
-class CountingModel(keras.Sequential):
-    """Counts the traces of its train step (a Python call per trace)."""
-
-    traces = 0
-
-    def train_step(self, data):
-        type(self).traces += 1
-        return super().train_step(data)
 
 
 def test_later_fits_keep_the_ratios_and_one_trace():
