@@ -69,19 +69,21 @@ def _resolve(argument, entries, layers, shown):
 
 
 def _variable_pattern(layer, variable):
-    """An anchored regex for `variable.path`, from the name of `layer`
-    (which holds the variable) on: a Sequential names its variables
-    `sequential/dense/kernel` where the same model loaded from a file names
-    them `dense/kernel`, so any scopes before it may differ. A nested
-    model's name is in none of its variables' paths: the pattern starts at
-    its layer that holds the variable."""
+    """An anchored regex for `variable.path`, from the name of the innermost
+    layer that holds it on: the scopes before it may differ once the model
+    is saved and loaded (a Sequential names its variables
+    `sequential/dense/kernel`, and a nested Sequential `body/dense/kernel`,
+    where the same models loaded from a file name them `dense/kernel`), and
+    a nested functional model's name is in none of its variables' paths."""
     parts = variable.path.split("/")
-    while layer.name not in parts[:-1]:
+    while True:
         inner = [sub for sub in getattr(layer, "layers", None) or []
                  if any(weight is variable for weight in sub.trainable_weights)]
         if not inner:
-            return re.escape(variable.path)
+            break
         layer = inner[0]
+    if layer.name not in parts[:-1]:
+        return re.escape(variable.path)
     start = len(parts) - 2 - parts[-2::-1].index(layer.name)
     return "(?:.*/)?" + re.escape("/".join(parts[start:]))
 

@@ -185,6 +185,44 @@ def test_the_model_saves_and_loads_with_its_groups(build, tmp_path):
         np.testing.assert_allclose(a, b, atol=1e-6)
 
 
+@pytest.mark.parametrize("outer", ["sequential", "functional"])
+def test_a_nested_sequential_body_saves_and_loads_with_its_groups(outer, tmp_path):
+    # A nested Sequential names its variables body/d1/kernel, and the same
+    # model loaded from a file d1/kernel: every variable must keep its group.
+    keras.utils.set_random_seed(0)
+    body = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, name="d1"),
+                             keras.layers.Dense(4, name="d2")], name="body")
+    if outer == "sequential":
+        model = keras.Sequential([keras.Input((3,)), body, keras.layers.Dense(1, name="head")])
+    else:
+        inputs = keras.Input((3,))
+        model = keras.Model(inputs, keras.layers.Dense(1, name="head")(body(inputs)))
+    model.compile(optimizer=keras_clr.discriminative_optimizer(
+        model, keras.optimizers.SGD(0.01, momentum=0.9), lo=1e-4, frozen=["d1"]),
+        loss="mse")
+    fit(model, [keras_clr.OneCycle(0.01)], epochs=1)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    groups = {layer_of(v): g for v, g in zip(model.trainable_variables,
+                                             assigned(model, model.optimizer).values())}
+    assert groups == {"d1": "frozen", "d2": "group_0", "head": "group_1"}
+    assert {layer_of(v): g for v, g in zip(
+        loaded.trainable_variables, assigned(loaded, loaded.optimizer).values())} == groups
+    for saved, restored in zip(model.optimizer.variables, loaded.optimizer.variables):
+        np.testing.assert_array_equal(np.array(saved), np.array(restored))
+
+
+def test_layers_that_share_a_name_in_two_nested_sequentials_are_refused():
+    # In memory their paths differ (s1/same/kernel, s2/same/kernel); once
+    # loaded both are same/kernel, so the groups could not tell them apart.
+    first = keras.Sequential([keras.Input((3,)), keras.layers.Dense(3, name="same")], name="s1")
+    second = keras.Sequential([keras.Input((3,)), keras.layers.Dense(3, name="same")],
+                              name="s2")
+    model = keras.Sequential([keras.Input((3,)), first, second, keras.layers.Dense(1)])
+    with pytest.raises(ValueError, match="cannot tell .*same/kernel"):
+        keras_clr.discriminative_optimizer(model, keras.optimizers.SGD(0.1), decay=0.5)
+
+
 def test_layers_that_share_a_name_in_two_nested_models_are_refused():
     def inner():
         i = keras.Input((3,))
