@@ -123,7 +123,8 @@ def fine_tune(model, x=None, y=None, *, epochs, freeze_epochs=1, head=None, max_
     the frozen body runs in inference mode (Keras's rule for a layer with
     `trainable = False`, as in its transfer-learning guide; fastai keeps
     them training); in stage 2 it trains again. `callbacks` run in both
-    stages (two fits).
+    stages (two fits): a `CSVLogger` needs `append=True` to keep stage 1's
+    rows, and a stateful callback (`EarlyStopping`) starts again in stage 2.
 
     fastai's `fine_tune` runs stage 1 at `base_lr` and stage 2 at
     `base_lr / 2` with `pct_start=0.99`, then 0.3; here the rates are tuned
@@ -138,13 +139,14 @@ def fine_tune(model, x=None, y=None, *, epochs, freeze_epochs=1, head=None, max_
             names); default the last layer with trainable weights.
         max_lr: "auto" (tune each stage's `max_lr` with `tune_max_lr`),
             "race" (race candidates through each stage, as
-            `fit_one_cycle(max_lr="race")`: NumPy arrays and about three
-            trainings of compute per stage), a positive float for both
+            `fit_one_cycle(max_lr="race")`: NumPy arrays, no callbacks;
+            about three trainings of compute for a stage of 4 epochs or
+            more, every candidate through a stage of 1 epoch), a positive float for both
             stages, or a pair (stage 1's, stage 2's), each "auto", "race" or
             a float.
         lr_mult: stage 2's head rate over its first group's (default
             `LR_MULT`, 100, as fastai's), above 1.
-        decay: instead of `lr_mult`, layer-wise decay in (0, 1): each group
+        decay: instead of `lr_mult`, layer-wise decay in (0, 1]: each group
             `decay` times the next one's.
         blocks: stage 2's groups (see `discriminative_optimizer`).
         one_cycle: the further `OneCycle` arguments of both stages, as for
@@ -197,6 +199,20 @@ def fine_tune(model, x=None, y=None, *, epochs, freeze_epochs=1, head=None, max_
             raise ValueError("Argument `lr_mult` must be above 1 (the head's rate over the "
                              f"first group's). Received: lr_mult={given!r}")
     _check_no_one_cycle_kwargs(fit_kwargs, "fine_tune")
+    for key in ("lo", "hi", "groups", "frozen"):
+        if key in fit_kwargs:
+            raise ValueError(
+                f"Argument `{key}` is discriminative_optimizer's, not fine_tune's: "
+                "fine_tune spreads stage 2's rates by `lr_mult` (or `decay`) over "
+                "`blocks`; to choose `lo`, `hi`, `groups` or `frozen`, compile with "
+                "discriminative_optimizer and fit with OneCycle. Received: "
+                f"{key}={fit_kwargs[key]!r}")
+    if "race" in rates:
+        # checked now: a stage 2 race would otherwise refuse them after stage 1
+        from keras_clr import race
+
+        race.check_inputs(x, y, {key: value for key, value in fit_kwargs.items()
+                                 if key not in ("budget_steps", "candidates", "race_seed")})
     options = one_cycle_options(one_cycle, "fine_tune")
     head_layers = _head_layers(model, head) if freeze_epochs else []
     kept = [layer.name for layer in model.layers if layer.weights and not layer.trainable]

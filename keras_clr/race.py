@@ -278,6 +278,44 @@ def _split(x, y, sample_weight, fit_kwargs):
             validation, held)
 
 
+def check_inputs(x, y, fit_kwargs):
+    """ValueError for data, `fit` arguments or callbacks the race cannot
+    take; `fit_kwargs` is left as it is."""
+    for key in fit_kwargs:
+        if key in _RACE_OWNS:
+            raise ValueError(
+                f"Argument `{key}` is set by the race, which trains every candidate "
+                "over the whole data epoch by epoch. Received: "
+                f"{key}={fit_kwargs[key]!r}")
+        if key not in _FIT_ARGS:
+            raise ValueError(f"Argument `{key}` is not one the race takes (fit's "
+                             f"{', '.join(_FIT_ARGS[:-1])}). Received: "
+                             f"{key}={fit_kwargs[key]!r}")
+    callbacks = fit_kwargs.get("callbacks", None)
+    callbacks = getattr(callbacks, "callbacks", callbacks)  # a CallbackList's own
+    if callbacks is None or not hasattr(callbacks, "__iter__"):  # one callback alone
+        callbacks = [] if callbacks is None else [callbacks]
+    callbacks = list(callbacks)
+    if callbacks:
+        names = ", ".join(type(callback).__name__ for callback in callbacks)
+        raise ValueError(
+            f"Argument `callbacks` ({names}) cannot be passed to the race: it trains "
+            "several candidates epoch by epoch, so a callback would see their runs "
+            "interleaved, not one training. Race without callbacks (the model ends "
+            "as the winner's training left it), or pass a float `max_lr` (such as a "
+            "race's `history.race.winner`) to fit with callbacks. Received: "
+            f"callbacks=[{names}]")
+    shuffle = fit_kwargs.get("shuffle", True)
+    if shuffle not in (True, False):
+        raise ValueError("Argument `shuffle` must be True or False for the race. "
+                         f"Received: shuffle={shuffle!r}")
+    if x is None:
+        raise ValueError("Argument `x` must be the training data. Received: x=None")
+    _check_arrays("x", x)
+    _check_arrays("y", y)
+    _check_arrays("sample_weight", fit_kwargs.get("sample_weight"))
+
+
 def race(model, x, y, *, epochs, candidates=None, one_cycle=None, race_seed=None,
          **fit_kwargs):
     """Trains `model` for `epochs` with the `OneCycle` rate that wins a race;
@@ -294,39 +332,9 @@ def race(model, x, y, *, epochs, candidates=None, one_cycle=None, race_seed=None
         raise ValueError("Argument `model` must be compiled with an optimizer "
                          f"before the race. Received: model={model.name!r}, not compiled")
     epochs = _checks.positive_int("epochs", epochs)
-    for key in fit_kwargs:
-        if key in _RACE_OWNS:
-            raise ValueError(
-                f"Argument `{key}` is set by the race, which trains every candidate "
-                "over the whole data epoch by epoch. Received: "
-                f"{key}={fit_kwargs[key]!r}")
-        if key not in _FIT_ARGS:
-            raise ValueError(f"Argument `{key}` is not one the race takes (fit's "
-                             f"{', '.join(_FIT_ARGS[:-1])}). Received: "
-                             f"{key}={fit_kwargs[key]!r}")
-    callbacks = fit_kwargs.pop("callbacks", None)
-    callbacks = getattr(callbacks, "callbacks", callbacks)  # a CallbackList's own
-    if callbacks is None or not hasattr(callbacks, "__iter__"):  # one callback alone
-        callbacks = [] if callbacks is None else [callbacks]
-    callbacks = list(callbacks)
-    if callbacks:
-        names = ", ".join(type(callback).__name__ for callback in callbacks)
-        raise ValueError(
-            f"Argument `callbacks` ({names}) cannot be passed to the race: it trains "
-            "several candidates epoch by epoch, so a callback would see their runs "
-            "interleaved, not one training. Race without callbacks (the model ends "
-            "as the winner's training left it), or pass a float `max_lr` (such as a "
-            "race's `history.race.winner`) to fit with callbacks. Received: "
-            f"callbacks=[{names}]")
+    check_inputs(x, y, fit_kwargs)
+    fit_kwargs.pop("callbacks", None)
     shuffle = fit_kwargs.pop("shuffle", True)
-    if shuffle not in (True, False):
-        raise ValueError("Argument `shuffle` must be True or False for the race. "
-                         f"Received: shuffle={shuffle!r}")
-    if x is None:
-        raise ValueError("Argument `x` must be the training data. Received: x=None")
-    _check_arrays("x", x)
-    _check_arrays("y", y)
-    _check_arrays("sample_weight", fit_kwargs.get("sample_weight"))
     if race_seed is not None and (isinstance(race_seed, bool)
                                   or not isinstance(race_seed, (int, np.integer))
                                   or race_seed < 0):
