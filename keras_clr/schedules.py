@@ -603,3 +603,92 @@ class WarmupStableDecayMomentum(_WarmupStableDecay):
     def get_config(self):
         return {**super().get_config(), "base_momentum": self.base_momentum,
                 "max_momentum": self.max_momentum}
+
+
+@keras.saving.register_keras_serializable(_PACKAGE)
+class JoinedSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """Schedules joined at step boundaries, as optax's `join_schedules`.
+
+    Step k before `boundaries[0]` takes `schedules[0](k)`; from
+    `boundaries[i - 1]` on (to `boundaries[i]`), `schedules[i](k -
+    boundaries[i - 1])`: each piece counts its steps from 0 where it starts.
+    The pieces are any `LearningRateSchedule`s (Keras's, keras_clr's, your
+    own registered ones) or floats (a constant), and the whole saves to
+    `.keras` and loads back when its pieces do.
+
+    Args:
+        schedules: a list of at least two schedules or floats.
+        boundaries: the steps where each piece after the first starts, one
+            fewer than `schedules`, positive and increasing.
+
+    Example:
+        >>> warm_up = keras.optimizers.schedules.PolynomialDecay(0.0, 100, 0.1, power=1.0)
+        >>> cosine = keras.optimizers.schedules.CosineDecay(0.1, 900, alpha=0.01)
+        >>> schedule = keras_clr.schedules.JoinedSchedule([warm_up, cosine], [100])
+        >>> optimizer = keras.optimizers.SGD(schedule, momentum=0.9)
+    """
+
+    def __init__(self, schedules, boundaries):
+        if (isinstance(schedules, (str, bytes)) or not hasattr(schedules, "__iter__")
+                or len(list(schedules)) < 2):
+            raise ValueError("Argument `schedules` must be a list of at least two schedules "
+                             f"(or floats). Received: schedules={schedules!r}")
+        schedules = list(schedules)
+        for piece in schedules:
+            if not (callable(piece) or (isinstance(piece, numbers.Real)
+                                        and not isinstance(piece, bool))):
+                raise ValueError("Argument `schedules` must hold LearningRateSchedules, "
+                                 f"callables of the step or floats; {piece!r} is neither. "
+                                 f"Received: schedules={schedules!r}")
+        if (isinstance(boundaries, (str, bytes)) or not hasattr(boundaries, "__iter__")
+                or len(list(boundaries)) != len(schedules) - 1):
+            raise ValueError(f"Argument `boundaries` must be a list of {len(schedules) - 1} "
+                             f"steps, one fewer than the {len(schedules)} schedules. "
+                             f"Received: boundaries={boundaries!r}")
+        boundaries = list(boundaries)
+        for boundary in boundaries:
+            if (isinstance(boundary, bool) or not isinstance(boundary, numbers.Integral)
+                    or boundary < 1):
+                raise ValueError("Argument `boundaries` must hold positive integer steps. "
+                                 f"Received: boundaries={boundaries!r}")
+        if any(b <= a for a, b in zip(boundaries, boundaries[1:])):
+            raise ValueError("Argument `boundaries` must be increasing. Received: "
+                             f"boundaries={boundaries!r}")
+        self.schedules = schedules
+        self.boundaries = [int(b) for b in boundaries]
+
+    def _piece(self, index, step):
+        piece = self.schedules[index]
+        return piece(step) if callable(piece) else piece
+
+    def __call__(self, step):
+        starts = [0] + self.boundaries
+        if _is_host_step(step):
+            steps = np.asarray(step, dtype=np.int64)
+            if steps.ndim:
+                return np.array([self(int(k)) for k in steps.ravel()],
+                                dtype=np.float64).reshape(steps.shape)
+            k = max(int(steps), 0)
+            index = int(np.searchsorted(self.boundaries, k, side="right"))
+            value = self._piece(index, k - starts[index])
+            return float(np.asarray(ops.convert_to_numpy(value), dtype=np.float64))
+        step = ops.maximum(step, 0)  # in the counter's own dtype, as each piece gets it
+        value = ops.cast(self._piece(len(starts) - 1, step - starts[-1]), "float32")
+        for index in range(len(starts) - 2, -1, -1):
+            piece = ops.cast(self._piece(index, ops.maximum(step - starts[index], 0)),
+                             "float32")
+            value = ops.where(step < starts[index + 1], piece, value)
+        return value
+
+    def get_config(self):
+        return {"schedules": [piece if not callable(piece)
+                              else keras.saving.serialize_keras_object(piece)
+                              for piece in self.schedules],
+                "boundaries": list(self.boundaries)}
+
+    @classmethod
+    def from_config(cls, config):
+        pieces = [piece if isinstance(piece, numbers.Real)
+                  else keras.saving.deserialize_keras_object(piece)
+                  for piece in config["schedules"]]
+        return cls(pieces, config["boundaries"])

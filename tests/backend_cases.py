@@ -814,3 +814,20 @@ def test_fine_tune_is_its_stages_by_hand_and_saves_its_groups(tmp_path):
     for a, b in zip(model.optimizer.variables, loaded.optimizer.variables):
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(a),
                                       keras.ops.convert_to_numpy(b))
+
+
+def test_joined_schedule_as_an_optimizers_learning_rate():
+    # A OneCycle piece for 8 steps, then a constant: the optimizer's rate
+    # after each epoch is the joined schedule's at its update count.
+    joined = schedules.JoinedSchedule([schedules.OneCycleLearningRate(0.1, total_steps=8),
+                                       0.001], [8])
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(keras.optimizers.SGD(joined, momentum=0.9), "mse")
+    model.fit(X, Y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)  # 5 steps
+    one_cycle = schedules.OneCycleLearningRate(0.1, total_steps=8)
+    assert float(model.optimizer.learning_rate) == pytest.approx(one_cycle(5), rel=1e-6)
+    model.fit(X, Y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)  # 10 steps
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.001, rel=1e-6)
+    steps = keras.ops.convert_to_tensor(np.arange(12))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(joined(steps)),
+                               [joined(k) for k in range(12)], rtol=1e-6)

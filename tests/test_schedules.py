@@ -446,3 +446,70 @@ def test_import_does_not_load_pandas_or_matplotlib():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+# --- JoinedSchedule ------------------------------------------------------------
+
+def _joined_reference(k):
+    """Linear warm-up 0 -> 1 over 5 steps, then a cosine from 1 to 0.1 over
+    10 steps, held at 0.1: the closed form, step by step."""
+    if k < 5:
+        return k / 5
+    t = min(k - 5, 10) / 10
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def _joined():
+    warm_up = keras.optimizers.schedules.PolynomialDecay(0.0, 5, 1.0, power=1.0)
+    cosine = keras.optimizers.schedules.CosineDecay(1.0, 10, alpha=0.1)
+    return S.JoinedSchedule([warm_up, cosine], [5])
+
+
+def test_joined_schedule_gives_each_piece_from_its_own_step_0():
+    schedule = _joined()
+    expected = [_joined_reference(k) for k in range(20)]
+    np.testing.assert_allclose([schedule(k) for k in range(20)], expected, rtol=1e-6,
+                               atol=1e-7)
+    steps = keras.ops.convert_to_tensor(np.arange(20), dtype="int64")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(schedule(steps)), expected,
+                               rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(schedule(np.arange(20)), expected, rtol=1e-6, atol=1e-7)
+    # three pieces, a float among them: a constant
+    three = S.JoinedSchedule([0.5, _joined(), 0.01], [3, 13])
+    assert [three(k) for k in (0, 2)] == [0.5, 0.5]
+    np.testing.assert_allclose([three(k) for k in range(3, 13)],
+                               [_joined_reference(k) for k in range(10)], rtol=1e-6,
+                               atol=1e-7)
+    assert [three(k) for k in (13, 100)] == [0.01, 0.01]
+
+
+def test_joined_schedule_drives_an_optimizer_and_saves_and_loads(tmp_path):
+    schedule = S.JoinedSchedule(
+        [S.OneCycleLearningRate(0.1, total_steps=8), 0.001], [8])
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(keras.optimizers.SGD(schedule, momentum=0.9), "mse")
+    x, y = np.ones((12, 3), "float32"), np.ones((12, 1), "float32")
+    model.fit(x, y, batch_size=2, epochs=1, verbose=0)  # 6 steps
+    one_cycle = S.OneCycleLearningRate(0.1, total_steps=8)
+    assert float(model.optimizer.learning_rate) == pytest.approx(one_cycle(6), rel=1e-6)
+    model.fit(x, y, batch_size=2, epochs=1, verbose=0)  # 12 steps: the second piece
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.001, rel=1e-6)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
+    restored = keras.saving.deserialize_keras_object(
+        loaded.optimizer.get_config()["learning_rate"])
+    assert isinstance(restored, S.JoinedSchedule)
+    np.testing.assert_allclose([restored(k) for k in range(12)],
+                               [schedule(k) for k in range(12)], rtol=1e-7)
+
+
+@pytest.mark.parametrize("schedules, boundaries, match", [
+    ([0.1], [], r"at least two schedules.*Received: schedules=\[0.1\]"),
+    ([0.1, "x"], [3], r"'x' is neither"),
+    ([0.1, 0.2], [], r"a list of 1 steps.*Received: boundaries=\[\]"),
+    ([0.1, 0.2], [0], r"positive integer steps. Received: boundaries=\[0\]"),
+    ([0.1, 0.2, 0.3], [5, 5], r"must be increasing. Received: boundaries=\[5, 5\]"),
+])
+def test_joined_schedule_bad_arguments_are_named(schedules, boundaries, match):
+    with pytest.raises(ValueError, match=match):
+        S.JoinedSchedule(schedules, boundaries)
