@@ -33,6 +33,7 @@ from test_curves import torch_one_cycle
 from test_curves import triangular2_scale
 from test_curves import wsd_multiplier
 from test_real_fits import CountingModel
+from test_real_fits import Interrupt
 
 pytestmark = pytest.mark.skipif(not hasattr(keras.optimizers, "MultiOptimizer"),
                                 reason="Keras 3.15 introduced MultiOptimizer")
@@ -367,21 +368,6 @@ def test_updates_the_loss_scale_skips_do_not_advance_any_group():
 
 
 # --- BackupAndRestore -------------------------------------------------------------
-
-class Interrupt(keras.callbacks.Callback):
-    """Raises at a given batch of a given epoch, like a preempted job."""
-
-    def __init__(self, epoch, batch):
-        super().__init__()
-        self.at, self.epoch = (epoch, batch), None
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
-
-    def on_train_batch_end(self, batch, logs=None):
-        if (self.epoch, batch) == self.at:
-            raise RuntimeError("preempted")
-
 
 @pytest.mark.parametrize("same_model", [True, False], ids=["same_model", "new_model"])
 def test_backup_and_restore_resumes_every_group_exactly(same_model, tmp_path):
