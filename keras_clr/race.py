@@ -28,6 +28,7 @@ import keras
 import numpy as np
 
 from keras_clr import _checks
+from keras_clr import planned
 from keras_clr import training
 from keras_clr.callbacks import OneCycle
 from keras_clr.range_test import state
@@ -114,7 +115,7 @@ def planned_trainings(count, epochs):
     return (trained + alive * (epochs - done)) / epochs
 
 
-def candidates_from(result, options):
+def candidates_from(result, plan):
     """(candidates, centre, rule): `CANDIDATES` rates `SPACING` apart,
     centred on the range test's `suggest(one_cycle=...)`. Without one the
     curve never clearly descends, and where the rate should be is less
@@ -122,7 +123,7 @@ def candidates_from(result, options):
     the test ended down."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        suggestion = result.suggest(one_cycle=OneCycle(1.0, **options))
+        suggestion = result.suggest(peak_momentum=plan.peak_momentum(result.momentum))
     if suggestion is not None:
         low = -((CANDIDATES - 1) // 2)
         rates = [suggestion * SPACING ** k for k in range(low, low + CANDIDATES)]
@@ -150,17 +151,22 @@ class MaxLRRace:
         range_steps: optimizer steps of the range test (0 without one).
         steps_per_training: optimizer steps of one training.
         range_test: the `LRFinderResult` that placed the candidates, or None.
-        one_cycle: the `OneCycle` arguments besides `max_lr`, a dict.
+        schedule: the schedule every candidate trained with, `"OneCycle"`
+            or `"WarmupStableDecay"`.
+        options: its arguments besides `max_lr` and the length, a dict.
+        one_cycle: `options` when the schedule is `OneCycle`, else None.
         start_val_loss: the validation loss before any candidate trained.
     """
 
     def __init__(self, candidates, rule, epochs, steps_per_training, range_test=None,
-                 range_steps=0, one_cycle=None):
+                 range_steps=0, plan=None):
         self.candidates = sorted(float(rate) for rate in candidates)
         self.rule, self.epochs = rule, epochs
         self.steps_per_training = steps_per_training
         self.range_test, self.range_steps = range_test, int(range_steps)
-        self.one_cycle = dict(one_cycle or {})
+        self.plan = plan or planned.PlannedSchedule(OneCycle, {})
+        self.schedule, self.options = self.plan.name, dict(self.plan.options)
+        self.one_cycle = None if self.plan.wsd else self.options
         self.val_loss = {rate: [] for rate in self.candidates}
         self.steps = {rate: 0 for rate in self.candidates}
         self.dropped = {}
@@ -198,7 +204,7 @@ class MaxLRRace:
     def __repr__(self):
         winner = "none" if self.winner is None else f"{self.winner:.3g}"
         lines = [f"MaxLRRace(winner={winner}, compute={self.compute:.2f} trainings, "
-                 f"epochs={self.epochs}, one_cycle={self.one_cycle!r})", f"  {self.rule}"]
+                 f"epochs={self.epochs}, {self.plan.shown()})", f"  {self.rule}"]
         if self.start_val_loss is not None:
             lines.append(f"  val_loss before training: {self.start_val_loss:.4g}")
         for rate in self.candidates:
@@ -317,7 +323,7 @@ def check_inputs(x, y, fit_kwargs):
 
 
 def race(model, x, y, *, epochs, candidates=None, one_cycle=None, race_seed=None,
-         **fit_kwargs):
+         schedule=None, **fit_kwargs):
     """Trains `model` for `epochs` with the `OneCycle` rate that wins a race;
     called by `keras_clr.fit_one_cycle(..., max_lr="race")` (see there).
 
@@ -341,8 +347,8 @@ def race(model, x, y, *, epochs, candidates=None, one_cycle=None, race_seed=None
         raise ValueError("Argument `race_seed` must be a non-negative integer or None. "
                          f"Received: race_seed={race_seed!r}")
     rates = None if candidates is None else _check_candidates(candidates)
-    options = tuning.one_cycle_options(one_cycle, "the race")
-    tuning.check_optimizer(model, options, "the race")
+    plan = tuning.planned_schedule(one_cycle, schedule, "the race")
+    tuning.check_optimizer(model, plan, "the race")
     batch_size = fit_kwargs.pop("batch_size", None) or 32
     batch_size = _checks.positive_int("batch_size", batch_size)
     verbose = fit_kwargs.pop("verbose", "auto")
@@ -353,6 +359,7 @@ def race(model, x, y, *, epochs, candidates=None, one_cycle=None, race_seed=None
     accumulation = training.accumulation_steps(training.base_optimizer(model))
     per_epoch = math.ceil(_length(x) / batch_size)
     total_steps = max(1, epochs * per_epoch // accumulation)
+    tuning.check_planned_length(plan, total_steps, "the race")
     x = _ensure_built(model, x, batch_size)
     state.build_optimizer(model)
     poisoned = state.first_nonfinite(state.float_variables(model))
@@ -377,11 +384,11 @@ def race(model, x, y, *, epochs, candidates=None, one_cycle=None, race_seed=None
         # The test may run a few steps past the last it records (it reads the
         # loss every few steps): these count too.
         range_steps = counter.steps
-        rates, _, rule = candidates_from(result, options)
+        rates, _, rule = candidates_from(result, plan)
         rule = f"{len(rates)} {rule}"
     else:
         rule = f"{len(rates)} candidates given"
-    report = MaxLRRace(rates, rule, epochs, total_steps, result, range_steps, options)
+    report = MaxLRRace(rates, rule, epochs, total_steps, result, range_steps, plan)
     expected = planned_trainings(len(rates), epochs) + range_steps / total_steps
     if expected > COMPUTE_BUDGET:
         cuts = [epoch for epoch, _ in checkpoints(epochs)]
@@ -394,11 +401,11 @@ def race(model, x, y, *, epochs, candidates=None, one_cycle=None, race_seed=None
             stacklevel=3)
     batches = RaceBatches(x, y, sample_weight, batch_size, shuffle, seed)
     fit_args = dict(fit_kwargs, validation_data=validation, shuffle=False, verbose=0)
-    _run(model, report, batches, fit_args, options, verbose)
+    _run(model, report, batches, fit_args, verbose)
     return report._history
 
 
-def _run(model, report, batches, fit_args, options, verbose):
+def _run(model, report, batches, fit_args, verbose):
     """The race itself: trains, compares, drops; leaves the model as the
     winner's training left it and `report._history` its History."""
 
@@ -407,8 +414,8 @@ def _run(model, report, batches, fit_args, options, verbose):
     cuts = dict(checkpoints(epochs))
     start = state.snapshot(model)
     report.start_val_loss = _validation_loss(model, fit_args)
-    alive = {rate: {"saved": start, "schedule": OneCycle(
-        rate, total_steps=report.steps_per_training, **report.one_cycle),
+    alive = {rate: {"saved": start,
+                    "schedule": report.plan.build(rate, report.steps_per_training),
                     "logs": []} for rate in report.candidates}
 
     last = None  # the candidate whose state the model holds

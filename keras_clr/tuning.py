@@ -29,6 +29,7 @@ import keras
 import numpy as np
 
 from keras_clr import _checks
+from keras_clr import planned
 from keras_clr import training
 from keras_clr.callbacks import OneCycle
 from keras_clr.range_test import state
@@ -66,12 +67,15 @@ class MaxLRSearch:
             order they were trained; `note` is None, or says which variable
             a probe left non-finite (its loss is then inf).
         total_steps: the training the answer is for.
-        one_cycle: the `OneCycle` arguments every probe ran with (besides
-            `max_lr` and `total_steps`), a dict; {} for the defaults.
+        schedule: the schedule every probe ran, `"OneCycle"` or
+            `"WarmupStableDecay"`.
+        options: its arguments besides `max_lr` and the length, a dict; {}
+            for the defaults.
+        one_cycle: `options` when the schedule is `OneCycle`, else None.
     """
 
     def __init__(self, max_lr, reason, steps_used, range_test, candidates, total_steps,
-                 start_loss=None, one_cycle=None):
+                 start_loss=None, plan=None):
         self.max_lr = max_lr
         self.reason = reason
         self.steps_used = int(steps_used)
@@ -79,7 +83,9 @@ class MaxLRSearch:
         self.candidates = [{"note": None, **row} for row in candidates]
         self.total_steps = total_steps
         self.start_loss = start_loss
-        self.one_cycle = dict(one_cycle or {})
+        self.plan = plan or planned.PlannedSchedule(OneCycle, {})
+        self.schedule, self.options = self.plan.name, dict(self.plan.options)
+        self.one_cycle = None if self.plan.wsd else self.options
 
     def to_frame(self):
         """Every candidate evaluated: max_lr, probe_steps, loss, note, chosen."""
@@ -100,7 +106,7 @@ class MaxLRSearch:
     def __repr__(self):
         chosen = "none" if self.max_lr is None else f"{self.max_lr:.3g}"
         lines = [f"MaxLRSearch(max_lr={chosen}, steps_used={self.steps_used}, "
-                 f"for {self.total_steps} steps, one_cycle={self.one_cycle!r})",
+                 f"for {self.total_steps} steps, {self.plan.shown()})",
                  f"  {self.reason}"]
         for row in self.candidates:
             mark = " <- chosen" if row["max_lr"] == self.max_lr else ""
@@ -145,6 +151,44 @@ def one_cycle_options(one_cycle, owner):
     return dict(one_cycle)
 
 
+def planned_schedule(one_cycle, schedule, owner):
+    """The `PlannedSchedule` of `one_cycle` (None, a dict of `OneCycle`
+    arguments, or a `OneCycle` built with `total_steps=None`) or
+    `schedule` (a `OneCycle` or `WarmupStableDecay` built without a
+    length); ValueError for anything else, or for both."""
+    if schedule is None:
+        return planned.PlannedSchedule(OneCycle, one_cycle_options(one_cycle, owner))
+    if isinstance(schedule, planned.PlannedSchedule) and one_cycle is None:
+        return schedule
+    if one_cycle is not None:
+        raise ValueError(
+            f"Pass `one_cycle` or `schedule` to {owner}, not both. Received: "
+            f"one_cycle={one_cycle!r}, schedule={type(schedule).__name__}")
+    if isinstance(schedule, OneCycle):
+        try:
+            return planned.PlannedSchedule(type(schedule),
+                                           one_cycle_options(schedule, owner))
+        except ValueError as error:
+            raise ValueError(str(error).replace("one_cycle", "schedule")) from None
+    if isinstance(schedule, planned.WarmupStableDecay):
+        if schedule.total_steps is not None or schedule.stable_steps is not None:
+            raise ValueError(
+                f"Argument `schedule` is a WarmupStableDecay with its own length; "
+                f"{owner} sets the length of each run itself: build it with "
+                f"total_steps=None and stable_steps=None (its warmup_steps count "
+                f"steps of the training). Received: schedule=WarmupStableDecay(..., "
+                f"total_steps={schedule.total_steps}, "
+                f"stable_steps={schedule.stable_steps})")
+        options = {key: getattr(schedule, key) for key in planned.WSD_OPTIONS}
+        defaults = inspect.signature(planned.WarmupStableDecay).parameters
+        options = {key: value for key, value in options.items()
+                   if value != defaults[key].default}
+        return planned.PlannedSchedule(type(schedule), options)
+    raise ValueError(
+        "Argument `schedule` must be a keras_clr.OneCycle or keras_clr.WarmupStableDecay "
+        f"built without a length (its max_lr is replaced). Received: schedule={schedule!r}")
+
+
 def _check_no_one_cycle_kwargs(fit_kwargs, owner):
     """ValueError for a OneCycle argument passed where `fit`'s belong."""
     for key in fit_kwargs:
@@ -155,24 +199,29 @@ def _check_no_one_cycle_kwargs(fit_kwargs, owner):
                 f"Received: {key}={fit_kwargs[key]!r}")
 
 
-def check_optimizer(model, options, owner):
-    """The checks OneCycle makes as training begins, made before any step:
-    an optimizer without a momentum needs cycle_momentum=False."""
+def check_optimizer(model, plan, owner):
+    """The checks the schedule (a `PlannedSchedule`) makes as training
+    begins, made before any step: an optimizer without a momentum needs
+    cycle_momentum=False."""
     optimizer = training.base_optimizer(model)
     training.know_groups(model)
-    training.check_learning_rate(optimizer, "OneCycle")
-    cycle = OneCycle(1.0, **options).cycle_momentum
+    training.check_learning_rate(optimizer, plan.name)
     try:
-        training.schedule_groups(optimizer, "OneCycle", cycle)
+        training.schedule_groups(optimizer, plan.name, plan.cycle_momentum)
     except ValueError as error:
-        raise ValueError(f"{error} (with {owner}: "
-                         "one_cycle={'cycle_momentum': False})") from None
+        fix = ("one_cycle={'cycle_momentum': False}" if not plan.wsd else
+               "schedule=WarmupStableDecay(..., cycle_momentum=False)")
+        raise ValueError(f"{error} (with {owner}: {fix})") from None
 
 
-def _described(options):
-    """How a probe's OneCycle was built, for the reason."""
-    shown = "".join(f", {key}={value!r}" for key, value in options.items())
-    return f"OneCycle(max_lr, total_steps=probe_steps{shown})"
+def check_planned_length(plan, steps, owner):
+    """ValueError, before any step, when the schedule cannot run `steps`
+    updates (a warm-up and cooldown longer than the training)."""
+    try:
+        plan.build(1.0, steps)
+    except ValueError as error:
+        raise ValueError(f"The schedule cannot plan the {steps}-step training of "
+                         f"{owner}: {error}") from None
 
 
 def _planned_steps(model, x, batch_size, total_steps, epochs, fit_kwargs):
@@ -231,9 +280,10 @@ class _StopAfter(keras.callbacks.Callback):
 
 
 def _probe(model, saved, x, y, batch_size, max_lr, steps, evaluation, fit_kwargs,
-           options):
-    """(loss, optimizer steps taken, note) of a `steps`-step
-    `OneCycle(max_lr, **options)` from `saved`: the loss is inf, and the
+           plan, planned_steps):
+    """(loss, optimizer steps taken, note) of a `steps`-step run of `plan`
+    (a `PlannedSchedule`) at `max_lr`, shaped as the training of
+    `planned_steps` will be, from `saved`: the loss is inf, and the
     note names the variable, when the probe left a weight or an optimizer
     slot non-finite (the loss can stay finite then)."""
     state.restore(saved)
@@ -250,7 +300,7 @@ def _probe(model, saved, x, y, batch_size, max_lr, steps, evaluation, fit_kwargs
             warnings.simplefilter("ignore")
             model.fit(data, y, batch_size=batch_size, epochs=epochs,
                       steps_per_epoch=per_epoch, verbose=0,
-                      callbacks=[OneCycle(max_lr, total_steps=steps, **options),
+                      callbacks=[plan.build(max_lr, steps, planned_steps),
                                  _StopAfter(steps)],
                       **kwargs)
         path = state.first_nonfinite(state.float_variables(model))
@@ -298,16 +348,17 @@ def _loss(model, evaluation):
     return loss if math.isfinite(loss) else math.inf
 
 
-def _first_rates(result, options=None):
+def _first_rates(result, plan=None):
     """(the first three rates to probe, reason) from the range test: the ends
     and the middle (in log scale) of the stretch where its loss descends
-    (`suggest_range()`), at least `SPREAD ** 2` wide. `options` are the
-    OneCycle arguments of the training (for the default rule's momentum)."""
+    (`suggest_range()`), at least `SPREAD ** 2` wide. `plan` is the
+    training's `PlannedSchedule` (for the default rule's momentum)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         # A span only where the loss clearly descends (the default rule's 1%).
-        planned = OneCycle(1.0, **(options or {}))
-        span = (result.suggest_range() if result.suggest(one_cycle=planned) is not None
+        plan = plan or planned.PlannedSchedule(OneCycle, {})
+        peak = plan.peak_momentum(result.momentum)
+        span = (result.suggest_range() if result.suggest(peak_momentum=peak) is not None
                 else None)
     if span is not None:
         low, high = span
@@ -350,7 +401,7 @@ def _next_rate(rows, start_loss):
 
 
 def tune_max_lr(model, x=None, y=None, *, total_steps=None, epochs=None, batch_size=None,
-                budget_steps=400, one_cycle=None, verbose=1, **fit_kwargs):
+                budget_steps=400, one_cycle=None, schedule=None, verbose=1, **fit_kwargs):
     """Chooses `max_lr` for a `OneCycle` training of `total_steps` steps.
 
     Runs one range test (`RANGE_STEPS` steps), then short `OneCycle` probes
@@ -409,7 +460,7 @@ def tune_max_lr(model, x=None, y=None, *, total_steps=None, epochs=None, batch_s
                          "(fit_one_cycle passes them to the real training). "
                          f"Received: callbacks={fit_kwargs['callbacks']!r}")
     _check_no_one_cycle_kwargs(fit_kwargs, "tune_max_lr")
-    options = one_cycle_options(one_cycle, "tune_max_lr")
+    plan = planned_schedule(one_cycle, schedule, "tune_max_lr")
     budget = _checks.positive_int("budget_steps", budget_steps)
     least = RANGE_STEPS + 3 * MIN_PROBE_STEPS
     if budget < least:
@@ -422,7 +473,8 @@ def tune_max_lr(model, x=None, y=None, *, total_steps=None, epochs=None, batch_s
                          "`model.fit`. Received: x=None")
     check_data(x)
     planned = _planned_steps(model, x, batch_size, total_steps, epochs, fit_kwargs)
-    check_optimizer(model, options, "tune_max_lr")
+    check_planned_length(plan, planned, "tune_max_lr")
+    check_optimizer(model, plan, "tune_max_lr")
     poisoned = state.first_nonfinite(state.float_variables(model))
     if poisoned is not None:
         raise ValueError(f"Argument `model` must start from finite weights; {poisoned} "
@@ -436,7 +488,7 @@ def tune_max_lr(model, x=None, y=None, *, total_steps=None, epochs=None, batch_s
     result = find_lr(model, x, y, batch_size=batch_size, num_steps=RANGE_STEPS, verbose=0,
                      **{k: v for k, v in fit_kwargs.items() if k != "validation_data"})
     used = len(result.lrs)
-    rates, why = _first_rates(result, options)
+    rates, why = _first_rates(result, plan)
     probe_steps = max(MIN_PROBE_STEPS, min(planned, (budget - used) // PROBES))
     evaluation = _evaluation_data(x, y, batch_size, fit_kwargs)
     state.build_optimizer(model)
@@ -447,7 +499,7 @@ def tune_max_lr(model, x=None, y=None, *, total_steps=None, epochs=None, batch_s
         while rates and used + probe_steps <= budget:
             rate = rates.pop(0)
             loss, steps, note = _probe(model, saved, x, y, batch_size, rate, probe_steps,
-                                       evaluation, fit_kwargs, options)
+                                       evaluation, fit_kwargs, plan, planned)
             used += steps
             rows.append({"max_lr": float(rate), "probe_steps": int(steps), "loss": loss,
                          "note": note})
@@ -470,7 +522,7 @@ def tune_max_lr(model, x=None, y=None, *, total_steps=None, epochs=None, batch_s
     elif found is None:
         reason = f"no probe's loss fell below the start ({start_loss:.4g}); probed {why}"
     else:
-        reason = (f"the lowest loss after a {probe_steps}-step {_described(options)} "
+        reason = (f"the lowest loss after a {probe_steps}-step {plan.described()} "
                   f"probe, of {len(rows)} {why}")
     if notes and len(notes) < len(rows):
         reason += (f"; {len(notes)} of {len(rows)} probes left the weights or optimizer "
@@ -478,11 +530,12 @@ def tune_max_lr(model, x=None, y=None, *, total_steps=None, epochs=None, batch_s
     if result.stop_reason == "nan":
         reason += ("; the range test stopped on a non-finite loss or weight "
                    "(stop_reason='nan')")
-    return MaxLRSearch(found, reason, used, result, rows, planned, start_loss, options)
+    return MaxLRSearch(found, reason, used, result, rows, planned, start_loss, plan)
 
 
 def fit_one_cycle(model, x=None, y=None, *, epochs, max_lr="auto", budget_steps=400,
-                  one_cycle=None, candidates=None, race_seed=None, **fit_kwargs):
+                  one_cycle=None, candidates=None, race_seed=None, schedule=None,
+                  **fit_kwargs):
     """`model.fit` with a `OneCycle` schedule, its `max_lr` tuned first.
 
     Args:
@@ -534,28 +587,34 @@ def fit_one_cycle(model, x=None, y=None, *, epochs, max_lr="auto", budget_steps=
         >>> history.race.winner, history.race.compute  # the rate, trainings spent
     """
     _check_no_one_cycle_kwargs(fit_kwargs, "fit_one_cycle")
-    options = one_cycle_options(one_cycle, "fit_one_cycle")
+    plan = planned_schedule(one_cycle, schedule, "fit_one_cycle")
     if isinstance(max_lr, str) and max_lr == "race":
         from keras_clr import race
 
         return race.race(model, x, y, epochs=epochs, candidates=candidates,
-                         one_cycle=options, race_seed=race_seed, **fit_kwargs)
+                         schedule=plan, race_seed=race_seed, **fit_kwargs)
     for name, value in (("candidates", candidates), ("race_seed", race_seed)):
         if value is not None:
             raise ValueError(f"Argument `{name}` is for max_lr='race' only. Received: "
                              f"{name}={value!r} with max_lr={max_lr!r}")
     search = None
+    steps = None
+    if plan.wsd:  # planned for the training's length
+        check_data(x)
+        steps = _planned_steps(model, x, fit_kwargs.get("batch_size"), None, epochs,
+                               fit_kwargs)
+        check_planned_length(plan, steps, "fit_one_cycle")
     if isinstance(max_lr, str) and max_lr == "auto":
         tuning = {k: v for k, v in fit_kwargs.items()
                   if k not in ("callbacks", "verbose", "initial_epoch")}
         search = tune_max_lr(model, x, y, epochs=epochs, budget_steps=budget_steps,
-                             one_cycle=options, verbose=0, **tuning)
+                             schedule=plan, verbose=0, **tuning)
         if search.max_lr is None:
             raise ValueError(f"tune_max_lr found no max_lr: {search.reason}. Pass a "
                              "float `max_lr`. Received: max_lr='auto'")
         max_lr = search.max_lr
     max_lr = _checks.positive_finite("max_lr", max_lr)
-    callbacks = [OneCycle(max_lr, **options), *(fit_kwargs.pop("callbacks", None) or [])]
+    callbacks = [plan.for_fit(max_lr, steps), *(fit_kwargs.pop("callbacks", None) or [])]
     history = model.fit(x, y, epochs=epochs, callbacks=callbacks, **fit_kwargs)
     history.max_lr_search = search
     return history
