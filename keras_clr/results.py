@@ -158,7 +158,7 @@ class LRFinderResult:
         return {method: self._rule(method)[0] for method in METHODS}
 
     def suggest_range(self):
-        """(base_lr, max_lr) for `CyclicLR`, after Smith (2015), section 3.3
+        """(base_lr, max_lr) for `CyclicLR`, after Smith (2017), section 3.3
         (the rule: `keras_clr.suggestions.suggest_range`); None, with a
         warning, when the curve never drops below its starting level or has
         fewer than 5 points after trimming, and `explain("range")` says why."""
