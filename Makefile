@@ -33,10 +33,11 @@ $(BIN)/.installed-backends: $(BIN)/.installed
 demo: $(BIN)/.installed
 	$(BIN)/python examples/demo.py --output keras_clr_demo_output
 
-# The two test runs side by side (each mostly keeps one core busy), then the
-# docs build; each one's output is printed whole as it ends.
+# Two at a time (each mostly keeps one core busy): the docs build (about a
+# minute) beside test-newest, then test-oldest; each one's output is printed
+# whole as it ends, so the test runs' summaries come last.
 test:
-	$(MAKE) --no-print-directory -j2 --output-sync=target test-newest test-oldest docs
+	$(MAKE) --no-print-directory -j2 --output-sync=target docs test-newest test-oldest
 
 test-newest: $(BIN)/.installed-backends
 	$(BIN)/python -m pytest -q
