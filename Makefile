@@ -1,7 +1,8 @@
 # Two commands do all the set-up on a fresh machine with Python 3.11 and pip:
 #   make demo   trains a small model offline and writes its figures and CSVs
-#   make test   runs the whole test suite on the newest pins, then the
+#   make test   runs the whole test suite on the newest pins, the
 #               TensorFlow-backend tests on the oldest supported Keras (test-oldest)
+#               and builds the documentation (docs)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -14,7 +15,7 @@ OLDEST_PINS := tensorflow-cpu==2.19.1 keras==3.10.0
 BACKEND_PINS := torch==2.13.0 jax==0.10.2
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test test-newest test-oldest benchmark clean
+.PHONY: demo test test-newest test-oldest docs benchmark clean
 
 $(BIN)/.installed: setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,10 +33,11 @@ $(BIN)/.installed-backends: $(BIN)/.installed
 demo: $(BIN)/.installed
 	$(BIN)/python examples/demo.py --output keras_clr_demo_output
 
-# The two runs side by side (each mostly keeps one core busy); each one's
-# output is printed whole as it ends.
+# Two at a time (each mostly keeps one core busy): the docs build (about a
+# minute) beside test-newest, then test-oldest; each one's output is printed
+# whole as it ends, so the test runs' summaries come last.
 test:
-	$(MAKE) --no-print-directory -j2 --output-sync=target test-newest test-oldest
+	$(MAKE) --no-print-directory -j2 --output-sync=target docs test-newest test-oldest
 
 test-newest: $(BIN)/.installed-backends
 	$(BIN)/python -m pytest -q
@@ -57,8 +59,21 @@ test-oldest: $(OLDEST_VENV)/bin/.installed
 		--ignore=tests/test_backends.py --ignore=tests/test_against_pytorch.py \
 		--ignore=tests/test_multiprocess_jax.py
 
+# The documentation site (mkdocs-material, API reference by mkdocstrings from
+# the docstrings, read statically) into site/, in a venv of its own; any
+# warning fails the build. Offline once the venv is installed.
+DOCS_VENV ?= .venv-docs
+$(DOCS_VENV)/bin/.installed: docs/requirements.txt
+	test -x $(DOCS_VENV)/bin/python || $(PYTHON) -m venv $(DOCS_VENV)
+	$(DOCS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(DOCS_VENV)/bin/python -m pip install --quiet -r docs/requirements.txt
+	touch $@
+
+docs: $(DOCS_VENV)/bin/.installed
+	NO_MKDOCS_2_WARNING=1 $(DOCS_VENV)/bin/mkdocs build --strict --site-dir site
+
 benchmark: $(BIN)/.installed
 	$(BIN)/python benchmarks/schedule_overhead.py
 
 clean:
-	rm -rf $(VENV) $(OLDEST_VENV) keras_clr_demo_output *.egg-info .pytest_cache
+	rm -rf $(VENV) $(OLDEST_VENV) $(DOCS_VENV) site keras_clr_demo_output *.egg-info .pytest_cache

@@ -215,7 +215,8 @@ def discriminative_optimizer(model, optimizer, *, decay=None, lo=None, hi=None, 
             (e.g. `keras.optimizers.SGD(1e-3, momentum=0.9)`); not used
             itself.
         decay: the rate's factor per group from the head, in (0, 1].
-        lo, hi: the first group's and the head's rates, `lo < hi`.
+        lo: the first group's rate, below `hi`.
+        hi: the head's rate.
         groups: the number of groups of consecutive top-level layers.
         blocks: the groups as lists of layer names or regexes (fully
             matching layer names, those inside nested models included),

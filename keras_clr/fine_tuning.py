@@ -132,7 +132,8 @@ def fine_tune(model, x=None, y=None, *, epochs, freeze_epochs=1, head=None, max_
 
     Args:
         model: a compiled, built Keras model; its optimizer is the template.
-        x, y: the training data, as for `model.fit`.
+        x: the training data, as for `model.fit`.
+        y: the targets, as for `model.fit`.
         epochs: stage 2's epochs (at least 1).
         freeze_epochs: stage 1's epochs; 0 skips stage 1.
         head: the top-level layers stage 1 trains (a name or a list of

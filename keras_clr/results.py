@@ -57,16 +57,20 @@ class LRFinderResult:
             suggestions negate the curve, so the same rules apply).
         metrics: optional dict name -> 1-D array with one value per step.
         loss_band: optional (low, high) arrays around a mean curve of repeats.
-        weight_decay, start_lr, end_lr: the test's settings, for the record.
+        weight_decay: the test's weight decay, for the record.
+        start_lr: the test's first learning rate, for the record.
+        end_lr: the test's last learning rate, for the record.
         momentum: the momentum of an optimizer that folds the learning rate
             into its velocity (Keras's SGD and RMSprop), or None (Adam and the like).
         batch_norm: whether the network has batch normalization. Both change
             the default suggestion; `find_lr` fills both.
-        nonfinite_variable, nonfinite_step, nonfinite_lr: for a test that
-            stopped ("nan") because a step's update left a weight or an
-            optimizer variable NaN or inf while its loss was finite: the
-            path of the first such variable, the step (from 0) and its
-            learning rate; all three or none. `explain()` and the repr say so.
+        nonfinite_variable: for a test that stopped ("nan") because a
+            step's update left a weight or an optimizer variable NaN or inf
+            while its loss was finite: the path of the first such variable;
+            given with `nonfinite_step` and `nonfinite_lr`, all three or
+            none. `explain()` and the repr say so.
+        nonfinite_step: that step (from 0).
+        nonfinite_lr: that step's learning rate.
 
     Raises:
         ValueError: for arrays not 1-D or of different lengths, or learning
@@ -154,7 +158,7 @@ class LRFinderResult:
         return {method: self._rule(method)[0] for method in METHODS}
 
     def suggest_range(self):
-        """(base_lr, max_lr) for `CyclicLR`, after Smith (2015), section 3.3
+        """(base_lr, max_lr) for `CyclicLR`, after Smith (2017), section 3.3
         (the rule: `keras_clr.suggestions.suggest_range`); None, with a
         warning, when the curve never drops below its starting level or has
         fewer than 5 points after trimming, and `explain("range")` says why."""

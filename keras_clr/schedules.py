@@ -584,8 +584,8 @@ class WarmupStableDecayMomentum(_WarmupStableDecay):
     the cooldown (`max_momentum - (max_momentum - base_momentum) * h`, where
     the rate is `floor + (peak - floor) * h`).
 
-    Args: as `WarmupStableDecayLearningRate`, with `base_momentum` and
-        `max_momentum` in [0, 1] instead of the rates.
+    It takes the arguments of `WarmupStableDecayLearningRate`, with
+    `base_momentum` and `max_momentum` in [0, 1] instead of the rates.
     """
 
     def __init__(self, warmup_steps=0, decay_steps=0, total_steps=None,

@@ -440,7 +440,7 @@ def suggest(method, lrs, losses, smoothed, *, num_steps, mode="min", momentum=No
 
 
 def suggest_range(lrs, losses, smoothed, *, num_steps, mode="min", steps=None):
-    """(base_lr, max_lr) for `CyclicLR`, after Smith (2015), section 3.3.
+    """(base_lr, max_lr) for `CyclicLR`, after Smith (2017), section 3.3.
 
     On the smoothed curve trimmed as fastai does and cut at its first
     non-finite value (`window`, negated in mode "max"), with `s_min` its

@@ -421,7 +421,9 @@ def tune_max_lr(model, x=None, y=None, *, total_steps=None, epochs=None, batch_s
 
     Args:
         model: a compiled Keras model.
-        x, y, batch_size: the training data, as for `model.fit`.
+        x: the training data, as for `model.fit`.
+        y: the targets, as for `model.fit`.
+        batch_size: the batch size, as for `model.fit`.
         total_steps: the optimizer steps of the training to tune for; or
         epochs: its epochs (the data must have a length).
         budget_steps: optimizer steps to spend in all, at least
@@ -540,7 +542,8 @@ def fit_one_cycle(model, x=None, y=None, *, epochs, max_lr="auto", budget_steps=
 
     Args:
         model: a compiled Keras model.
-        x, y: the training data, as for `model.fit`.
+        x: the training data, as for `model.fit`.
+        y: the targets, as for `model.fit`.
         epochs: epochs of the training.
         max_lr: a float; "auto" to run `tune_max_lr` for this training
             first (spending `budget_steps` optimizer steps); or "race" to

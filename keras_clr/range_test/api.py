@@ -36,10 +36,20 @@ def find_lr(model, x=None, y=None, *, batch_size=None, start_lr=1e-7, end_lr=10.
 
     Args:
         model: a compiled Keras model.
-        x, y, batch_size: the training data, as for `model.fit`.
-        start_lr, end_lr, num_steps, step_mode, smoothing, stop_factor,
-            monitor, validation_data, val_every, val_steps, mode: see
-            `LRFinder`.
+        x: the training data, as for `model.fit`.
+        y: the targets, as for `model.fit`.
+        batch_size: the batch size, as for `model.fit`.
+        start_lr: see `LRFinder`.
+        end_lr: see `LRFinder`.
+        num_steps: see `LRFinder`.
+        step_mode: see `LRFinder`.
+        smoothing: see `LRFinder`.
+        stop_factor: see `LRFinder`.
+        monitor: see `LRFinder`.
+        validation_data: see `LRFinder`.
+        val_every: see `LRFinder`.
+        val_steps: see `LRFinder`.
+        mode: see `LRFinder`.
         callbacks: more callbacks to run alongside the test.
         verbose: 0 silent, 1 progress bar and summary.
         repeats: run the test this many times from the same start with
