@@ -10,6 +10,15 @@ initial model, the test metric of training for the task's epochs with:
   s / 2 (a schedule that holds its peak for 70% of the training may want a
   lower one);
 
+and, with `--tuned`, the peaks chosen by training:
+
+- `tune_max_lr(schedule=WarmupStableDecay(...))`: probes that run the WSD
+  of the training, shrunk to the probe;
+- `tune_max_lr()`'s `OneCycle` answer used as the WSD's peak (does the
+  rule carry over?), beside `OneCycle` trained at it;
+- the race, `fit_one_cycle(max_lr="race", schedule=WarmupStableDecay(...))`,
+  beside the `OneCycle` race (`race_quality.py`'s, cached under its rule);
+
 each as a share of the `OneCycle` grid's best seed-mean metric (the suite's
 9 points). Design tasks by default.
 
@@ -26,6 +35,7 @@ import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import race_quality  # noqa: E402
 import suggestion_quality as sq  # noqa: E402
 
 import keras  # noqa: E402
@@ -35,6 +45,55 @@ import keras_clr  # noqa: E402
 from keras_clr.range_test import state as range_state  # noqa: E402
 
 SCHEDULES = ("OneCycle at suggest()", "WSD at suggest()", "WSD at suggest() / 2")
+TUNED = ("WSD at tune_max_lr(WSD)", "WSD at tune_max_lr(OneCycle)",
+         "OneCycle at tune_max_lr(OneCycle)", "WSD race", "OneCycle race")
+
+
+def template(steps):
+    """The WSD of a training of `steps` updates, without its length: 10%
+    warm-up, 1-sqrt cooldown over the last 20%."""
+    return keras_clr.WarmupStableDecay(1.0, warmup_steps=max(1, steps // 10),
+                                       decay_steps=0.2)
+
+
+def tuned_wsd(bench, task, seed):
+    """`tune_max_lr(schedule=WSD)`'s peak for (task, seed), cached."""
+    name = f"tune-wsd/{task}/{seed}"
+    if name not in bench.saved_curves:
+        _, _, _, batch, epochs, _, _ = sq.TASKS[task]
+        model, saved = bench.model(task, seed)
+        range_state.restore(saved)
+        x_tr, y_tr, _, _ = bench._data(task)
+        steps = bench._steps(task, epochs)
+        keras.utils.set_random_seed(30_000 + seed)  # as Bench.tuned
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            search = keras_clr.tune_max_lr(model, x_tr, y_tr, batch_size=batch,
+                                           total_steps=steps, schedule=template(steps),
+                                           verbose=0)
+        bench.saved_curves[name] = [search.max_lr, search.steps_used]
+        bench.save()
+    return bench.saved_curves[name][0]
+
+
+def wsd_race(bench, task, seed):
+    """(metric, winner, compute) of the race with the WSD template, cached."""
+    name = f"race-wsd/{race_quality.RULE}/{task}/{seed}"
+    if name not in bench.saved_curves:
+        _, _, _, batch, epochs, _, kind = sq.TASKS[task]
+        model, saved = bench.model(task, seed)
+        range_state.restore(saved)
+        x_tr, y_tr, x_te, y_te = bench._data(task)
+        keras.utils.set_random_seed(40_000 + seed)  # as race_quality.race
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            history = keras_clr.fit_one_cycle(
+                model, x_tr, y_tr, batch_size=batch, epochs=epochs, max_lr="race",
+                schedule=template(bench._steps(task, epochs)), verbose=0)
+        metric = sq._score(model.predict(x_te, batch_size=512, verbose=0), y_te, kind)
+        bench.saved_curves[name] = [metric, history.race.winner, history.race.compute]
+        bench.save()
+    return bench.saved_curves[name]
 
 
 def wsd_metric(bench, task, seed, peak):
@@ -64,8 +123,14 @@ def main(argv=None):
     parser.add_argument("--tasks", nargs="+", choices=sorted(sq.TASKS), default=None)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--cache", default=None)
+    parser.add_argument("--tuned", action="store_true",
+                        help="the peaks tune_max_lr and the race choose, instead")
+    parser.add_argument("--held-out", action="store_true",
+                        help="the held-out tasks instead of the design tasks")
     args = parser.parse_args(argv)
-    tasks = args.tasks or [t for t in sq.TASKS if t not in sq.HELD_OUT]
+    tasks = args.tasks or [t for t in sq.TASKS if (t in sq.HELD_OUT) == args.held_out]
+    if args.tuned:
+        return tuned_main(args, tasks)
     bench = sq.Bench(100, args.cache)
     start = time.perf_counter()
     rows = []
@@ -94,6 +159,45 @@ def main(argv=None):
     for task, row in rows:
         print(f"| {task} | " + " | ".join(f"{row[k]:.2%}" for k in SCHEDULES) + " |")
     for name in SCHEDULES:
+        values = [row[name] for _, row in rows if not math.isnan(row[name])]
+        print(f"{name}: mean {np.mean(values):.2%}, worst {min(values):.2%}")
+    print(f"{time.perf_counter() - start:.0f} s; seeds {args.seeds}")
+
+
+def tuned_main(args, tasks):
+    bench = sq.Bench(100, args.cache)
+    start = time.perf_counter()
+    rows = []
+    for task in tasks:
+        epochs, grid = sq.TASKS[task][4], sq.TASKS[task][5]
+        best = float(np.max(np.mean([[bench.metric(task, s, lr, epochs) for lr in grid]
+                                     for s in args.seeds], axis=0)))
+        shares = {name: [] for name in TUNED}
+        computes = []
+        for seed in args.seeds:
+            peak = tuned_wsd(bench, task, seed)
+            shares[TUNED[0]].append(np.nan if peak is None
+                                    else wsd_metric(bench, task, seed, peak))
+            one_cycle = bench.tuned(task, seed, 0, epochs, sq.TUNE_BUDGET)
+            bench.save()
+            shares[TUNED[1]].append(np.nan if one_cycle is None
+                                    else wsd_metric(bench, task, seed, one_cycle))
+            shares[TUNED[2]].append(np.nan if one_cycle is None
+                                    else bench.metric(task, seed, one_cycle, epochs))
+            metric, _, compute = wsd_race(bench, task, seed)
+            shares[TUNED[3]].append(metric)
+            computes.append(compute)
+            shares[TUNED[4]].append(race_quality.race(bench, task, seed, epochs)[0])
+        bench.save()
+        row = {name: float(np.nanmean(values)) / best for name, values in shares.items()}
+        rows.append((task, row))
+        print(f"{task}: " + "; ".join(f"{k} {v:.2%}" for k, v in row.items())
+              + f"; WSD race compute {np.mean(computes):.2f}", flush=True)
+    print("\n| task | " + " | ".join(TUNED) + " |")
+    print("|---|" + "---|" * len(TUNED))
+    for task, row in rows:
+        print(f"| {task} | " + " | ".join(f"{row[k]:.2%}" for k in TUNED) + " |")
+    for name in TUNED:
         values = [row[name] for _, row in rows if not math.isnan(row[name])]
         print(f"{name}: mean {np.mean(values):.2%}, worst {min(values):.2%}")
     print(f"{time.perf_counter() - start:.0f} s; seeds {args.seeds}")

@@ -402,7 +402,8 @@ def _next_rate(rows, start_loss):
 
 def tune_max_lr(model, x=None, y=None, *, total_steps=None, epochs=None, batch_size=None,
                 budget_steps=400, one_cycle=None, schedule=None, verbose=1, **fit_kwargs):
-    """Chooses `max_lr` for a `OneCycle` training of `total_steps` steps.
+    """Chooses `max_lr` for a `OneCycle` training of `total_steps` steps (or
+    the peak of another schedule: `schedule`).
 
     Runs one range test (`RANGE_STEPS` steps), then short `OneCycle` probes
     (the rest of `budget_steps` shared by `PROBES`, no longer than the
@@ -433,7 +434,13 @@ def tune_max_lr(model, x=None, y=None, *, total_steps=None, epochs=None, batch_s
             `cycle_momentum`, `base_momentum`, ...), as a dict; or a
             `keras_clr.OneCycle` built with `total_steps=None`, whose
             other arguments but `max_lr` are used. None: the defaults.
-        verbose: 0 silent, 1 a line per candidate.
+        schedule: instead of `one_cycle`, the schedule of the training to
+            tune for, built without a length (its `max_lr` is replaced): a
+            `keras_clr.OneCycle`, or a `keras_clr.WarmupStableDecay` with
+            `total_steps` and `stable_steps` None. Its `warmup_steps` (and
+            `decay_steps` given as a number) count steps of the training;
+            each probe scales them by its share of the training, so it
+            warms up and cools down over the same fractions of its length.
         **fit_kwargs: passed to `model.fit` (`validation_data`,
             `validation_split`, `sample_weight`, `class_weight`, ...).
 
@@ -443,11 +450,13 @@ def tune_max_lr(model, x=None, y=None, *, total_steps=None, epochs=None, batch_s
     Raises:
         ValueError: before any step, for an uncompiled model, neither or
             both of `total_steps` and `epochs`, `epochs` on data without a
-            length, `budget_steps` too small, an invalid `one_cycle`, a
-            OneCycle argument passed as a keyword of its own, an optimizer
-            the OneCycle cannot drive (without a momentum, it needs
-            `one_cycle={"cycle_momentum": False}`), or a model whose weights
-            are already NaN or inf.
+            length, `budget_steps` too small, an invalid `one_cycle` or
+            `schedule` (or both given; a `WarmupStableDecay` with a length
+            of its own, or whose warm-up and cooldown do not fit in the
+            training), a OneCycle argument passed as a keyword of its own,
+            an optimizer the schedule cannot drive (without a momentum, it
+            needs `cycle_momentum=False`), or a model whose weights are
+            already NaN or inf.
 
     Example:
         >>> search = keras_clr.tune_max_lr(model, x, y, batch_size=64, epochs=10)
@@ -560,6 +569,11 @@ def fit_one_cycle(model, x=None, y=None, *, epochs, max_lr="auto", budget_steps=
             `div_factor`, `cycle_momentum`, `base_momentum`, ...), as a dict
             or a `keras_clr.OneCycle` with `total_steps=None` (its `max_lr`
             is replaced); the tuning's probes run the same schedule.
+        schedule: instead of `one_cycle`, the schedule to train with, as
+            for `tune_max_lr`: a `keras_clr.WarmupStableDecay` built without
+            a length is planned for the whole training (`epochs` of the
+            data, which must have a length); the probes, or the race's
+            candidates, run it too.
         **fit_kwargs: every other `fit` argument, callbacks included.
 
     Returns:
@@ -569,8 +583,10 @@ def fit_one_cycle(model, x=None, y=None, *, epochs, max_lr="auto", budget_steps=
         `keras_clr.MaxLRRace`) as `history.race`.
 
     Raises:
-        ValueError: before any step, for an invalid `one_cycle` or a
-            OneCycle argument passed as a keyword of its own; with
+        ValueError: before any step, for an invalid `one_cycle` or
+            `schedule` (as for `tune_max_lr`; a `WarmupStableDecay` also
+            needs data with a length) or a OneCycle argument passed as a
+            keyword of its own; with
             `max_lr="auto"`, as `tune_max_lr` does, and when it finds no
             `max_lr` (its reason says why: no probe lowered the loss, or
             every probe left the weights non-finite); with `max_lr="race"`,
