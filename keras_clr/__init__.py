@@ -17,7 +17,7 @@ from keras_clr.tuning import MaxLRSearch
 from keras_clr.tuning import fit_one_cycle
 from keras_clr.tuning import tune_max_lr
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"
 
 __all__ = ["CyclicLR", "FineTuneHistory", "LRFinder", "LRFinderResult", "MaxLRRace",
            "MaxLRSearch", "OneCycle", "WarmupStableDecay", "WeightDecaySweep",
