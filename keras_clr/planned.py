@@ -59,6 +59,15 @@ class PlannedSchedule:
             return test_momentum
         return self._template.base_momentum
 
+    def as_one_cycle(self):
+        """A `OneCycle` with this schedule's momenta (the schedule itself
+        when it is one)."""
+        if not self.wsd:
+            return self
+        keep = ("cycle_momentum", "base_momentum", "max_momentum")
+        return PlannedSchedule(OneCycle, {key: value for key, value
+                                          in self.options.items() if key in keep})
+
     def build(self, max_lr, steps, training_steps=None):
         """The callback for a run of `steps` optimizer updates at `max_lr`,
         shaped as the training of `training_steps` updates (None: the run

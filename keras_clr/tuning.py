@@ -49,6 +49,10 @@ PROBES = 5  # probes the budget left after the range test is shared between
 EVAL_BATCHES = 8  # batches of the fixed subset each probe is evaluated on
 MIN_PROBE_STEPS = 20  # shortest probe worth running
 FLAT = 0.05  # a probe that lowers the loss by less than this fraction barely trained
+# Probes run a OneCycle (with the schedule's momenta) whatever the schedule
+# tuned for: for a WarmupStableDecay its answer reached more of the grid's
+# best than probes that run the WSD (`benchmarks/wsd_quality.py --tuned`).
+PROBE_AS_ONE_CYCLE = True
 # The OneCycle arguments a probe takes from the training: all but these two.
 ONE_CYCLE_OPTIONS = tuple(name for name in inspect.signature(OneCycle).parameters
                           if name not in ("max_lr", "total_steps"))
@@ -437,10 +441,12 @@ def tune_max_lr(model, x=None, y=None, *, total_steps=None, epochs=None, batch_s
         schedule: instead of `one_cycle`, the schedule of the training to
             tune for, built without a length (its `max_lr` is replaced): a
             `keras_clr.OneCycle`, or a `keras_clr.WarmupStableDecay` with
-            `total_steps` and `stable_steps` None. Its `warmup_steps` (and
-            `decay_steps` given as a number) count steps of the training;
-            each probe scales them by its share of the training, so it
-            warms up and cools down over the same fractions of its length.
+            `total_steps` and `stable_steps` None (its `warmup_steps` count
+            steps of the training, and must fit in it with the cooldown).
+            The probes run a `OneCycle` with the schedule's momenta even so:
+            on the benchmark suite the peak `OneCycle` probes choose served
+            `WarmupStableDecay` better than probes that run it
+            (`benchmarks/wsd_quality.py --tuned`; `PROBE_AS_ONE_CYCLE`).
         **fit_kwargs: passed to `model.fit` (`validation_data`,
             `validation_split`, `sample_weight`, `class_weight`, ...).
 
@@ -483,8 +489,9 @@ def tune_max_lr(model, x=None, y=None, *, total_steps=None, epochs=None, batch_s
         raise ValueError("Argument `x` must be the training data, as for "
                          "`model.fit`. Received: x=None")
     check_data(x)
-    planned = _planned_steps(model, x, batch_size, total_steps, epochs, fit_kwargs)
-    check_planned_length(plan, planned, "tune_max_lr")
+    training_steps = _planned_steps(model, x, batch_size, total_steps, epochs,
+                                    fit_kwargs)
+    check_planned_length(plan, training_steps, "tune_max_lr")
     check_optimizer(model, plan, "tune_max_lr")
     poisoned = state.first_nonfinite(state.float_variables(model))
     if poisoned is not None:
@@ -500,7 +507,8 @@ def tune_max_lr(model, x=None, y=None, *, total_steps=None, epochs=None, batch_s
                      **{k: v for k, v in fit_kwargs.items() if k != "validation_data"})
     used = len(result.lrs)
     rates, why = _first_rates(result, plan)
-    probe_steps = max(MIN_PROBE_STEPS, min(planned, (budget - used) // PROBES))
+    probe_steps = max(MIN_PROBE_STEPS, min(training_steps, (budget - used) // PROBES))
+    probe_plan = plan.as_one_cycle() if PROBE_AS_ONE_CYCLE else plan
     evaluation = _evaluation_data(x, y, batch_size, fit_kwargs)
     state.build_optimizer(model)
     saved = state.snapshot(model)
@@ -510,7 +518,7 @@ def tune_max_lr(model, x=None, y=None, *, total_steps=None, epochs=None, batch_s
         while rates and used + probe_steps <= budget:
             rate = rates.pop(0)
             loss, steps, note = _probe(model, saved, x, y, batch_size, rate, probe_steps,
-                                       evaluation, fit_kwargs, plan, planned)
+                                       evaluation, fit_kwargs, probe_plan, training_steps)
             used += steps
             rows.append({"max_lr": float(rate), "probe_steps": int(steps), "loss": loss,
                          "note": note})
@@ -533,7 +541,7 @@ def tune_max_lr(model, x=None, y=None, *, total_steps=None, epochs=None, batch_s
     elif found is None:
         reason = f"no probe's loss fell below the start ({start_loss:.4g}); probed {why}"
     else:
-        reason = (f"the lowest loss after a {probe_steps}-step {plan.described()} "
+        reason = (f"the lowest loss after a {probe_steps}-step {probe_plan.described()} "
                   f"probe, of {len(rows)} {why}")
     if notes and len(notes) < len(rows):
         reason += (f"; {len(notes)} of {len(rows)} probes left the weights or optimizer "
@@ -541,7 +549,7 @@ def tune_max_lr(model, x=None, y=None, *, total_steps=None, epochs=None, batch_s
     if result.stop_reason == "nan":
         reason += ("; the range test stopped on a non-finite loss or weight "
                    "(stop_reason='nan')")
-    return MaxLRSearch(found, reason, used, result, rows, planned, start_loss, plan)
+    return MaxLRSearch(found, reason, used, result, rows, training_steps, start_loss, plan)
 
 
 def fit_one_cycle(model, x=None, y=None, *, epochs, max_lr="auto", budget_steps=400,
@@ -572,8 +580,8 @@ def fit_one_cycle(model, x=None, y=None, *, epochs, max_lr="auto", budget_steps=
         schedule: instead of `one_cycle`, the schedule to train with, as
             for `tune_max_lr`: a `keras_clr.WarmupStableDecay` built without
             a length is planned for the whole training (`epochs` of the
-            data, which must have a length); the probes, or the race's
-            candidates, run it too.
+            data, which must have a length); the race's candidates run it
+            too (`tune_max_lr`'s probes run a `OneCycle`: see there).
         **fit_kwargs: every other `fit` argument, callbacks included.
 
     Returns:

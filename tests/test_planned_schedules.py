@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 
 import keras_clr
+from keras_clr import planned
+from keras_clr import tuning
 from test_curves import wsd_multiplier
 from test_tuning import _compiled
 from test_tuning import _data
@@ -44,7 +46,32 @@ def _expected(max_lr, steps, warmup, decay, ratio=0.0):
     return max_lr * shape, 0.95 - 0.1 * plain
 
 
-def test_tune_max_lr_probes_the_wsd_of_the_training_shrunk_to_the_probe():
+def test_tune_max_lr_for_a_wsd_probes_a_one_cycle_with_its_momenta(monkeypatch):
+    from test_tuning import _Recorded
+    from test_tuning import _one_cycle_closed_form
+
+    x, y = _data()
+    monkeypatch.setattr(planned, "OneCycle", _Recorded)
+    _Recorded.built = []
+    template = keras_clr.WarmupStableDecay(1.0, warmup_steps=12, base_momentum=0.8)
+    search = keras_clr.tune_max_lr(_compiled(), x, y, batch_size=BATCH, epochs=10,
+                                   budget_steps=190, schedule=template, verbose=0)
+    probes = [run for run in _Recorded.built if run.rates]
+    assert len(probes) == len(search.candidates) >= 3
+    for probe, row in zip(probes, search.candidates):
+        rates, momenta = _one_cycle_closed_form(row["max_lr"], 20, base_momentum=0.8)
+        np.testing.assert_allclose(probe.rates, rates, rtol=1e-6)
+        np.testing.assert_allclose(probe.momenta, momenta, rtol=1e-6)
+    assert search.schedule == "WarmupStableDecay" and search.one_cycle is None
+    assert search.options == {"warmup_steps": 12, "base_momentum": 0.8}
+    assert "20-step _Recorded(max_lr, total_steps=probe_steps, base_momentum=0.8)" in (
+        search.reason)
+    assert "schedule=WarmupStableDecay" in repr(search)
+
+
+def test_probes_that_run_the_wsd_are_it_shrunk_to_the_probe(monkeypatch):
+    # The alternative benchmarks/wsd_quality.py --tuned measures.
+    monkeypatch.setattr(tuning, "PROBE_AS_ONE_CYCLE", False)
     x, y = _data()
     _RecordedWSD.built = []
     # The training: 60 steps, 12 of warm-up, a fifth of cooldown (12 steps).
@@ -63,7 +90,6 @@ def test_tune_max_lr_probes_the_wsd_of_the_training_shrunk_to_the_probe():
     assert search.schedule == "_RecordedWSD" and search.one_cycle is None
     assert search.options == {"warmup_steps": 12, "min_lr_ratio": 0.1}
     assert "_RecordedWSD(max_lr, total_steps=probe_steps, warmup_steps=12" in search.reason
-    assert "schedule=_RecordedWSD" in repr(search)
 
 
 def test_fit_one_cycle_trains_the_wsd_it_tuned_for_the_whole_training():
@@ -78,10 +104,9 @@ def test_fit_one_cycle_trains_the_wsd_it_tuned_for_the_whole_training():
     np.testing.assert_allclose(training.rates, rates, rtol=1e-6)
     np.testing.assert_allclose(training.momenta, momenta, rtol=1e-6)
     np.testing.assert_allclose(history.history["learning_rate"][-1], rates[-1], rtol=1e-6)
-    # the probes: 20 steps, warm-up 6 * 20 / 60 = 2, cooldown 12 * 20 / 60 = 4
-    probe = [run for run in _RecordedWSD.built if run.rates][0]
-    rates, _ = _expected(search.candidates[0]["max_lr"], 20, warmup=2, decay=4)
-    np.testing.assert_allclose(probe.rates, rates, rtol=1e-6)
+    # the probes ran OneCycles
+    assert [run for run in _RecordedWSD.built if run.rates] == [training]
+    assert "OneCycle(max_lr, total_steps=probe_steps)" in search.reason
 
 
 def test_the_race_trains_each_candidate_with_the_wsd_of_the_training():
