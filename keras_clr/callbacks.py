@@ -320,9 +320,10 @@ class CyclicLR(_ScheduleCallback):
         max_momentum: momentum at the learning rate's bottom.
 
     Raises:
-        ValueError: at construction for any invalid argument; when training begins, for an optimizer (or a MultiOptimizer's
-            group) whose learning rate cannot be set, such as one with its
-            own schedule; with `cycle_momentum`, one with no momentum to
+        ValueError: at construction for any invalid argument; when training
+            begins, for an optimizer (or a MultiOptimizer's group) whose
+            learning rate cannot be set, such as one with its own schedule;
+            with `cycle_momentum`, one with no momentum to
             cycle (or built with a momentum of 0); another callback of the
             same `fit` that sets the learning rate (an `LRFinder`, another
             keras_clr schedule, `ReduceLROnPlateau`,
@@ -351,7 +352,8 @@ class CyclicLR(_ScheduleCallback):
         >>> clr = keras_clr.CyclicLR(1e-3, 1e-2, step_size_up=4, mode="triangular2")
         >>> history = model.fit(x, y, batch_size=16, epochs=4, callbacks=[clr],
         ...                     verbose=0)
-        >>> [round(lr, 5) for lr in history.history["learning_rate"]]  # steps 3, 7, 11, 15
+        >>> # each epoch's last step: steps 3, 7, 11 and 15
+        >>> [round(lr, 5) for lr in history.history["learning_rate"]]
         [0.00775, 0.00325, 0.00438, 0.00213]
         >>> [round(m, 4) for m in history.history["momentum"]]
         [0.825, 0.875, 0.8625, 0.8875]
@@ -360,7 +362,8 @@ class CyclicLR(_ScheduleCallback):
 
         >>> history = model.fit(x, y, batch_size=16, epochs=1, callbacks=[clr],
         ...                     verbose=0)
-        >>> round(history.history["learning_rate"][0], 5) == round(clr.lr_schedule(19), 5)
+        >>> lr = history.history["learning_rate"][0]  # step 19's
+        >>> round(lr, 5) == round(clr.lr_schedule(19), 5)
         True
 
     References:
@@ -466,9 +469,9 @@ class OneCycle(_ScheduleCallback):
     Raises:
         ValueError: at construction for any invalid argument; when training
             begins, when `total_steps` is None and `fit` cannot tell the
-            number of steps; when training begins, for an optimizer (or a MultiOptimizer's
-            group) whose learning rate cannot be set, such as one with its
-            own schedule; with `cycle_momentum`, one with no momentum to
+            number of steps, for an optimizer (or a MultiOptimizer's group)
+            whose learning rate cannot be set, such as one with its own
+            schedule; with `cycle_momentum`, one with no momentum to
             cycle (or built with a momentum of 0); another callback of the
             same `fit` that sets the learning rate (an `LRFinder`, another
             keras_clr schedule, `ReduceLROnPlateau`,
@@ -662,7 +665,7 @@ class WarmupStableDecay(_ScheduleCallback):
         ...                     callbacks=[wsd, cooldown], verbose=0)
         >>> wsd.decay_start, wsd.cooldown_steps
         (8, 4)
-        >>> [round(lr, 4) for lr in history.history["learning_rate"]]  # steps 3, 7, 11, 15
+        >>> [round(lr, 4) for lr in history.history["learning_rate"]]  # steps 3 to 15
         [0.0075, 0.01, 0.0025, 0.0]
 
     References:
@@ -793,7 +796,8 @@ class WarmupStableDecay(_ScheduleCallback):
                 begun (moving it would make the rate jump).
 
         Example:
-            >>> wsd = keras_clr.WarmupStableDecay(1e-3, warmup_steps=10, total_steps=100)
+            >>> wsd = keras_clr.WarmupStableDecay(1e-3, warmup_steps=10,
+            ...                                  total_steps=100)
             >>> wsd.decay_start, wsd.cooldown_steps  # decay_steps=0.2 of 100
             (80, 20)
             >>> wsd.extend(200)
