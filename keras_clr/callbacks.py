@@ -310,7 +310,10 @@ class CyclicLR(_ScheduleCallback):
         mode: `"triangular"`, `"triangular2"` or `"exp_range"`.
         gamma: per-step decay of `"exp_range"`, in (0, 1].
         scale_fn: custom scale function; overrides `mode`.
-        scale_mode: `"cycle"` or `"iterations"`, the argument of `scale_fn`.
+        scale_mode: `"cycle"` or `"iterations"`, the argument of `scale_fn`
+            (the 1-based cycle or the 0-based step); used with a `scale_fn`
+            only: without one, `mode` sets it (`"iterations"` for
+            `"exp_range"`, else `"cycle"`).
         cycle_momentum: cycle the momentum inversely to the learning rate:
             `"auto"` (the default) cycles it on every optimizer whose
             `momentum` / `beta_1` is a momentum and leaves ScheduleFreeAdamW's

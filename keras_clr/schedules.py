@@ -47,6 +47,9 @@ class _Curve(keras.optimizers.schedules.LearningRateSchedule):
     """Dispatches a step to the host (NumPy) or graph (keras.ops) curve."""
 
     def curve(self, step, xp):
+        """The value at `step` (int64, clipped at 0), computed with the
+        array namespace `xp` (`keras_clr.curves.NumpyOps` on the host, the
+        backend's in the graph); `__call__` picks `xp` and the dtype."""
         raise NotImplementedError
 
     def __call__(self, step):
@@ -108,6 +111,10 @@ class ExponentialScale:
 
     Args:
         gamma: the decay per step (or per cycle), in (0, 1].
+
+    Returns:
+        Called with x (a step or cycle number, a float, an array or a
+        tensor), `gamma ** x`.
 
     Raises:
         ValueError: for a `gamma` outside (0, 1].
@@ -453,10 +460,13 @@ class OneCycleLearningRate(_Curve):
 
     @property
     def initial_learning_rate(self):
+        """The rate at step 0: `maximal_learning_rate / div_factor`."""
         return self.maximal_learning_rate / self.div_factor
 
     @property
     def final_learning_rate(self):
+        """The rate from step `total_steps - 1` on: the initial rate over
+        `final_div_factor`."""
         return self.initial_learning_rate / self.final_div_factor
 
     def curve(self, step, xp):
