@@ -32,10 +32,6 @@ class FineTuneHistory(NamedTuple):
 
     A named tuple: `frozen, unfrozen = keras_clr.fine_tune(...)` works too.
 
-    Args:
-        frozen: stage 1's History, or None.
-        unfrozen: stage 2's History.
-
     Attributes:
         frozen: stage 1's (the head alone), None when `freeze_epochs=0`.
         unfrozen: stage 2's (every layer, discriminative rates).
@@ -151,7 +147,9 @@ def fine_tune(model, x=None, y=None, *, epochs, freeze_epochs=1, head=None, max_
 
     Args:
         model: a compiled, built Keras model; its optimizer is the template.
-        x, y: the training data, as for `model.fit`.
+        x: the training data, as for `model.fit` (NumPy arrays where a
+            stage races).
+        y: the targets, with array `x`.
         epochs: stage 2's epochs (at least 1).
         freeze_epochs: stage 1's epochs; 0 skips stage 1.
         head: the top-level layers stage 1 trains (a name or a list of
