@@ -138,17 +138,8 @@ class MaxLRRace:
     """What a race of `max_lr` candidates did, and which won.
 
     `keras_clr.fit_one_cycle(..., max_lr="race")` builds one, fills it as
-    the race runs and returns it as `history.race`.
-
-    Args:
-        candidates: the rates to race (sorted here).
-        rule: how the candidates were chosen, a sentence.
-        epochs: the training's epochs.
-        steps_per_training: optimizer steps of one training.
-        range_test: the `LRFinderResult` that placed the candidates, or None.
-        range_steps: optimizer steps of the range test (0 without one).
-        one_cycle: the `OneCycle` arguments besides `max_lr`, a dict; None
-            for {}.
+    the race runs and returns it as `history.race`; it is not meant to be
+    built by hand.
 
     Attributes:
         winner: the winning `max_lr` (float).

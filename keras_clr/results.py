@@ -225,7 +225,7 @@ class LRFinderResult:
         return {method: self._rule(method)[0] for method in METHODS}
 
     def suggest_range(self):
-        """(base_lr, max_lr) for `CyclicLR`, after Smith (2015), section 3.3.
+        """(base_lr, max_lr) for `CyclicLR`, after Smith (2017), section 3.3.
 
         The rule is `keras_clr.suggestions.suggest_range`.
 

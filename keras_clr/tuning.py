@@ -56,20 +56,8 @@ ONE_CYCLE_OPTIONS = tuple(name for name in inspect.signature(OneCycle).parameter
 class MaxLRSearch:
     """What `tune_max_lr` found: `max_lr`, and how.
 
-    `tune_max_lr` builds one; its arguments are the attributes below.
-
-    Args:
-        max_lr: the chosen `max_lr`, or None.
-        reason: how it was chosen, a sentence.
-        steps_used: optimizer steps spent in all.
-        range_test: the `LRFinderResult` that placed the candidates.
-        candidates: a list of dicts with the keys max_lr, probe_steps, loss
-            and optionally note (None when left out).
-        total_steps: the optimizer steps of the training tuned for.
-        start_loss: the loss before any probe, on the data the probes are
-            scored on (None when unknown).
-        one_cycle: the `OneCycle` arguments the probes ran with, a dict;
-            None for {}.
+    `tune_max_lr` (and `fit_one_cycle`, as `history.max_lr_search`)
+    returns one; it is not meant to be built by hand.
 
     Attributes:
         max_lr: the chosen `max_lr` (float), or None when no candidate's
