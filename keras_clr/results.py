@@ -181,7 +181,7 @@ class LRFinderResult:
             >>> import numpy as np, keras_clr
             >>> lrs = np.geomspace(1e-5, 1.0, 100)
             >>> d = np.log10(lrs)
-        >>> losses = 2.0 - np.tanh(2 * (d + 3)) + np.exp(4 * (d + 0.5))
+            >>> losses = 2.0 - np.tanh(2 * (d + 3)) + np.exp(4 * (d + 0.5))
             >>> result = keras_clr.LRFinderResult(lrs, losses)
             >>> f"{result.suggest():.1e}", f"{result.suggest('valley'):.1e}"
             ('5.1e-03', '2.1e-03')
@@ -216,7 +216,7 @@ class LRFinderResult:
             >>> import numpy as np, keras_clr
             >>> lrs = np.geomspace(1e-5, 1.0, 100)
             >>> d = np.log10(lrs)
-        >>> losses = 2.0 - np.tanh(2 * (d + 3)) + np.exp(4 * (d + 0.5))
+            >>> losses = 2.0 - np.tanh(2 * (d + 3)) + np.exp(4 * (d + 0.5))
             >>> found = keras_clr.LRFinderResult(lrs, losses).suggestions()
             >>> {method: f"{lr:.1e}" for method, lr in found.items()}
             {'one_cycle': '5.1e-03', 'valley': '2.1e-03', 'slide': '1.7e-03',
@@ -238,7 +238,7 @@ class LRFinderResult:
             >>> import numpy as np, keras_clr
             >>> lrs = np.geomspace(1e-5, 1.0, 100)
             >>> d = np.log10(lrs)
-        >>> losses = 2.0 - np.tanh(2 * (d + 3)) + np.exp(4 * (d + 0.5))
+            >>> losses = 2.0 - np.tanh(2 * (d + 3)) + np.exp(4 * (d + 0.5))
             >>> base_lr, max_lr = keras_clr.LRFinderResult(lrs, losses).suggest_range()
             >>> f"{base_lr:.1e} to {max_lr:.1e}"
             '4.6e-04 to 2.2e-01'
@@ -265,7 +265,7 @@ class LRFinderResult:
             >>> import numpy as np, keras_clr
             >>> lrs = np.geomspace(1e-5, 1.0, 100)
             >>> d = np.log10(lrs)
-        >>> losses = 2.0 - np.tanh(2 * (d + 3)) + np.exp(4 * (d + 0.5))
+            >>> losses = 2.0 - np.tanh(2 * (d + 3)) + np.exp(4 * (d + 0.5))
             >>> print(keras_clr.LRFinderResult(lrs, losses).explain("valley"))
             valley: 2.1e-03, half-way into the longest descending run of the
             smoothed loss (3.2e-05 to 2.2e-01).
