@@ -598,14 +598,7 @@ def fit_one_cycle(model, x=None, y=None, *, epochs, max_lr="auto", budget_steps=
         >>> history.history["loss"][-1] < history.history["loss"][0]
         True
 
-        A race of three candidates, on a quarter of the data held out:
-
-        >>> history = keras_clr.fit_one_cycle(
-        ...     model, x, y, epochs=4, batch_size=16, max_lr="race",
-        ...     candidates=[0.01, 0.03, 0.1], race_seed=0, validation_split=0.25,
-        ...     verbose=0)
-        >>> history.race.winner in (0.01, 0.03, 0.1), len(history.epoch)
-        (True, 4)
+        `keras_clr.MaxLRRace` shows `max_lr="race"`.
     """
     _check_no_one_cycle_kwargs(fit_kwargs, "fit_one_cycle")
     options = one_cycle_options(one_cycle, "fit_one_cycle")
