@@ -326,9 +326,9 @@ class CyclicLR(_ScheduleCallback):
         ValueError: at construction for any invalid argument; when training
             begins, for an optimizer (or a MultiOptimizer's group) whose
             learning rate cannot be set, such as one with its own schedule;
-            with `cycle_momentum`, one with no momentum to
-            cycle (or built with a momentum of 0); another callback of the
-            same `fit` that sets the learning rate (an `LRFinder`, another
+            with `cycle_momentum`, one with no momentum to cycle (or built
+            with a momentum of 0); another callback of the same `fit` that
+            sets the learning rate (an `LRFinder`, another
             keras_clr schedule, `ReduceLROnPlateau`,
             `LearningRateScheduler`); or gradient accumulation on data of
             unknown length.
@@ -474,9 +474,9 @@ class OneCycle(_ScheduleCallback):
             begins, when `total_steps` is None and `fit` cannot tell the
             number of steps, for an optimizer (or a MultiOptimizer's group)
             whose learning rate cannot be set, such as one with its own
-            schedule; with `cycle_momentum`, one with no momentum to
-            cycle (or built with a momentum of 0); another callback of the
-            same `fit` that sets the learning rate (an `LRFinder`, another
+            schedule; with `cycle_momentum`, one with no momentum to cycle
+            (or built with a momentum of 0); another callback of the same
+            `fit` that sets the learning rate (an `LRFinder`, another
             keras_clr schedule, `ReduceLROnPlateau`,
             `LearningRateScheduler`); or gradient accumulation on data of
             unknown length.
@@ -485,8 +485,9 @@ class OneCycle(_ScheduleCallback):
     compiled rate over the largest (see the module docstring): compiled at
     1e-4 and 1e-3, `OneCycle(1e-3)` peaks at 1e-4 and 1e-3.
 
-    A later `fit` from epoch 0 with the same callback continues its cycle (warning when
-    it plans a different length); past `total_steps` the final values hold.
+    A later `fit` from epoch 0 with the same callback continues its cycle
+    (warning when it plans a different length); past `total_steps` the
+    final values hold.
 
     Example:
         >>> import keras, numpy as np, keras_clr
