@@ -113,12 +113,44 @@ class _ScheduleCallback(keras.callbacks.Callback):
 
     @property
     def lr_schedule(self):
-        """Step -> learning rate, the values applied during `fit`."""
+        """Step -> learning rate, the values applied during `fit`.
+
+        Returns:
+            A `keras.optimizers.schedules.LearningRateSchedule` of
+            `keras_clr.schedules` (`CyclicalLearningRate`,
+            `OneCycleLearningRate` or `WarmupStableDecayLearningRate`):
+            called with a step (0 the callback's first update), the rate of
+            that step.
+
+        Raises:
+            ValueError: for a `OneCycle` built without `total_steps` before
+                its first `fit` sized it.
+
+        Example:
+            >>> clr = keras_clr.CyclicLR(1e-3, 1e-2, step_size_up=4)
+            >>> [round(clr.lr_schedule(step), 5) for step in (0, 2, 4, 8)]
+            [0.001, 0.0055, 0.01, 0.001]
+        """
         return self._schedules()[0]
 
     @property
     def momentum_schedule(self):
-        """Step -> momentum (or Adam `beta_1`); None without cycle_momentum."""
+        """Step -> momentum (or Adam `beta_1`); None without cycle_momentum.
+
+        Returns:
+            The schedule of `keras_clr.schedules` that sets the optimizer's
+            `momentum` (or `beta_1`) at each step, or None when
+            `cycle_momentum` is False.
+
+        Raises:
+            ValueError: for a `OneCycle` built without `total_steps` before
+                its first `fit` sized it.
+
+        Example:
+            >>> one_cycle = keras_clr.OneCycle(0.1, total_steps=100)
+            >>> [round(one_cycle.momentum_schedule(step), 3) for step in (0, 29, 99)]
+            [0.95, 0.85, 0.95]
+        """
         return self._schedules()[1]
 
     def _schedules(self):
@@ -193,12 +225,32 @@ class _ScheduleCallback(keras.callbacks.Callback):
     def to_frame(self, total_steps=None):
         """The schedule as a DataFrame: step, learning_rate, momentum.
 
+        The values are those `fit` applies at each step, from step 0.
+
         Args:
-            total_steps: how many steps to show (see `plot`).
+            total_steps: how many steps to show. None: three cycles for
+                `CyclicLR`; the cycle for `OneCycle`; the planned run for
+                `WarmupStableDecay`. A `OneCycle` built without
+                `total_steps` and not yet sized by a `fit` also takes it as
+                the cycle's length; an open-ended `WarmupStableDecay` needs it.
 
         Returns:
             pandas.DataFrame with one row per step; `momentum` is NaN when the
             callback does not cycle it.
+
+        Raises:
+            ValueError: for a `total_steps` that is not a positive integer,
+                or None where the callback cannot tell how many steps to show.
+
+        Example:
+            >>> clr = keras_clr.CyclicLR(1e-3, 1e-2, step_size_up=2)
+            >>> frame = clr.to_frame(total_steps=5)
+            >>> frame.columns.tolist()
+            ['step', 'learning_rate', 'momentum']
+            >>> frame["learning_rate"].round(4).tolist()
+            [0.001, 0.0055, 0.01, 0.0055, 0.001]
+            >>> frame["momentum"].round(3).tolist()
+            [0.9, 0.85, 0.8, 0.85, 0.9]
         """
         import pandas as pd
 
@@ -212,12 +264,25 @@ class _ScheduleCallback(keras.callbacks.Callback):
     def plot(self, total_steps=None, ax=None):
         """Draws the learning rate and momentum against the step.
 
+        Never calls `plt.show()`.
+
         Args:
-            total_steps: how many steps to show.
+            total_steps: how many steps to show, as for `to_frame`.
             ax: a matplotlib Axes to draw on; a new figure when None.
 
         Returns:
-            The Axes with the learning rate (the momentum is on its twin axis).
+            The Axes with the learning rate (the momentum is on its twin
+            axis), titled with the callback's class name.
+
+        Raises:
+            ValueError: as `to_frame`.
+
+        Example:
+            >>> import matplotlib.pyplot as plt
+            >>> ax = keras_clr.OneCycle(0.1, total_steps=100).plot()
+            >>> ax.get_title(), ax.get_xlabel()
+            ('OneCycle', 'step')
+            >>> plt.close(ax.figure)
         """
         from keras_clr import plotting
 
@@ -245,7 +310,10 @@ class CyclicLR(_ScheduleCallback):
         mode: `"triangular"`, `"triangular2"` or `"exp_range"`.
         gamma: per-step decay of `"exp_range"`, in (0, 1].
         scale_fn: custom scale function; overrides `mode`.
-        scale_mode: `"cycle"` or `"iterations"`, the argument of `scale_fn`.
+        scale_mode: `"cycle"` or `"iterations"`, the argument of `scale_fn`
+            (the 1-based cycle or the 0-based step); used with a `scale_fn`
+            only: without one, `mode` sets it (`"iterations"` for
+            `"exp_range"`, else `"cycle"`).
         cycle_momentum: cycle the momentum inversely to the learning rate:
             `"auto"` (the default) cycles it on every optimizer whose
             `momentum` / `beta_1` is a momentum and leaves ScheduleFreeAdamW's
@@ -257,8 +325,13 @@ class CyclicLR(_ScheduleCallback):
     Raises:
         ValueError: at construction for any invalid argument; when training
             begins, for an optimizer (or a MultiOptimizer's group) whose
-            learning rate cannot be set, such as one with its own schedule,
-            or, with `cycle_momentum`, one with no momentum to cycle.
+            learning rate cannot be set, such as one with its own schedule;
+            with `cycle_momentum`, one with no momentum to cycle (or built
+            with a momentum of 0); another callback of the same `fit` that
+            sets the learning rate (an `LRFinder`, another
+            keras_clr schedule, `ReduceLROnPlateau`,
+            `LearningRateScheduler`); or gradient accumulation on data of
+            unknown length.
 
     A `MultiOptimizer`'s groups each get the schedule's rate times their
     compiled rate over the largest (see the module docstring).
@@ -267,10 +340,34 @@ class CyclicLR(_ScheduleCallback):
     `step_size_up`) with the learning rate below 90% of the way there warns,
     once per callback, before its first step.
 
+    The logs (and so `History`, `CSVLogger`, TensorBoard) carry
+    `learning_rate` and, when cycled, `momentum`: at each batch end the
+    values of that batch's step, at each epoch end those of the epoch's
+    last step.
+
     Example:
-        >>> clr = keras_clr.CyclicLR(1e-4, 1e-2, step_size_up=4 * len(train_ds),
-        ...                          mode="triangular2")
-        >>> model.fit(train_ds, epochs=24, callbacks=[clr])
+        >>> import keras, numpy as np, keras_clr
+        >>> keras.utils.set_random_seed(0)
+        >>> x = np.random.rand(64, 4)
+        >>> y = x.sum(axis=1, keepdims=True)
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+        >>> model.compile(keras.optimizers.SGD(momentum=0.9), loss="mse")
+        >>> clr = keras_clr.CyclicLR(1e-3, 1e-2, step_size_up=4, mode="triangular2")
+        >>> history = model.fit(x, y, batch_size=16, epochs=4, callbacks=[clr],
+        ...                     verbose=0)
+        >>> # each epoch's last step: steps 3, 7, 11 and 15
+        >>> [round(lr, 5) for lr in history.history["learning_rate"]]
+        [0.00775, 0.00325, 0.00438, 0.00213]
+        >>> [round(m, 4) for m in history.history["momentum"]]
+        [0.825, 0.875, 0.8625, 0.8875]
+
+        A later `fit` with the same callback continues the schedule:
+
+        >>> history = model.fit(x, y, batch_size=16, epochs=1, callbacks=[clr],
+        ...                     verbose=0)
+        >>> lr = history.history["learning_rate"][0]  # step 19's
+        >>> round(lr, 5) == round(clr.lr_schedule(19), 5)
+        True
 
     References:
         Smith, L. N. (2017). Cyclical Learning Rates for Training Neural
@@ -377,14 +474,37 @@ class OneCycle(_ScheduleCallback):
             begins, when `total_steps` is None and `fit` cannot tell the
             number of steps, for an optimizer (or a MultiOptimizer's group)
             whose learning rate cannot be set, such as one with its own
-            schedule, or with `cycle_momentum` one with no momentum.
+            schedule; with `cycle_momentum`, one with no momentum to cycle
+            (or built with a momentum of 0); another callback of the same
+            `fit` that sets the learning rate (an `LRFinder`, another
+            keras_clr schedule, `ReduceLROnPlateau`,
+            `LearningRateScheduler`); or gradient accumulation on data of
+            unknown length.
 
     A `MultiOptimizer`'s groups each get the schedule's rate times their
     compiled rate over the largest (see the module docstring): compiled at
     1e-4 and 1e-3, `OneCycle(1e-3)` peaks at 1e-4 and 1e-3.
 
+    A later `fit` from epoch 0 with the same callback continues its cycle
+    (warning when it plans a different length); past `total_steps` the
+    final values hold.
+
     Example:
-        >>> model.fit(x, y, epochs=10, callbacks=[keras_clr.OneCycle(3e-3)])
+        >>> import keras, numpy as np, keras_clr
+        >>> keras.utils.set_random_seed(0)
+        >>> x = np.random.rand(64, 4)
+        >>> y = x.sum(axis=1, keepdims=True)
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+        >>> model.compile(keras.optimizers.SGD(momentum=0.9), loss="mse")
+        >>> one_cycle = keras_clr.OneCycle(0.05)
+        >>> history = model.fit(x, y, batch_size=16, epochs=3, callbacks=[one_cycle],
+        ...                     verbose=0)
+        >>> one_cycle.lr_schedule.total_steps  # sized by the fit: 3 epochs x 4 steps
+        12
+        >>> [f"{lr:.2g}" for lr in history.history["learning_rate"]]  # steps 3, 7, 11
+        ['0.05', '0.023', '2e-07']
+        >>> history.history["loss"][-1] < history.history["loss"][0]
+        True
 
     References:
         Smith, L. N., & Topin, N. (2019). Super-Convergence. arXiv:1708.07120.
@@ -512,8 +632,13 @@ class WarmupStableDecay(_ScheduleCallback):
         ValueError: at construction for any invalid argument (and the
             schedule's: see `keras_clr.schedules.WarmupStableDecayLearningRate`);
             when training begins, for an optimizer (or a MultiOptimizer's
-            group) whose learning rate cannot be set, or with
-            `cycle_momentum` one with no momentum.
+            group) whose learning rate cannot be set, such as one with its
+            own schedule; with `cycle_momentum`, one with no momentum to
+            cycle (or built with a momentum of 0); another callback of the
+            same `fit` that sets the learning rate (an `LRFinder`, another
+            keras_clr schedule, `ReduceLROnPlateau`,
+            `LearningRateScheduler`); or gradient accumulation on data of
+            unknown length.
 
     A `MultiOptimizer`'s groups each get the schedule's rate times their
     compiled rate over the largest (see the module docstring).
@@ -525,9 +650,27 @@ class WarmupStableDecay(_ScheduleCallback):
     `decay_steps=cooldown_steps` (the attributes of the first one).
 
     Example:
-        >>> wsd = keras_clr.WarmupStableDecay(1e-3, warmup_steps=200)
-        >>> model.fit(train_ds, epochs=100, callbacks=[wsd, stop_on_plateau])
-        >>> # in stop_on_plateau's on_epoch_end: wsd.start_cooldown()
+        An open-ended run, cooled down when another callback decides (here
+        after the second epoch; a plateau detector would decide the same way):
+
+        >>> import keras, numpy as np, keras_clr
+        >>> keras.utils.set_random_seed(0)
+        >>> x = np.random.rand(64, 4)
+        >>> y = x.sum(axis=1, keepdims=True)
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+        >>> model.compile(keras.optimizers.SGD(momentum=0.9), loss="mse")
+        >>> wsd = keras_clr.WarmupStableDecay(0.01, warmup_steps=4, decay_steps=4,
+        ...                                  decay_type="linear")
+        >>> def on_epoch_end(epoch, logs):
+        ...     if epoch == 1:
+        ...         wsd.start_cooldown()
+        >>> cooldown = keras.callbacks.LambdaCallback(on_epoch_end=on_epoch_end)
+        >>> history = model.fit(x, y, batch_size=16, epochs=4,
+        ...                     callbacks=[wsd, cooldown], verbose=0)
+        >>> wsd.decay_start, wsd.cooldown_steps
+        (8, 4)
+        >>> [round(lr, 4) for lr in history.history["learning_rate"]]  # steps 3 to 15
+        [0.0075, 0.01, 0.0025, 0.0]
 
     References:
         Hu, S., et al. (2024). MiniCPM. arXiv:2404.06395.
@@ -610,13 +753,24 @@ class WarmupStableDecay(_ScheduleCallback):
         the last fit ended at. One asked for during the warm-up begins as
         the warm-up ends; a cooldown already running goes on unchanged.
 
+        A fraction `decay_steps` f, for a cooldown that starts at step t,
+        gives `max(1, round(f * t / (1 - f)))` steps: f of the whole run.
+
         Args:
             at: `"next_step"` or `"epoch_end"`.
-            decay_steps: the cooldown's steps (an integer >= 1) or a fraction
+            decay_steps: the cooldown's steps (an integer >= 0) or a fraction
                 in (0, 1) of the whole run; None: the constructor's.
 
         Raises:
             ValueError: for an invalid argument.
+
+        Example:
+            >>> wsd = keras_clr.WarmupStableDecay(1e-3, warmup_steps=10)
+            >>> print(wsd.decay_start)  # open-ended
+            None
+            >>> wsd.start_cooldown(decay_steps=20)  # no fit yet: as the warm-up ends
+            >>> wsd.decay_start, wsd.cooldown_steps
+            (10, 20)
         """
         _checks.one_of("at", at, ("next_step", "epoch_end"))
         if decay_steps is not None:
@@ -632,14 +786,27 @@ class WarmupStableDecay(_ScheduleCallback):
         begins, and the result is the run planned at the new length from
         the start.
 
+        Called during a `fit`, the new plan applies before the next step;
+        if by then the cooldown has begun, it warns and keeps the plan.
+
         Args:
             total_steps: the run's new length in updates.
             decay_steps: the cooldown's steps or fraction; None: the
                 constructor's.
 
         Raises:
-            ValueError: for an invalid argument, or once the cooldown has
+            ValueError: for an invalid argument (as the constructor's
+                `total_steps` and `decay_steps`), or once the cooldown has
                 begun (moving it would make the rate jump).
+
+        Example:
+            >>> wsd = keras_clr.WarmupStableDecay(1e-3, warmup_steps=10,
+            ...                                  total_steps=100)
+            >>> wsd.decay_start, wsd.cooldown_steps  # decay_steps=0.2 of 100
+            (80, 20)
+            >>> wsd.extend(200)
+            >>> wsd.decay_start, wsd.cooldown_steps
+            (160, 40)
         """
         decay_steps = self.decay_steps if decay_steps is None else decay_steps
         _, decay_start, decay = schedules.wsd_plan(self.warmup_steps, decay_steps,

@@ -216,7 +216,7 @@ def discriminative_optimizer(model, optimizer, *, decay=None, lo=None, hi=None, 
             itself.
         decay: the rate's factor per group from the head, in (0, 1].
         lo: the first group's rate, below `hi`.
-        hi: the head's rate.
+        hi: the head's rate (needs `lo`); None: the optimizer's.
         groups: the number of groups of consecutive top-level layers.
         blocks: the groups as lists of layer names or regexes (fully
             matching layer names, those inside nested models included),
@@ -238,6 +238,10 @@ def discriminative_optimizer(model, optimizer, *, decay=None, lo=None, hi=None, 
             tell apart (give the layers distinct names).
 
     Example:
+        >>> import keras, numpy as np, keras_clr
+        >>> keras.utils.set_random_seed(0)
+        >>> x = np.random.rand(64, 3)
+        >>> y = x.sum(axis=1, keepdims=True)
         >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(8),
         ...                           keras.layers.Dense(8), keras.layers.Dense(1)])
         >>> optimizer = keras_clr.discriminative_optimizer(
@@ -245,7 +249,13 @@ def discriminative_optimizer(model, optimizer, *, decay=None, lo=None, hi=None, 
         >>> [round(float(sub.learning_rate), 6) for sub in optimizer.optimizers]
         [0.0025, 0.005, 0.01]
         >>> model.compile(optimizer=optimizer, loss="mse")
-        >>> model.fit(x, y, epochs=5, callbacks=[keras_clr.OneCycle(0.1)])
+        >>> history = model.fit(x, y, batch_size=16, epochs=2, verbose=0,
+        ...                     callbacks=[keras_clr.OneCycle(0.1)])
+        >>> sorted(key for key in history.history if key.startswith("learning_rate"))
+        ['learning_rate', 'learning_rate_group_0', 'learning_rate_group_1', 'learning_rate_group_2']
+        >>> logs = history.history  # each group at its share of the schedule
+        >>> round(logs["learning_rate_group_0"][0] / logs["learning_rate"][0], 4)
+        0.25
     """
     decay, lo, hi, groups = _check_arguments(model, optimizer, decay, lo, hi, groups,
                                              blocks, frozen)

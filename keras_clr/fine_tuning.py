@@ -30,9 +30,24 @@ LR_MULT = 100.0  # fastai's: the first group's rate is the head's / LR_MULT
 class FineTuneHistory(NamedTuple):
     """The `keras.callbacks.History` of each stage of `fine_tune`.
 
+    A named tuple: `frozen, unfrozen = keras_clr.fine_tune(...)` works too.
+
     Attributes:
         frozen: stage 1's (the head alone), None when `freeze_epochs=0`.
         unfrozen: stage 2's (every layer, discriminative rates).
+
+    Example:
+        >>> import keras, numpy as np, keras_clr
+        >>> keras.utils.set_random_seed(0)
+        >>> x = np.random.rand(64, 4)
+        >>> y = x.sum(axis=1, keepdims=True)
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8),
+        ...                           keras.layers.Dense(1)])
+        >>> model.compile(keras.optimizers.SGD(momentum=0.9), loss="mse")
+        >>> stages = keras_clr.fine_tune(model, x, y, epochs=2, freeze_epochs=0,
+        ...                              max_lr=0.05, batch_size=16, verbose=0)
+        >>> stages.frozen is None, len(stages.unfrozen.epoch)
+        (True, 2)
     """
 
     frozen: object
@@ -132,8 +147,9 @@ def fine_tune(model, x=None, y=None, *, epochs, freeze_epochs=1, head=None, max_
 
     Args:
         model: a compiled, built Keras model; its optimizer is the template.
-        x: the training data, as for `model.fit`.
-        y: the targets, as for `model.fit`.
+        x: the training data, as for `model.fit` (NumPy arrays where a
+            stage races).
+        y: the targets, with array `x`.
         epochs: stage 2's epochs (at least 1).
         freeze_epochs: stage 1's epochs; 0 skips stage 1.
         head: the top-level layers stage 1 trains (a name or a list of
@@ -168,9 +184,23 @@ def fine_tune(model, x=None, y=None, *, epochs, freeze_epochs=1, head=None, max_
             `discriminative_optimizer` refuses; as `fit_one_cycle` does.
 
     Example:
-        >>> stages = keras_clr.fine_tune(model, x, y, epochs=3, batch_size=64,
-        ...                              max_lr=(1e-2, 5e-3))
-        >>> stages.frozen.history["loss"], stages.unfrozen.history["loss"]
+        >>> import keras, numpy as np, keras_clr
+        >>> keras.utils.set_random_seed(0)
+        >>> x = np.random.rand(64, 4)
+        >>> y = x.sum(axis=1, keepdims=True)
+        >>> body = keras.layers.Dense(8, activation="relu", name="body")
+        >>> head = keras.layers.Dense(1, name="head")
+        >>> model = keras.Sequential([keras.Input((4,)), body, head])
+        >>> model.compile(keras.optimizers.SGD(momentum=0.9), loss="mse")
+        >>> stages = keras_clr.fine_tune(model, x, y, epochs=2, batch_size=16,
+        ...                              max_lr=(1e-2, 5e-3), verbose=0)
+        >>> len(stages.frozen.epoch), len(stages.unfrozen.epoch)
+        (1, 2)
+        >>> [sub.name for sub in model.optimizer.optimizers]  # stage 2's groups
+        ['group_0', 'group_1']
+        >>> logs = stages.unfrozen.history  # the body at 1/100 of the head's rate
+        >>> round(logs["learning_rate_group_1"][0] / logs["learning_rate_group_0"][0])
+        100
     """
     if not hasattr(keras.optimizers, "MultiOptimizer"):
         raise ValueError("fine_tune's second stage compiles the model with a "

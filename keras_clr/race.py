@@ -138,6 +138,10 @@ def candidates_from(result, plan):
 class MaxLRRace:
     """What a race of `max_lr` candidates did, and which won.
 
+    `keras_clr.fit_one_cycle(..., max_lr="race")` builds one, fills it as
+    the race runs and returns it as `history.race`; it is not meant to be
+    built by hand.
+
     Attributes:
         winner: the winning `max_lr` (float).
         candidates: the rates raced, in increasing order.
@@ -156,6 +160,29 @@ class MaxLRRace:
         options: its arguments besides `max_lr` and the length, a dict.
         one_cycle: `options` when the schedule is `OneCycle`, else None.
         start_val_loss: the validation loss before any candidate trained.
+
+    Example:
+        >>> import keras, numpy as np, keras_clr
+        >>> keras.utils.set_random_seed(0)
+        >>> x = np.random.rand(64, 4)
+        >>> y = x.sum(axis=1, keepdims=True)
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+        >>> model.compile(keras.optimizers.SGD(momentum=0.9), loss="mse")
+        >>> history = keras_clr.fit_one_cycle(
+        ...     model, x, y, epochs=2, batch_size=16, max_lr="race",
+        ...     candidates=[0.01, 0.1], race_seed=0, validation_split=0.25, verbose=0)
+        >>> race = history.race
+        >>> race.candidates, race.winner in race.candidates, race.compute
+        ([0.01, 0.1], True, 1.5)
+        >>> print(race)  # doctest: +ELLIPSIS
+        MaxLRRace(winner=..., compute=1.50 trainings, epochs=2, one_cycle={})
+          2 candidates given
+          val_loss before training: ...
+        >>> race.to_frame().columns.tolist()  # a row per candidate and epoch
+        ['max_lr', 'epoch', 'val_loss', 'dropped', 'winner']
+        >>> import matplotlib.pyplot as plt
+        >>> ax = race.plot()
+        >>> plt.close(ax.figure)
     """
 
     def __init__(self, candidates, rule, epochs, steps_per_training, range_test=None,
@@ -176,13 +203,21 @@ class MaxLRRace:
     @property
     def compute(self):
         """Optimizer steps trained by all candidates and the range test, in
-        trainings (divided by the steps of one training)."""
+        trainings (divided by the steps of one training).
+
+        Returns:
+            A float: 1.0 is the compute of one training.
+        """
         return (sum(self.steps.values()) + self.range_steps) / self.steps_per_training
 
     def to_frame(self):
         """One row per candidate and epoch it trained: max_lr, epoch (from
         1), val_loss, dropped (the reason, at the epoch it was dropped),
-        winner."""
+        winner.
+
+        Returns:
+            A pandas DataFrame.
+        """
         import pandas as pd
 
         rows = []
@@ -196,7 +231,14 @@ class MaxLRRace:
                                            "winner"])
 
     def plot(self, ax=None):
-        """Every candidate's validation loss against the epoch; returns the Axes."""
+        """Every candidate's validation loss against the epoch.
+
+        Args:
+            ax: a matplotlib Axes to draw on; a new figure when None.
+
+        Returns:
+            The Axes (never calls `plt.show()`).
+        """
         from keras_clr import plotting
 
         return plotting.plot_max_lr_race(self, ax=ax)

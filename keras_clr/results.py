@@ -57,29 +57,55 @@ class LRFinderResult:
             suggestions negate the curve, so the same rules apply).
         metrics: optional dict name -> 1-D array with one value per step.
         loss_band: optional (low, high) arrays around a mean curve of repeats.
-        weight_decay: the test's weight decay, for the record.
-        start_lr: the test's first learning rate, for the record.
-        end_lr: the test's last learning rate, for the record.
+        weight_decay: the weight decay the test ran at (a sweep's), for the
+            record; None, or a float >= 0.
+        start_lr: the test's `start_lr`, for the record.
+        end_lr: the test's `end_lr`, for the record.
         momentum: the momentum of an optimizer that folds the learning rate
-            into its velocity (Keras's SGD and RMSprop), or None (Adam and the like).
-        batch_norm: whether the network has batch normalization. Both change
-            the default suggestion; `find_lr` fills both.
+            into its velocity (Keras's SGD and RMSprop), in [0, 1), or None
+            (Adam and the like). It changes the default suggestion (see
+            `suggest`); `find_lr` fills it.
+        batch_norm: whether the network has batch normalization; it changes
+            the default suggestion too, and `find_lr` fills it.
         nonfinite_variable: for a test that stopped ("nan") because a
             step's update left a weight or an optimizer variable NaN or inf
-            while its loss was finite: the path of the first such variable;
-            given with `nonfinite_step` and `nonfinite_lr`, all three or
-            none. `explain()` and the repr say so.
-        nonfinite_step: that step (from 0).
+            while its loss was finite: the path of the first such variable.
+            `explain()` and the repr say so. The three `nonfinite_`
+            arguments go together: all three or none.
+        nonfinite_step: that step, from 0.
         nonfinite_lr: that step's learning rate.
 
     Raises:
-        ValueError: for arrays not 1-D or of different lengths, or learning
-            rates not positive, finite and strictly increasing.
+        ValueError: for arrays not 1-D or of different lengths, learning
+            rates not positive, finite and strictly increasing, `steps` not
+            increasing integers from 0, a `num_steps` below the points
+            recorded, `smoothing` outside [0, 1), an empty `stop_reason` or
+            `monitor`, a `mode` other than "min" or "max", a metric named
+            as a column (step, lr, loss, smoothed_loss, loss_low,
+            loss_high), a `loss_band` that is not a pair, a setting out of
+            its range, or only some of the `nonfinite_` arguments.
 
     Example:
-        >>> result = LRFinderResult(lrs, losses, num_steps=100)
-        >>> result.suggest(), result.suggest("valley")  # OneCycle's max_lr; fastai's
-        >>> result.plot()
+        A record made by hand (`find_lr` and `LRFinder` make one from a
+        test): flat, then falling, then blowing up.
+
+        >>> import numpy as np, keras_clr
+        >>> lrs = np.geomspace(1e-5, 1.0, 100)
+        >>> d = np.log10(lrs)
+        >>> losses = 2.0 - np.tanh(2 * (d + 3)) + np.exp(4 * (d + 0.5))
+        >>> result = keras_clr.LRFinderResult(lrs, losses)
+        >>> result
+        LRFinderResult(monitor='loss', mode='min')
+          steps: 100 run of 100 planned, stopped: completed
+          lr: 1.0e-05 to 1.0e+00
+          one_cycle (default): 5.1e-03
+          valley: 2.1e-03
+          slide: 1.7e-03
+          minimum: 2.2e-02
+          steep: 2.4e-03
+          range: 4.6e-04 to 2.2e-01
+        >>> f"{result.suggest():.1e}"  # a max_lr for OneCycle
+        '5.1e-03'
     """
 
     def __init__(self, lrs, losses, smoothed_losses=None, *, num_steps=None,
@@ -143,25 +169,80 @@ class LRFinderResult:
         Returns:
             The learning rate (a float within the tested range), or None, with
             a warning, when the rule finds nothing; `explain(method)` says why.
+            A test that stopped on weights gone NaN or inf under a finite
+            loss warns that the suggestion may mislead.
 
         Raises:
-            ValueError: for an unknown method.
+            ValueError: for an unknown method, both `one_cycle` and
+                `peak_momentum`, a `one_cycle` that is not a
+                `keras_clr.OneCycle`, or a `peak_momentum` outside [0, 1).
+
+        Example:
+            >>> import numpy as np, keras_clr
+            >>> lrs = np.geomspace(1e-5, 1.0, 100)
+            >>> d = np.log10(lrs)
+            >>> losses = 2.0 - np.tanh(2 * (d + 3)) + np.exp(4 * (d + 0.5))
+            >>> result = keras_clr.LRFinderResult(lrs, losses)
+            >>> f"{result.suggest():.1e}", f"{result.suggest('valley'):.1e}"
+            ('5.1e-03', '2.1e-03')
         """
         return self._suggest(method, 2, one_cycle, peak_momentum)
 
     def suggest_one_cycle(self, *, one_cycle=None, peak_momentum=None):
-        """`suggest()`: the default rule, a `max_lr` for `OneCycle`."""
+        """`suggest()`: the default rule, a `max_lr` for `OneCycle`.
+
+        Args:
+            one_cycle: the `OneCycle` you will train with, or None for its
+                defaults (see `suggest`).
+            peak_momentum: the momentum at its peak, instead of `one_cycle`.
+
+        Returns:
+            The learning rate (float), or None with a warning.
+
+        Raises:
+            ValueError: as `suggest`.
+        """
         return self._suggest("one_cycle", 2, one_cycle, peak_momentum)
 
     def suggestions(self):
-        """Every method's suggestion, as a dict method -> float or None (no warnings)."""
+        """Every method's suggestion, as a dict method -> float or None (no warnings).
+
+        The default rule assumes `OneCycle`'s defaults (as `suggest()`).
+
+        Returns:
+            A dict with a key per method of `METHODS`.
+
+        Example:
+            >>> import numpy as np, keras_clr
+            >>> lrs = np.geomspace(1e-5, 1.0, 100)
+            >>> d = np.log10(lrs)
+            >>> losses = 2.0 - np.tanh(2 * (d + 3)) + np.exp(4 * (d + 0.5))
+            >>> found = keras_clr.LRFinderResult(lrs, losses).suggestions()
+            >>> {method: f"{lr:.1e}" for method, lr in found.items()}
+            {'one_cycle': '5.1e-03', 'valley': '2.1e-03', 'slide': '1.7e-03',
+             'minimum': '2.2e-02', 'steep': '2.4e-03'}
+        """
         return {method: self._rule(method)[0] for method in METHODS}
 
     def suggest_range(self):
-        """(base_lr, max_lr) for `CyclicLR`, after Smith (2017), section 3.3
-        (the rule: `keras_clr.suggestions.suggest_range`); None, with a
-        warning, when the curve never drops below its starting level or has
-        fewer than 5 points after trimming, and `explain("range")` says why."""
+        """(base_lr, max_lr) for `CyclicLR`, after Smith (2017), section 3.3.
+
+        The rule is `keras_clr.suggestions.suggest_range`.
+
+        Returns:
+            `(base_lr, max_lr)`, two floats; None, with a warning, when the
+            curve never drops below its starting level or has fewer than 5
+            points after trimming, and `explain("range")` says why.
+
+        Example:
+            >>> import numpy as np, keras_clr
+            >>> lrs = np.geomspace(1e-5, 1.0, 100)
+            >>> d = np.log10(lrs)
+            >>> losses = 2.0 - np.tanh(2 * (d + 3)) + np.exp(4 * (d + 0.5))
+            >>> base_lr, max_lr = keras_clr.LRFinderResult(lrs, losses).suggest_range()
+            >>> f"{base_lr:.1e} to {max_lr:.1e}"
+            '4.6e-04 to 2.2e-01'
+        """
         return self._suggest_range(2)
 
     def _suggest_range(self, stacklevel):
@@ -169,8 +250,26 @@ class LRFinderResult:
                        _nonfinite_note(self))
 
     def explain(self, method=None):
-        """Why each suggestion is what it is, in a sentence: the one for
-        `method` (one of `METHODS` or "range"), or a dict method -> sentence."""
+        """Why each suggestion is what it is, in a sentence.
+
+        Args:
+            method: one of `METHODS` or "range"; None for all of them.
+
+        Returns:
+            The sentence for `method`, or a dict method -> sentence.
+
+        Raises:
+            ValueError: for an unknown method.
+
+        Example:
+            >>> import numpy as np, keras_clr
+            >>> lrs = np.geomspace(1e-5, 1.0, 100)
+            >>> d = np.log10(lrs)
+            >>> losses = 2.0 - np.tanh(2 * (d + 3)) + np.exp(4 * (d + 0.5))
+            >>> print(keras_clr.LRFinderResult(lrs, losses).explain("valley"))
+            valley: 2.1e-03, half-way into the longest descending run of the
+            smoothed loss (3.2e-05 to 2.2e-01).
+        """
         if method is None:
             return {name: self.explain(name) for name in METHODS + ("range",)}
         _checks.one_of("method", method, METHODS + ("range",))
@@ -183,33 +282,162 @@ class LRFinderResult:
         return _describe(self)
 
     def plot(self, ax=None, suggest=True, show_raw=True):
-        """Draw the curve; see `keras_clr.plotting.plot_range_test`. Returns the Axes."""
+        """Draws the curve; see `keras_clr.plotting.plot_range_test`.
+
+        Never calls `plt.show()`.
+
+        Args:
+            ax: a matplotlib Axes to draw on; a new figure when None.
+            suggest: mark the suggestions (and shade `suggest_range()`).
+            show_raw: draw the raw losses under the smoothed curve.
+
+        Returns:
+            The Axes.
+
+        Example:
+            >>> import matplotlib.pyplot as plt
+            >>> import numpy as np, keras_clr
+            >>> lrs = np.geomspace(1e-5, 1.0, 100)
+            >>> result = keras_clr.LRFinderResult(lrs, 2.0 - np.tanh(np.log10(lrs) + 3))
+            >>> ax = result.plot()
+            >>> ax.get_xscale(), ax.get_title()
+            ('log', 'LR range test: 100 steps, stopped: completed')
+            >>> plt.close(ax.figure)
+        """
         return plotting.plot_range_test(self, ax=ax, suggest=suggest, show_raw=show_raw)
 
     def to_tensorboard(self, log_dir, name="lr_finder"):
-        """Write to TensorBoard; see `keras_clr.tensorboard.write_range_test`."""
+        """Writes the curves and the plot to TensorBoard.
+
+        See `keras_clr.tensorboard.write_range_test`: a scalar series per
+        column of `to_frame` but the step, at the test's steps, under
+        `{name}/`, and the plot as the image `{name}/plot`. Needs
+        TensorFlow (and matplotlib).
+
+        Args:
+            log_dir: the directory of the event file.
+            name: the tag prefix.
+
+        Returns:
+            `log_dir`, as a string.
+
+        Raises:
+            ValueError: if `name` is not a non-empty string.
+
+        Example:
+            >>> import os, tempfile
+            >>> import numpy as np, keras_clr
+            >>> lrs = np.geomspace(1e-5, 1.0, 20)
+            >>> result = keras_clr.LRFinderResult(lrs, 2.0 - np.tanh(np.log10(lrs) + 3))
+            >>> with tempfile.TemporaryDirectory() as log_dir:
+            ...     written = result.to_tensorboard(log_dir)
+            ...     names = os.listdir(log_dir)
+            >>> [name.startswith("events.out.tfevents") for name in names]
+            [True]
+        """
         return tensorboard.write_range_test(self, log_dir, name=name)
 
     def to_frame(self):
-        """A DataFrame: step, lr, loss, smoothed_loss, metrics, loss_low/_high."""
+        """The record as a DataFrame, a row per point.
+
+        Returns:
+            A pandas DataFrame (a copy) with the columns step, lr, loss,
+            smoothed_loss, then one per metric, then loss_low and
+            loss_high when the result has a band.
+
+        Example:
+            >>> import numpy as np, keras_clr
+            >>> lrs = np.geomspace(1e-5, 1.0, 20)
+            >>> result = keras_clr.LRFinderResult(lrs, 2.0 - np.tanh(np.log10(lrs) + 3))
+            >>> frame = result.to_frame()
+            >>> frame.columns.tolist(), frame.shape
+            (['step', 'lr', 'loss', 'smoothed_loss'], (20, 4))
+        """
         return files.to_frame(self)
 
     def to_csv(self, path):
-        """Write a CSV that `read_csv` restores exactly; see `keras_clr.files`."""
+        """Writes a CSV that `read_csv` restores exactly; see `keras_clr.files`.
+
+        The settings go in `# key=value` lines before the header, every
+        float is written with `repr` (a NaN keeps its sign and payload). In a
+        multi-process training only process 0 writes.
+
+        Args:
+            path: the file to write (replaced if it exists).
+
+        Example:
+            >>> import os, tempfile
+            >>> import numpy as np, keras_clr
+            >>> lrs = np.geomspace(1e-5, 1.0, 20)
+            >>> result = keras_clr.LRFinderResult(lrs, 2.0 - np.tanh(np.log10(lrs) + 3))
+            >>> with tempfile.TemporaryDirectory() as folder:
+            ...     path = os.path.join(folder, "range_test.csv")
+            ...     result.to_csv(path)
+            ...     back = keras_clr.LRFinderResult.read_csv(path)
+            >>> np.array_equal(back.smoothed_losses, result.smoothed_losses)
+            True
+        """
         files.write_csv(self, path)
 
     @classmethod
     def read_csv(cls, path):
-        """Read a `to_csv` file; ValueError for one damaged or foreign."""
+        """Reads a file `to_csv` wrote.
+
+        Args:
+            path: the CSV file.
+
+        Returns:
+            The `LRFinderResult`, equal to the one written.
+
+        Raises:
+            ValueError: for a file `to_csv` did not write, or one damaged
+                or truncated (the message says what is wrong).
+
+        Example: see `to_csv`.
+        """
         return files.read_csv(cls, path)
 
     def to_json(self, path):
-        """Write standard JSON that `read_json` restores exactly; see `keras_clr.files`."""
+        """Writes standard JSON that `read_json` restores exactly; see `keras_clr.files`.
+
+        Finite floats are JSON numbers that read back bit for bit; inf and
+        NaN are strings (a NaN keeps its sign and payload), so the file is
+        strict JSON. In a multi-process training only process 0
+        writes.
+
+        Args:
+            path: the file to write (replaced if it exists).
+
+        Example:
+            >>> import os, tempfile
+            >>> import numpy as np, keras_clr
+            >>> lrs = np.geomspace(1e-5, 1.0, 20)
+            >>> result = keras_clr.LRFinderResult(lrs, 2.0 - np.tanh(np.log10(lrs) + 3))
+            >>> with tempfile.TemporaryDirectory() as folder:
+            ...     path = os.path.join(folder, "range_test.json")
+            ...     result.to_json(path)
+            ...     back = keras_clr.LRFinderResult.read_json(path)
+            >>> np.array_equal(back.lrs, result.lrs), back.stop_reason
+            (True, 'completed')
+        """
         files.write_json(self, path)
 
     @classmethod
     def read_json(cls, path):
-        """Read a `to_json` file; ValueError for one damaged or foreign."""
+        """Reads a file `to_json` wrote.
+
+        Args:
+            path: the JSON file.
+
+        Returns:
+            The `LRFinderResult`, equal to the one written.
+
+        Raises:
+            ValueError: for a file `to_json` did not write, or one damaged
+                or truncated (the message says what is wrong).
+
+        Example: see `to_json`.
+        """
         return files.read_json(cls, path)
 
 

@@ -47,6 +47,9 @@ class _Curve(keras.optimizers.schedules.LearningRateSchedule):
     """Dispatches a step to the host (NumPy) or graph (keras.ops) curve."""
 
     def curve(self, step, xp):
+        """The value at `step` (int64, clipped at 0), computed with the
+        array namespace `xp` (`keras_clr.curves.NumpyOps` on the host, the
+        backend's in the graph); `__call__` picks `xp` and the dtype."""
         raise NotImplementedError
 
     def __call__(self, step):
@@ -109,12 +112,21 @@ class ExponentialScale:
     Args:
         gamma: the decay per step (or per cycle), in (0, 1].
 
+    Returns:
+        Called with x (a step or cycle number, a float, an array or a
+        tensor), `gamma ** x`.
+
     Raises:
         ValueError: for a `gamma` outside (0, 1].
 
     Example:
-        >>> momentum = CyclicalMomentum(0.8, 0.9, 500, ExponentialScale(0.999),
-        ...                             "iterations")
+        >>> from keras_clr.schedules import CyclicalMomentum, ExponentialScale
+        >>> scale = ExponentialScale(0.5)
+        >>> scale(0), scale(3)
+        (1.0, 0.125)
+        >>> momentum = CyclicalMomentum(0.8, 0.9, 4, scale, "iterations")
+        >>> round(momentum(4), 5)  # the first trough: 0.9 - 0.1 * 0.5 ** 4
+        0.89375
     """
 
     def __init__(self, gamma):
@@ -151,7 +163,13 @@ class CyclicalLearningRate(_Curve):
             `"iterations"` the 0-based step.
         name: name of the schedule.
         step_size_down: steps in the falling half (an extension over
-            TF-Addons, as in PyTorch's `CyclicLR`).
+            TF-Addons, as in PyTorch's `CyclicLR`); None: `step_size`.
+
+    Returns:
+        Called with a step (a Python int, a NumPy integer array or an
+        integer tensor), the learning rate of that step: a float, a float64
+        array or a float32 tensor (see the module docstring). A step before
+        0 takes step 0's value.
 
     Raises:
         ValueError: for a non-positive or non-finite rate, bounds in the wrong
@@ -159,8 +177,27 @@ class CyclicalLearningRate(_Curve):
             `scale_mode` or a `scale_fn` that is not callable.
 
     Example:
-        >>> schedule = Triangular2CyclicalLearningRate(1e-4, 1e-2, step_size=500)
-        >>> optimizer = keras.optimizers.SGD(learning_rate=schedule)
+        >>> import keras, numpy as np
+        >>> from keras_clr.schedules import CyclicalLearningRate, triangular2_scale
+        >>> schedule = CyclicalLearningRate(1e-3, 1e-2, step_size=4,
+        ...                                 scale_fn=triangular2_scale)
+        >>> [round(schedule(step), 5) for step in range(0, 17, 2)]
+        [0.001, 0.0055, 0.01, 0.0055, 0.001, 0.00325, 0.0055, 0.00325, 0.001]
+
+        An optimizer applies it at each update, and it saves and loads with
+        the model (`scale_fn` is a registered function):
+
+        >>> keras.utils.set_random_seed(0)
+        >>> x = np.random.rand(64, 4)
+        >>> y = x.sum(axis=1, keepdims=True)
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+        >>> model.compile(keras.optimizers.SGD(learning_rate=schedule), loss="mse")
+        >>> history = model.fit(x, y, batch_size=16, epochs=3, verbose=0)
+        >>> round(float(model.optimizer.learning_rate), 5)  # step 12's, the next
+        0.0055
+        >>> config = keras.saving.serialize_keras_object(schedule)
+        >>> keras.saving.deserialize_keras_object(config)(10) == schedule(10)
+        True
 
     References:
         Smith, L. N. (2017). Cyclical Learning Rates for Training Neural
@@ -220,7 +257,32 @@ class _NamedCyclical(CyclicalLearningRate):
 class TriangularCyclicalLearningRate(_NamedCyclical):
     """Cyclical learning rate whose cycles all have the same height.
 
-    Args: as `CyclicalLearningRate`, without `scale_fn`.
+    `CyclicalLearningRate` with `scale_fn=triangular_scale` (1 at every
+    cycle), under TF-Addons' name and arguments.
+
+    Args:
+        initial_learning_rate: the lower bound, a positive float.
+        maximal_learning_rate: the upper bound, at least the lower bound.
+        step_size: steps in the rising half of a cycle.
+        scale_mode: `"cycle"` or `"iterations"`; with a scale of 1 at every
+            cycle, both give the same values.
+        name: name of the schedule.
+        step_size_down: steps in the falling half; None: `step_size`.
+
+    Returns:
+        Called with a step, that step's learning rate (see
+        `CyclicalLearningRate`).
+
+    Raises:
+        ValueError: for a non-positive or non-finite rate, bounds in the wrong
+            order, a step size that is not a positive integer or an unknown
+            `scale_mode`.
+
+    Example:
+        >>> from keras_clr.schedules import TriangularCyclicalLearningRate
+        >>> schedule = TriangularCyclicalLearningRate(1e-3, 1e-2, step_size=4)
+        >>> [round(schedule(step), 5) for step in (0, 2, 4, 6, 8, 12)]
+        [0.001, 0.0055, 0.01, 0.0055, 0.001, 0.01]
     """
 
     def __init__(self, initial_learning_rate, maximal_learning_rate, step_size,
@@ -234,7 +296,36 @@ class TriangularCyclicalLearningRate(_NamedCyclical):
 class Triangular2CyclicalLearningRate(_NamedCyclical):
     """Cyclical learning rate whose cycle height halves every cycle.
 
-    Args: as `CyclicalLearningRate`, without `scale_fn`.
+    `CyclicalLearningRate` with `scale_fn=triangular2_scale` (`2 ** (1 -
+    cycle)`), under TF-Addons' name and arguments.
+
+    Args:
+        initial_learning_rate: the lower bound, a positive float.
+        maximal_learning_rate: the upper bound of the first cycle, at least
+            the lower bound.
+        step_size: steps in the rising half of a cycle.
+        scale_mode: `"cycle"` (the default: the height halves once per
+            cycle) or `"iterations"` (the scale function gets the 0-based
+            step instead, so the height halves at every step).
+        name: name of the schedule.
+        step_size_down: steps in the falling half; None: `step_size`.
+
+    Returns:
+        Called with a step, that step's learning rate (see
+        `CyclicalLearningRate`).
+
+    Raises:
+        ValueError: for a non-positive or non-finite rate, bounds in the wrong
+            order, a step size that is not a positive integer or an unknown
+            `scale_mode`.
+
+    Example:
+        >>> import keras
+        >>> from keras_clr.schedules import Triangular2CyclicalLearningRate
+        >>> schedule = Triangular2CyclicalLearningRate(1e-3, 1e-2, step_size=4)
+        >>> [round(schedule(step), 5) for step in (4, 12, 20)]  # the peaks
+        [0.01, 0.0055, 0.00325]
+        >>> optimizer = keras.optimizers.SGD(learning_rate=schedule, momentum=0.9)
     """
 
     def __init__(self, initial_learning_rate, maximal_learning_rate, step_size,
@@ -248,8 +339,37 @@ class Triangular2CyclicalLearningRate(_NamedCyclical):
 class ExponentialCyclicalLearningRate(_NamedCyclical):
     """Cyclical learning rate whose height decays as `gamma ** step`.
 
-    Args: as `CyclicalLearningRate`, without `scale_fn`, plus
-        gamma: decay per step, in (0, 1].
+    `CyclicalLearningRate` with `scale_fn=ExponentialScale(gamma)`, under
+    TF-Addons' name and arguments.
+
+    Args:
+        initial_learning_rate: the lower bound, a positive float.
+        maximal_learning_rate: the upper bound before any decay, at least
+            the lower bound.
+        step_size: steps in the rising half of a cycle.
+        scale_mode: `"iterations"` (the default: the height is multiplied
+            by `gamma ** step`, the step 0-based) or `"cycle"` (by
+            `gamma ** cycle`, the cycle 1-based).
+        gamma: the decay per step (per cycle with `scale_mode="cycle"`), in
+            (0, 1].
+        name: name of the schedule.
+        step_size_down: steps in the falling half; None: `step_size`.
+
+    Returns:
+        Called with a step, that step's learning rate (see
+        `CyclicalLearningRate`).
+
+    Raises:
+        ValueError: for a non-positive or non-finite rate, bounds in the wrong
+            order, a step size that is not a positive integer, an unknown
+            `scale_mode` or a `gamma` outside (0, 1].
+
+    Example:
+        >>> from keras_clr.schedules import ExponentialCyclicalLearningRate
+        >>> schedule = ExponentialCyclicalLearningRate(1e-3, 1e-2, step_size=4,
+        ...                                            gamma=0.9)
+        >>> round(schedule(4), 6)  # 1e-3 + 9e-3 * 0.9 ** 4
+        0.006905
     """
 
     def __init__(self, initial_learning_rate, maximal_learning_rate, step_size,
@@ -294,12 +414,32 @@ class OneCycleLearningRate(_Curve):
         three_phase: use the three-phase variant.
         name: name of the schedule.
 
+    Returns:
+        Called with a step, that step's learning rate: a float, a float64
+        array or a float32 tensor, as `CyclicalLearningRate`.
+
     Raises:
-        ValueError: for any argument outside the ranges above.
+        ValueError: for any argument outside the ranges above, or a
+            `three_phase` that is not a bool.
 
     Example:
-        >>> schedule = OneCycleLearningRate(1e-2, total_steps=10_000)
-        >>> optimizer = keras.optimizers.AdamW(learning_rate=schedule)
+        >>> import keras, numpy as np
+        >>> from keras_clr.schedules import OneCycleLearningRate
+        >>> schedule = OneCycleLearningRate(1e-2, total_steps=100)
+        >>> [f"{schedule(step):.2g}" for step in (0, 29, 99, 150)]
+        ['0.0004', '0.01', '4e-08', '4e-08']
+
+        An optimizer applies it at each update:
+
+        >>> keras.utils.set_random_seed(0)
+        >>> x = np.random.rand(64, 4)
+        >>> y = x.sum(axis=1, keepdims=True)
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+        >>> schedule = OneCycleLearningRate(0.1, total_steps=8)
+        >>> model.compile(keras.optimizers.AdamW(learning_rate=schedule), loss="mse")
+        >>> history = model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+        >>> round(float(model.optimizer.learning_rate), 4)  # step 4's, the next
+        0.0556
 
     References:
         Smith, L. N., & Topin, N. (2019). Super-Convergence. arXiv:1708.07120.
@@ -320,10 +460,13 @@ class OneCycleLearningRate(_Curve):
 
     @property
     def initial_learning_rate(self):
+        """The rate at step 0: `maximal_learning_rate / div_factor`."""
         return self.maximal_learning_rate / self.div_factor
 
     @property
     def final_learning_rate(self):
+        """The rate from step `total_steps - 1` on: the initial rate over
+        `final_div_factor`."""
         return self.initial_learning_rate / self.final_div_factor
 
     def curve(self, step, xp):
@@ -358,7 +501,38 @@ class CyclicalMomentum(_Curve):
 
     It is `max_momentum` where the rate is lowest and
     `max_momentum - (max_momentum - base_momentum) * scale` at the rate's peak,
-    as in PyTorch's `CyclicLR`.
+    as in PyTorch's `CyclicLR`. `CyclicLR` builds one with its own step sizes
+    and scale function.
+
+    Args:
+        base_momentum: the momentum at the rate's peak, in [0, 1].
+        max_momentum: the momentum where the rate is lowest, in [0, 1], at
+            least `base_momentum`.
+        step_size: steps in the falling half of a cycle (the rate's rising
+            half).
+        scale_fn: x -> factor, as for `CyclicalLearningRate`: it scales how
+            far below `max_momentum` each cycle goes.
+        scale_mode: `"cycle"` passes the 1-based cycle number to `scale_fn`,
+            `"iterations"` the 0-based step.
+        step_size_down: steps in the rising half (the rate's falling half);
+            None: `step_size`.
+        name: name of the schedule.
+
+    Returns:
+        Called with a step, that step's momentum: a float, a float64 array
+        or a float32 tensor, as `CyclicalLearningRate`.
+
+    Raises:
+        ValueError: for a momentum outside [0, 1], `base_momentum` above
+            `max_momentum`, a step size that is not a positive integer, an
+            unknown `scale_mode` or a `scale_fn` that is not callable.
+
+    Example:
+        >>> from keras_clr.schedules import CyclicalMomentum, triangular2_scale
+        >>> momentum = CyclicalMomentum(0.8, 0.9, step_size=4,
+        ...                             scale_fn=triangular2_scale)
+        >>> [round(momentum(step), 3) for step in (0, 2, 4, 8, 12)]
+        [0.9, 0.85, 0.8, 0.9, 0.85]
     """
 
     def __init__(self, base_momentum, max_momentum, step_size, scale_fn,
@@ -400,7 +574,40 @@ class CyclicalMomentum(_Curve):
 @keras.saving.register_keras_serializable(_PACKAGE)
 class OneCycleMomentum(_Curve):
     """Momentum of the one-cycle policy: max -> base while the rate rises,
-    then back to max (PyTorch's `OneCycleLR` with `cycle_momentum=True`)."""
+    then back to max (PyTorch's `OneCycleLR` with `cycle_momentum=True`).
+
+    It anneals over the phases of the `OneCycleLearningRate` with the same
+    `total_steps`, `pct_start`, `anneal_strategy` and `three_phase`, the
+    other way: `max_momentum` at step 0, `base_momentum` at the rate's
+    peak, `max_momentum` again at step `total_steps - 1` (with
+    `three_phase`, already where the rate is back at its initial value),
+    held afterwards.
+
+    Args:
+        total_steps: optimizer steps in the whole cycle.
+        base_momentum: the momentum at the rate's peak, in [0, 1].
+        max_momentum: the momentum at the start and the end, in [0, 1], at
+            least `base_momentum`.
+        pct_start: fraction of the steps spent falling, in (0, 1).
+        anneal_strategy: `"cos"` or `"linear"`.
+        three_phase: the three-phase variant.
+        name: name of the schedule.
+
+    Returns:
+        Called with a step, that step's momentum: a float, a float64 array
+        or a float32 tensor, as `CyclicalLearningRate`.
+
+    Raises:
+        ValueError: for any argument outside the ranges above,
+            `base_momentum` above `max_momentum`, or a `three_phase` that is
+            not a bool.
+
+    Example:
+        >>> from keras_clr.schedules import OneCycleMomentum
+        >>> momentum = OneCycleMomentum(total_steps=100)
+        >>> [round(momentum(step), 3) for step in (0, 29, 99)]
+        [0.95, 0.85, 0.95]
+    """
 
     def __init__(self, total_steps, base_momentum=0.85, max_momentum=0.95,
                  pct_start=0.3, anneal_strategy="cos", three_phase=False,
@@ -540,15 +747,34 @@ class WarmupStableDecayLearningRate(_WarmupStableDecay):
             the peak, in [0, 1].
         name: name of the schedule.
 
+    Returns:
+        Called with a step, that step's learning rate: a float, a float64
+        array or a float32 tensor, as `CyclicalLearningRate`.
+
     Raises:
         ValueError: for any argument outside the ranges above, `total_steps`
-            shorter than the warm-up and cooldown, or `total_steps` and
-            `stable_steps` that disagree.
+            shorter than the warm-up and cooldown, `total_steps` and
+            `stable_steps` that disagree, or a fraction `decay_steps` with
+            `stable_steps` instead of `total_steps`.
 
     Example:
+        >>> import keras, numpy as np
+        >>> from keras_clr.schedules import WarmupStableDecayLearningRate
         >>> schedule = WarmupStableDecayLearningRate(
-        ...     1e-3, warmup_steps=500, decay_steps=0.2, total_steps=10_000)
-        >>> optimizer = keras.optimizers.AdamW(learning_rate=schedule)
+        ...     1e-2, warmup_steps=2, decay_steps=0.2, total_steps=10)
+        >>> [round(schedule(step), 5) for step in range(11)]
+        [0.0, 0.005, 0.01, 0.01, 0.01, 0.01, 0.01, 0.01, 0.01, 0.00293, 0.0]
+
+        An optimizer applies it at each update:
+
+        >>> keras.utils.set_random_seed(0)
+        >>> x = np.random.rand(64, 4)
+        >>> y = x.sum(axis=1, keepdims=True)
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+        >>> model.compile(keras.optimizers.AdamW(learning_rate=schedule), loss="mse")
+        >>> history = model.fit(x, y, batch_size=16, epochs=2, verbose=0)
+        >>> round(float(model.optimizer.learning_rate), 5)  # step 8's, the next
+        0.01
 
     References:
         Hu, S., et al. (2024). MiniCPM. arXiv:2404.06395.
@@ -584,8 +810,33 @@ class WarmupStableDecayMomentum(_WarmupStableDecay):
     the cooldown (`max_momentum - (max_momentum - base_momentum) * h`, where
     the rate is `floor + (peak - floor) * h`).
 
-    It takes the arguments of `WarmupStableDecayLearningRate`, with
-    `base_momentum` and `max_momentum` in [0, 1] instead of the rates.
+    Args:
+        warmup_steps: steps of the warm-up, an integer >= 0.
+        decay_steps: steps of the cooldown, an integer >= 0, or a float in
+            (0, 1): that fraction of `total_steps`.
+        total_steps: warm-up + stable + cooldown steps.
+        stable_steps: steps at `base_momentum` (instead of `total_steps`).
+        warmup_type: `"linear"`, `"cosine"` or `"1-sqrt"`.
+        decay_type: `"1-sqrt"`, `"linear"` or `"cosine"`.
+        base_momentum: the momentum at the rate's peak, in [0, 1].
+        max_momentum: the momentum at the start and after the cooldown, in
+            [0, 1], at least `base_momentum`.
+        name: name of the schedule.
+
+    Returns:
+        Called with a step, that step's momentum: a float, a float64 array
+        or a float32 tensor, as `CyclicalLearningRate`.
+
+    Raises:
+        ValueError: as `WarmupStableDecayLearningRate`, and for
+            `base_momentum` above `max_momentum`.
+
+    Example:
+        >>> from keras_clr.schedules import WarmupStableDecayMomentum
+        >>> momentum = WarmupStableDecayMomentum(
+        ...     warmup_steps=2, decay_steps=2, total_steps=10, decay_type="linear")
+        >>> [round(momentum(step), 3) for step in range(11)]
+        [0.95, 0.9, 0.85, 0.85, 0.85, 0.85, 0.85, 0.85, 0.85, 0.9, 0.95]
     """
 
     def __init__(self, warmup_steps=0, decay_steps=0, total_steps=None,
@@ -621,11 +872,31 @@ class JoinedSchedule(keras.optimizers.schedules.LearningRateSchedule):
         boundaries: the steps where each piece after the first starts, one
             fewer than `schedules`, positive and increasing.
 
+    Returns:
+        Called with a step, that step's learning rate: a float for a Python
+        or NumPy integer (a float64 array for an array of them), a float32
+        tensor for a tensor. A step before 0 takes step 0's value.
+
+    Raises:
+        ValueError: for fewer than two schedules, a piece that is neither a
+            callable nor a real number, or boundaries that are not one fewer
+            than the schedules, positive integers and increasing.
+
     Example:
+        >>> import keras, numpy as np, keras_clr
         >>> warm_up = keras.optimizers.schedules.PolynomialDecay(0.0, 100, 0.1, power=1.0)
         >>> cosine = keras.optimizers.schedules.CosineDecay(0.1, 900, alpha=0.01)
         >>> schedule = keras_clr.schedules.JoinedSchedule([warm_up, cosine], [100])
-        >>> optimizer = keras.optimizers.SGD(schedule, momentum=0.9)
+        >>> [round(schedule(step), 4) for step in (0, 50, 100, 550, 1000)]
+        [0.0, 0.05, 0.1, 0.0505, 0.001]
+        >>> keras.utils.set_random_seed(0)
+        >>> x = np.random.rand(64, 4)
+        >>> y = x.sum(axis=1, keepdims=True)
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+        >>> model.compile(keras.optimizers.SGD(schedule, momentum=0.9), loss="mse")
+        >>> history = model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+        >>> round(float(model.optimizer.learning_rate), 4)  # step 4's, the next
+        0.004
     """
 
     def __init__(self, schedules, boundaries):

@@ -220,9 +220,14 @@ def _one_cycle_rule(lrs, losses, width=ONE_CYCLE_WIDTH, fall=ONE_CYCLE_FALL,
     (see benchmarks/README.md).
 
     Args:
-        lrs, losses: the raw curve from step `num_steps // 10` on; it is cut
-            at its first non-finite value.
-        width, fall, factor: the rule's constants (benchmarks try others).
+        lrs: the learning rates of the raw curve from step
+            `num_steps // 10` on.
+        losses: the raw losses there; the curve is cut at their first
+            non-finite value.
+        width: the smoothing kernel's sigma, in decades of learning rate
+            (benchmarks try others).
+        fall: the landmark is where this fraction of the fall is made.
+        factor: the suggestion is `factor` times the landmark's rate.
         momentum: the momentum of an optimizer that folds the learning
             rate into its velocity, or None.
         batch_norm: whether the network has batch normalization.
@@ -392,13 +397,15 @@ def suggest(method, lrs, losses, smoothed, *, num_steps, mode="min", momentum=No
     Args:
         method: one of `METHODS`: "one_cycle" (`_one_cycle_rule`), or
             fastai's "valley", "slide", "minimum" or "steep".
-        lrs, losses, smoothed: the record's learning rates, raw and smoothed
-            losses, one per step.
+        lrs: the record's learning rates, one per point.
+        losses: its raw losses.
+        smoothed: its smoothed losses.
         num_steps: the number of steps the test was planned for.
         mode: "min", or "max" for an accuracy-like monitor (the curve is
             negated).
-        momentum, batch_norm, peak_momentum: for "one_cycle", see
-            `_one_cycle_rule`.
+        momentum: for "one_cycle", see `_one_cycle_rule`.
+        batch_norm: for "one_cycle", see `_one_cycle_rule`.
+        peak_momentum: for "one_cycle", see `_one_cycle_rule`.
         steps: the step of each point (a validation-monitored test has one
             per `val_every` steps), or None for one point per step.
 
@@ -466,8 +473,9 @@ def suggest_range(lrs, losses, smoothed, *, num_steps, mode="min", steps=None):
       before the lowest point is left out.
 
     Args:
-        lrs, losses, smoothed: the record's learning rates, raw and smoothed
-            losses.
+        lrs: the record's learning rates.
+        losses: its raw losses.
+        smoothed: its smoothed losses.
         num_steps: the number of steps the test was planned for.
         mode: "min", or "max" for an accuracy-like monitor.
         steps: the step of each point, or None for one point per step.

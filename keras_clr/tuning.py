@@ -61,6 +61,9 @@ ONE_CYCLE_OPTIONS = tuple(name for name in inspect.signature(OneCycle).parameter
 class MaxLRSearch:
     """What `tune_max_lr` found: `max_lr`, and how.
 
+    `tune_max_lr` (and `fit_one_cycle`, as `history.max_lr_search`)
+    returns one; it is not meant to be built by hand.
+
     Attributes:
         max_lr: the chosen `max_lr` (float), or None when no candidate's
             loss descends (`reason` says why).
@@ -71,11 +74,32 @@ class MaxLRSearch:
             order they were trained; `note` is None, or says which variable
             a probe left non-finite (its loss is then inf).
         total_steps: the training the answer is for.
-        schedule: the schedule every probe ran, `"OneCycle"` or
-            `"WarmupStableDecay"`.
+        schedule: the schedule tuned for, `"OneCycle"` or
+            `"WarmupStableDecay"` (its class name); `reason` says what the
+            probes ran.
         options: its arguments besides `max_lr` and the length, a dict; {}
             for the defaults.
         one_cycle: `options` when the schedule is `OneCycle`, else None.
+        start_loss: the loss before any probe; a candidate is chosen only
+            if its loss ends below it.
+
+    Example:
+        >>> import keras, numpy as np, keras_clr
+        >>> keras.utils.set_random_seed(0)
+        >>> x = np.random.rand(64, 4)
+        >>> y = x.sum(axis=1, keepdims=True)
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+        >>> model.compile(keras.optimizers.SGD(momentum=0.9), loss="mse")
+        >>> search = keras_clr.tune_max_lr(model, x, y, batch_size=16, total_steps=40,
+        ...                               budget_steps=160, verbose=0)
+        >>> print(search)  # doctest: +ELLIPSIS
+        MaxLRSearch(max_lr=..., steps_used=..., for 40 steps, one_cycle={})
+          the lowest loss after a 20-step OneCycle(max_lr, total_steps=probe_steps) probe, ...
+        >>> search.to_frame().columns.tolist()  # a row per probe
+        ['max_lr', 'probe_steps', 'loss', 'note', 'chosen']
+        >>> import matplotlib.pyplot as plt
+        >>> ax = search.plot()  # the range test, and each probe's loss
+        >>> plt.close(ax.figure)
     """
 
     def __init__(self, max_lr, reason, steps_used, range_test, candidates, total_steps,
@@ -92,7 +116,12 @@ class MaxLRSearch:
         self.one_cycle = None if self.plan.wsd else self.options
 
     def to_frame(self):
-        """Every candidate evaluated: max_lr, probe_steps, loss, note, chosen."""
+        """Every candidate evaluated: max_lr, probe_steps, loss, note, chosen.
+
+        Returns:
+            A pandas DataFrame, a row per probe in the order they ran;
+            `chosen` is True on the row of `max_lr`.
+        """
         import pandas as pd
 
         frame = pd.DataFrame(self.candidates,
@@ -102,7 +131,14 @@ class MaxLRSearch:
 
     def plot(self, ax=None):
         """The range test's curve, and each probe's loss at its `max_lr`
-        (on a twin axis); returns the Axes of the range test."""
+        (on a twin axis).
+
+        Args:
+            ax: a matplotlib Axes to draw on; a new figure when None.
+
+        Returns:
+            The Axes of the range test (never calls `plt.show()`).
+        """
         from keras_clr import plotting
 
         return plotting.plot_max_lr_search(self, ax=ax)
@@ -411,7 +447,8 @@ def tune_max_lr(model, x=None, y=None, *, total_steps=None, epochs=None, batch_s
 
     Runs one range test (`RANGE_STEPS` steps), then short `OneCycle` probes
     (the rest of `budget_steps` shared by `PROBES`, no longer than the
-    training itself), each from the same start: at the ends and the middle
+    training itself but at least `MIN_PROBE_STEPS`), each from the same
+    start, while the budget lasts: at the ends and the middle
     of the range test's descent (`suggest_range()`), then on past the best
     while it is the lowest or highest tried, then between it and its better
     neighbour. The answer is the candidate whose probe ends at the lowest
@@ -427,12 +464,12 @@ def tune_max_lr(model, x=None, y=None, *, total_steps=None, epochs=None, batch_s
     Args:
         model: a compiled Keras model.
         x: the training data, as for `model.fit`.
-        y: the targets, as for `model.fit`.
-        batch_size: the batch size, as for `model.fit`.
+        y: the targets, with array `x`.
+        batch_size: the batch size, with array `x`.
         total_steps: the optimizer steps of the training to tune for; or
-        epochs: its epochs (the data must have a length).
+        epochs: its epochs (the data must have a length). One of the two.
         budget_steps: optimizer steps to spend in all, at least
-            `RANGE_STEPS + 3 * MIN_PROBE_STEPS`.
+            `RANGE_STEPS + 3 * MIN_PROBE_STEPS` (160).
         one_cycle: the `OneCycle` arguments of the training to tune for,
             besides `max_lr` and `total_steps` (`pct_start`, `div_factor`,
             `cycle_momentum`, `base_momentum`, ...), as a dict; or a
@@ -447,6 +484,7 @@ def tune_max_lr(model, x=None, y=None, *, total_steps=None, epochs=None, batch_s
             on the benchmark suite the peak `OneCycle` probes choose served
             `WarmupStableDecay` better than probes that run it
             (`benchmarks/wsd_quality.py --tuned`; `PROBE_AS_ONE_CYCLE`).
+        verbose: 0 silent, 1 a line per candidate.
         **fit_kwargs: passed to `model.fit` (`validation_data`,
             `validation_split`, `sample_weight`, `class_weight`, ...).
 
@@ -454,20 +492,33 @@ def tune_max_lr(model, x=None, y=None, *, total_steps=None, epochs=None, batch_s
         `keras_clr.MaxLRSearch`.
 
     Raises:
-        ValueError: before any step, for an uncompiled model, neither or
-            both of `total_steps` and `epochs`, `epochs` on data without a
-            length, `budget_steps` too small, an invalid `one_cycle` or
+        ValueError: before any step, for an uncompiled model, `callbacks`
+            among `fit_kwargs`, `x` missing or not data `fit` takes, neither
+            or both of `total_steps` and `epochs`, `epochs` on data without
+            a length, `budget_steps` too small, an invalid `one_cycle` or
             `schedule` (or both given; a `WarmupStableDecay` with a length
             of its own, or whose warm-up and cooldown do not fit in the
             training), a OneCycle argument passed as a keyword of its own,
             an optimizer the schedule cannot drive (without a momentum, it
             needs `cycle_momentum=False`), or a model whose weights are
-            already NaN or inf.
+            already NaN or inf; and what `find_lr` refuses.
 
     Example:
-        >>> search = keras_clr.tune_max_lr(model, x, y, batch_size=64, epochs=10)
-        >>> model.fit(x, y, batch_size=64, epochs=10,
-        ...           callbacks=[keras_clr.OneCycle(search.max_lr)])
+        >>> import keras, numpy as np, keras_clr
+        >>> keras.utils.set_random_seed(0)
+        >>> x = np.random.rand(64, 4)
+        >>> y = x.sum(axis=1, keepdims=True)
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+        >>> model.compile(keras.optimizers.SGD(momentum=0.9), loss="mse")
+        >>> before = model.get_weights()
+        >>> search = keras_clr.tune_max_lr(model, x, y, batch_size=16, epochs=10,
+        ...                                budget_steps=160, verbose=0)
+        >>> search.total_steps, search.max_lr is not None
+        (40, True)
+        >>> all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+        True
+        >>> history = model.fit(x, y, batch_size=16, epochs=10, verbose=0,
+        ...                     callbacks=[keras_clr.OneCycle(search.max_lr)])
     """
     if not getattr(model, "compiled", False) or getattr(model, "optimizer", None) is None:
         raise ValueError("Argument `model` must be compiled with an optimizer "
@@ -559,14 +610,17 @@ def fit_one_cycle(model, x=None, y=None, *, epochs, max_lr="auto", budget_steps=
 
     Args:
         model: a compiled Keras model.
-        x: the training data, as for `model.fit`.
-        y: the targets, as for `model.fit`.
+        x: the training data, as for `model.fit` (NumPy arrays for
+            `max_lr="race"`).
+        y: the targets, with array `x`.
         epochs: epochs of the training.
         max_lr: a float; "auto" to run `tune_max_lr` for this training
             first (spending `budget_steps` optimizer steps); or "race" to
             train several `OneCycle` candidates through the training itself,
             drop the losers early on validation loss and keep the winner's
             training (`keras_clr.race`; about 3 trainings of compute).
+        budget_steps: with `max_lr="auto"`, the optimizer steps
+            `tune_max_lr` may spend (at least 160); ignored otherwise.
         candidates: with `max_lr="race"`, the rates to race (at least two
             positive floats); None races 5, a third of a decade apart,
             around a 100-step range test's suggestion.
@@ -586,15 +640,18 @@ def fit_one_cycle(model, x=None, y=None, *, epochs, max_lr="auto", budget_steps=
 
     Returns:
         The `keras.callbacks.History`; with `max_lr="auto"` it holds the
-        search as `history.max_lr_search`; with `max_lr="race"` it is the
+        search (a `keras_clr.MaxLRSearch`) as `history.max_lr_search`
+        (None for a float `max_lr`); with `max_lr="race"` it is the
         winner's (every epoch's logs) and holds the race (a
         `keras_clr.MaxLRRace`) as `history.race`.
 
     Raises:
         ValueError: before any step, for an invalid `one_cycle` or
             `schedule` (as for `tune_max_lr`; a `WarmupStableDecay` also
-            needs data with a length) or a OneCycle argument passed as a
-            keyword of its own; with
+            needs data with a length), a OneCycle argument passed as a
+            keyword of its own, `candidates` or `race_seed` without
+            `max_lr="race"`, or a float `max_lr` that is not positive and
+            finite; with
             `max_lr="auto"`, as `tune_max_lr` does, and when it finds no
             `max_lr` (its reason says why: no probe lowered the loss, or
             every probe left the weights non-finite); with `max_lr="race"`,
@@ -604,14 +661,23 @@ def fit_one_cycle(model, x=None, y=None, *, epochs, max_lr="auto", budget_steps=
             itself (`initial_epoch`, `steps_per_epoch`, ...) or does not
             know, and too few samples to hold out validation data; after
             the race, when every candidate diverged (the model is put back
-            as it started).
+            as it started); and what `OneCycle` refuses as training begins.
 
     Example:
-        >>> history = keras_clr.fit_one_cycle(model, x, y, epochs=10, batch_size=64)
-        >>> history.max_lr_search.max_lr
-        >>> history = keras_clr.fit_one_cycle(model, x, y, epochs=10, batch_size=64,
-        ...                                   max_lr="race", validation_data=(xv, yv))
-        >>> history.race.winner, history.race.compute  # the rate, trainings spent
+        >>> import keras, numpy as np, keras_clr
+        >>> keras.utils.set_random_seed(0)
+        >>> x = np.random.rand(64, 4)
+        >>> y = x.sum(axis=1, keepdims=True)
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+        >>> model.compile(keras.optimizers.SGD(momentum=0.9), loss="mse")
+        >>> history = keras_clr.fit_one_cycle(model, x, y, epochs=5, batch_size=16,
+        ...                                   budget_steps=160, verbose=0)
+        >>> history.max_lr_search.max_lr is not None, len(history.epoch)
+        (True, 5)
+        >>> history.history["loss"][-1] < history.history["loss"][0]
+        True
+
+        `keras_clr.MaxLRRace` shows `max_lr="race"`.
     """
     _check_no_one_cycle_kwargs(fit_kwargs, "fit_one_cycle")
     plan = planned_schedule(one_cycle, schedule, "fit_one_cycle")

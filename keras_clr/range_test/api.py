@@ -36,20 +36,25 @@ def find_lr(model, x=None, y=None, *, batch_size=None, start_lr=1e-7, end_lr=10.
 
     Args:
         model: a compiled Keras model.
-        x: the training data, as for `model.fit`.
-        y: the targets, as for `model.fit`.
-        batch_size: the batch size, as for `model.fit`.
-        start_lr: see `LRFinder`.
-        end_lr: see `LRFinder`.
-        num_steps: see `LRFinder`.
-        step_mode: see `LRFinder`.
-        smoothing: see `LRFinder`.
-        stop_factor: see `LRFinder`.
-        monitor: see `LRFinder`.
-        validation_data: see `LRFinder`.
-        val_every: see `LRFinder`.
-        val_steps: see `LRFinder`.
-        mode: see `LRFinder`.
+        x: the training data, as for `model.fit`: arrays (or a dict or list
+            of them), a `tf.data.Dataset`, a `keras.utils.PyDataset`, a
+            Python generator or, on PyTorch, a DataLoader.
+        y: the targets, with array `x`; None otherwise.
+        batch_size: the batch size, with array `x` (None: Keras's 32); also
+            the batch size of array `validation_data`.
+        start_lr: the first learning rate, a positive float.
+        end_lr: the last learning rate, above `start_lr`.
+        num_steps: steps of the test, at least 2.
+        step_mode: `"exp"` (rates evenly spaced in log space) or `"linear"`.
+        smoothing: beta of the bias-corrected moving average of the loss, in
+            [0, 1); 0 disables smoothing.
+        stop_factor: stop once the smoothed loss is this many times the best
+            one; above 1, or None to stop on NaN or inf only.
+        monitor: the curve to record: `"loss"`, a training metric such as
+            `"accuracy"`, or a validation one (`"val_loss"`, ...) measured
+            every `val_every` steps on `validation_data` (see `LRFinder`).
+        validation_data: data for a validation monitor, as in `fit`; only
+            with one.
         callbacks: more callbacks to run alongside the test.
         verbose: 0 silent, 1 progress bar and summary.
         repeats: run the test this many times from the same start with
@@ -57,7 +62,15 @@ def find_lr(model, x=None, y=None, *, batch_size=None, start_lr=1e-7, end_lr=10.
             band, and suggestions come from the mean.
         weight_decays: a list of weight decays to sweep (Smith 2018): one
             test per value, each with `repeats`.
-        **fit_kwargs: passed to `model.fit` (e.g. `class_weight`).
+        val_every: with a validation monitor, steps between two
+            evaluations (None: 10).
+        val_steps: with a validation monitor, batches of `validation_data`
+            in the fixed subset each evaluation uses (None: 4).
+        mode: `"min"`, `"max"` or `"auto"` (max for accuracy-like names):
+            whether the suggestions look for low or high values.
+        **fit_kwargs: passed to `model.fit` (e.g. `class_weight`,
+            `sample_weight`, `validation_split`); not `epochs`,
+            `steps_per_epoch` or `initial_epoch`, which `num_steps` sets.
 
     Returns:
         `keras_clr.LRFinderResult`, or with `weight_decays` a
@@ -65,14 +78,29 @@ def find_lr(model, x=None, y=None, *, batch_size=None, start_lr=1e-7, end_lr=10.
         (lowest smoothed loss) and its suggestions.
 
     Raises:
-        ValueError: for invalid arguments or an uncompiled model, before any
-            training step.
+        ValueError: before any training step, for an uncompiled model, any
+            argument `LRFinder` refuses, `x` missing or not data `fit`
+            takes, `epochs`, `steps_per_epoch` or `initial_epoch` among
+            `fit_kwargs`, a `repeats` that is not a positive integer, an
+            empty `weight_decays` or one below 0 (or an optimizer without
+            `weight_decay`), and what `LRFinder` refuses as training begins.
 
     Example:
-        >>> result = keras_clr.find_lr(model, x_train, y_train, batch_size=128)
-        >>> result.plot()
-        >>> model.fit(x_train, y_train, epochs=10,
-        ...           callbacks=[keras_clr.OneCycle(result.suggest())])
+        >>> import keras, numpy as np, keras_clr
+        >>> keras.utils.set_random_seed(0)
+        >>> x = np.random.rand(64, 4)
+        >>> y = x.sum(axis=1, keepdims=True)
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+        >>> model.compile(keras.optimizers.SGD(momentum=0.9), loss="mse")
+        >>> result = keras_clr.find_lr(model, x, y, batch_size=16, num_steps=60,
+        ...                            verbose=0)
+        >>> result.stop_reason  # the loss blew up before end_lr=10
+        'diverged'
+        >>> max_lr = result.suggest()  # a max_lr for OneCycle
+        >>> 1e-3 < max_lr < 1.0
+        True
+        >>> history = model.fit(x, y, batch_size=16, epochs=2, verbose=0,
+        ...                     callbacks=[keras_clr.OneCycle(max_lr)])
     """
     if not getattr(model, "compiled", False) or getattr(model, "optimizer", None) is None:
         raise ValueError("Argument `model` must be compiled with an optimizer "

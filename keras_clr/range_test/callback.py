@@ -96,10 +96,33 @@ class LRFinder(keras.callbacks.Callback):
         verbose: 0 silent, 1 a progress bar and a summary line.
 
     Raises:
-        ValueError: at construction for invalid arguments; when training
-            begins for an unknown `monitor` or an optimizer (or a
+        ValueError: at construction for invalid arguments (and a
+            `validation_data` given with a training monitor, or missing
+            with a validation one); when training begins, before any
+            training step, for an unknown `monitor`, an optimizer (or a
             MultiOptimizer's group) whose learning rate cannot be set, such
-            as one with its own schedule, before any training step.
+            as one with its own schedule, an optimizer with
+            `gradient_accumulation_steps`, or a model not built yet.
+
+    Example:
+        >>> import keras, numpy as np, keras_clr
+        >>> keras.utils.set_random_seed(0)
+        >>> x = np.random.rand(64, 4)
+        >>> y = x.sum(axis=1, keepdims=True)
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+        >>> model.compile(keras.optimizers.SGD(momentum=0.9), loss="mse")
+        >>> before = model.get_weights()
+        >>> finder = keras_clr.LRFinder(start_lr=1e-4, end_lr=0.1, num_steps=40,
+        ...                             verbose=0)
+        >>> with finder:  # restores the model even if fit raises
+        ...     history = model.fit(x, y, batch_size=16, epochs=10,
+        ...                         callbacks=[finder], verbose=0)
+        >>> finder.result.stop_reason, len(finder.result.lrs)
+        ('completed', 40)
+        >>> f"{finder.lr_at(0):.0e} {finder.lr_at(39):.0e}"
+        '1e-04 1e-01'
+        >>> all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+        True
     """
 
     def __init__(self, start_lr=1e-7, end_lr=10.0, num_steps=100, step_mode="exp",
@@ -144,7 +167,17 @@ class LRFinder(keras.callbacks.Callback):
         self._run = None  # the run in progress
 
     def lr_at(self, step):
-        """The learning rate of step `step` (an int, array or tensor)."""
+        """The learning rate of step `step` (an int, array or tensor).
+
+        Args:
+            step: the test's step, from 0: a Python or NumPy integer, an
+                integer array or tensor. Steps past `num_steps - 1` take
+                `end_lr`.
+
+        Returns:
+            The learning rate: a NumPy float64 (array) for host steps, a
+            float32 tensor for a tensor.
+        """
         return record.ramp(step, self.start_lr, self.end_lr, self.num_steps,
                            self.step_mode)
 

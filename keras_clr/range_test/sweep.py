@@ -36,9 +36,24 @@ class WeightDecaySweep:
             is not an `LRFinderResult`.
 
     Example:
-        >>> sweep = keras_clr.find_lr(model, x, y, weight_decays=[0.0, 1e-4, 1e-3])
-        >>> sweep.weight_decay, sweep.suggest()  # the best's weight decay and max_lr
-        >>> sweep.plot()                         # every curve on one Axes
+        >>> import keras, numpy as np, keras_clr
+        >>> keras.utils.set_random_seed(0)
+        >>> x = np.random.rand(64, 4)
+        >>> y = x.sum(axis=1, keepdims=True)
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+        >>> model.compile(keras.optimizers.AdamW(), loss="mse")
+        >>> sweep = keras_clr.find_lr(model, x, y, batch_size=16, num_steps=40,
+        ...                           weight_decays=[0.0, 0.1], verbose=0)
+        >>> list(sweep.results), sweep.best is sweep.results[sweep.weight_decay]
+        ([0.0, 0.1], True)
+        >>> sweep.suggestions() == sweep.best.suggestions()
+        True
+        >>> sweep.to_frame().shape  # a row per weight decay and step
+        (80, 5)
+        >>> print(sweep)  # doctest: +ELLIPSIS
+        WeightDecaySweep(monitor='loss', mode='min', weight_decay=...)
+          weight decay 0: lowest smoothed loss ..., suggestion ...
+          weight decay 0.1: lowest smoothed loss ..., suggestion ...
 
     References:
         Smith, L. N. (2018). A disciplined approach to neural network
@@ -62,24 +77,58 @@ class WeightDecaySweep:
         self.best = self.results[self.weight_decay]
 
     def suggest(self, method=None, *, one_cycle=None, peak_momentum=None):
-        """The best result's `LRFinderResult.suggest`."""
+        """The best result's `LRFinderResult.suggest`.
+
+        Args:
+            method: None for the default rule, or one of fastai's
+                (`"valley"`, `"slide"`, `"minimum"`, `"steep"`).
+            one_cycle: the `OneCycle` you will train with, or None.
+            peak_momentum: the momentum at the `OneCycle`'s peak, instead
+                of `one_cycle`.
+
+        Returns:
+            A learning rate (float), or None with a warning when the rule
+            finds nothing.
+
+        Raises:
+            ValueError: as `LRFinderResult.suggest`.
+        """
         return self.best._suggest(method, 2, one_cycle, peak_momentum)
 
     def suggest_range(self):
-        """The best result's `LRFinderResult.suggest_range`."""
+        """The best result's `LRFinderResult.suggest_range`.
+
+        Returns:
+            `(base_lr, max_lr)` for `CyclicLR`, or None with a warning.
+        """
         return self.best._suggest_range(2)
 
     def suggestions(self):
-        """The best result's `LRFinderResult.suggestions`."""
+        """The best result's `LRFinderResult.suggestions`.
+
+        Returns:
+            A dict method -> learning rate or None, without warnings.
+        """
         return self.best.suggestions()
 
     def plot(self, ax=None):
-        """Every smoothed curve on one Axes; see `keras_clr.plotting.plot_weight_decays`."""
+        """Every smoothed curve on one Axes; see `keras_clr.plotting.plot_weight_decays`.
+
+        Args:
+            ax: a matplotlib Axes to draw on; a new figure when None.
+
+        Returns:
+            The Axes (never calls `plt.show()`).
+        """
         return plotting.plot_weight_decays(self.results, ax=ax, best=self.weight_decay)
 
     def to_frame(self):
         """A long pandas DataFrame: a row per weight decay and step, the columns of
-        `LRFinderResult.to_frame` after a `weight_decay` column, in the order swept."""
+        `LRFinderResult.to_frame` after a `weight_decay` column, in the order swept.
+
+        Returns:
+            A pandas DataFrame.
+        """
         import pandas as pd
 
         frames = [result.to_frame() for result in self.results.values()]
