@@ -12,10 +12,11 @@ initial model, the test metric of training for the task's epochs with:
 
 and, with `--tuned`, the peaks chosen by training:
 
-- `tune_max_lr(schedule=WarmupStableDecay(...))`: probes that run the WSD
-  of the training, shrunk to the probe;
-- `tune_max_lr()`'s `OneCycle` answer used as the WSD's peak (does the
-  rule carry over?), beside `OneCycle` trained at it;
+- `tune_max_lr(schedule=WarmupStableDecay(...))` with probes that run the
+  WSD of the training, shrunk to the probe (`PROBE_AS_ONE_CYCLE = False`);
+- `tune_max_lr()`'s `OneCycle` answer used as the WSD's peak (what
+  `tune_max_lr(schedule=WarmupStableDecay(...))` returns, its probes
+  running a `OneCycle`), beside `OneCycle` trained at it;
 - the race, `fit_one_cycle(max_lr="race", schedule=WarmupStableDecay(...))`,
   beside the `OneCycle` race (`race_quality.py`'s, cached under its rule);
 
@@ -42,10 +43,11 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_clr  # noqa: E402
+from keras_clr import tuning  # noqa: E402
 from keras_clr.range_test import state as range_state  # noqa: E402
 
 SCHEDULES = ("OneCycle at suggest()", "WSD at suggest()", "WSD at suggest() / 2")
-TUNED = ("WSD at tune_max_lr(WSD)", "WSD at tune_max_lr(OneCycle)",
+TUNED = ("WSD at tune_max_lr, WSD probes", "WSD at tune_max_lr, OneCycle probes",
          "OneCycle at tune_max_lr(OneCycle)", "WSD race", "OneCycle race")
 
 
@@ -57,7 +59,8 @@ def template(steps):
 
 
 def tuned_wsd(bench, task, seed):
-    """`tune_max_lr(schedule=WSD)`'s peak for (task, seed), cached."""
+    """The peak `tune_max_lr(schedule=WSD)` chooses with probes that run the
+    WSD, for (task, seed), cached."""
     name = f"tune-wsd/{task}/{seed}"
     if name not in bench.saved_curves:
         _, _, _, batch, epochs, _, _ = sq.TASKS[task]
@@ -66,11 +69,15 @@ def tuned_wsd(bench, task, seed):
         x_tr, y_tr, _, _ = bench._data(task)
         steps = bench._steps(task, epochs)
         keras.utils.set_random_seed(30_000 + seed)  # as Bench.tuned
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            search = keras_clr.tune_max_lr(model, x_tr, y_tr, batch_size=batch,
-                                           total_steps=steps, schedule=template(steps),
-                                           verbose=0)
+        tuning.PROBE_AS_ONE_CYCLE = False
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                search = keras_clr.tune_max_lr(model, x_tr, y_tr, batch_size=batch,
+                                               total_steps=steps,
+                                               schedule=template(steps), verbose=0)
+        finally:
+            tuning.PROBE_AS_ONE_CYCLE = True
         bench.saved_curves[name] = [search.max_lr, search.steps_used]
         bench.save()
     return bench.saved_curves[name][0]
