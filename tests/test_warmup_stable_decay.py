@@ -9,6 +9,7 @@ uninterrupted run planned at the new length from the start.
 """
 
 import copy
+import math
 import re
 import warnings
 
@@ -374,3 +375,43 @@ def test_warm_up_and_cosine_to_a_floor_is_keras_cosine_decay(warmup, decay, alph
     np.testing.assert_allclose(cb.lr_schedule(steps), [
         PEAK * wsd_multiplier(int(k), warmup, 0, decay, decay_type="cosine", ratio=alpha)
         for k in steps], rtol=1e-15)
+
+
+def _transformers_linear(k, warmup, total):
+    # transformers' get_linear_schedule_with_warmup multiplier, written out
+    if k < warmup:
+        return k / max(1, warmup)
+    return max(0.0, (total - k) / max(1, total - warmup))
+
+
+def _transformers_cosine_min_lr(k, warmup, total, min_lr_rate):
+    # transformers' get_cosine_with_min_lr_schedule_with_warmup (num_cycles
+    # 0.5), written out; defined to `total` (past it the cosine rises again)
+    if k < warmup:
+        return k / max(1, warmup)
+    progress = (k - warmup) / max(1, total - warmup)
+    return (0.5 * (1 + math.cos(math.pi * progress))) * (1 - min_lr_rate) + min_lr_rate
+
+
+@pytest.mark.parametrize("warmup, total", [(5, 25), (0, 12), (1, 2)])
+def test_linear_decay_to_zero_is_transformers_linear_schedule(warmup, total):
+    cb = keras_clr.WarmupStableDecay(PEAK, warmup_steps=warmup, decay_steps=total - warmup,
+                                     stable_steps=0, decay_type="linear")
+    steps = np.arange(total + 5)
+    np.testing.assert_allclose(
+        cb.lr_schedule(steps), [PEAK * _transformers_linear(int(k), warmup, total)
+                                for k in steps], rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("warmup, total, ratio", [(5, 25, 0.1), (0, 12, 0.3), (4, 9, 0.0)])
+def test_warm_up_and_cosine_to_a_floor_is_transformers_cosine_with_min_lr(warmup, total,
+                                                                          ratio):
+    cb = keras_clr.WarmupStableDecay(PEAK, warmup_steps=warmup, decay_steps=total - warmup,
+                                     stable_steps=0, decay_type="cosine",
+                                     min_lr_ratio=ratio)
+    # transformers warms up from 0, keras_clr from the floor: they agree
+    # from the warm-up's end (and throughout with a floor of 0)
+    steps = np.arange(warmup if ratio else 0, total + 1)
+    np.testing.assert_allclose(
+        cb.lr_schedule(steps), [PEAK * _transformers_cosine_min_lr(int(k), warmup, total, ratio)
+                                for k in steps], rtol=1e-12, atol=1e-15)
