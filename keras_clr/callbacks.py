@@ -36,6 +36,7 @@ import numpy as np
 
 from keras_clr import _checks
 from keras_clr import _keras_internals
+from keras_clr import curves
 from keras_clr import fit_steps
 from keras_clr import schedules
 from keras_clr import training
@@ -279,7 +280,8 @@ class CyclicLR(_ScheduleCallback):
 
     def __init__(self, base_lr, max_lr, step_size_up=2000, step_size_down=None,
                  mode="triangular", gamma=1.0, scale_fn=None, scale_mode="cycle",
-                 cycle_momentum="auto", base_momentum=0.8, max_momentum=0.9):
+                 cycle_momentum="auto", base_momentum=curves.CYCLIC_BASE_MOMENTUM,
+                 max_momentum=curves.CYCLIC_MAX_MOMENTUM):
         super().__init__(cycle_momentum, base_momentum, max_momentum)
         # Checked here too, so that errors name this callback's arguments.
         base_lr, max_lr, step_size_up, step_size_down = schedules._check_cyclical(
@@ -392,8 +394,8 @@ class OneCycle(_ScheduleCallback):
 
     def __init__(self, max_lr, total_steps=None, pct_start=0.3,
                  anneal_strategy="cos", div_factor=25.0, final_div_factor=1e4,
-                 three_phase=False, cycle_momentum="auto", base_momentum=0.85,
-                 max_momentum=0.95):
+                 three_phase=False, cycle_momentum="auto",
+                 base_momentum=curves.BASE_MOMENTUM, max_momentum=curves.MAX_MOMENTUM):
         super().__init__(cycle_momentum, base_momentum, max_momentum)
         self.max_lr = _checks.positive_finite("max_lr", max_lr)
         if total_steps is not None:
@@ -537,8 +539,8 @@ class WarmupStableDecay(_ScheduleCallback):
 
     def __init__(self, max_lr, warmup_steps=0, decay_steps=0.2, total_steps=None,
                  stable_steps=None, warmup_type="linear", decay_type="1-sqrt",
-                 min_lr_ratio=0.0, cycle_momentum="auto", base_momentum=0.85,
-                 max_momentum=0.95):
+                 min_lr_ratio=0.0, cycle_momentum="auto",
+                 base_momentum=curves.BASE_MOMENTUM, max_momentum=curves.MAX_MOMENTUM):
         super().__init__(cycle_momentum, base_momentum, max_momentum)
         self.max_lr = _checks.positive_finite("max_lr", max_lr)
         self.warmup_steps, decay_start, decay = schedules.wsd_plan(

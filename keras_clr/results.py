@@ -12,16 +12,17 @@ import warnings
 import numpy as np
 
 from keras_clr import _checks
+from keras_clr import curves
 from keras_clr import files
 from keras_clr import plotting  # matplotlib is imported when a plot is drawn
 from keras_clr import suggestions
 from keras_clr import tensorboard  # and TensorFlow when a summary is written
+from keras_clr.callbacks import OneCycle
 from keras_clr.stopping import smooth
 # The rules' public names, importable from here as before they had a module.
 from keras_clr.suggestions import METHODS
 from keras_clr.suggestions import kernel_smooth
 from keras_clr.suggestions import momentum_lag
-from keras_clr.suggestions import one_cycle_peak_momentum
 
 __all__ = ["LRFinderResult", "METHODS", "kernel_smooth", "momentum_lag",
            "one_cycle_peak_momentum", "smooth"]
@@ -119,7 +120,7 @@ class LRFinderResult:
 
     def _suggest(self, method, stacklevel, one_cycle=None, peak_momentum=None):
         method = _checks.one_of("method", "one_cycle" if method is None else method, METHODS)
-        peak = suggestions.resolve_peak_momentum(one_cycle, peak_momentum, self.momentum)
+        peak = _peak_momentum(one_cycle, peak_momentum, self.momentum)
         return _warned(method, *self._rule(method, peak), stacklevel + 1,
                        _nonfinite_note(self))
 
@@ -395,3 +396,35 @@ def _nonfinite_note(result):
             "so the data likely holds NaN or inf (with TensorFlow's oneDNN a "
             "fused ReLU turns a NaN input into 0, and the loss hides it); check "
             "it with `np.isfinite(x).all()`.")
+
+
+# The momentum at OneCycle's peak ------------------------------------------------
+
+def one_cycle_peak_momentum(one_cycle=None):
+    """The momentum `OneCycle` holds at its peak rate: the `base_momentum` of
+    `one_cycle`, or of `OneCycle`'s defaults; None for a `OneCycle` that
+    leaves the momentum alone (`cycle_momentum=False`)."""
+    if one_cycle is None:
+        return curves.BASE_MOMENTUM
+    if not isinstance(one_cycle, OneCycle):
+        raise ValueError("Argument `one_cycle` must be the keras_clr.OneCycle to "
+                         f"train with. Received: one_cycle={type(one_cycle).__name__}")
+    return one_cycle.base_momentum if one_cycle.cycle_momentum is not False else None
+
+
+def _peak_momentum(one_cycle=None, peak_momentum=None, momentum=None):
+    """The momentum at `OneCycle`'s peak from `LRFinderResult.suggest`'s
+    arguments (`one_cycle` or `peak_momentum`; a `OneCycle` with
+    `cycle_momentum=False` runs at the test's `momentum`), or None for
+    `OneCycle`'s default. Raises ValueError when both are given."""
+    if peak_momentum is not None:
+        if one_cycle is not None:
+            raise ValueError(
+                "Pass `one_cycle` or `peak_momentum`, not both. Received: "
+                f"one_cycle={type(one_cycle).__name__}, peak_momentum={peak_momentum!r}")
+        return _checks.in_interval("peak_momentum", peak_momentum, 0, 1, high_open=True)
+    if one_cycle is None:
+        return None
+    peak = one_cycle_peak_momentum(one_cycle)
+    # A OneCycle that leaves the momentum alone runs at the test's.
+    return peak if peak is not None else momentum

@@ -402,8 +402,9 @@ class OneCycleMomentum(_Curve):
     """Momentum of the one-cycle policy: max -> base while the rate rises,
     then back to max (PyTorch's `OneCycleLR` with `cycle_momentum=True`)."""
 
-    def __init__(self, total_steps, base_momentum=0.85, max_momentum=0.95,
-                 pct_start=0.3, anneal_strategy="cos", three_phase=False,
+    def __init__(self, total_steps, base_momentum=curves.BASE_MOMENTUM,
+                 max_momentum=curves.MAX_MOMENTUM, pct_start=0.3,
+                 anneal_strategy="cos", three_phase=False,
                  name="OneCycleMomentum"):
         super().__init__()
         self.total_steps = _checks.positive_int("total_steps", total_steps)
@@ -590,7 +591,7 @@ class WarmupStableDecayMomentum(_WarmupStableDecay):
 
     def __init__(self, warmup_steps=0, decay_steps=0, total_steps=None,
                  stable_steps=None, warmup_type="linear", decay_type="1-sqrt",
-                 base_momentum=0.85, max_momentum=0.95,
+                 base_momentum=curves.BASE_MOMENTUM, max_momentum=curves.MAX_MOMENTUM,
                  name="WarmupStableDecayMomentum"):
         super().__init__(warmup_steps, decay_steps, total_steps, stable_steps,
                          warmup_type, decay_type, name)
