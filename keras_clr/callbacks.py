@@ -51,13 +51,12 @@ _LR_SETTERS = ("ReduceLROnPlateau", "LearningRateScheduler")
 
 
 def check_conflicts(callback, others):
-    """ValueError if another callback of the same `fit` sets the learning rate."""
-    from keras_clr.range_test import LRFinder
-
+    """ValueError if another callback of the same `fit` sets the learning
+    rate: a keras_clr callback (`sets_learning_rate` True), or one of Keras's."""
     name = type(callback).__name__
     for other in others:
         kind = type(other).__name__
-        if isinstance(other, (_ScheduleCallback, LRFinder)):
+        if getattr(other, "sets_learning_rate", False) is True:
             raise ValueError(
                 f"{name} and {kind} were both passed to this fit, and each sets "
                 "the learning rate at every step: the values one logs would not "
@@ -91,6 +90,9 @@ class _ScheduleCallback(keras.callbacks.Callback):
     # The batch-end hook only reads host-side tables: Keras may keep running
     # batch ends in its worker thread instead of waiting for each step.
     async_safe = True
+    # It sets the learning rate at every step: `check_conflicts` refuses a
+    # second callback that does (this one, or an LRFinder) in the same fit.
+    sets_learning_rate = True
 
     def __init__(self, cycle_momentum, base_momentum, max_momentum):
         super().__init__()

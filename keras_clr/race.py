@@ -30,7 +30,10 @@ import numpy as np
 from keras_clr import _checks
 from keras_clr import training
 from keras_clr.callbacks import OneCycle
+from keras_clr.one_cycle_arguments import check_optimizer
+from keras_clr.one_cycle_arguments import one_cycle_options
 from keras_clr.range_test import state
+from keras_clr.range_test.api import find_lr
 from keras_clr.range_test.data import _ensure_built
 from keras_clr.range_test.data import _is_arrays
 from keras_clr.range_test.data import _slice
@@ -325,9 +328,6 @@ def race(model, x, y, *, epochs, candidates=None, one_cycle=None, race_seed=None
         The winner's `keras.callbacks.History`, with `history.race` the
         `MaxLRRace`.
     """
-    from keras_clr import tuning
-    from keras_clr.range_test.api import find_lr
-
     if not getattr(model, "compiled", False) or getattr(model, "optimizer", None) is None:
         raise ValueError("Argument `model` must be compiled with an optimizer "
                          f"before the race. Received: model={model.name!r}, not compiled")
@@ -341,8 +341,8 @@ def race(model, x, y, *, epochs, candidates=None, one_cycle=None, race_seed=None
         raise ValueError("Argument `race_seed` must be a non-negative integer or None. "
                          f"Received: race_seed={race_seed!r}")
     rates = None if candidates is None else _check_candidates(candidates)
-    options = tuning.one_cycle_options(one_cycle, "the race")
-    tuning.check_optimizer(model, options, "the race")
+    options = one_cycle_options(one_cycle, "the race")
+    check_optimizer(model, options, "the race")
     batch_size = fit_kwargs.pop("batch_size", None) or 32
     batch_size = _checks.positive_int("batch_size", batch_size)
     verbose = fit_kwargs.pop("verbose", "auto")

@@ -21,7 +21,6 @@ fused ReLU turns NaN into 0) scores inf. The model and optimizer are put
 back bit for bit afterwards, whatever happens.
 """
 
-import inspect
 import math
 import warnings
 
@@ -29,8 +28,12 @@ import keras
 import numpy as np
 
 from keras_clr import _checks
+from keras_clr import race
 from keras_clr import training
 from keras_clr.callbacks import OneCycle
+from keras_clr.one_cycle_arguments import check_no_one_cycle_kwargs
+from keras_clr.one_cycle_arguments import check_optimizer
+from keras_clr.one_cycle_arguments import one_cycle_options
 from keras_clr.range_test import state
 from keras_clr.range_test.api import find_lr
 from keras_clr.range_test.data import _fit_plan
@@ -48,10 +51,6 @@ PROBES = 5  # probes the budget left after the range test is shared between
 EVAL_BATCHES = 8  # batches of the fixed subset each probe is evaluated on
 MIN_PROBE_STEPS = 20  # shortest probe worth running
 FLAT = 0.05  # a probe that lowers the loss by less than this fraction barely trained
-# The OneCycle arguments a probe takes from the training: all but these two.
-ONE_CYCLE_OPTIONS = tuple(name for name in inspect.signature(OneCycle).parameters
-                          if name not in ("max_lr", "total_steps"))
-
 
 class MaxLRSearch:
     """What `tune_max_lr` found: `max_lr`, and how.
@@ -108,65 +107,6 @@ class MaxLRSearch:
             lines.append(f"  max_lr {row['max_lr']:.3g}: loss {row['loss']:.4g} after "
                          f"{row['probe_steps']} steps{note}{mark}")
         return "\n".join(lines)
-
-
-def one_cycle_options(one_cycle, owner):
-    """The `OneCycle` arguments (besides `max_lr` and `total_steps`) of
-    `one_cycle`: None, a dict of them, or a `keras_clr.OneCycle` whose
-    `max_lr` is replaced (and whose `total_steps` must be None); ValueError
-    for anything else, an unknown key or an invalid value."""
-    if one_cycle is None:
-        return {}
-    if isinstance(one_cycle, OneCycle):
-        if one_cycle.total_steps is not None:
-            raise ValueError(
-                f"Argument `one_cycle` is a OneCycle with its own total_steps; "
-                f"{owner} sets the probes' lengths and the training's. Build it "
-                f"with total_steps=None. Received: one_cycle=OneCycle(..., "
-                f"total_steps={one_cycle.total_steps})")
-        return {name: getattr(one_cycle, name) for name in ONE_CYCLE_OPTIONS}
-    if not isinstance(one_cycle, dict):
-        raise ValueError("Argument `one_cycle` must be a dict of OneCycle arguments "
-                         f"(or a keras_clr.OneCycle). Received: one_cycle={one_cycle!r}")
-    for key in one_cycle:
-        if key in ("max_lr", "total_steps"):
-            raise ValueError(f"Argument `one_cycle` sets `{key}`, which {owner} sets "
-                             f"itself. Received: one_cycle={one_cycle!r}")
-        if key not in ONE_CYCLE_OPTIONS:
-            raise ValueError(
-                f"Argument `one_cycle` must hold OneCycle arguments "
-                f"({', '.join(ONE_CYCLE_OPTIONS)}); `{key}` is not one. "
-                f"Received: one_cycle={one_cycle!r}")
-    try:
-        OneCycle(1.0, **one_cycle)
-    except ValueError as error:
-        raise ValueError(f"Argument `one_cycle` holds an invalid OneCycle argument "
-                         f"({error}). Received: one_cycle={one_cycle!r}") from None
-    return dict(one_cycle)
-
-
-def _check_no_one_cycle_kwargs(fit_kwargs, owner):
-    """ValueError for a OneCycle argument passed where `fit`'s belong."""
-    for key in fit_kwargs:
-        if key in ONE_CYCLE_OPTIONS:
-            raise ValueError(
-                f"Argument `{key}` is a OneCycle argument, not one of `fit`'s: "
-                f"pass it to {owner} as one_cycle={{{key!r}: {fit_kwargs[key]!r}}}. "
-                f"Received: {key}={fit_kwargs[key]!r}")
-
-
-def check_optimizer(model, options, owner):
-    """The checks OneCycle makes as training begins, made before any step:
-    an optimizer without a momentum needs cycle_momentum=False."""
-    optimizer = training.base_optimizer(model)
-    training.know_groups(model)
-    training.check_learning_rate(optimizer, "OneCycle")
-    cycle = OneCycle(1.0, **options).cycle_momentum
-    try:
-        training.schedule_groups(optimizer, "OneCycle", cycle)
-    except ValueError as error:
-        raise ValueError(f"{error} (with {owner}: "
-                         "one_cycle={'cycle_momentum': False})") from None
 
 
 def _described(options):
@@ -408,7 +348,7 @@ def tune_max_lr(model, x=None, y=None, *, total_steps=None, epochs=None, batch_s
         raise ValueError("tune_max_lr runs its own trainings, without your callbacks "
                          "(fit_one_cycle passes them to the real training). "
                          f"Received: callbacks={fit_kwargs['callbacks']!r}")
-    _check_no_one_cycle_kwargs(fit_kwargs, "tune_max_lr")
+    check_no_one_cycle_kwargs(fit_kwargs, "tune_max_lr")
     options = one_cycle_options(one_cycle, "tune_max_lr")
     budget = _checks.positive_int("budget_steps", budget_steps)
     least = RANGE_STEPS + 3 * MIN_PROBE_STEPS
@@ -533,11 +473,9 @@ def fit_one_cycle(model, x=None, y=None, *, epochs, max_lr="auto", budget_steps=
         ...                                   max_lr="race", validation_data=(xv, yv))
         >>> history.race.winner, history.race.compute  # the rate, trainings spent
     """
-    _check_no_one_cycle_kwargs(fit_kwargs, "fit_one_cycle")
+    check_no_one_cycle_kwargs(fit_kwargs, "fit_one_cycle")
     options = one_cycle_options(one_cycle, "fit_one_cycle")
     if isinstance(max_lr, str) and max_lr == "race":
-        from keras_clr import race
-
         return race.race(model, x, y, epochs=epochs, candidates=candidates,
                          one_cycle=options, race_seed=race_seed, **fit_kwargs)
     for name, value in (("candidates", candidates), ("race_seed", race_seed)):

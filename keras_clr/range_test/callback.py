@@ -102,6 +102,10 @@ class LRFinder(keras.callbacks.Callback):
             as one with its own schedule, before any training step.
     """
 
+    # It sets the learning rate at every step: a schedule callback in the same
+    # fit refuses to run with it (`keras_clr.callbacks.check_conflicts`).
+    sets_learning_rate = True
+
     def __init__(self, start_lr=1e-7, end_lr=10.0, num_steps=100, step_mode="exp",
                  smoothing=0.98, stop_factor=4.0, monitor="loss",
                  validation_data=None, val_every=None, val_steps=None, mode="auto",
