@@ -98,7 +98,7 @@ class _ScheduleCallback(keras.callbacks.Callback):
         super().__init__()
         self.cycle_momentum = _checks.a_bool("cycle_momentum", cycle_momentum,
                                              also=("auto",))
-        self.base_momentum, self.max_momentum = schedules._check_momenta(
+        self.base_momentum, self.max_momentum = schedules.check_momenta(
             base_momentum, max_momentum)
         self.__dict__.update(self._fresh_state())
 
@@ -286,7 +286,7 @@ class CyclicLR(_ScheduleCallback):
                  max_momentum=curves.CYCLIC_MAX_MOMENTUM):
         super().__init__(cycle_momentum, base_momentum, max_momentum)
         # Checked here too, so that errors name this callback's arguments.
-        base_lr, max_lr, step_size_up, step_size_down = schedules._check_cyclical(
+        base_lr, max_lr, step_size_up, step_size_down = schedules.check_cyclical(
             base_lr, max_lr, step_size_up, step_size_down, scale_mode,
             names=("base_lr", "max_lr", "step_size_up"))
         _checks.one_of("mode", mode, ("triangular", "triangular2", "exp_range"))
@@ -403,7 +403,7 @@ class OneCycle(_ScheduleCallback):
         if total_steps is not None:
             total_steps = _checks.positive_int("total_steps", total_steps)
         _, self.pct_start, self.div_factor, self.final_div_factor = (
-            schedules._check_one_cycle(1, pct_start, anneal_strategy,
+            schedules.check_one_cycle(1, pct_start, anneal_strategy,
                                        div_factor, final_div_factor))
         self.total_steps = total_steps
         self.anneal_strategy = anneal_strategy

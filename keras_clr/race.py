@@ -34,9 +34,9 @@ from keras_clr.one_cycle_arguments import check_optimizer
 from keras_clr.one_cycle_arguments import one_cycle_options
 from keras_clr.range_test import state
 from keras_clr.range_test.api import find_lr
-from keras_clr.range_test.data import _ensure_built
-from keras_clr.range_test.data import _is_arrays
-from keras_clr.range_test.data import _slice
+from keras_clr.range_test.data import ensure_built
+from keras_clr.range_test.data import is_arrays
+from keras_clr.range_test.data import slice_samples
 from keras_clr.range_test.data import take
 
 RANGE_STEPS = 100  # the range test that places the candidates
@@ -233,7 +233,7 @@ def _check_candidates(candidates):
 
 
 def _check_arrays(name, value):
-    if value is not None and not _is_arrays(value):
+    if value is not None and not is_arrays(value):
         raise ValueError(
             f"Argument `{name}` must be NumPy arrays (an array, or a dict or list of "
             "them) for the race, which serves every candidate the same batches in the "
@@ -274,10 +274,10 @@ def _split(x, y, sample_weight, fit_kwargs):
             f"{'no training' if split < 1 else 'no validation'} samples. Pass "
             f"`validation_data`, or more data. Received: x with {count} samples")
     part = slice(0, split), slice(split, count)
-    validation = tuple(_slice(d, part[1].start, part[1].stop)
+    validation = tuple(slice_samples(d, part[1].start, part[1].stop)
                        for d in (x, y, sample_weight) if d is not None)
-    return (_slice(x, 0, split), None if y is None else _slice(y, 0, split),
-            None if sample_weight is None else _slice(sample_weight, 0, split),
+    return (slice_samples(x, 0, split), None if y is None else slice_samples(y, 0, split),
+            None if sample_weight is None else slice_samples(sample_weight, 0, split),
             validation, held)
 
 
@@ -353,7 +353,7 @@ def race(model, x, y, *, epochs, candidates=None, one_cycle=None, race_seed=None
     accumulation = training.accumulation_steps(training.base_optimizer(model))
     per_epoch = math.ceil(_length(x) / batch_size)
     total_steps = max(1, epochs * per_epoch // accumulation)
-    x = _ensure_built(model, x, batch_size)
+    x = ensure_built(model, x, batch_size)
     state.build_optimizer(model)
     poisoned = state.first_nonfinite(state.float_variables(model))
     if poisoned is not None:

@@ -108,22 +108,6 @@ class LRFinderResult:
                                   num_steps=self.num_steps, mode=self.mode, finite=finite,
                                   steps=self.steps)
 
-    def _rule(self, method, peak_momentum=None):
-        """(value or None, reason) of `method`: one of `METHODS`, or "range"."""
-        record = (self.lrs, self.losses, self.smoothed_losses)
-        if method == "range":
-            return suggestions.suggest_range(*record, num_steps=self.num_steps, mode=self.mode,
-                                             steps=self.steps)
-        return suggestions.suggest(method, *record, num_steps=self.num_steps, mode=self.mode,
-                                   momentum=self.momentum, batch_norm=self.batch_norm,
-                                   peak_momentum=peak_momentum, steps=self.steps)
-
-    def _suggest(self, method, stacklevel, one_cycle=None, peak_momentum=None):
-        method = _checks.one_of("method", "one_cycle" if method is None else method, METHODS)
-        peak = _peak_momentum(one_cycle, peak_momentum, self.momentum)
-        return _warned(method, *self._rule(method, peak), stacklevel + 1,
-                       _nonfinite_note(self))
-
     def suggest(self, method=None, *, one_cycle=None, peak_momentum=None):
         """A learning rate read off the curve.
 
@@ -144,26 +128,22 @@ class LRFinderResult:
         Raises:
             ValueError: for an unknown method.
         """
-        return self._suggest(method, 2, one_cycle, peak_momentum)
+        return suggest_with_warning(self, method, 2, one_cycle, peak_momentum)
 
     def suggest_one_cycle(self, *, one_cycle=None, peak_momentum=None):
         """`suggest()`: the default rule, a `max_lr` for `OneCycle`."""
-        return self._suggest("one_cycle", 2, one_cycle, peak_momentum)
+        return suggest_with_warning(self, "one_cycle", 2, one_cycle, peak_momentum)
 
     def suggestions(self):
         """Every method's suggestion, as a dict method -> float or None (no warnings)."""
-        return {method: self._rule(method)[0] for method in METHODS}
+        return {method: apply_rule(self, method)[0] for method in METHODS}
 
     def suggest_range(self):
         """(base_lr, max_lr) for `CyclicLR`, after Smith (2015), section 3.3
         (the rule: `keras_clr.suggestions.suggest_range`); None, with a
         warning, when the curve never drops below its starting level or has
         fewer than 5 points after trimming, and `explain("range")` says why."""
-        return self._suggest_range(2)
-
-    def _suggest_range(self, stacklevel):
-        return _warned("range", *self._rule("range"), stacklevel + 1,
-                       _nonfinite_note(self))
+        return suggest_range_with_warning(self, 2)
 
     def explain(self, method=None):
         """Why each suggestion is what it is, in a sentence: the one for
@@ -171,7 +151,7 @@ class LRFinderResult:
         if method is None:
             return {name: self.explain(name) for name in METHODS + ("range",)}
         _checks.one_of("method", method, METHODS + ("range",))
-        value, reason = self._rule(method)
+        value, reason = apply_rule(self, method)
         note = _nonfinite_note(self)
         return (f"{method}: {'none' if value is None else _shown(value)}, {reason}."
                 + (f" {note}" if note else ""))
@@ -373,7 +353,7 @@ def _describe(result):
     if note:
         lines.append(f"  non-finite: {note}")
     for method in METHODS + ("range",):
-        value, reason = result._rule(method)
+        value, reason = apply_rule(result, method)
         shown = f"none ({reason})" if value is None else _shown(value)
         lines.append(f"  {method}{' (default)' if method == 'one_cycle' else ''}: {shown}")
     return "\n".join(lines)
@@ -396,6 +376,35 @@ def _nonfinite_note(result):
             "so the data likely holds NaN or inf (with TensorFlow's oneDNN a "
             "fused ReLU turns a NaN input into 0, and the loss hides it); check "
             "it with `np.isfinite(x).all()`.")
+
+
+# The rules on a result -----------------------------------------------------------
+
+def apply_rule(result, method, peak_momentum=None):
+    """(value or None, reason) of `method` on `result`: one of `METHODS`, or
+    "range"; no warning."""
+    record = (result.lrs, result.losses, result.smoothed_losses)
+    if method == "range":
+        return suggestions.suggest_range(*record, num_steps=result.num_steps,
+                                         mode=result.mode, steps=result.steps)
+    return suggestions.suggest(method, *record, num_steps=result.num_steps, mode=result.mode,
+                               momentum=result.momentum, batch_norm=result.batch_norm,
+                               peak_momentum=peak_momentum, steps=result.steps)
+
+
+def suggest_with_warning(result, method, stacklevel, one_cycle=None, peak_momentum=None):
+    """`LRFinderResult.suggest`: the value, with a warning `stacklevel` frames
+    above the caller when the rule finds none."""
+    method = _checks.one_of("method", "one_cycle" if method is None else method, METHODS)
+    peak = _peak_momentum(one_cycle, peak_momentum, result.momentum)
+    return _warned(method, *apply_rule(result, method, peak), stacklevel + 1,
+                   _nonfinite_note(result))
+
+
+def suggest_range_with_warning(result, stacklevel):
+    """`LRFinderResult.suggest_range`, warning as `suggest_with_warning` does."""
+    return _warned("range", *apply_rule(result, "range"), stacklevel + 1,
+                   _nonfinite_note(result))
 
 
 # The momentum at OneCycle's peak ------------------------------------------------

@@ -36,14 +36,14 @@ from keras_clr.one_cycle_arguments import check_optimizer
 from keras_clr.one_cycle_arguments import one_cycle_options
 from keras_clr.range_test import state
 from keras_clr.range_test.api import find_lr
-from keras_clr.range_test.data import _fit_plan
-from keras_clr.range_test.data import _is_arrays
-from keras_clr.range_test.data import _is_tf_dataset
-from keras_clr.range_test.data import _is_torch_loader
-from keras_clr.range_test.data import _repeating
-from keras_clr.range_test.data import _slice
 from keras_clr.range_test.data import batches_per_epoch
 from keras_clr.range_test.data import check_data
+from keras_clr.range_test.data import fit_plan
+from keras_clr.range_test.data import is_arrays
+from keras_clr.range_test.data import is_tf_dataset
+from keras_clr.range_test.data import is_torch_loader
+from keras_clr.range_test.data import repeating
+from keras_clr.range_test.data import slice_samples
 
 RANGE_STEPS = 100  # the range test's length
 SPREAD = 2.0  # the first candidates span at least SPREAD ** 2; refined to sqrt(SPREAD)
@@ -144,13 +144,13 @@ def _evaluation_data(x, y, batch_size, fit_kwargs):
     validation = fit_kwargs.get("validation_data")
     source = validation if validation is not None else (x if y is None else (x, y))
     size = batch_size or 32
-    if isinstance(source, (tuple, list)) and _is_arrays(source[0]):
+    if isinstance(source, (tuple, list)) and is_arrays(source[0]):
         count = EVAL_BATCHES * size
-        return (tuple(None if part is None else _slice(part, 0, count) for part in source),
+        return (tuple(None if part is None else slice_samples(part, 0, count) for part in source),
                 {"batch_size": size})
-    if _is_tf_dataset(source):
+    if is_tf_dataset(source):
         return (source.take(EVAL_BATCHES).cache(),), {}
-    if isinstance(source, keras.utils.PyDataset) or _is_torch_loader(source):
+    if isinstance(source, keras.utils.PyDataset) or is_torch_loader(source):
         batches = [b for _, b in zip(range(EVAL_BATCHES), iter(source))]
     else:  # a (repeating) generator
         batches = [next(source) for _ in range(EVAL_BATCHES)]
@@ -179,7 +179,7 @@ def _probe(model, saved, x, y, batch_size, max_lr, steps, evaluation, fit_kwargs
     state.restore(saved)
     optimizer = training.base_optimizer(model)
     before = training.iterations(optimizer)
-    data, epochs, per_epoch = _fit_plan(model, x, batch_size, steps,
+    data, epochs, per_epoch = fit_plan(model, x, batch_size, steps,
                                         fit_kwargs.get("validation_split"))
     kwargs = {k: v for k, v in fit_kwargs.items() if k != "validation_data"}
     if data is not x:
@@ -216,7 +216,7 @@ def _recalibrate(model, evaluation):
     else:
         size = kwargs["batch_size"]
         count = len(next(iter(args[0].values())) if isinstance(args[0], dict) else args[0])
-        inputs = [_slice(args[0], start, start + size) for start in range(0, count, size)]
+        inputs = [slice_samples(args[0], start, start + size) for start in range(0, count, size)]
     momenta = [layer.momentum for layer in layers]
     try:
         for i, batch in enumerate(inputs):
@@ -371,7 +371,7 @@ def tune_max_lr(model, x=None, y=None, *, total_steps=None, epochs=None, batch_s
     # The range test and the probes set their own lengths.
     fit_kwargs = {k: v for k, v in fit_kwargs.items() if k != "steps_per_epoch"}
     if hasattr(x, "__next__"):
-        x = _repeating(x)
+        x = repeating(x)
     # The range test reads the training loss; validation_data scores the probes.
     result = find_lr(model, x, y, batch_size=batch_size, num_steps=RANGE_STEPS, verbose=0,
                      **{k: v for k, v in fit_kwargs.items() if k != "validation_data"})

@@ -26,7 +26,7 @@ from keras_clr import stopping
 from keras_clr import training
 from keras_clr.range_test import record
 from keras_clr.range_test import state
-from keras_clr.range_test.data import _take_batches
+from keras_clr.range_test.data import take_batches
 
 # Steps between two host reads of the record (the divergence check).
 CHECK_EVERY = 5
@@ -383,7 +383,7 @@ class _Run:
         if self.val_subset is None:
             size = (finder.val_batch_size or (finder.params or {}).get("batch_size")
                     or 32)
-            self.val_subset = _take_batches(finder.validation_data, finder.val_steps, size)
+            self.val_subset = take_batches(finder.validation_data, finder.val_steps, size)
         return self.val_subset
 
     def result(self, finder):
