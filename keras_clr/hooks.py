@@ -268,7 +268,7 @@ class StepControl:
                      getattr(group.optimizer, group.momentum)) for group in groups]
                 compiled = _keras_internals.torch_compiled(self.model)
                 for optimizer, name, original in self._swap_originals:
-                    object.__setattr__(optimizer, name, _backend.stand_in(
+                    _keras_internals.set_untracked(optimizer, name, _backend.stand_in(
                         value, original, ScheduledValue, compiled))
             self._swapped += 1
         try:
@@ -278,7 +278,7 @@ class StepControl:
                 self._swapped -= 1
                 if not self._swapped:
                     for optimizer, name, original in self._swap_originals:
-                        object.__setattr__(optimizer, name, original)
+                        _keras_internals.set_untracked(optimizer, name, original)
 
     def remove(self):
         """Restores the model's own train step and compiled function."""

@@ -13,6 +13,7 @@ import numpy as np
 from keras import ops
 
 from keras_clr import _backend
+from keras_clr import _keras_internals
 from keras_clr.hooks import StepControl
 
 # Most table entries (per schedule) `Tabulated` precomputes: 4 MiB of float32.
@@ -158,7 +159,7 @@ def schedule_control(model, schedules, first, count, start, groups, log_values):
                     aggregation="only_first_replica")
         return control, tables
     capacity = max(MIN_CAPACITY, 1 << (int(count) - 1).bit_length())
-    controls = model.__dict__.setdefault("_keras_clr_controls", {})
+    controls = _keras_internals.model_cache(model, "_keras_clr_controls")
     # A trace holds the groups' ratios and momentum attributes: those of one
     # optimizer do not change (see `keras_clr.training.ratios`), and `serves`
     # asks for the same optimizer.

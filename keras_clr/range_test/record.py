@@ -173,7 +173,7 @@ def range_test_step(model, num_steps, monitor, check_keys, ramp_fn, start, baked
     test from update count `start`: the one kept on the model while it still
     serves (the same optimizer and compiled step; on JAX the same `baked`
     ramp and start too), else a new one, kept for later tests."""
-    steps = model.__dict__.setdefault("_keras_clr_range_tests", {})
+    steps = _keras_internals.model_cache(model, "_keras_clr_range_tests")
     key = (num_steps, monitor)
     shared = _backend.trace_reads_variables()
     entry = steps.get(key)
