@@ -71,8 +71,8 @@ import tensorflow as tf  # noqa: E402
 
 import keras_clr  # noqa: E402
 from keras_clr import fit_steps  # noqa: E402
-from keras_clr import hooks  # noqa: E402
 from keras_clr import tables  # noqa: E402
+from keras_clr import train_step  # noqa: E402
 
 MAX_LR = 0.05
 BASE_LR = 0.005
@@ -220,7 +220,7 @@ class _OwnTraceValues(fit_steps.FitValues):
         own = [None if schedule is None else tables.Tabulated(schedule, first, count)
                for schedule in self.schedules]
         self.tables = own
-        self.control = hooks.StepControl(self.model, *own, groups=self.groups)
+        self.control = train_step.StepControl(self.model, *own, groups=self.groups)
         self.control.start_step = start
         self.control.install()
 

@@ -2,7 +2,7 @@
 momentum during fit.
 
 All apply their schedules inside the compiled train step (see
-`keras_clr.hooks`), so the value used by step k is exactly
+`keras_clr.train_step`), so the value used by step k is exactly
 `lr_schedule(k)` / `momentum_schedule(k)` at no per-step host cost. The step
 k is the k-th update the optimizer really applied: under gradient
 accumulation every micro-batch of one update sees its step's values, an
@@ -21,7 +21,7 @@ per call on data of unknown length) the train step returns its values.
 A Keras 3.15 `MultiOptimizer` (a sub-optimizer per group of variables) is
 driven group by group: each group's learning rate is the schedule's times
 the group's compiled learning rate over the largest of them (read once,
-before the first step: `keras_clr.training.ratios`), so the group compiled
+before the first step: `keras_clr.optimizers.ratios`), so the group compiled
 highest follows the schedule and the others keep their fraction of it, as
 fastai's `slice(lo, hi)` does; each group's own momentum-like parameter is
 cycled (the rules per optimizer apply per group). The logs carry
@@ -38,8 +38,8 @@ from keras_clr import _checks
 from keras_clr import _keras_internals
 from keras_clr import curves
 from keras_clr import fit_steps
+from keras_clr import optimizers
 from keras_clr import schedules
-from keras_clr import training
 
 
 # CyclicLR warns of a fit that ends before its first peak with the learning
@@ -143,22 +143,22 @@ class _ScheduleCallback(keras.callbacks.Callback):
 
     def set_model(self, model):
         super().set_model(model)
-        training.remember_ratios(model)
+        optimizers.remember_ratios(model)
 
     def on_train_begin(self, logs=None):
         name = type(self).__name__
-        optimizer = training.base_optimizer(self.model)
-        training.know_groups(self.model)
-        groups = training.schedule_groups(optimizer, name, self.cycle_momentum)
+        optimizer = optimizers.base_optimizer(self.model)
+        optimizers.know_groups(self.model)
+        groups = optimizers.schedule_groups(optimizer, name, self.cycle_momentum)
         callbacks = _keras_internals.callback_list(self)
         if callbacks is not None:
             check_conflicts(self, [c for c in callbacks.callbacks if c is not self])
             # First, so that the logs every other callback reads (History,
             # CSVLogger, TensorBoard) carry the values, in any order.
-            training.move_first(callbacks, self)
+            optimizers.move_first(callbacks, self)
         params = self.params or {}
         steps, epochs = params.get("steps"), params.get("epochs")
-        accumulation = training.accumulation_steps(optimizer)
+        accumulation = optimizers.accumulation_steps(optimizer)
         if accumulation > 1 and not steps:
             raise ValueError(
                 f"{name} cannot follow gradient accumulation on data of unknown "

@@ -17,8 +17,8 @@ import keras
 
 from keras_clr import _checks
 from keras_clr import _keras_internals
+from keras_clr import optimizers
 from keras_clr import race
-from keras_clr import training
 from keras_clr.discriminative import all_layers
 from keras_clr.discriminative import discriminative_optimizer
 from keras_clr.one_cycle_arguments import check_no_one_cycle_kwargs
@@ -179,8 +179,8 @@ def fine_tune(model, x=None, y=None, *, epochs, freeze_epochs=1, head=None, max_
     if not getattr(model, "compiled", False) or getattr(model, "optimizer", None) is None:
         raise ValueError("Argument `model` must be compiled with an optimizer (the template "
                          f"of each stage's). Received: model={model.name!r}, not compiled")
-    template = training.base_optimizer(model)
-    if training.is_multi_optimizer(template):
+    template = optimizers.base_optimizer(model)
+    if optimizers.is_multi_optimizer(template):
         raise ValueError("Argument `model` must be compiled with a plain optimizer, the "
                          "template fine_tune copies for each stage and group; this one is a "
                          f"MultiOptimizer. Received: optimizer={template.name!r}")

@@ -31,8 +31,8 @@ import warnings
 
 from keras_clr import _backend
 from keras_clr import _keras_internals
+from keras_clr import optimizers
 from keras_clr import tables
-from keras_clr import training
 
 
 class FitSteps:
@@ -45,7 +45,7 @@ class FitSteps:
         owner: the callback's name, for messages.
         steps, epochs: Keras's `params` (steps None: the data has no length).
         accumulation: the batches per optimizer update.
-        groups: the `keras_clr.training.Group`s the schedules drive.
+        groups: the `keras_clr.optimizers.Group`s the schedules drive.
         previous: the callback's previous `FitSteps`, or None.
     """
 
@@ -54,9 +54,9 @@ class FitSteps:
         self.model, self.optimizer = model, model.optimizer
         self.constant_from, self.owner = constant_from, owner
         self.steps, self.epochs, self.accumulation = steps, epochs, accumulation
-        self.spe = training.steps_per_execution(model)
+        self.spe = optimizers.steps_per_execution(model)
         self.reports_first = _keras_internals.batch_end_reports_first_batch()
-        self.loss_scaled = training.loss_scaled(model)
+        self.loss_scaled = optimizers.loss_scaled(model)
         # Where the host cannot tell which step a batch end reports, the train
         # step returns the values it applied instead (an epoch's last call may
         # run fewer than spe steps, or all of them on repeating data: Keras
@@ -94,7 +94,7 @@ class FitSteps:
         """
         if self.epoch_batches is not None:
             return False
-        self.epoch_batches = training.batch_count(training.base_optimizer(self.model))
+        self.epoch_batches = optimizers.batch_count(optimizers.base_optimizer(self.model))
         if self.values.control is None:  # the fit's first batch
             self._place()
             return True
@@ -145,7 +145,7 @@ class FitSteps:
             return (self.epoch_batches + batch) // self.accumulation - self.start_step
         if batch and _backend.name() == "jax":
             return None
-        return training.iterations(training.base_optimizer(self.model)) - self.start_step
+        return optimizers.iterations(optimizers.base_optimizer(self.model)) - self.start_step
 
     def reschedule(self, schedules, constant_from, first):
         """Replaces the schedules from step `first` on, mid-fit: the steps
@@ -176,7 +176,7 @@ class FitSteps:
         epoch) and writes the epoch's last step's values to `logs`."""
         if self.epoch_batches is None:  # no batch ran
             return
-        batches = training.batch_count(training.base_optimizer(self.model))
+        batches = optimizers.batch_count(optimizers.base_optimizer(self.model))
         if not self.steps and self.spe == 1:
             # On data of unknown length Keras counts one more iteration as the
             # data runs out, without an update: the schedule does not.
@@ -208,7 +208,7 @@ class FitSteps:
         self.values.control.remove()
         if not self.loss_scaled:
             return
-        applied = training.iterations(training.base_optimizer(self.model)) - self.first_updates
+        applied = optimizers.iterations(optimizers.base_optimizer(self.model)) - self.first_updates
         skipped = self.batches_run // self.accumulation - applied
         if skipped > 0:
             warnings.warn(
@@ -229,7 +229,7 @@ class FitValues:
     Args:
         model: the model being fit.
         schedules: (lr_schedule, momentum_schedule or None).
-        groups: the `keras_clr.training.Group`s the schedules drive.
+        groups: the `keras_clr.optimizers.Group`s the schedules drive.
         log_values: whether the train step returns the values it applied.
     """
 
@@ -266,7 +266,7 @@ class FitValues:
         if logs is None:
             return
         rates, momenta = self.tables
-        logs.update(training.log_rates(self.groups, rates.host(step)))
+        logs.update(optimizers.log_rates(self.groups, rates.host(step)))
         if momenta is not None:
             momentum = logs["momentum"] = momenta.host(step)
             for group in self.groups:

@@ -5,7 +5,7 @@ and the race: the `OneCycle` arguments besides `max_lr` and
 
 import inspect
 
-from keras_clr import training
+from keras_clr import optimizers
 from keras_clr.callbacks import OneCycle
 
 # The OneCycle arguments a probe takes from the training: all but these two.
@@ -61,12 +61,12 @@ def check_no_one_cycle_kwargs(fit_kwargs, owner):
 def check_optimizer(model, options, owner):
     """The checks OneCycle makes as training begins, made before any step:
     an optimizer without a momentum needs cycle_momentum=False."""
-    optimizer = training.base_optimizer(model)
-    training.know_groups(model)
-    training.check_learning_rate(optimizer, "OneCycle")
+    optimizer = optimizers.base_optimizer(model)
+    optimizers.know_groups(model)
+    optimizers.check_learning_rate(optimizer, "OneCycle")
     cycle = OneCycle(1.0, **options).cycle_momentum
     try:
-        training.schedule_groups(optimizer, "OneCycle", cycle)
+        optimizers.schedule_groups(optimizer, "OneCycle", cycle)
     except ValueError as error:
         raise ValueError(f"{error} (with {owner}: "
                          "one_cycle={'cycle_momentum': False})") from None

@@ -28,7 +28,7 @@ import keras
 import numpy as np
 
 from keras_clr import _checks
-from keras_clr import training
+from keras_clr import optimizers
 from keras_clr.callbacks import OneCycle
 from keras_clr.one_cycle_arguments import check_optimizer
 from keras_clr.one_cycle_arguments import one_cycle_options
@@ -350,7 +350,7 @@ def race(model, x, y, *, epochs, candidates=None, one_cycle=None, race_seed=None
     x, y, sample_weight, validation, held = _split(
         x, y, fit_kwargs.pop("sample_weight", None), fit_kwargs)
     fit_kwargs.setdefault("validation_batch_size", batch_size)
-    accumulation = training.accumulation_steps(training.base_optimizer(model))
+    accumulation = optimizers.accumulation_steps(optimizers.base_optimizer(model))
     per_epoch = math.ceil(_length(x) / batch_size)
     total_steps = max(1, epochs * per_epoch // accumulation)
     x = ensure_built(model, x, batch_size)
@@ -402,7 +402,7 @@ def _run(model, report, batches, fit_args, options, verbose):
     """The race itself: trains, compares, drops; leaves the model as the
     winner's training left it and `report._history` its History."""
 
-    optimizer = training.base_optimizer(model)
+    optimizer = optimizers.base_optimizer(model)
     epochs = report.epochs
     cuts = dict(checkpoints(epochs))
     start = state.snapshot(model)
@@ -418,12 +418,12 @@ def _run(model, report, batches, fit_args, options, verbose):
         last = rate
         run = alive[rate]
         state.restore(run["saved"])
-        before = training.iterations(optimizer)
+        before = optimizers.iterations(optimizer)
         batches.set_epoch(begin)
         history = model.fit(batches, initial_epoch=begin, epochs=end,
                             callbacks=[_EpochOrder(batches), run["schedule"]],
                             **fit_args)
-        report.steps[rate] += training.iterations(optimizer) - before
+        report.steps[rate] += optimizers.iterations(optimizer) - before
         run["logs"].extend(zip(history.epoch, (
             {key: values[i] for key, values in history.history.items()}
             for i in range(len(history.epoch)))))
@@ -523,10 +523,10 @@ class _StepCount(keras.callbacks.Callback):
         self.steps = 0
 
     def on_train_begin(self, logs=None):
-        self.begin = self.last = training.iterations(training.base_optimizer(self.model))
+        self.begin = self.last = optimizers.iterations(optimizers.base_optimizer(self.model))
 
     def on_epoch_end(self, epoch, logs=None):
-        self.last = training.iterations(training.base_optimizer(self.model))
+        self.last = optimizers.iterations(optimizers.base_optimizer(self.model))
 
     def on_train_end(self, logs=None):
         self.steps += self.last - self.begin

@@ -14,7 +14,7 @@ from keras import ops
 
 from keras_clr import _backend
 from keras_clr import _keras_internals
-from keras_clr.hooks import StepControl
+from keras_clr.train_step import StepControl
 
 # Most table entries (per schedule) `Tabulated` precomputes: 4 MiB of float32.
 TABLE_LIMIT = 2 ** 20
@@ -129,7 +129,7 @@ class SharedControl(StepControl):
 
 
 def cycles_momentum(groups):
-    """Whether any of the `keras_clr.training.Group`s has its momentum cycled."""
+    """Whether any of the `keras_clr.optimizers.Group`s has its momentum cycled."""
     return any(group.momentum is not None for group in groups)
 
 
@@ -137,7 +137,7 @@ def schedule_control(model, schedules, first, count, start, groups, log_values):
     """The control and tables for one schedule `fit`: (StepControl, tables).
 
     The fit runs the steps `[first, first + count)` (count None: unknown),
-    driving the `groups` (`keras_clr.training.Group`s). On TensorFlow and
+    driving the `groups` (`keras_clr.optimizers.Group`s). On TensorFlow and
     PyTorch a fit whose steps can be tabulated uses the model's
     `SharedControl` (traced once per model and optimizer); otherwise the
     schedules are tabulated, or evaluated, in a trace of the fit's own.
@@ -161,7 +161,7 @@ def schedule_control(model, schedules, first, count, start, groups, log_values):
     capacity = max(MIN_CAPACITY, 1 << (int(count) - 1).bit_length())
     controls = _keras_internals.model_cache(model, "_keras_clr_controls")
     # A trace holds the groups' ratios and momentum attributes: those of one
-    # optimizer do not change (see `keras_clr.training.ratios`), and `serves`
+    # optimizer do not change (see `keras_clr.optimizers.ratios`), and `serves`
     # asks for the same optimizer.
     key = (tuple(group.momentum for group in groups), bool(log_values))
     control = controls.get(key)

@@ -28,8 +28,8 @@ import keras
 import numpy as np
 
 from keras_clr import _checks
+from keras_clr import optimizers
 from keras_clr import race
-from keras_clr import training
 from keras_clr.callbacks import OneCycle
 from keras_clr.one_cycle_arguments import check_no_one_cycle_kwargs
 from keras_clr.one_cycle_arguments import check_optimizer
@@ -134,7 +134,7 @@ def _planned_steps(model, x, batch_size, total_steps, epochs, fit_kwargs):
             "Argument `epochs` needs data with a known length to count the "
             "steps of an epoch; this data has none. Pass `total_steps` (or "
             f"`steps_per_epoch`). Received: x={type(x).__name__}, epochs={epochs}")
-    accumulation = training.accumulation_steps(training.base_optimizer(model))
+    accumulation = optimizers.accumulation_steps(optimizers.base_optimizer(model))
     return max(1, epochs * int(per_epoch) // accumulation)
 
 
@@ -165,7 +165,7 @@ class _StopAfter(keras.callbacks.Callback):
         self.steps, self.seen = steps, 0
 
     def on_train_batch_end(self, batch, logs=None):
-        self.seen += training.steps_per_execution(self.model)
+        self.seen += optimizers.steps_per_execution(self.model)
         if self.seen >= self.steps:
             self.model.stop_training = True
 
@@ -177,8 +177,8 @@ def _probe(model, saved, x, y, batch_size, max_lr, steps, evaluation, fit_kwargs
     note names the variable, when the probe left a weight or an optimizer
     slot non-finite (the loss can stay finite then)."""
     state.restore(saved)
-    optimizer = training.base_optimizer(model)
-    before = training.iterations(optimizer)
+    optimizer = optimizers.base_optimizer(model)
+    before = optimizers.iterations(optimizer)
     data, epochs, per_epoch = fit_plan(model, x, batch_size, steps,
                                         fit_kwargs.get("validation_split"))
     kwargs = {k: v for k, v in fit_kwargs.items() if k != "validation_data"}
@@ -198,7 +198,7 @@ def _probe(model, saved, x, y, batch_size, max_lr, steps, evaluation, fit_kwargs
     finally:
         model.history = history
     note = None if path is None else f"non-finite {path}"
-    return loss, training.iterations(optimizer) - before, note
+    return loss, optimizers.iterations(optimizer) - before, note
 
 
 def _recalibrate(model, evaluation):
@@ -207,7 +207,7 @@ def _recalibrate(model, evaluation):
     for SWA): after a short probe the moving averages (momentum 0.99) still
     hold mostly their starting values, and the loss in inference mode would
     say little of the weights the probe reached."""
-    layers = training.batch_norm_layers(model)
+    layers = optimizers.batch_norm_layers(model)
     if not layers:
         return
     args, kwargs = evaluation

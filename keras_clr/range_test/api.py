@@ -7,8 +7,8 @@ import keras
 import numpy as np
 
 from keras_clr import _checks
+from keras_clr import optimizers
 from keras_clr import results
-from keras_clr import training
 from keras_clr.range_test.callback import CHECK_EVERY
 from keras_clr.range_test.callback import LRFinder
 from keras_clr.range_test.data import check_data
@@ -158,7 +158,7 @@ def _run_once(model, x, y, batch_size, finder, callbacks, fit_kwargs, repeat=0):
     # Updates a loss scale skips take a batch each and no step of the test:
     # plan more batches than steps (the test stops once its steps are done).
     planned = finder.num_steps
-    if training.loss_scaled(model):
+    if optimizers.loss_scaled(model):
         planned = 2 * finder.num_steps + CHECK_EVERY
     data, epochs, steps = fit_plan(model, x, batch_size, planned, split)
     batched = isinstance(x, keras.utils.PyDataset) or is_torch_loader(x)

@@ -27,8 +27,8 @@ from keras import ops
 from keras_clr import _backend
 from keras_clr import _keras_internals
 from keras_clr import curves
-from keras_clr import hooks
 from keras_clr import tables
+from keras_clr import train_step
 from keras_clr.range_test import state
 
 
@@ -78,7 +78,7 @@ class RangeTestStep:
                 aggregation="only_first_replica")
             _backend.fill(self.record, np.nan)  # no row written yet
         self.rates = rates
-        self.control = hooks.StepControl(
+        self.control = train_step.StepControl(
             model, rates, before_step=lambda step: _reset_metrics(model),
             after_step=lambda step, logs, values: self._write(
                 check_keys, step, logs, values))

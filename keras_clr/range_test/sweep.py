@@ -9,7 +9,7 @@ import numpy as np
 
 from keras_clr import _checks
 from keras_clr import files
-from keras_clr import training
+from keras_clr import optimizers
 from keras_clr import plotting
 from keras_clr.results import LRFinderResult
 from keras_clr.results import apply_rule
@@ -116,11 +116,11 @@ def weight_decay_sweep(model, weight_decays, run_test):
     """Runs the sweep: `run_test()` (one range test, or its repeats) at each
     of `weight_decays` in turn, the optimizer's own weight decay put back
     afterwards whatever happens; returns the `WeightDecaySweep`."""
-    optimizer = training.base_optimizer(model)
+    optimizer = optimizers.base_optimizer(model)
     # A MultiOptimizer applies no weight decay itself: each group's
     # sub-optimizer gets the value swept.
-    training.know_groups(model)
-    owners = (list(optimizer.optimizers) if training.is_multi_optimizer(optimizer)
+    optimizers.know_groups(model)
+    owners = (list(optimizer.optimizers) if optimizers.is_multi_optimizer(optimizer)
               else [optimizer])
     if not owners:
         raise ValueError(

@@ -9,7 +9,7 @@ the traced step, so assigning them from a callback changes nothing.
 `fit`: each step reads the optimizer's own step counter, looks the schedules'
 values up in the graph, assigns the learning rate and lets the optimizer read
 a scheduled stand-in for its momentum attribute. A MultiOptimizer's groups
-(`keras_clr.training.Group`) each get the learning rate times their ratio,
+(`keras_clr.optimizers.Group`) each get the learning rate times their ratio,
 a float32 product the logs repeat on the host, and the stand-in in their
 own momentum attribute. Nothing crosses to the host per step.
 
@@ -36,7 +36,7 @@ from keras import ops
 
 from keras_clr import _backend
 from keras_clr import _keras_internals
-from keras_clr import training
+from keras_clr import optimizers
 
 
 class ScheduledValue:
@@ -107,7 +107,7 @@ def _step_count(optimizer, start_step):
     """The optimizer's update count minus `start_step`: an int64 tensor, or on
     JAX one of the counter's own dtype (int32 unless in 64-bit mode; the
     schedules widen it themselves)."""
-    count = _backend.step_count(training.update_counter(optimizer))
+    count = _backend.step_count(optimizers.update_counter(optimizer))
     if isinstance(start_step, numbers.Integral):
         return count - start_step if start_step else count  # one op less per step
     return count - ops.cast(start_step.value, count.dtype)
@@ -121,9 +121,9 @@ class StepControl:
         learning_rate: step -> learning rate (int64 tensor -> float tensor),
             or None to leave the learning rate alone.
         momentum: step -> momentum, or None.
-        groups: the `keras_clr.training.Group`s to drive: each gets the
+        groups: the `keras_clr.optimizers.Group`s to drive: each gets the
             learning rate times its ratio (float32 arithmetic, as
-            `training.log_rates` logs it) and the momentum in its own
+            `optimizers.log_rates` logs it) and the momentum in its own
             attribute. None: the optimizer's groups, learning rate only.
         log_values: return the step's `learning_rate` and `momentum` in its
             logs (the values the step applied, where the host cannot tell),
@@ -185,10 +185,10 @@ class StepControl:
             model.train_function = self._function
             self._installed = True
             return
-        optimizer = training.base_optimizer(model)
+        optimizer = optimizers.base_optimizer(model)
         groups = self.groups
         if groups is None:
-            groups = training.schedule_groups(optimizer, "keras_clr")
+            groups = optimizers.schedule_groups(optimizer, "keras_clr")
         original_step = _keras_internals.plain_train_step(model)
 
         def train_step(data):
@@ -230,7 +230,7 @@ class StepControl:
         train_step = _keras_internals.as_train_step(model, train_step)
         self._saved_function = self._plain_function = model.train_function
         self._optimizer = model.optimizer
-        self._settings = training.baked_settings(model.optimizer)
+        self._settings = optimizers.baked_settings(model.optimizer)
         # Keras makes the train function from the step it finds on the model.
         _keras_internals.set_train_step(model, train_step)
         self._train_step = train_step
@@ -247,7 +247,7 @@ class StepControl:
         return (self.model is model and (self._function is None or (
             self._optimizer is model.optimizer
             and model.train_function in (self._plain_function, self._function)
-            and self._settings == training.baked_settings(model.optimizer))))
+            and self._settings == optimizers.baked_settings(model.optimizer))))
 
     def _make_train_function(self, force=False):
         # Keras calls this as each `fit` (or `train_on_batch`) begins, and no
