@@ -216,12 +216,12 @@ class ArithmeticOneCycle(keras_clr.OneCycle):
 class _OwnTraceValues(fit_steps.FitValues):
     """The fit's values as constant tables in a trace of the fit's own."""
 
-    def tabulate(self, first, count, start):
+    def tabulate(self, first, count, updates_at_zero):
         own = [None if schedule is None else tables.Tabulated(schedule, first, count)
                for schedule in self.schedules]
         self.tables = own
         self.control = train_step.StepControl(self.model, *own, groups=self.groups)
-        self.control.start_step = start
+        self.control.count_offset = updates_at_zero
         self.control.install()
 
 

@@ -2,12 +2,14 @@
 
 Step k of a `CyclicLR` or `OneCycle` schedule is the k-th update the
 optimizer applied: its batch count divided by its gradient accumulation
-steps, minus the count at step 0 (`start_step`). `FitSteps` is the state of
-one `fit`, made in the callback's `on_train_begin` from what Keras tells of
-the fit and from the callback's previous `FitSteps`; the callback's hooks call
-its methods of the same names (`epoch_begin`, `batch_begin`, `batch_end`,
-`epoch_end`, `end`). Its `FitValues` hold the schedules' values over the
-fit's steps, for the train step and for the logs.
+steps, minus the update count at step 0 (`updates_at_zero`); `StepControl`
+computes the same step in the graph from the optimizer's update count
+(`keras_clr.train_step`). `FitSteps` is the state of one `fit`, made in
+the callback's `on_train_begin` from what Keras tells of the fit and from
+the callback's previous `FitSteps`; the callback's hooks call its methods
+of the same names (`epoch_begin`, `batch_begin`, `batch_end`, `epoch_end`,
+`end`). Its `FitValues` hold the schedules' values over the fit's steps,
+for the train step and for the logs.
 
 Where a fit sits on the schedule is decided at its first batch, after every
 callback's `on_train_begin` and `on_epoch_begin` (BackupAndRestore restores
@@ -64,8 +66,8 @@ class FitSteps:
         self.graph_logs = self.loss_scaled or (
             self.spe > 1 and (not steps or steps % self.spe))
         # The update count at step 0, kept from fit to fit.
-        self.start_step = None if previous is None else previous.start_step
-        self.continues = (self.start_step is not None and previous.ended
+        self.updates_at_zero = None if previous is None else previous.updates_at_zero
+        self.continues = (self.updates_at_zero is not None and previous.ended
                           and previous.model is model
                           and previous.optimizer is self.optimizer)
         self.ended = False  # whether the fit reached on_train_end
@@ -99,11 +101,16 @@ class FitSteps:
             self._place()
             return True
         # Something may have moved the update count between epochs.
-        first = self.epoch_batches // self.accumulation - self.start_step
+        first = self._step_of(self.epoch_batches)
         count = self._count(first)
         if not self.values.covers(first, count):
-            self.values.tabulate(first, count, self.start_step)
+            self.values.tabulate(first, count, self.updates_at_zero)
         return False
+
+    def _step_of(self, batches):
+        """The schedule step of the update of the optimizer's batch number
+        `batches` (its batch count before that batch)."""
+        return batches // self.accumulation - self.updates_at_zero
 
     def _count(self, first):
         """How many steps to tabulate from `first` for the rest of the fit,
@@ -123,36 +130,36 @@ class FitSteps:
         """Decides the update count at step 0 (see the module docstring)."""
         epoch, steps, k = self.epoch, self.steps, self.accumulation
         updates = self.epoch_batches // k
-        if not self.continues or epoch or updates < self.start_step:
+        if not self.continues or epoch or updates < self.updates_at_zero:
             if epoch and not steps:
                 warnings.warn(
                     f"{self.owner} cannot tell how many steps came before "
                     f"initial_epoch={epoch} (the data has no length); the "
                     "schedule starts at step 0.", stacklevel=4)
-            self.start_step = updates - (epoch * steps // k if steps else 0)
-        self.first_step = updates - self.start_step
+            self.updates_at_zero = updates - (epoch * steps // k if steps else 0)
+        self.first_step = self._step_of(self.epoch_batches)
         self.first_updates = updates
         # The steps the fit will run from its first (None: the data has no
         # length), up to where the schedules hold their value.
         self.planned_steps = self._count(self.first_step)
-        self.values.tabulate(self.first_step, self.planned_steps, self.start_step)
+        self.values.tabulate(self.first_step, self.planned_steps, self.updates_at_zero)
 
     def next_step(self, batch):
         """At `batch`'s begin: the schedule step of its update, not yet run;
         None where the host cannot tell it mid-epoch (updates a loss scale
         may skip, on JAX, where the update count is read at epoch starts)."""
         if not self.loss_scaled:
-            return (self.epoch_batches + batch) // self.accumulation - self.start_step
+            return self._step_of(self.epoch_batches + batch)
         if batch and _backend.name() == "jax":
             return None
-        return optimizers.iterations(optimizers.base_optimizer(self.model)) - self.start_step
+        return optimizers.iterations(optimizers.base_optimizer(self.model)) - self.updates_at_zero
 
     def reschedule(self, schedules, constant_from, first):
         """Replaces the schedules from step `first` on, mid-fit: the steps
         before it must keep their values (some may still be logged)."""
         self.values.schedules = schedules
         self.constant_from = constant_from
-        self.values.tabulate(first, self._count(first), self.start_step)
+        self.values.tabulate(first, self._count(first), self.updates_at_zero)
 
     def batch_end(self, batch, logs):
         """Counts the end of `batch` and writes its step's values to `logs`.
@@ -165,7 +172,7 @@ class FitSteps:
             batch += self.spe - 1
         self.batch_ends += 1
         self.max_batch = max(self.max_batch, batch)
-        step = (self.epoch_batches + batch) // self.accumulation - self.start_step
+        step = self._step_of(self.epoch_batches + batch)
         # On JAX and PyTorch batch ends may run in Keras's worker threads.
         self.last_step = step if self.last_step is None else max(self.last_step, step)
         if not self.graph_logs:
@@ -183,14 +190,14 @@ class FitSteps:
             extra = batches - self.epoch_batches - self.batch_ends
             if extra > 0:
                 if self.values.control.shift(extra):
-                    self.start_step += extra
+                    self.updates_at_zero += extra
                 else:
                     warnings.warn(
                         f"{self.owner}: Keras counted {extra} more update(s) "
                         "than batches ran this epoch; on this backend the "
                         "schedule cannot skip them, so the values from here on "
                         f"are those {extra} step(s) later.", stacklevel=3)
-        self.done = batches // self.accumulation - self.start_step
+        self.done = self._step_of(batches)
         ran = self.max_batch + 1  # Keras's batch index: past `steps` in a short last call
         self.batches_run += min(ran, self.steps) if self.steps else ran
         if self.graph_logs:
@@ -241,17 +248,13 @@ class FitValues:
     def covers(self, first, count):
         """Whether the tables serve the steps `[first, first + count)`
         (count None: to the end): they hold them, or evaluate the schedules."""
-        table = self.tables[0]
-        if table.values is None:  # evaluated in the graph
-            return True
-        end = table.first + len(table.values)
-        return table.first <= first and (count is None or first + count <= end)
+        return self.tables[0].covers(first, count)
 
-    def tabulate(self, first, count, start):
+    def tabulate(self, first, count, updates_at_zero):
         """Tabulates the steps `[first, first + count)` (count None: unknown),
-        step 0 at the update count `start`, and installs their control."""
+        step 0 at the update count `updates_at_zero`, and installs their control."""
         control, self.tables = tables.schedule_control(
-            self.model, self.schedules, first, count, start=start,
+            self.model, self.schedules, first, count, updates_at_zero=updates_at_zero,
             groups=self.groups, log_values=self.log_values)
         if control is not self.control:
             if self.control is not None:

@@ -55,6 +55,14 @@ class Tabulated:
                             len(self.values) - 1)
         return _backend.gather(self._device_table, index)
 
+    def covers(self, first, count):
+        """Whether the table serves the steps `[first, first + count)` (count
+        None: to the end): it holds them, or evaluates the schedule."""
+        if self.values is None:  # evaluated in the graph
+            return True
+        end = self.first + len(self.values)
+        return self.first <= first and (count is None or first + count <= end)
+
     def host(self, step):
         """The value at `step` as a Python float, read on the host."""
         index = step - self.first
@@ -97,6 +105,7 @@ class VariableTable:
         return _backend.gather(self.variable, ops.clip(index, 0, self.capacity - 1))
 
     host = Tabulated.host
+    covers = Tabulated.covers
 
 
 class SharedControl(StepControl):
@@ -114,18 +123,18 @@ class SharedControl(StepControl):
                    if cycles_momentum(groups) else None)]
         super().__init__(model, *tables, groups=groups, log_values=log_values)
         with _backend.strategy_scope(model):
-            self.start_step = keras.Variable(0, trainable=False, dtype="int64",
+            self.count_offset = keras.Variable(0, trainable=False, dtype="int64",
                                              name="keras_clr_table_start",
                                              aggregation="only_first_replica")
         self.tables = tables
 
-    def fill(self, schedules, first, count, start):
+    def fill(self, schedules, first, count, updates_at_zero):
         """Tabulates one fit: steps `[first, first + count)` of the
-        schedules, step 0 at the optimizer's update count `start`."""
+        schedules, step 0 at the optimizer's update count `updates_at_zero`."""
         for table, schedule in zip(self.tables, schedules):
             if table is not None:
                 table.fill(schedule, first, count)
-        self.start_step.assign(start + first)
+        self.count_offset.assign(updates_at_zero + first)
 
 
 def cycles_momentum(groups):
@@ -133,7 +142,8 @@ def cycles_momentum(groups):
     return any(group.momentum is not None for group in groups)
 
 
-def schedule_control(model, schedules, first, count, start, groups, log_values):
+def schedule_control(model, schedules, first, count, updates_at_zero, groups,
+                     log_values):
     """The control and tables for one schedule `fit`: (StepControl, tables).
 
     The fit runs the steps `[first, first + count)` (count None: unknown),
@@ -151,11 +161,11 @@ def schedule_control(model, schedules, first, count, start, groups, log_values):
                   for schedule in (lr_schedule, momentum_schedule)]
         control = StepControl(model, *tables, groups=groups, log_values=log_values)
         if not shared:  # read at trace time: one trace per fit
-            control.start_step = start
+            control.count_offset = updates_at_zero
         else:
             with _backend.strategy_scope(model):
-                control.start_step = keras.Variable(
-                    start, trainable=False, dtype="int64", name="keras_clr_start",
+                control.count_offset = keras.Variable(
+                    updates_at_zero, trainable=False, dtype="int64", name="keras_clr_start",
                     aggregation="only_first_replica")
         return control, tables
     capacity = max(MIN_CAPACITY, 1 << (int(count) - 1).bit_length())
@@ -168,5 +178,5 @@ def schedule_control(model, schedules, first, count, start, groups, log_values):
     if control is None or control.capacity < capacity or not control.serves(model):
         control = SharedControl(model, capacity, groups, log_values)
         controls[key] = control
-    control.fill((lr_schedule, momentum_schedule), first, count, start)
+    control.fill((lr_schedule, momentum_schedule), first, count, updates_at_zero)
     return control, control.tables

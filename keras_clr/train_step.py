@@ -103,14 +103,14 @@ for _name, _op in [("add", operator.add), ("sub", operator.sub),
 ScheduledValue.__neg__ = lambda self: -self.value()
 
 
-def _step_count(optimizer, start_step):
-    """The optimizer's update count minus `start_step`: an int64 tensor, or on
+def _step_count(optimizer, count_offset):
+    """The optimizer's update count minus `count_offset`: an int64 tensor, or on
     JAX one of the counter's own dtype (int32 unless in 64-bit mode; the
     schedules widen it themselves)."""
     count = _backend.step_count(optimizers.update_counter(optimizer))
-    if isinstance(start_step, numbers.Integral):
-        return count - start_step if start_step else count  # one op less per step
-    return count - ops.cast(start_step.value, count.dtype)
+    if isinstance(count_offset, numbers.Integral):
+        return count - count_offset if count_offset else count  # one op less per step
+    return count - ops.cast(count_offset.value, count.dtype)
 
 
 class StepControl:
@@ -134,8 +134,8 @@ class StepControl:
             step; `values` holds the step's `learning_rate` when scheduled.
 
     The step passed to the schedules is the optimizer's update count minus
-    `start_step`, an int or an int64 variable. The schedules (and an int
-    `start_step`) are read when the train step is traced, so set them before
+    `count_offset`, an int or an int64 variable. The schedules (and an int
+    `count_offset`) are read when the train step is traced, so set them before
     the first training step of the `fit`; a variable's value is read at
     every step.
     """
@@ -149,7 +149,7 @@ class StepControl:
         self.groups = groups
         self.before_step = before_step
         self.after_step = after_step
-        self.start_step = 0
+        self.count_offset = 0
         self._saved_function = None
         self._installed = False
         self._train_step = None  # the wrapped step and its compiled function,
@@ -162,17 +162,17 @@ class StepControl:
     def shift(self, steps):
         """Moves step 0 of the schedules `steps` updates later, mid-fit.
 
-        Returns False where `start_step` is baked into the trace (an int)."""
-        if isinstance(self.start_step, numbers.Integral):
+        Returns False where `count_offset` is baked into the trace (an int)."""
+        if isinstance(self.count_offset, numbers.Integral):
             return False
-        self.start_step.assign(self.start_step + steps)
+        self.count_offset.assign(self.count_offset + steps)
         return True
 
     def install(self):
         """Puts the schedules into the train step; retraces it once.
 
         Installed again after `remove`, it puts back the same compiled
-        function, traced the first time, so the schedules, `start_step` and
+        function, traced the first time, so the schedules, `count_offset` and
         the step hooks must be unchanged by then.
         """
         if self._installed:
@@ -194,7 +194,7 @@ class StepControl:
         def train_step(data):
             # The values are not added to the step's outputs: each output
             # costs the train function a few microseconds per call.
-            step = _step_count(optimizer, self.start_step)
+            step = _step_count(optimizer, self.count_offset)
             if self.before_step is not None:
                 self.before_step(step)
             values = {}

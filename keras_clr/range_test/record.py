@@ -82,7 +82,7 @@ class RangeTestStep:
             model, rates, before_step=lambda step: _reset_metrics(model),
             after_step=lambda step, logs, values: self._write(
                 check_keys, step, logs, values))
-        self.control.start_step = start
+        self.control.count_offset = start
         self._carrier = None
         # What the step checks: a variable that holds NaN, inf or values near
         # float32's largest before the test (a sentinel) is left out.
@@ -93,7 +93,7 @@ class RangeTestStep:
         _backend.fill(self.record, np.nan)
         if isinstance(self.rates, tables.VariableTable):
             self.rates.fill(ramp_fn, 0, self.num_steps + 1)
-            self.control.start_step.assign(start)
+            self.control.count_offset.assign(start)
         self._carrier = _keras_internals.carry_in_state(self.model, self.record)
         self.control.install()
 
