@@ -656,8 +656,8 @@ class WarmupStableDecay(_ScheduleCallback):
         fit = self._fit
         if fit is None:
             return 0
-        if fit.last_step is not None:
-            return max(fit.done, fit.last_step + 1)
+        if fit.current.last_step is not None:
+            return max(fit.done, fit.current.last_step + 1)
         return max(fit.done, fit.first_step)
 
     def _check_no_jump(self, plan, step):
@@ -704,7 +704,7 @@ class WarmupStableDecay(_ScheduleCallback):
             self._fit.reschedule(self._schedules(), self._constant_from(), step)
 
     def on_train_batch_begin(self, batch, logs=None):
-        epoch_start = self._fit.epoch_batches is None
+        epoch_start = self._fit.current.batches_before is None
         super().on_train_batch_begin(batch, logs)
         request = self._request
         if request is None or (request[0] == "cooldown" and request[1] == "epoch_end"
