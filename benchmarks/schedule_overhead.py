@@ -71,8 +71,8 @@ import tensorflow as tf  # noqa: E402
 
 import keras_clr  # noqa: E402
 from keras_clr import fit_steps  # noqa: E402
-from keras_clr import hooks  # noqa: E402
 from keras_clr import tables  # noqa: E402
+from keras_clr import train_step  # noqa: E402
 
 MAX_LR = 0.05
 BASE_LR = 0.005
@@ -216,12 +216,12 @@ class ArithmeticOneCycle(keras_clr.OneCycle):
 class _OwnTraceValues(fit_steps.FitValues):
     """The fit's values as constant tables in a trace of the fit's own."""
 
-    def tabulate(self, first, count, start):
+    def tabulate(self, first, count, updates_at_zero):
         own = [None if schedule is None else tables.Tabulated(schedule, first, count)
                for schedule in self.schedules]
         self.tables = own
-        self.control = hooks.StepControl(self.model, *own, groups=self.groups)
-        self.control.start_step = start
+        self.control = train_step.StepControl(self.model, *own, groups=self.groups)
+        self.control.count_offset = updates_at_zero
         self.control.install()
 
 

@@ -84,9 +84,9 @@ import numpy as np  # noqa: E402
 
 import keras_clr  # noqa: E402
 from keras_clr.range_test import state as range_state  # noqa: E402
+from keras_clr import optimizers  # noqa: E402
 from keras_clr import results  # noqa: E402
 from keras_clr import suggestions  # noqa: E402
-from keras_clr import training  # noqa: E402
 
 GOAL = 0.995
 
@@ -367,8 +367,8 @@ class Bench:
             if name in self.saved_curves:  # --cache: the range test of an earlier run
                 lrs, losses = self.saved_curves[name]
                 # what find_lr records besides the curve
-                momentum = training.velocity_momentum(TASKS[task][2]())
-                batch_norm = training.has_batch_norm(TASKS[task][1]())
+                momentum = optimizers.velocity_momentum(TASKS[task][2]())
+                batch_norm = optimizers.has_batch_norm(TASKS[task][1]())
                 self.curves[key] = results.LRFinderResult(lrs, losses, momentum=momentum,
                                                           batch_norm=batch_norm,
                                                           num_steps=self.finder_steps)

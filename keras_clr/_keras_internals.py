@@ -1,8 +1,9 @@
 """Every use of Keras's private API, in one place.
 
 keras_clr wraps a model's train step, reads the optimizer's batch counter,
-finds the callbacks of the running `fit` and carries the range test's record
-through JAX's training state. None of that has a public API, so each such
+sets the optimizer's momentum-like float and keeps its caches on the model
+past Keras's attribute tracking, finds the callbacks of the running `fit` and
+carries the range test's record through JAX's training state. None of that has a public API, so each such
 use is here, with the Keras versions it was checked on: a new Keras release
 is a review of this one file. What differs between backends is in
 `keras_clr._backend`. "Checked on" names the releases whose whole
@@ -52,6 +53,26 @@ def build_optimizer(model):
                                                                caller=optimizer):
             optimizer.build(model.trainable_variables)
     optimizer.built = True
+
+
+def set_untracked(optimizer, name, value):
+    """Sets the attribute `name` of `optimizer` past its `__setattr__`,
+    whose tracker would take a tensor-like value for state of its own (the
+    stand-in for `momentum` / `beta_1` during a trace, and the float put
+    back after; `BaseOptimizer.__setattr__` and TensorFlow's trackable,
+    checked on Keras 3.10 and 3.15)."""
+    object.__setattr__(optimizer, name, value)
+
+
+# -- state kept on the model ---------------------------------------------------------
+
+
+def model_cache(model, name):
+    """The dict kept on `model` under the attribute `name`, made empty on
+    first use: in the instance's `__dict__`, past `Layer.__setattr__`, whose
+    tracker would wrap a dict set as an attribute and track the variables
+    its values hold as the model's own (checked on Keras 3.10 and 3.15)."""
+    return model.__dict__.setdefault(name, {})
 
 
 # -- the running fit ---------------------------------------------------------------

@@ -2,7 +2,7 @@
 momentum during fit.
 
 All apply their schedules inside the compiled train step (see
-`keras_clr.hooks`), so the value used by step k is exactly
+`keras_clr.train_step`), so the value used by step k is exactly
 `lr_schedule(k)` / `momentum_schedule(k)` at no per-step host cost. The step
 k is the k-th update the optimizer really applied: under gradient
 accumulation every micro-batch of one update sees its step's values, an
@@ -21,7 +21,7 @@ per call on data of unknown length) the train step returns its values.
 A Keras 3.15 `MultiOptimizer` (a sub-optimizer per group of variables) is
 driven group by group: each group's learning rate is the schedule's times
 the group's compiled learning rate over the largest of them (read once,
-before the first step: `keras_clr.training.ratios`), so the group compiled
+before the first step: `keras_clr.optimizers.ratios`), so the group compiled
 highest follows the schedule and the others keep their fraction of it, as
 fastai's `slice(lo, hi)` does; each group's own momentum-like parameter is
 cycled (the rules per optimizer apply per group). The logs carry
@@ -36,9 +36,10 @@ import numpy as np
 
 from keras_clr import _checks
 from keras_clr import _keras_internals
+from keras_clr import curves
 from keras_clr import fit_steps
+from keras_clr import optimizers
 from keras_clr import schedules
-from keras_clr import training
 
 
 # CyclicLR warns of a fit that ends before its first peak with the learning
@@ -50,13 +51,12 @@ _LR_SETTERS = ("ReduceLROnPlateau", "LearningRateScheduler")
 
 
 def check_conflicts(callback, others):
-    """ValueError if another callback of the same `fit` sets the learning rate."""
-    from keras_clr.range_test import LRFinder
-
+    """ValueError if another callback of the same `fit` sets the learning
+    rate: a keras_clr callback (`sets_learning_rate` True), or one of Keras's."""
     name = type(callback).__name__
     for other in others:
         kind = type(other).__name__
-        if isinstance(other, (_ScheduleCallback, LRFinder)):
+        if getattr(other, "sets_learning_rate", False) is True:
             raise ValueError(
                 f"{name} and {kind} were both passed to this fit, and each sets "
                 "the learning rate at every step: the values one logs would not "
@@ -90,12 +90,15 @@ class _ScheduleCallback(keras.callbacks.Callback):
     # The batch-end hook only reads host-side tables: Keras may keep running
     # batch ends in its worker thread instead of waiting for each step.
     async_safe = True
+    # It sets the learning rate at every step: `check_conflicts` refuses a
+    # second callback that does (this one, or an LRFinder) in the same fit.
+    sets_learning_rate = True
 
     def __init__(self, cycle_momentum, base_momentum, max_momentum):
         super().__init__()
         self.cycle_momentum = _checks.a_bool("cycle_momentum", cycle_momentum,
                                              also=("auto",))
-        self.base_momentum, self.max_momentum = schedules._check_momenta(
+        self.base_momentum, self.max_momentum = schedules.check_momenta(
             base_momentum, max_momentum)
         self.__dict__.update(self._fresh_state())
 
@@ -172,22 +175,22 @@ class _ScheduleCallback(keras.callbacks.Callback):
 
     def set_model(self, model):
         super().set_model(model)
-        training.remember_ratios(model)
+        optimizers.remember_ratios(model)
 
     def on_train_begin(self, logs=None):
         name = type(self).__name__
-        optimizer = training.base_optimizer(self.model)
-        training.know_groups(self.model)
-        groups = training.schedule_groups(optimizer, name, self.cycle_momentum)
+        optimizer = optimizers.base_optimizer(self.model)
+        optimizers.know_groups(self.model)
+        groups = optimizers.schedule_groups(optimizer, name, self.cycle_momentum)
         callbacks = _keras_internals.callback_list(self)
         if callbacks is not None:
             check_conflicts(self, [c for c in callbacks.callbacks if c is not self])
             # First, so that the logs every other callback reads (History,
             # CSVLogger, TensorBoard) carry the values, in any order.
-            training.move_first(callbacks, self)
+            optimizers.move_first(callbacks, self)
         params = self.params or {}
         steps, epochs = params.get("steps"), params.get("epochs")
-        accumulation = training.accumulation_steps(optimizer)
+        accumulation = optimizers.accumulation_steps(optimizer)
         if accumulation > 1 and not steps:
             raise ValueError(
                 f"{name} cannot follow gradient accumulation on data of unknown "
@@ -376,10 +379,11 @@ class CyclicLR(_ScheduleCallback):
 
     def __init__(self, base_lr, max_lr, step_size_up=2000, step_size_down=None,
                  mode="triangular", gamma=1.0, scale_fn=None, scale_mode="cycle",
-                 cycle_momentum="auto", base_momentum=0.8, max_momentum=0.9):
+                 cycle_momentum="auto", base_momentum=curves.CYCLIC_BASE_MOMENTUM,
+                 max_momentum=curves.CYCLIC_MAX_MOMENTUM):
         super().__init__(cycle_momentum, base_momentum, max_momentum)
         # Checked here too, so that errors name this callback's arguments.
-        base_lr, max_lr, step_size_up, step_size_down = schedules._check_cyclical(
+        base_lr, max_lr, step_size_up, step_size_down = schedules.check_cyclical(
             base_lr, max_lr, step_size_up, step_size_down, scale_mode,
             names=("base_lr", "max_lr", "step_size_up"))
         _checks.one_of("mode", mode, ("triangular", "triangular2", "exp_range"))
@@ -512,14 +516,14 @@ class OneCycle(_ScheduleCallback):
 
     def __init__(self, max_lr, total_steps=None, pct_start=0.3,
                  anneal_strategy="cos", div_factor=25.0, final_div_factor=1e4,
-                 three_phase=False, cycle_momentum="auto", base_momentum=0.85,
-                 max_momentum=0.95):
+                 three_phase=False, cycle_momentum="auto",
+                 base_momentum=curves.BASE_MOMENTUM, max_momentum=curves.MAX_MOMENTUM):
         super().__init__(cycle_momentum, base_momentum, max_momentum)
         self.max_lr = _checks.positive_finite("max_lr", max_lr)
         if total_steps is not None:
             total_steps = _checks.positive_int("total_steps", total_steps)
         _, self.pct_start, self.div_factor, self.final_div_factor = (
-            schedules._check_one_cycle(1, pct_start, anneal_strategy,
+            schedules.check_one_cycle(1, pct_start, anneal_strategy,
                                        div_factor, final_div_factor))
         self.total_steps = total_steps
         self.anneal_strategy = anneal_strategy
@@ -680,8 +684,8 @@ class WarmupStableDecay(_ScheduleCallback):
 
     def __init__(self, max_lr, warmup_steps=0, decay_steps=0.2, total_steps=None,
                  stable_steps=None, warmup_type="linear", decay_type="1-sqrt",
-                 min_lr_ratio=0.0, cycle_momentum="auto", base_momentum=0.85,
-                 max_momentum=0.95):
+                 min_lr_ratio=0.0, cycle_momentum="auto",
+                 base_momentum=curves.BASE_MOMENTUM, max_momentum=curves.MAX_MOMENTUM):
         super().__init__(cycle_momentum, base_momentum, max_momentum)
         self.max_lr = _checks.positive_finite("max_lr", max_lr)
         self.warmup_steps, decay_start, decay = schedules.wsd_plan(
@@ -819,8 +823,8 @@ class WarmupStableDecay(_ScheduleCallback):
         fit = self._fit
         if fit is None:
             return 0
-        if fit.last_step is not None:
-            return max(fit.done, fit.last_step + 1)
+        if fit.current.last_step is not None:
+            return max(fit.done, fit.current.last_step + 1)
         return max(fit.done, fit.first_step)
 
     def _check_no_jump(self, plan, step):
@@ -867,7 +871,7 @@ class WarmupStableDecay(_ScheduleCallback):
             self._fit.reschedule(self._schedules(), self._constant_from(), step)
 
     def on_train_batch_begin(self, batch, logs=None):
-        epoch_start = self._fit.epoch_batches is None
+        epoch_start = self._fit.current.batches_before is None
         super().on_train_batch_begin(batch, logs)
         request = self._request
         if request is None or (request[0] == "cooldown" and request[1] == "epoch_end"

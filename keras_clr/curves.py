@@ -117,6 +117,17 @@ def piecewise(step, ends, values, anneal, xp=NumpyOps):
     return result
 
 
+# The momentum range the one-cycle and warmup-stable-decay schedules (and
+# their callbacks) default to, PyTorch OneCycleLR's: BASE_MOMENTUM at the
+# peak learning rate, MAX_MOMENTUM where the rate is low. The suggestions
+# take BASE_MOMENTUM as the momentum `OneCycle` holds at its peak.
+BASE_MOMENTUM = 0.85
+MAX_MOMENTUM = 0.95
+# The cyclical schedules' (CyclicLR's), PyTorch CyclicLR's.
+CYCLIC_BASE_MOMENTUM = 0.8
+CYCLIC_MAX_MOMENTUM = 0.9
+
+
 def one_cycle_phases(total_steps, pct_start, three_phase):
     """Phase end steps of a one-cycle policy (the last one is total_steps - 1)."""
     first = float(pct_start * total_steps) - 1.0

@@ -8,7 +8,7 @@ or a log-spaced spread from `lo` to `hi` (fastai's `slice(lo, hi)`).
 Frozen layers get a group whose rate is 0. The result is an `OptimizerMap`
 of anchored regexes over the variables' paths, so it saves and loads with
 the model; keras_clr's schedules drive each group at its compiled rate
-over the largest (`keras_clr.training.ratios`).
+over the largest (`keras_clr.optimizers.ratios`).
 """
 
 import math

@@ -17,12 +17,13 @@ import keras
 
 from keras_clr import _checks
 from keras_clr import _keras_internals
-from keras_clr import training
+from keras_clr import optimizers
+from keras_clr import race
 from keras_clr.discriminative import all_layers
 from keras_clr.discriminative import discriminative_optimizer
-from keras_clr.tuning import _check_no_one_cycle_kwargs
+from keras_clr.schedule_arguments import check_no_one_cycle_kwargs
+from keras_clr.schedule_arguments import one_cycle_options
 from keras_clr.tuning import fit_one_cycle
-from keras_clr.tuning import one_cycle_options
 
 LR_MULT = 100.0  # fastai's: the first group's rate is the head's / LR_MULT
 
@@ -209,8 +210,8 @@ def fine_tune(model, x=None, y=None, *, epochs, freeze_epochs=1, head=None, max_
     if not getattr(model, "compiled", False) or getattr(model, "optimizer", None) is None:
         raise ValueError("Argument `model` must be compiled with an optimizer (the template "
                          f"of each stage's). Received: model={model.name!r}, not compiled")
-    template = training.base_optimizer(model)
-    if training.is_multi_optimizer(template):
+    template = optimizers.base_optimizer(model)
+    if optimizers.is_multi_optimizer(template):
         raise ValueError("Argument `model` must be compiled with a plain optimizer, the "
                          "template fine_tune copies for each stage and group; this one is a "
                          f"MultiOptimizer. Received: optimizer={template.name!r}")
@@ -229,7 +230,7 @@ def fine_tune(model, x=None, y=None, *, epochs, freeze_epochs=1, head=None, max_
         if lr_mult <= 1:
             raise ValueError("Argument `lr_mult` must be above 1 (the head's rate over the "
                              f"first group's). Received: lr_mult={given!r}")
-    _check_no_one_cycle_kwargs(fit_kwargs, "fine_tune")
+    check_no_one_cycle_kwargs(fit_kwargs, "fine_tune")
     for key in ("lo", "hi", "groups", "frozen"):
         if key in fit_kwargs:
             raise ValueError(
@@ -240,8 +241,6 @@ def fine_tune(model, x=None, y=None, *, epochs, freeze_epochs=1, head=None, max_
                 f"{key}={fit_kwargs[key]!r}")
     if "race" in rates:
         # checked now: a stage 2 race would otherwise refuse them after stage 1
-        from keras_clr import race
-
         race.check_inputs(x, y, {key: value for key, value in fit_kwargs.items()
                                  if key not in ("budget_steps", "candidates", "race_seed")})
     options = one_cycle_options(one_cycle, "fine_tune")

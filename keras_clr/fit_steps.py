@@ -2,12 +2,14 @@
 
 Step k of a `CyclicLR` or `OneCycle` schedule is the k-th update the
 optimizer applied: its batch count divided by its gradient accumulation
-steps, minus the count at step 0 (`start_step`). `FitSteps` is the state of
-one `fit`, made in the callback's `on_train_begin` from what Keras tells of
-the fit and from the callback's previous `FitSteps`; the callback's hooks call
-its methods of the same names (`epoch_begin`, `batch_begin`, `batch_end`,
-`epoch_end`, `end`). Its `FitValues` hold the schedules' values over the
-fit's steps, for the train step and for the logs.
+steps, minus the update count at step 0 (`updates_at_zero`); `StepControl`
+computes the same step in the graph from the optimizer's update count
+(`keras_clr.train_step`). `FitSteps` is the state of one `fit`, made in
+the callback's `on_train_begin` from what Keras tells of the fit and from
+the callback's previous `FitSteps`; the callback's hooks call its methods
+of the same names (`epoch_begin`, `batch_begin`, `batch_end`, `epoch_end`,
+`end`). Its `FitValues` hold the schedules' values over the fit's steps,
+for the train step and for the logs.
 
 Where a fit sits on the schedule is decided at its first batch, after every
 callback's `on_train_begin` and `on_epoch_begin` (BackupAndRestore restores
@@ -31,8 +33,8 @@ import warnings
 
 from keras_clr import _backend
 from keras_clr import _keras_internals
+from keras_clr import optimizers
 from keras_clr import tables
-from keras_clr import training
 
 
 class FitSteps:
@@ -45,44 +47,50 @@ class FitSteps:
         owner: the callback's name, for messages.
         steps, epochs: Keras's `params` (steps None: the data has no length).
         accumulation: the batches per optimizer update.
-        groups: the `keras_clr.training.Group`s the schedules drive.
+        groups: the `keras_clr.optimizers.Group`s the schedules drive.
         previous: the callback's previous `FitSteps`, or None.
+
+    Attributes:
+        steps, epochs, accumulation: as given.
+        current: the `EpochCount` of the epoch in progress.
+        first_step, planned_steps: where the fit starts on the schedule and
+            how many steps it plans (None: the data has no length), once
+            placed at its first batch.
+        done: the schedule steps run, counted at each epoch end.
+        ended: whether the fit reached `on_train_end`.
+        values: the fit's `FitValues`.
     """
 
     def __init__(self, model, schedules, constant_from, owner, *, steps, epochs,
                  accumulation, groups, previous=None):
-        self.model, self.optimizer = model, model.optimizer
-        self.constant_from, self.owner = constant_from, owner
+        self._model, self._optimizer = model, model.optimizer
+        self._constant_from, self._owner = constant_from, owner
         self.steps, self.epochs, self.accumulation = steps, epochs, accumulation
-        self.spe = training.steps_per_execution(model)
-        self.reports_first = _keras_internals.batch_end_reports_first_batch()
-        self.loss_scaled = training.loss_scaled(model)
+        self._spe = optimizers.steps_per_execution(model)
+        self._reports_first = _keras_internals.batch_end_reports_first_batch()
+        self._loss_scaled = optimizers.loss_scaled(model)
         # Where the host cannot tell which step a batch end reports, the train
         # step returns the values it applied instead (an epoch's last call may
         # run fewer than spe steps, or all of them on repeating data: Keras
         # reports the same batch index).
-        self.graph_logs = self.loss_scaled or (
-            self.spe > 1 and (not steps or steps % self.spe))
+        self._graph_logs = self._loss_scaled or (
+            self._spe > 1 and (not steps or steps % self._spe))
         # The update count at step 0, kept from fit to fit.
-        self.start_step = None if previous is None else previous.start_step
-        self.continues = (self.start_step is not None and previous.ended
-                          and previous.model is model
-                          and previous.optimizer is self.optimizer)
+        self._updates_at_zero = None if previous is None else previous._updates_at_zero
+        self._continues = (self._updates_at_zero is not None and previous.ended
+                           and previous._model is model
+                           and previous._optimizer is self._optimizer)
         self.ended = False  # whether the fit reached on_train_end
-        self.values = FitValues(model, schedules, groups, self.graph_logs)
+        self.values = FitValues(model, schedules, groups, self._graph_logs)
         self.epoch_begin(0)
-        self.first_step = self.first_updates = 0
+        self.first_step = self._first_updates = 0
         self.planned_steps = None
         self.done = 0  # schedule steps run, read at each epoch end
-        self.batches_run = 0
+        self._batches_run = 0
 
     def epoch_begin(self, epoch):
         """Starts the count of epoch `epoch` (0-based, as Keras counts)."""
-        self.epoch = epoch
-        self.epoch_batches = None  # the batch count, read at the first batch
-        self.batch_ends = 0
-        self.max_batch = -1
-        self.last_step = None
+        self.current = EpochCount(epoch)
 
     def batch_begin(self):
         """At an epoch's first batch: places the fit (at its first), or
@@ -92,18 +100,24 @@ class FitSteps:
             True at the fit's first batch, as the fit has just been placed
             (`first_step`, `planned_steps`).
         """
-        if self.epoch_batches is not None:
+        if self.current.batches_before is not None:
             return False
-        self.epoch_batches = training.batch_count(training.base_optimizer(self.model))
+        self.current.batches_before = optimizers.batch_count(
+            optimizers.base_optimizer(self._model))
         if self.values.control is None:  # the fit's first batch
             self._place()
             return True
         # Something may have moved the update count between epochs.
-        first = self.epoch_batches // self.accumulation - self.start_step
+        first = self._step_of(self.current.batches_before)
         count = self._count(first)
         if not self.values.covers(first, count):
-            self.values.tabulate(first, count, self.start_step)
+            self.values.tabulate(first, count, self._updates_at_zero)
         return False
+
+    def _step_of(self, batches):
+        """The schedule step of the update of the optimizer's batch number
+        `batches` (its batch count before that batch)."""
+        return batches // self.accumulation - self._updates_at_zero
 
     def _count(self, first):
         """How many steps to tabulate from `first` for the rest of the fit,
@@ -112,47 +126,49 @@ class FitSteps:
         if self.epochs and steps:
             # Each call runs spe steps: on repeating data an epoch's last call
             # runs all of them, past `steps` when spe does not divide it.
-            batches = (self.epochs - self.epoch) * (-(-steps // self.spe) * self.spe)
-            count = (self.epoch_batches % k + batches - 1) // k + 1
-        if self.constant_from is not None:  # the table may stop where it holds
-            end = max(self.constant_from + 1, first + 1)
+            calls = -(-steps // self._spe)
+            batches = (self.epochs - self.current.epoch) * (calls * self._spe)
+            count = (self.current.batches_before % k + batches - 1) // k + 1
+        if self._constant_from is not None:  # the table may stop where it holds
+            end = max(self._constant_from + 1, first + 1)
             count = end - first if count is None else min(count, end - first)
         return count
 
     def _place(self):
         """Decides the update count at step 0 (see the module docstring)."""
-        epoch, steps, k = self.epoch, self.steps, self.accumulation
-        updates = self.epoch_batches // k
-        if not self.continues or epoch or updates < self.start_step:
+        epoch, steps, k = self.current.epoch, self.steps, self.accumulation
+        updates = self.current.batches_before // k
+        if not self._continues or epoch or updates < self._updates_at_zero:
             if epoch and not steps:
                 warnings.warn(
-                    f"{self.owner} cannot tell how many steps came before "
+                    f"{self._owner} cannot tell how many steps came before "
                     f"initial_epoch={epoch} (the data has no length); the "
                     "schedule starts at step 0.", stacklevel=4)
-            self.start_step = updates - (epoch * steps // k if steps else 0)
-        self.first_step = updates - self.start_step
-        self.first_updates = updates
+            self._updates_at_zero = updates - (epoch * steps // k if steps else 0)
+        self.first_step = self._step_of(self.current.batches_before)
+        self._first_updates = updates
         # The steps the fit will run from its first (None: the data has no
         # length), up to where the schedules hold their value.
         self.planned_steps = self._count(self.first_step)
-        self.values.tabulate(self.first_step, self.planned_steps, self.start_step)
+        self.values.tabulate(self.first_step, self.planned_steps, self._updates_at_zero)
 
     def next_step(self, batch):
         """At `batch`'s begin: the schedule step of its update, not yet run;
         None where the host cannot tell it mid-epoch (updates a loss scale
         may skip, on JAX, where the update count is read at epoch starts)."""
-        if not self.loss_scaled:
-            return (self.epoch_batches + batch) // self.accumulation - self.start_step
+        if not self._loss_scaled:
+            return self._step_of(self.current.batches_before + batch)
         if batch and _backend.name() == "jax":
             return None
-        return training.iterations(training.base_optimizer(self.model)) - self.start_step
+        return (optimizers.iterations(optimizers.base_optimizer(self._model))
+                - self._updates_at_zero)
 
     def reschedule(self, schedules, constant_from, first):
         """Replaces the schedules from step `first` on, mid-fit: the steps
         before it must keep their values (some may still be logged)."""
         self.values.schedules = schedules
-        self.constant_from = constant_from
-        self.values.tabulate(first, self._count(first), self.start_step)
+        self._constant_from = constant_from
+        self.values.tabulate(first, self._count(first), self._updates_at_zero)
 
     def batch_end(self, batch, logs):
         """Counts the end of `batch` and writes its step's values to `logs`.
@@ -161,43 +177,45 @@ class FitSteps:
         steps as Keras counts them (Keras before its epoch iterator reported
         the call's first: moved to the last here).
         """
-        if self.spe > 1 and self.reports_first:
-            batch += self.spe - 1
-        self.batch_ends += 1
-        self.max_batch = max(self.max_batch, batch)
-        step = (self.epoch_batches + batch) // self.accumulation - self.start_step
+        if self._spe > 1 and self._reports_first:
+            batch += self._spe - 1
+        current = self.current
+        current.batch_ends += 1
+        current.max_batch = max(current.max_batch, batch)
+        step = self._step_of(current.batches_before + batch)
         # On JAX and PyTorch batch ends may run in Keras's worker threads.
-        self.last_step = step if self.last_step is None else max(self.last_step, step)
-        if not self.graph_logs:
+        current.last_step = step if current.last_step is None else max(current.last_step, step)
+        if not self._graph_logs:
             self.values.log(step, logs)
 
     def epoch_end(self, logs):
         """Counts the steps run so far (one read of the update count per
         epoch) and writes the epoch's last step's values to `logs`."""
-        if self.epoch_batches is None:  # no batch ran
+        if self.current.batches_before is None:  # no batch ran
             return
-        batches = training.batch_count(training.base_optimizer(self.model))
-        if not self.steps and self.spe == 1:
+        batches = optimizers.batch_count(optimizers.base_optimizer(self._model))
+        if not self.steps and self._spe == 1:
             # On data of unknown length Keras counts one more iteration as the
             # data runs out, without an update: the schedule does not.
-            extra = batches - self.epoch_batches - self.batch_ends
+            extra = batches - self.current.batches_before - self.current.batch_ends
             if extra > 0:
                 if self.values.control.shift(extra):
-                    self.start_step += extra
+                    self._updates_at_zero += extra
                 else:
                     warnings.warn(
-                        f"{self.owner}: Keras counted {extra} more update(s) "
+                        f"{self._owner}: Keras counted {extra} more update(s) "
                         "than batches ran this epoch; on this backend the "
                         "schedule cannot skip them, so the values from here on "
                         f"are those {extra} step(s) later.", stacklevel=3)
-        self.done = batches // self.accumulation - self.start_step
-        ran = self.max_batch + 1  # Keras's batch index: past `steps` in a short last call
-        self.batches_run += min(ran, self.steps) if self.steps else ran
-        if self.graph_logs:
+        self.done = self._step_of(batches)
+        # Keras's batch index: past `steps` in a short last call.
+        ran = self.current.max_batch + 1
+        self._batches_run += min(ran, self.steps) if self.steps else ran
+        if self._graph_logs:
             return
         last = self.done - 1
         if not self.steps:
-            last = min(last, self.last_step)
+            last = min(last, self.current.last_step)
         self.values.log(last, logs)
 
     def end(self):
@@ -206,15 +224,16 @@ class FitSteps:
         if ended or self.values.control is None:
             return
         self.values.control.remove()
-        if not self.loss_scaled:
+        if not self._loss_scaled:
             return
-        applied = training.iterations(training.base_optimizer(self.model)) - self.first_updates
-        skipped = self.batches_run // self.accumulation - applied
+        applied = (optimizers.iterations(optimizers.base_optimizer(self._model))
+                   - self._first_updates)
+        skipped = self._batches_run // self.accumulation - applied
         if skipped > 0:
             warnings.warn(
                 f"The loss scale skipped {skipped} of this fit's updates "
                 "(gradients overflowed float16). keras_clr counts the updates "
-                f"applied, so {self.owner} ended at step "
+                f"applied, so {self._owner} ended at step "
                 f"{self.first_step + applied} of its schedule, not "
                 f"{self.first_step + applied + skipped}.", stacklevel=3)
 
@@ -229,7 +248,7 @@ class FitValues:
     Args:
         model: the model being fit.
         schedules: (lr_schedule, momentum_schedule or None).
-        groups: the `keras_clr.training.Group`s the schedules drive.
+        groups: the `keras_clr.optimizers.Group`s the schedules drive.
         log_values: whether the train step returns the values it applied.
     """
 
@@ -241,17 +260,13 @@ class FitValues:
     def covers(self, first, count):
         """Whether the tables serve the steps `[first, first + count)`
         (count None: to the end): they hold them, or evaluate the schedules."""
-        table = self.tables[0]
-        if table.values is None:  # evaluated in the graph
-            return True
-        end = table.first + len(table.values)
-        return table.first <= first and (count is None or first + count <= end)
+        return self.tables[0].covers(first, count)
 
-    def tabulate(self, first, count, start):
+    def tabulate(self, first, count, updates_at_zero):
         """Tabulates the steps `[first, first + count)` (count None: unknown),
-        step 0 at the update count `start`, and installs their control."""
+        step 0 at the update count `updates_at_zero`, and installs their control."""
         control, self.tables = tables.schedule_control(
-            self.model, self.schedules, first, count, start=start,
+            self.model, self.schedules, first, count, updates_at_zero=updates_at_zero,
             groups=self.groups, log_values=self.log_values)
         if control is not self.control:
             if self.control is not None:
@@ -266,9 +281,29 @@ class FitValues:
         if logs is None:
             return
         rates, momenta = self.tables
-        logs.update(training.log_rates(self.groups, rates.host(step)))
+        logs.update(optimizers.log_rates(self.groups, rates.host(step)))
         if momenta is not None:
             momentum = logs["momentum"] = momenta.host(step)
             for group in self.groups:
                 if group.name is not None and group.momentum is not None:
                     logs[f"momentum_{group.name}"] = momentum
+
+
+class EpochCount:
+    """The counts of the epoch in progress of one `fit`.
+
+    Attributes:
+        epoch: the epoch (0-based, as Keras counts).
+        batches_before: the optimizer's batch count as the epoch's first
+            batch begins (read then); None until it does.
+        batch_ends: the batch ends seen.
+        max_batch: the largest batch index a batch end reported (-1: none).
+        last_step: the largest schedule step a batch end reported, or None.
+    """
+
+    def __init__(self, epoch):
+        self.epoch = epoch
+        self.batches_before = None
+        self.batch_ends = 0
+        self.max_batch = -1
+        self.last_step = None

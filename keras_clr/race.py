@@ -28,13 +28,17 @@ import keras
 import numpy as np
 
 from keras_clr import _checks
-from keras_clr import planned
-from keras_clr import training
+from keras_clr import optimizers
 from keras_clr.callbacks import OneCycle
+from keras_clr.schedule_arguments import PlannedSchedule
+from keras_clr.schedule_arguments import check_optimizer
+from keras_clr.schedule_arguments import check_planned_length
+from keras_clr.schedule_arguments import planned_schedule
 from keras_clr.range_test import state
-from keras_clr.range_test.data import _ensure_built
-from keras_clr.range_test.data import _is_arrays
-from keras_clr.range_test.data import _slice
+from keras_clr.range_test.api import find_lr
+from keras_clr.range_test.data import ensure_built
+from keras_clr.range_test.data import is_arrays
+from keras_clr.range_test.data import slice_samples
 from keras_clr.range_test.data import take
 
 RANGE_STEPS = 100  # the range test that places the candidates
@@ -191,7 +195,7 @@ class MaxLRRace:
         self.rule, self.epochs = rule, epochs
         self.steps_per_training = steps_per_training
         self.range_test, self.range_steps = range_test, int(range_steps)
-        self.plan = plan or planned.PlannedSchedule(OneCycle, {})
+        self.plan = plan or PlannedSchedule(OneCycle, {})
         self.schedule, self.options = self.plan.name, dict(self.plan.options)
         self.one_cycle = None if self.plan.wsd else self.options
         self.val_loss = {rate: [] for rate in self.candidates}
@@ -278,7 +282,7 @@ def _check_candidates(candidates):
 
 
 def _check_arrays(name, value):
-    if value is not None and not _is_arrays(value):
+    if value is not None and not is_arrays(value):
         raise ValueError(
             f"Argument `{name}` must be NumPy arrays (an array, or a dict or list of "
             "them) for the race, which serves every candidate the same batches in the "
@@ -319,10 +323,10 @@ def _split(x, y, sample_weight, fit_kwargs):
             f"{'no training' if split < 1 else 'no validation'} samples. Pass "
             f"`validation_data`, or more data. Received: x with {count} samples")
     part = slice(0, split), slice(split, count)
-    validation = tuple(_slice(d, part[1].start, part[1].stop)
+    validation = tuple(slice_samples(d, part[1].start, part[1].stop)
                        for d in (x, y, sample_weight) if d is not None)
-    return (_slice(x, 0, split), None if y is None else _slice(y, 0, split),
-            None if sample_weight is None else _slice(sample_weight, 0, split),
+    return (slice_samples(x, 0, split), None if y is None else slice_samples(y, 0, split),
+            None if sample_weight is None else slice_samples(sample_weight, 0, split),
             validation, held)
 
 
@@ -373,9 +377,6 @@ def race(model, x, y, *, epochs, candidates=None, one_cycle=None, race_seed=None
         The winner's `keras.callbacks.History`, with `history.race` the
         `MaxLRRace`.
     """
-    from keras_clr import tuning
-    from keras_clr.range_test.api import find_lr
-
     if not getattr(model, "compiled", False) or getattr(model, "optimizer", None) is None:
         raise ValueError("Argument `model` must be compiled with an optimizer "
                          f"before the race. Received: model={model.name!r}, not compiled")
@@ -389,8 +390,8 @@ def race(model, x, y, *, epochs, candidates=None, one_cycle=None, race_seed=None
         raise ValueError("Argument `race_seed` must be a non-negative integer or None. "
                          f"Received: race_seed={race_seed!r}")
     rates = None if candidates is None else _check_candidates(candidates)
-    plan = tuning.planned_schedule(one_cycle, schedule, "the race")
-    tuning.check_optimizer(model, plan, "the race")
+    plan = planned_schedule(one_cycle, schedule, "the race")
+    check_optimizer(model, plan, "the race")
     batch_size = fit_kwargs.pop("batch_size", None) or 32
     batch_size = _checks.positive_int("batch_size", batch_size)
     verbose = fit_kwargs.pop("verbose", "auto")
@@ -398,11 +399,11 @@ def race(model, x, y, *, epochs, candidates=None, one_cycle=None, race_seed=None
     x, y, sample_weight, validation, held = _split(
         x, y, fit_kwargs.pop("sample_weight", None), fit_kwargs)
     fit_kwargs.setdefault("validation_batch_size", batch_size)
-    accumulation = training.accumulation_steps(training.base_optimizer(model))
+    accumulation = optimizers.accumulation_steps(optimizers.base_optimizer(model))
     per_epoch = math.ceil(_length(x) / batch_size)
     total_steps = max(1, epochs * per_epoch // accumulation)
-    tuning.check_planned_length(plan, total_steps, "the race")
-    x = _ensure_built(model, x, batch_size)
+    check_planned_length(plan, total_steps, "the race")
+    x = ensure_built(model, x, batch_size)
     state.build_optimizer(model)
     poisoned = state.first_nonfinite(state.float_variables(model))
     if poisoned is not None:
@@ -451,7 +452,7 @@ def _run(model, report, batches, fit_args, verbose):
     """The race itself: trains, compares, drops; leaves the model as the
     winner's training left it and `report._history` its History."""
 
-    optimizer = training.base_optimizer(model)
+    optimizer = optimizers.base_optimizer(model)
     epochs = report.epochs
     cuts = dict(checkpoints(epochs))
     start = state.snapshot(model)
@@ -467,12 +468,12 @@ def _run(model, report, batches, fit_args, verbose):
         last = rate
         run = alive[rate]
         state.restore(run["saved"])
-        before = training.iterations(optimizer)
+        before = optimizers.iterations(optimizer)
         batches.set_epoch(begin)
         history = model.fit(batches, initial_epoch=begin, epochs=end,
                             callbacks=[_EpochOrder(batches), run["schedule"]],
                             **fit_args)
-        report.steps[rate] += training.iterations(optimizer) - before
+        report.steps[rate] += optimizers.iterations(optimizer) - before
         run["logs"].extend(zip(history.epoch, (
             {key: values[i] for key, values in history.history.items()}
             for i in range(len(history.epoch)))))
@@ -572,10 +573,10 @@ class _StepCount(keras.callbacks.Callback):
         self.steps = 0
 
     def on_train_begin(self, logs=None):
-        self.begin = self.last = training.iterations(training.base_optimizer(self.model))
+        self.begin = self.last = optimizers.iterations(optimizers.base_optimizer(self.model))
 
     def on_epoch_end(self, epoch, logs=None):
-        self.last = training.iterations(training.base_optimizer(self.model))
+        self.last = optimizers.iterations(optimizers.base_optimizer(self.model))
 
     def on_train_end(self, logs=None):
         self.steps += self.last - self.begin

@@ -12,16 +12,17 @@ import warnings
 import numpy as np
 
 from keras_clr import _checks
+from keras_clr import curves
 from keras_clr import files
 from keras_clr import plotting  # matplotlib is imported when a plot is drawn
 from keras_clr import suggestions
 from keras_clr import tensorboard  # and TensorFlow when a summary is written
+from keras_clr.callbacks import OneCycle
 from keras_clr.stopping import smooth
 # The rules' public names, importable from here as before they had a module.
 from keras_clr.suggestions import METHODS
 from keras_clr.suggestions import kernel_smooth
 from keras_clr.suggestions import momentum_lag
-from keras_clr.suggestions import one_cycle_peak_momentum
 
 __all__ = ["LRFinderResult", "METHODS", "kernel_smooth", "momentum_lag",
            "one_cycle_peak_momentum", "smooth"]
@@ -137,22 +138,6 @@ class LRFinderResult:
                                   num_steps=self.num_steps, mode=self.mode, finite=finite,
                                   steps=self.steps)
 
-    def _rule(self, method, peak_momentum=None):
-        """(value or None, reason) of `method`: one of `METHODS`, or "range"."""
-        record = (self.lrs, self.losses, self.smoothed_losses)
-        if method == "range":
-            return suggestions.suggest_range(*record, num_steps=self.num_steps, mode=self.mode,
-                                             steps=self.steps)
-        return suggestions.suggest(method, *record, num_steps=self.num_steps, mode=self.mode,
-                                   momentum=self.momentum, batch_norm=self.batch_norm,
-                                   peak_momentum=peak_momentum, steps=self.steps)
-
-    def _suggest(self, method, stacklevel, one_cycle=None, peak_momentum=None):
-        method = _checks.one_of("method", "one_cycle" if method is None else method, METHODS)
-        peak = suggestions.resolve_peak_momentum(one_cycle, peak_momentum, self.momentum)
-        return _warned(method, *self._rule(method, peak), stacklevel + 1,
-                       _nonfinite_note(self))
-
     def suggest(self, method=None, *, one_cycle=None, peak_momentum=None):
         """A learning rate read off the curve.
 
@@ -186,7 +171,7 @@ class LRFinderResult:
             >>> f"{result.suggest():.1e}", f"{result.suggest('valley'):.1e}"
             ('5.1e-03', '2.1e-03')
         """
-        return self._suggest(method, 2, one_cycle, peak_momentum)
+        return suggest_with_warning(self, method, 2, one_cycle, peak_momentum)
 
     def suggest_one_cycle(self, *, one_cycle=None, peak_momentum=None):
         """`suggest()`: the default rule, a `max_lr` for `OneCycle`.
@@ -202,7 +187,7 @@ class LRFinderResult:
         Raises:
             ValueError: as `suggest`.
         """
-        return self._suggest("one_cycle", 2, one_cycle, peak_momentum)
+        return suggest_with_warning(self, "one_cycle", 2, one_cycle, peak_momentum)
 
     def suggestions(self):
         """Every method's suggestion, as a dict method -> float or None (no warnings).
@@ -222,7 +207,7 @@ class LRFinderResult:
             {'one_cycle': '5.1e-03', 'valley': '2.1e-03', 'slide': '1.7e-03',
              'minimum': '2.2e-02', 'steep': '2.4e-03'}
         """
-        return {method: self._rule(method)[0] for method in METHODS}
+        return {method: apply_rule(self, method)[0] for method in METHODS}
 
     def suggest_range(self):
         """(base_lr, max_lr) for `CyclicLR`, after Smith (2017), section 3.3.
@@ -243,11 +228,7 @@ class LRFinderResult:
             >>> f"{base_lr:.1e} to {max_lr:.1e}"
             '4.6e-04 to 2.2e-01'
         """
-        return self._suggest_range(2)
-
-    def _suggest_range(self, stacklevel):
-        return _warned("range", *self._rule("range"), stacklevel + 1,
-                       _nonfinite_note(self))
+        return suggest_range_with_warning(self, 2)
 
     def explain(self, method=None):
         """Why each suggestion is what it is, in a sentence.
@@ -273,7 +254,7 @@ class LRFinderResult:
         if method is None:
             return {name: self.explain(name) for name in METHODS + ("range",)}
         _checks.one_of("method", method, METHODS + ("range",))
-        value, reason = self._rule(method)
+        value, reason = apply_rule(self, method)
         note = _nonfinite_note(self)
         return (f"{method}: {'none' if value is None else _shown(value)}, {reason}."
                 + (f" {note}" if note else ""))
@@ -604,7 +585,7 @@ def _describe(result):
     if note:
         lines.append(f"  non-finite: {note}")
     for method in METHODS + ("range",):
-        value, reason = result._rule(method)
+        value, reason = apply_rule(result, method)
         shown = f"none ({reason})" if value is None else _shown(value)
         lines.append(f"  {method}{' (default)' if method == 'one_cycle' else ''}: {shown}")
     return "\n".join(lines)
@@ -627,3 +608,64 @@ def _nonfinite_note(result):
             "so the data likely holds NaN or inf (with TensorFlow's oneDNN a "
             "fused ReLU turns a NaN input into 0, and the loss hides it); check "
             "it with `np.isfinite(x).all()`.")
+
+
+# The rules on a result -----------------------------------------------------------
+
+def apply_rule(result, method, peak_momentum=None):
+    """(value or None, reason) of `method` on `result`: one of `METHODS`, or
+    "range"; no warning."""
+    record = (result.lrs, result.losses, result.smoothed_losses)
+    if method == "range":
+        return suggestions.suggest_range(*record, num_steps=result.num_steps,
+                                         mode=result.mode, steps=result.steps)
+    return suggestions.suggest(method, *record, num_steps=result.num_steps, mode=result.mode,
+                               momentum=result.momentum, batch_norm=result.batch_norm,
+                               peak_momentum=peak_momentum, steps=result.steps)
+
+
+def suggest_with_warning(result, method, stacklevel, one_cycle=None, peak_momentum=None):
+    """`LRFinderResult.suggest`: the value, with a warning `stacklevel` frames
+    above the caller when the rule finds none."""
+    method = _checks.one_of("method", "one_cycle" if method is None else method, METHODS)
+    peak = _peak_momentum(one_cycle, peak_momentum, result.momentum)
+    return _warned(method, *apply_rule(result, method, peak), stacklevel + 1,
+                   _nonfinite_note(result))
+
+
+def suggest_range_with_warning(result, stacklevel):
+    """`LRFinderResult.suggest_range`, warning as `suggest_with_warning` does."""
+    return _warned("range", *apply_rule(result, "range"), stacklevel + 1,
+                   _nonfinite_note(result))
+
+
+# The momentum at OneCycle's peak ------------------------------------------------
+
+def one_cycle_peak_momentum(one_cycle=None):
+    """The momentum `OneCycle` holds at its peak rate: the `base_momentum` of
+    `one_cycle`, or of `OneCycle`'s defaults; None for a `OneCycle` that
+    leaves the momentum alone (`cycle_momentum=False`)."""
+    if one_cycle is None:
+        return curves.BASE_MOMENTUM
+    if not isinstance(one_cycle, OneCycle):
+        raise ValueError("Argument `one_cycle` must be the keras_clr.OneCycle to "
+                         f"train with. Received: one_cycle={type(one_cycle).__name__}")
+    return one_cycle.base_momentum if one_cycle.cycle_momentum is not False else None
+
+
+def _peak_momentum(one_cycle=None, peak_momentum=None, momentum=None):
+    """The momentum at `OneCycle`'s peak from `LRFinderResult.suggest`'s
+    arguments (`one_cycle` or `peak_momentum`; a `OneCycle` with
+    `cycle_momentum=False` runs at the test's `momentum`), or None for
+    `OneCycle`'s default. Raises ValueError when both are given."""
+    if peak_momentum is not None:
+        if one_cycle is not None:
+            raise ValueError(
+                "Pass `one_cycle` or `peak_momentum`, not both. Received: "
+                f"one_cycle={type(one_cycle).__name__}, peak_momentum={peak_momentum!r}")
+        return _checks.in_interval("peak_momentum", peak_momentum, 0, 1, high_open=True)
+    if one_cycle is None:
+        return None
+    peak = one_cycle_peak_momentum(one_cycle)
+    # A OneCycle that leaves the momentum alone runs at the test's.
+    return peak if peak is not None else momentum

@@ -87,7 +87,7 @@ def _deserialize_fn(config, owner):
         raise
 
 
-def _check_cyclical(initial, maximal, step_size, step_size_down, scale_mode,
+def check_cyclical(initial, maximal, step_size, step_size_down, scale_mode,
                     names=("initial_learning_rate", "maximal_learning_rate", "step_size")):
     """Checks a cyclical schedule's arguments; `names` are what the errors
     call the first three (the callback names them base_lr, max_lr, ...)."""
@@ -209,7 +209,7 @@ class CyclicalLearningRate(_Curve):
                  step_size_down=None):
         super().__init__()
         (self.initial_learning_rate, self.maximal_learning_rate, self.step_size,
-         self.step_size_down) = _check_cyclical(
+         self.step_size_down) = check_cyclical(
             initial_learning_rate, maximal_learning_rate, step_size,
             step_size_down, scale_mode)
         self.scale_fn = _checks.a_callable("scale_fn", scale_fn)
@@ -384,7 +384,7 @@ class ExponentialCyclicalLearningRate(_NamedCyclical):
         return {**super().get_config(), "gamma": self.gamma}
 
 
-def _check_one_cycle(total_steps, pct_start, anneal_strategy, div_factor,
+def check_one_cycle(total_steps, pct_start, anneal_strategy, div_factor,
                      final_div_factor):
     total_steps = _checks.positive_int("total_steps", total_steps)
     pct_start = _checks.in_interval("pct_start", pct_start, 0.0, 1.0, True, True)
@@ -452,7 +452,7 @@ class OneCycleLearningRate(_Curve):
         self.maximal_learning_rate = _checks.positive_finite(
             "maximal_learning_rate", maximal_learning_rate)
         (self.total_steps, self.pct_start, self.div_factor,
-         self.final_div_factor) = _check_one_cycle(
+         self.final_div_factor) = check_one_cycle(
             total_steps, pct_start, anneal_strategy, div_factor, final_div_factor)
         self.anneal_strategy = anneal_strategy
         self.three_phase = _checks.a_bool("three_phase", three_phase)
@@ -488,7 +488,7 @@ class OneCycleLearningRate(_Curve):
         }
 
 
-def _check_momenta(base_momentum, max_momentum):
+def check_momenta(base_momentum, max_momentum):
     base = _checks.in_interval("base_momentum", base_momentum, 0.0, 1.0)
     peak = _checks.in_interval("max_momentum", max_momentum, 0.0, 1.0)
     _checks.ordered("base_momentum", base, "max_momentum", peak)
@@ -538,7 +538,7 @@ class CyclicalMomentum(_Curve):
     def __init__(self, base_momentum, max_momentum, step_size, scale_fn,
                  scale_mode="cycle", step_size_down=None, name="CyclicalMomentum"):
         super().__init__()
-        self.base_momentum, self.max_momentum = _check_momenta(base_momentum,
+        self.base_momentum, self.max_momentum = check_momenta(base_momentum,
                                                                max_momentum)
         self.step_size = _checks.positive_int("step_size", step_size)
         self.step_size_down = (None if step_size_down is None else
@@ -609,15 +609,16 @@ class OneCycleMomentum(_Curve):
         [0.95, 0.85, 0.95]
     """
 
-    def __init__(self, total_steps, base_momentum=0.85, max_momentum=0.95,
-                 pct_start=0.3, anneal_strategy="cos", three_phase=False,
+    def __init__(self, total_steps, base_momentum=curves.BASE_MOMENTUM,
+                 max_momentum=curves.MAX_MOMENTUM, pct_start=0.3,
+                 anneal_strategy="cos", three_phase=False,
                  name="OneCycleMomentum"):
         super().__init__()
         self.total_steps = _checks.positive_int("total_steps", total_steps)
         self.pct_start = _checks.in_interval("pct_start", pct_start, 0.0, 1.0,
                                              True, True)
         _checks.one_of("anneal_strategy", anneal_strategy, tuple(curves.ANNEALS))
-        self.base_momentum, self.max_momentum = _check_momenta(base_momentum,
+        self.base_momentum, self.max_momentum = check_momenta(base_momentum,
                                                                max_momentum)
         self.anneal_strategy = anneal_strategy
         self.three_phase = _checks.a_bool("three_phase", three_phase)
@@ -841,11 +842,11 @@ class WarmupStableDecayMomentum(_WarmupStableDecay):
 
     def __init__(self, warmup_steps=0, decay_steps=0, total_steps=None,
                  stable_steps=None, warmup_type="linear", decay_type="1-sqrt",
-                 base_momentum=0.85, max_momentum=0.95,
+                 base_momentum=curves.BASE_MOMENTUM, max_momentum=curves.MAX_MOMENTUM,
                  name="WarmupStableDecayMomentum"):
         super().__init__(warmup_steps, decay_steps, total_steps, stable_steps,
                          warmup_type, decay_type, name)
-        self.base_momentum, self.max_momentum = _check_momenta(base_momentum,
+        self.base_momentum, self.max_momentum = check_momenta(base_momentum,
                                                                max_momentum)
 
     def curve(self, step, xp):

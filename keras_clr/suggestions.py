@@ -24,6 +24,7 @@ tenth and of its last `TAIL_STEPS` steps are left out, whatever their number.
 import numpy as np
 
 from keras_clr import _checks
+from keras_clr import curves
 
 METHODS = ("one_cycle", "valley", "slide", "minimum", "steep")
 ONE_CYCLE_WIDTH = 0.2  # default rule: the smoothing kernel's sigma, in decades of LR
@@ -148,22 +149,6 @@ def kernel_smooth(lrs, losses, width):
     return out
 
 
-def one_cycle_peak_momentum(one_cycle=None):
-    """The momentum `OneCycle` holds at its peak rate: the `base_momentum` of
-    `one_cycle`, or of `OneCycle`'s defaults; None for a `OneCycle` that
-    leaves the momentum alone (`cycle_momentum=False`)."""
-    from keras_clr.callbacks import OneCycle
-
-    if one_cycle is None:
-        import inspect
-
-        return inspect.signature(OneCycle).parameters["base_momentum"].default
-    if not isinstance(one_cycle, OneCycle):
-        raise ValueError("Argument `one_cycle` must be the keras_clr.OneCycle to "
-                         f"train with. Received: one_cycle={type(one_cycle).__name__}")
-    return one_cycle.base_momentum if one_cycle.cycle_momentum is not False else None
-
-
 def momentum_lag(momentum, growth, peak_momentum=None):
     """How much more strongly `OneCycle` applies a learning rate than a range test did.
 
@@ -187,7 +172,7 @@ def momentum_lag(momentum, growth, peak_momentum=None):
         The factor, a float.
     """
     if peak_momentum is None:
-        peak_momentum = one_cycle_peak_momentum()
+        peak_momentum = curves.BASE_MOMENTUM
     return (1 - momentum / growth) / (1 - peak_momentum)
 
 
@@ -492,21 +477,3 @@ def suggest_range(lrs, losses, smoothed, *, num_steps, mode="min", steps=None):
     steps = np.arange(len(lrs)) if steps is None else np.asarray(steps)
     return _cyclic_range(*window(lrs, smoothed, losses, num_steps=num_steps, mode=mode,
                                  finite=True, steps=steps), sparse=_sparse(steps))
-
-
-def resolve_peak_momentum(one_cycle=None, peak_momentum=None, momentum=None):
-    """The momentum at `OneCycle`'s peak from `LRFinderResult.suggest`'s
-    arguments (`one_cycle` or `peak_momentum`; a `OneCycle` with
-    `cycle_momentum=False` runs at the test's `momentum`), or None for
-    `OneCycle`'s default. Raises ValueError when both are given."""
-    if peak_momentum is not None:
-        if one_cycle is not None:
-            raise ValueError(
-                "Pass `one_cycle` or `peak_momentum`, not both. Received: "
-                f"one_cycle={type(one_cycle).__name__}, peak_momentum={peak_momentum!r}")
-        return _checks.in_interval("peak_momentum", peak_momentum, 0, 1, high_open=True)
-    if one_cycle is None:
-        return None
-    peak = one_cycle_peak_momentum(one_cycle)
-    # A OneCycle that leaves the momentum alone runs at the test's.
-    return peak if peak is not None else momentum

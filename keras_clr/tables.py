@@ -13,7 +13,8 @@ import numpy as np
 from keras import ops
 
 from keras_clr import _backend
-from keras_clr.hooks import StepControl
+from keras_clr import _keras_internals
+from keras_clr.train_step import StepControl
 
 # Most table entries (per schedule) `Tabulated` precomputes: 4 MiB of float32.
 TABLE_LIMIT = 2 ** 20
@@ -53,6 +54,14 @@ class Tabulated:
         index = ops.minimum(step - self.first if self.first else step,
                             len(self.values) - 1)
         return _backend.gather(self._device_table, index)
+
+    def covers(self, first, count):
+        """Whether the table serves the steps `[first, first + count)` (count
+        None: to the end): it holds them, or evaluates the schedule."""
+        if self.values is None:  # evaluated in the graph
+            return True
+        end = self.first + len(self.values)
+        return self.first <= first and (count is None or first + count <= end)
 
     def host(self, step):
         """The value at `step` as a Python float, read on the host."""
@@ -96,6 +105,7 @@ class VariableTable:
         return _backend.gather(self.variable, ops.clip(index, 0, self.capacity - 1))
 
     host = Tabulated.host
+    covers = Tabulated.covers
 
 
 class SharedControl(StepControl):
@@ -113,30 +123,31 @@ class SharedControl(StepControl):
                    if cycles_momentum(groups) else None)]
         super().__init__(model, *tables, groups=groups, log_values=log_values)
         with _backend.strategy_scope(model):
-            self.start_step = keras.Variable(0, trainable=False, dtype="int64",
+            self.count_offset = keras.Variable(0, trainable=False, dtype="int64",
                                              name="keras_clr_table_start",
                                              aggregation="only_first_replica")
         self.tables = tables
 
-    def fill(self, schedules, first, count, start):
+    def fill(self, schedules, first, count, updates_at_zero):
         """Tabulates one fit: steps `[first, first + count)` of the
-        schedules, step 0 at the optimizer's update count `start`."""
+        schedules, step 0 at the optimizer's update count `updates_at_zero`."""
         for table, schedule in zip(self.tables, schedules):
             if table is not None:
                 table.fill(schedule, first, count)
-        self.start_step.assign(start + first)
+        self.count_offset.assign(updates_at_zero + first)
 
 
 def cycles_momentum(groups):
-    """Whether any of the `keras_clr.training.Group`s has its momentum cycled."""
+    """Whether any of the `keras_clr.optimizers.Group`s has its momentum cycled."""
     return any(group.momentum is not None for group in groups)
 
 
-def schedule_control(model, schedules, first, count, start, groups, log_values):
+def schedule_control(model, schedules, first, count, updates_at_zero, groups,
+                     log_values):
     """The control and tables for one schedule `fit`: (StepControl, tables).
 
     The fit runs the steps `[first, first + count)` (count None: unknown),
-    driving the `groups` (`keras_clr.training.Group`s). On TensorFlow and
+    driving the `groups` (`keras_clr.optimizers.Group`s). On TensorFlow and
     PyTorch a fit whose steps can be tabulated uses the model's
     `SharedControl` (traced once per model and optimizer); otherwise the
     schedules are tabulated, or evaluated, in a trace of the fit's own.
@@ -150,22 +161,22 @@ def schedule_control(model, schedules, first, count, start, groups, log_values):
                   for schedule in (lr_schedule, momentum_schedule)]
         control = StepControl(model, *tables, groups=groups, log_values=log_values)
         if not shared:  # read at trace time: one trace per fit
-            control.start_step = start
+            control.count_offset = updates_at_zero
         else:
             with _backend.strategy_scope(model):
-                control.start_step = keras.Variable(
-                    start, trainable=False, dtype="int64", name="keras_clr_start",
+                control.count_offset = keras.Variable(
+                    updates_at_zero, trainable=False, dtype="int64", name="keras_clr_start",
                     aggregation="only_first_replica")
         return control, tables
     capacity = max(MIN_CAPACITY, 1 << (int(count) - 1).bit_length())
-    controls = model.__dict__.setdefault("_keras_clr_controls", {})
+    controls = _keras_internals.model_cache(model, "_keras_clr_controls")
     # A trace holds the groups' ratios and momentum attributes: those of one
-    # optimizer do not change (see `keras_clr.training.ratios`), and `serves`
+    # optimizer do not change (see `keras_clr.optimizers.ratios`), and `serves`
     # asks for the same optimizer.
     key = (tuple(group.momentum for group in groups), bool(log_values))
     control = controls.get(key)
     if control is None or control.capacity < capacity or not control.serves(model):
         control = SharedControl(model, capacity, groups, log_values)
         controls[key] = control
-    control.fill((lr_schedule, momentum_schedule), first, count, start)
+    control.fill((lr_schedule, momentum_schedule), first, count, updates_at_zero)
     return control, control.tables

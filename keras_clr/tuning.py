@@ -21,7 +21,6 @@ fused ReLU turns NaN into 0) scores inf. The model and optimizer are put
 back bit for bit afterwards, whatever happens.
 """
 
-import inspect
 import math
 import warnings
 
@@ -29,19 +28,24 @@ import keras
 import numpy as np
 
 from keras_clr import _checks
-from keras_clr import planned
-from keras_clr import training
+from keras_clr import optimizers
+from keras_clr import race
 from keras_clr.callbacks import OneCycle
+from keras_clr.schedule_arguments import PlannedSchedule
+from keras_clr.schedule_arguments import check_no_one_cycle_kwargs
+from keras_clr.schedule_arguments import check_optimizer
+from keras_clr.schedule_arguments import check_planned_length
+from keras_clr.schedule_arguments import planned_schedule
 from keras_clr.range_test import state
 from keras_clr.range_test.api import find_lr
-from keras_clr.range_test.data import _fit_plan
-from keras_clr.range_test.data import _is_arrays
-from keras_clr.range_test.data import _is_tf_dataset
-from keras_clr.range_test.data import _is_torch_loader
-from keras_clr.range_test.data import _repeating
-from keras_clr.range_test.data import _slice
 from keras_clr.range_test.data import batches_per_epoch
 from keras_clr.range_test.data import check_data
+from keras_clr.range_test.data import fit_plan
+from keras_clr.range_test.data import is_arrays
+from keras_clr.range_test.data import is_tf_dataset
+from keras_clr.range_test.data import is_torch_loader
+from keras_clr.range_test.data import repeating
+from keras_clr.range_test.data import slice_samples
 
 RANGE_STEPS = 100  # the range test's length
 SPREAD = 2.0  # the first candidates span at least SPREAD ** 2; refined to sqrt(SPREAD)
@@ -53,9 +57,6 @@ FLAT = 0.05  # a probe that lowers the loss by less than this fraction barely tr
 # tuned for: for a WarmupStableDecay its answer reached more of the grid's
 # best than probes that run the WSD (`benchmarks/wsd_quality.py --tuned`).
 PROBE_AS_ONE_CYCLE = True
-# The OneCycle arguments a probe takes from the training: all but these two.
-ONE_CYCLE_OPTIONS = tuple(name for name in inspect.signature(OneCycle).parameters
-                          if name not in ("max_lr", "total_steps"))
 
 
 class MaxLRSearch:
@@ -111,7 +112,7 @@ class MaxLRSearch:
         self.candidates = [{"note": None, **row} for row in candidates]
         self.total_steps = total_steps
         self.start_loss = start_loss
-        self.plan = plan or planned.PlannedSchedule(OneCycle, {})
+        self.plan = plan or PlannedSchedule(OneCycle, {})
         self.schedule, self.options = self.plan.name, dict(self.plan.options)
         self.one_cycle = None if self.plan.wsd else self.options
 
@@ -156,112 +157,6 @@ class MaxLRSearch:
         return "\n".join(lines)
 
 
-def one_cycle_options(one_cycle, owner):
-    """The `OneCycle` arguments (besides `max_lr` and `total_steps`) of
-    `one_cycle`: None, a dict of them, or a `keras_clr.OneCycle` whose
-    `max_lr` is replaced (and whose `total_steps` must be None); ValueError
-    for anything else, an unknown key or an invalid value."""
-    if one_cycle is None:
-        return {}
-    if isinstance(one_cycle, OneCycle):
-        if one_cycle.total_steps is not None:
-            raise ValueError(
-                f"Argument `one_cycle` is a OneCycle with its own total_steps; "
-                f"{owner} sets the probes' lengths and the training's. Build it "
-                f"with total_steps=None. Received: one_cycle=OneCycle(..., "
-                f"total_steps={one_cycle.total_steps})")
-        return {name: getattr(one_cycle, name) for name in ONE_CYCLE_OPTIONS}
-    if not isinstance(one_cycle, dict):
-        raise ValueError("Argument `one_cycle` must be a dict of OneCycle arguments "
-                         f"(or a keras_clr.OneCycle). Received: one_cycle={one_cycle!r}")
-    for key in one_cycle:
-        if key in ("max_lr", "total_steps"):
-            raise ValueError(f"Argument `one_cycle` sets `{key}`, which {owner} sets "
-                             f"itself. Received: one_cycle={one_cycle!r}")
-        if key not in ONE_CYCLE_OPTIONS:
-            raise ValueError(
-                f"Argument `one_cycle` must hold OneCycle arguments "
-                f"({', '.join(ONE_CYCLE_OPTIONS)}); `{key}` is not one. "
-                f"Received: one_cycle={one_cycle!r}")
-    try:
-        OneCycle(1.0, **one_cycle)
-    except ValueError as error:
-        raise ValueError(f"Argument `one_cycle` holds an invalid OneCycle argument "
-                         f"({error}). Received: one_cycle={one_cycle!r}") from None
-    return dict(one_cycle)
-
-
-def planned_schedule(one_cycle, schedule, owner):
-    """The `PlannedSchedule` of `one_cycle` (None, a dict of `OneCycle`
-    arguments, or a `OneCycle` built with `total_steps=None`) or
-    `schedule` (a `OneCycle` or `WarmupStableDecay` built without a
-    length); ValueError for anything else, or for both."""
-    if schedule is None:
-        return planned.PlannedSchedule(OneCycle, one_cycle_options(one_cycle, owner))
-    if isinstance(schedule, planned.PlannedSchedule) and one_cycle is None:
-        return schedule
-    if one_cycle is not None:
-        raise ValueError(
-            f"Pass `one_cycle` or `schedule` to {owner}, not both. Received: "
-            f"one_cycle={one_cycle!r}, schedule={type(schedule).__name__}")
-    if isinstance(schedule, OneCycle):
-        try:
-            return planned.PlannedSchedule(type(schedule),
-                                           one_cycle_options(schedule, owner))
-        except ValueError as error:
-            raise ValueError(str(error).replace("one_cycle", "schedule")) from None
-    if isinstance(schedule, planned.WarmupStableDecay):
-        if schedule.total_steps is not None or schedule.stable_steps is not None:
-            raise ValueError(
-                f"Argument `schedule` is a WarmupStableDecay with its own length; "
-                f"{owner} sets the length of each run itself: build it with "
-                f"total_steps=None and stable_steps=None (its warmup_steps count "
-                f"steps of the training). Received: schedule=WarmupStableDecay(..., "
-                f"total_steps={schedule.total_steps}, "
-                f"stable_steps={schedule.stable_steps})")
-        options = {key: getattr(schedule, key) for key in planned.WSD_OPTIONS}
-        defaults = inspect.signature(planned.WarmupStableDecay).parameters
-        options = {key: value for key, value in options.items()
-                   if value != defaults[key].default}
-        return planned.PlannedSchedule(type(schedule), options)
-    raise ValueError(
-        "Argument `schedule` must be a keras_clr.OneCycle or keras_clr.WarmupStableDecay "
-        f"built without a length (its max_lr is replaced). Received: schedule={schedule!r}")
-
-
-def _check_no_one_cycle_kwargs(fit_kwargs, owner):
-    """ValueError for a OneCycle argument passed where `fit`'s belong."""
-    for key in fit_kwargs:
-        if key in ONE_CYCLE_OPTIONS:
-            raise ValueError(
-                f"Argument `{key}` is a OneCycle argument, not one of `fit`'s: "
-                f"pass it to {owner} as one_cycle={{{key!r}: {fit_kwargs[key]!r}}}. "
-                f"Received: {key}={fit_kwargs[key]!r}")
-
-
-def check_optimizer(model, plan, owner):
-    """The checks the schedule (a `PlannedSchedule`) makes as training
-    begins, made before any step: an optimizer without a momentum needs
-    cycle_momentum=False."""
-    optimizer = training.base_optimizer(model)
-    training.know_groups(model)
-    training.check_learning_rate(optimizer, plan.name)
-    try:
-        training.schedule_groups(optimizer, plan.name, plan.cycle_momentum)
-    except ValueError as error:
-        fix = ("one_cycle={'cycle_momentum': False}" if not plan.wsd else
-               "schedule=WarmupStableDecay(..., cycle_momentum=False)")
-        raise ValueError(f"{error} (with {owner}: {fix})") from None
-
-
-def check_planned_length(plan, steps, owner):
-    """ValueError, before any step, when the schedule cannot run `steps`
-    updates (a warm-up and cooldown longer than the training)."""
-    try:
-        plan.build(1.0, steps)
-    except ValueError as error:
-        raise ValueError(f"The schedule cannot plan the {steps}-step training of "
-                         f"{owner}: {error}") from None
 
 
 def _planned_steps(model, x, batch_size, total_steps, epochs, fit_kwargs):
@@ -283,7 +178,7 @@ def _planned_steps(model, x, batch_size, total_steps, epochs, fit_kwargs):
             "Argument `epochs` needs data with a known length to count the "
             "steps of an epoch; this data has none. Pass `total_steps` (or "
             f"`steps_per_epoch`). Received: x={type(x).__name__}, epochs={epochs}")
-    accumulation = training.accumulation_steps(training.base_optimizer(model))
+    accumulation = optimizers.accumulation_steps(optimizers.base_optimizer(model))
     return max(1, epochs * int(per_epoch) // accumulation)
 
 
@@ -293,13 +188,13 @@ def _evaluation_data(x, y, batch_size, fit_kwargs):
     validation = fit_kwargs.get("validation_data")
     source = validation if validation is not None else (x if y is None else (x, y))
     size = batch_size or 32
-    if isinstance(source, (tuple, list)) and _is_arrays(source[0]):
+    if isinstance(source, (tuple, list)) and is_arrays(source[0]):
         count = EVAL_BATCHES * size
-        return (tuple(None if part is None else _slice(part, 0, count) for part in source),
+        return (tuple(None if part is None else slice_samples(part, 0, count) for part in source),
                 {"batch_size": size})
-    if _is_tf_dataset(source):
+    if is_tf_dataset(source):
         return (source.take(EVAL_BATCHES).cache(),), {}
-    if isinstance(source, keras.utils.PyDataset) or _is_torch_loader(source):
+    if isinstance(source, keras.utils.PyDataset) or is_torch_loader(source):
         batches = [b for _, b in zip(range(EVAL_BATCHES), iter(source))]
     else:  # a (repeating) generator
         batches = [next(source) for _ in range(EVAL_BATCHES)]
@@ -314,7 +209,7 @@ class _StopAfter(keras.callbacks.Callback):
         self.steps, self.seen = steps, 0
 
     def on_train_batch_end(self, batch, logs=None):
-        self.seen += training.steps_per_execution(self.model)
+        self.seen += optimizers.steps_per_execution(self.model)
         if self.seen >= self.steps:
             self.model.stop_training = True
 
@@ -327,9 +222,9 @@ def _probe(model, saved, x, y, batch_size, max_lr, steps, evaluation, fit_kwargs
     note names the variable, when the probe left a weight or an optimizer
     slot non-finite (the loss can stay finite then)."""
     state.restore(saved)
-    optimizer = training.base_optimizer(model)
-    before = training.iterations(optimizer)
-    data, epochs, per_epoch = _fit_plan(model, x, batch_size, steps,
+    optimizer = optimizers.base_optimizer(model)
+    before = optimizers.iterations(optimizer)
+    data, epochs, per_epoch = fit_plan(model, x, batch_size, steps,
                                         fit_kwargs.get("validation_split"))
     kwargs = {k: v for k, v in fit_kwargs.items() if k != "validation_data"}
     if data is not x:
@@ -348,7 +243,7 @@ def _probe(model, saved, x, y, batch_size, max_lr, steps, evaluation, fit_kwargs
     finally:
         model.history = history
     note = None if path is None else f"non-finite {path}"
-    return loss, training.iterations(optimizer) - before, note
+    return loss, optimizers.iterations(optimizer) - before, note
 
 
 def _recalibrate(model, evaluation):
@@ -357,7 +252,7 @@ def _recalibrate(model, evaluation):
     for SWA): after a short probe the moving averages (momentum 0.99) still
     hold mostly their starting values, and the loss in inference mode would
     say little of the weights the probe reached."""
-    layers = training.batch_norm_layers(model)
+    layers = optimizers.batch_norm_layers(model)
     if not layers:
         return
     args, kwargs = evaluation
@@ -366,7 +261,7 @@ def _recalibrate(model, evaluation):
     else:
         size = kwargs["batch_size"]
         count = len(next(iter(args[0].values())) if isinstance(args[0], dict) else args[0])
-        inputs = [_slice(args[0], start, start + size) for start in range(0, count, size)]
+        inputs = [slice_samples(args[0], start, start + size) for start in range(0, count, size)]
     momenta = [layer.momentum for layer in layers]
     try:
         for i, batch in enumerate(inputs):
@@ -396,7 +291,7 @@ def _first_rates(result, plan=None):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         # A span only where the loss clearly descends (the default rule's 1%).
-        plan = plan or planned.PlannedSchedule(OneCycle, {})
+        plan = plan or PlannedSchedule(OneCycle, {})
         peak = plan.peak_momentum(result.momentum)
         span = (result.suggest_range() if result.suggest(peak_momentum=peak) is not None
                 else None)
@@ -527,7 +422,7 @@ def tune_max_lr(model, x=None, y=None, *, total_steps=None, epochs=None, batch_s
         raise ValueError("tune_max_lr runs its own trainings, without your callbacks "
                          "(fit_one_cycle passes them to the real training). "
                          f"Received: callbacks={fit_kwargs['callbacks']!r}")
-    _check_no_one_cycle_kwargs(fit_kwargs, "tune_max_lr")
+    check_no_one_cycle_kwargs(fit_kwargs, "tune_max_lr")
     plan = planned_schedule(one_cycle, schedule, "tune_max_lr")
     budget = _checks.positive_int("budget_steps", budget_steps)
     least = RANGE_STEPS + 3 * MIN_PROBE_STEPS
@@ -552,7 +447,7 @@ def tune_max_lr(model, x=None, y=None, *, total_steps=None, epochs=None, batch_s
     # The range test and the probes set their own lengths.
     fit_kwargs = {k: v for k, v in fit_kwargs.items() if k != "steps_per_epoch"}
     if hasattr(x, "__next__"):
-        x = _repeating(x)
+        x = repeating(x)
     # The range test reads the training loss; validation_data scores the probes.
     result = find_lr(model, x, y, batch_size=batch_size, num_steps=RANGE_STEPS, verbose=0,
                      **{k: v for k, v in fit_kwargs.items() if k != "validation_data"})
@@ -679,11 +574,9 @@ def fit_one_cycle(model, x=None, y=None, *, epochs, max_lr="auto", budget_steps=
 
         `keras_clr.MaxLRRace` shows `max_lr="race"`.
     """
-    _check_no_one_cycle_kwargs(fit_kwargs, "fit_one_cycle")
+    check_no_one_cycle_kwargs(fit_kwargs, "fit_one_cycle")
     plan = planned_schedule(one_cycle, schedule, "fit_one_cycle")
     if isinstance(max_lr, str) and max_lr == "race":
-        from keras_clr import race
-
         return race.race(model, x, y, epochs=epochs, candidates=candidates,
                          schedule=plan, race_seed=race_seed, **fit_kwargs)
     for name, value in (("candidates", candidates), ("race_seed", race_seed)):

@@ -305,7 +305,7 @@ def test_race_winner_is_a_plain_fit_at_its_rate(strategy):
     for (path, have), (_, expected) in zip(got, want):
         np.testing.assert_allclose(have, expected, rtol=1e-5, atol=1e-7, err_msg=path)
     # one epoch before the race, 4 in it
-    assert keras_clr.training.iterations(model.optimizer) == 5 * STEPS_PER_EPOCH
+    assert keras_clr.optimizers.iterations(model.optimizer) == 5 * STEPS_PER_EPOCH
 
 
 # -- a MultiOptimizer (Keras 3.15 on): a learning rate per group ----------------------

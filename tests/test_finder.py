@@ -16,9 +16,9 @@ import tensorflow as tf
 
 from keras_clr import stopping
 from keras_clr.range_test import api as range_api
-from keras_clr import training
+from keras_clr import optimizers
 from keras_clr.range_test import state as range_state
-from keras_clr import hooks
+from keras_clr import train_step
 from keras_clr.range_test import LRFinder
 from keras_clr.range_test import find_lr
 
@@ -739,15 +739,15 @@ def test_batch_normalization_found_in_nested_models():
     inner = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4),
                               keras.layers.BatchNormalization()])
     outer = keras.Sequential([keras.Input((3,)), inner, keras.layers.Dense(1)])
-    assert training.has_batch_norm(outer) and not training.has_batch_norm(_model())
+    assert optimizers.has_batch_norm(outer) and not optimizers.has_batch_norm(_model())
 
 
 def test_repeats_share_one_compiled_step_and_match_separate_tests(monkeypatch):
     x, y = _data()
     model = _compiled()
     traces = []
-    step_count = hooks._step_count
-    monkeypatch.setattr(hooks, "_step_count", lambda *a: traces.append(1) or step_count(*a))
+    step_count = train_step._step_count
+    monkeypatch.setattr(train_step, "_step_count", lambda *a: traces.append(1) or step_count(*a))
     range_state.build_optimizer(model)
     before = _state(model)
     shared = find_lr(model, x, y, batch_size=BATCH, num_steps=12, repeats=3, **QUIET)

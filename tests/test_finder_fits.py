@@ -189,11 +189,11 @@ def test_repeats_keep_every_sample_keras_holds_out_where_it_is():
     # Keras trains on the first floor(n x (1 - split)) samples: with 107 and
     # 0.1, the first 96, holding out 11 (ceil would hold out only 10). A
     # repeat reorders the 96 and leaves the 11 as they are.
-    from keras_clr.range_test.data import _reordered
+    from keras_clr.range_test.data import reordered
 
     x = np.arange(107, dtype="float32").reshape(107, 1)
     for seed in (1, 2, 3):
-        moved, _, _ = _reordered(x, x, seed=seed, validation_split=0.1)
+        moved, _, _ = reordered(x, x, seed=seed, validation_split=0.1)
         np.testing.assert_array_equal(moved[96:], x[96:])
         np.testing.assert_array_equal(np.sort(moved[:96], axis=0), x[:96])
 

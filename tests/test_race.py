@@ -421,7 +421,7 @@ def test_without_a_suggestion_the_candidates_are_half_a_decade_apart_below_the_e
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert flat.suggest(one_cycle=keras_clr.OneCycle(1.0)) is None
-    from keras_clr.planned import PlannedSchedule
+    from keras_clr.schedule_arguments import PlannedSchedule
 
     rates, _, rule = race.candidates_from(flat, PlannedSchedule(keras_clr.OneCycle, {}))
     # a decade below where the test ended (10), and down half a decade at a time

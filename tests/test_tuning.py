@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import keras_clr
+from keras_clr import schedule_arguments
 from keras_clr import tuning
 from test_finder import _assert_same_state, _state
 
@@ -277,7 +278,7 @@ class _Recorded(keras_clr.OneCycle):
 @pytest.mark.parametrize("entry", ["tune_max_lr", "fit_one_cycle"])
 def test_the_probes_run_the_one_cycle_of_the_training(monkeypatch, entry):
     x, y = _data()
-    monkeypatch.setattr(tuning, "OneCycle", _Recorded)
+    monkeypatch.setattr(schedule_arguments, "OneCycle", _Recorded)
     _Recorded.built = []
     options = {"pct_start": 0.1, "base_momentum": 0.9, "div_factor": 10}
     closed_form = dict(pct_start=0.1, div_factor=10, base_momentum=0.9)
@@ -304,7 +305,7 @@ def test_the_probes_run_the_one_cycle_of_the_training(monkeypatch, entry):
 
 
 def test_a_one_cycle_instance_gives_its_arguments_but_max_lr():
-    got = tuning.one_cycle_options(
+    got = schedule_arguments.one_cycle_options(
         keras_clr.OneCycle(3.0, pct_start=0.2, cycle_momentum=False), "tune_max_lr")
     assert got == {"pct_start": 0.2, "anneal_strategy": "cos", "div_factor": 25.0,
                    "final_div_factor": 1e4, "three_phase": False, "cycle_momentum": False,

@@ -7,17 +7,17 @@ import keras
 import numpy as np
 
 from keras_clr import _checks
+from keras_clr import optimizers
 from keras_clr import results
-from keras_clr import training
 from keras_clr.range_test.callback import CHECK_EVERY
 from keras_clr.range_test.callback import LRFinder
-from keras_clr.range_test.data import _ensure_built
-from keras_clr.range_test.data import _fit_plan
-from keras_clr.range_test.data import _is_torch_loader
-from keras_clr.range_test.data import _repeating
-from keras_clr.range_test.data import _reordered
 from keras_clr.range_test.data import check_data
-from keras_clr.range_test.sweep import _weight_decay_sweep
+from keras_clr.range_test.data import ensure_built
+from keras_clr.range_test.data import fit_plan
+from keras_clr.range_test.data import is_torch_loader
+from keras_clr.range_test.data import reordered
+from keras_clr.range_test.data import repeating
+from keras_clr.range_test.sweep import weight_decay_sweep
 
 
 def find_lr(model, x=None, y=None, *, batch_size=None, start_lr=1e-7, end_lr=10.0,
@@ -125,11 +125,11 @@ def find_lr(model, x=None, y=None, *, batch_size=None, start_lr=1e-7, end_lr=10.
     check_data(x)
     if weight_decays is not None:
         weight_decays = _checked_weight_decays(weight_decays)
-    x = _ensure_built(model, x, batch_size)
+    x = ensure_built(model, x, batch_size)
     if hasattr(x, "__next__"):
-        x = _repeating(x)  # later repeats (and sweeps) go on with later batches
+        x = repeating(x)  # later repeats (and sweeps) go on with later batches
     if weight_decays is not None:
-        return _weight_decay_sweep(model, weight_decays, lambda: _repeated(
+        return weight_decay_sweep(model, weight_decays, lambda: _repeated(
             model, x, y, batch_size, settings, callbacks, verbose, fit_kwargs, repeats))
     return _repeated(model, x, y, batch_size, settings, callbacks, verbose, fit_kwargs,
                      repeats)
@@ -196,13 +196,13 @@ def _run_once(model, x, y, batch_size, finder, callbacks, fit_kwargs, repeat=0):
     # Updates a loss scale skips take a batch each and no step of the test:
     # plan more batches than steps (the test stops once its steps are done).
     planned = finder.num_steps
-    if training.loss_scaled(model):
+    if optimizers.loss_scaled(model):
         planned = 2 * finder.num_steps + CHECK_EVERY
-    data, epochs, steps = _fit_plan(model, x, batch_size, planned, split)
-    batched = isinstance(x, keras.utils.PyDataset) or _is_torch_loader(x)
+    data, epochs, steps = fit_plan(model, x, batch_size, planned, split)
+    batched = isinstance(x, keras.utils.PyDataset) or is_torch_loader(x)
     if repeat and data is x and not batched:
         weights = fit_kwargs.get("sample_weight")
-        data, y, weights = _reordered(x, y, seed=repeat, sample_weight=weights,
+        data, y, weights = reordered(x, y, seed=repeat, sample_weight=weights,
                                       validation_split=split)
         if weights is not None:
             fit_kwargs = {**fit_kwargs, "sample_weight": weights}

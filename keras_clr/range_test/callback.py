@@ -21,12 +21,12 @@ import numpy as np
 
 from keras_clr import _checks
 from keras_clr import _keras_internals
+from keras_clr import optimizers
 from keras_clr import results
 from keras_clr import stopping
-from keras_clr import training
 from keras_clr.range_test import record
 from keras_clr.range_test import state
-from keras_clr.range_test.data import _take_batches
+from keras_clr.range_test.data import take_batches
 
 # Steps between two host reads of the record (the divergence check).
 CHECK_EVERY = 5
@@ -125,6 +125,10 @@ class LRFinder(keras.callbacks.Callback):
         True
     """
 
+    # It sets the learning rate at every step: a schedule callback in the same
+    # fit refuses to run with it (`keras_clr.callbacks.check_conflicts`).
+    sets_learning_rate = True
+
     def __init__(self, start_lr=1e-7, end_lr=10.0, num_steps=100, step_mode="exp",
                  smoothing=0.98, stop_factor=4.0, monitor="loss",
                  validation_data=None, val_every=None, val_steps=None, mode="auto",
@@ -196,7 +200,7 @@ class LRFinder(keras.callbacks.Callback):
         # Also as the test's last step is done, and for a validation monitor
         # as each val_every-th step is, so that its points are measured on
         # the model those steps left.
-        steps = (run.calls - 1) * training.steps_per_execution(self.model)
+        steps = (run.calls - 1) * optimizers.steps_per_execution(self.model)
         due = steps >= self.num_steps or (
             run.validation is not None and steps // self.val_every > len(run.validation))
         if run.calls % run.check_every == 0 or due:
@@ -292,10 +296,10 @@ def _warn_unused(monitor, validation_data, given):
 
 def _check_trainable(model):
     """ValueError unless the test can run on `model` and restore it."""
-    optimizer = training.base_optimizer(model)
-    training.know_groups(model)
-    training.check_learning_rate(optimizer, "LRFinder")
-    accumulation = training.accumulation_steps(optimizer)
+    optimizer = optimizers.base_optimizer(model)
+    optimizers.know_groups(model)
+    optimizers.check_learning_rate(optimizer, "LRFinder")
+    accumulation = optimizers.accumulation_steps(optimizer)
     if accumulation > 1:
         raise ValueError(
             "The range test needs one optimizer update per batch, and this "
@@ -354,15 +358,15 @@ class _Run:
     record, and what the host has read of it so far."""
 
     def __init__(self, finder, model, train_monitor):
-        optimizer = training.base_optimizer(model)
+        optimizer = optimizers.base_optimizer(model)
         state.build_optimizer(model)
         self.snapshot = state.snapshot(model)
-        self.momentum = training.velocity_momentum(optimizer)
-        self.batch_norm = training.has_batch_norm(model)
+        self.momentum = optimizers.velocity_momentum(optimizer)
+        self.batch_norm = optimizers.has_batch_norm(model)
         self.step = record.range_test_step(
             model, finder.num_steps, train_monitor,
             lambda names: check_monitor(model, finder.monitor, names),
-            finder.lr_at, training.iterations(optimizer),
+            finder.lr_at, optimizers.iterations(optimizer),
             baked=(finder.start_lr, finder.end_lr, finder.step_mode))
         self.model = model
         self.validation = [] if finder.monitor.startswith("val_") else None
@@ -372,7 +376,7 @@ class _Run:
         self.smoother = stopping.Smoother(finder.smoothing)  # the loss, smoothed once
         every = (min(CHECK_EVERY, finder.val_every) if self.validation is not None
                  else CHECK_EVERY)
-        self.check_every = max(1, every // training.steps_per_execution(model))
+        self.check_every = max(1, every // optimizers.steps_per_execution(model))
         self.progbar = (keras.utils.Progbar(finder.num_steps, verbose=1)
                         if finder.verbose else None)
 
@@ -412,7 +416,7 @@ class _Run:
         if self.val_subset is None:
             size = (finder.val_batch_size or (finder.params or {}).get("batch_size")
                     or 32)
-            self.val_subset = _take_batches(finder.validation_data, finder.val_steps, size)
+            self.val_subset = take_batches(finder.validation_data, finder.val_steps, size)
         return self.val_subset
 
     def result(self, finder):

@@ -15,15 +15,15 @@ import numpy as np
 from keras_clr import _backend
 
 
-def _is_tf_dataset(data):
+def is_tf_dataset(data):
     """Whether `data` is a tf.data.Dataset (without importing TensorFlow)."""
     tf = sys.modules.get("tensorflow")
     return tf is not None and isinstance(data, tf.data.Dataset)
 
 
-def _take_batches(data, steps, batch_size):
+def take_batches(data, steps, batch_size):
     """The first `steps` batches of validation data, kept for reuse."""
-    if _is_tf_dataset(data):
+    if is_tf_dataset(data):
         return (data.take(steps).cache(),)
     if isinstance(data, (tuple, list)):
         count = steps * batch_size
@@ -38,7 +38,7 @@ def _take_batches(data, steps, batch_size):
         f"or a keras.utils.PyDataset. Received: validation_data={type(data).__name__}")
 
 
-def _repeating(generator):
+def repeating(generator):
     """Replays a generator's batches once it runs out."""
     seen = []
     for batch in generator:
@@ -50,29 +50,29 @@ def _repeating(generator):
         yield from seen
 
 
-def _is_torch_loader(data):
+def is_torch_loader(data):
     """Whether `data` is a torch.utils.data.DataLoader (without importing torch)."""
     torch = sys.modules.get("torch")
     return torch is not None and isinstance(data, torch.utils.data.DataLoader)
 
 
-def _is_arrays(data):
+def is_arrays(data):
     """Arrays as `fit` takes them: an array, or a dict, list or tuple of them."""
     if isinstance(data, dict):
-        return bool(data) and all(_is_arrays(v) for v in data.values())
+        return bool(data) and all(is_arrays(v) for v in data.values())
     if isinstance(data, (list, tuple)):
-        return bool(data) and all(_is_arrays(v) for v in data)
+        return bool(data) and all(is_arrays(v) for v in data)
     return (hasattr(data, "shape") and hasattr(data, "__len__") and len(data.shape) > 0
             and len(data) > 0)
 
 
 def check_data(x):
     """ValueError unless `x` is data the range test can plan steps on."""
-    if _is_tf_dataset(x) and int(x.cardinality()) == 0:
+    if is_tf_dataset(x) and int(x.cardinality()) == 0:
         raise ValueError("Argument `x` must hold at least one batch. "
                          "Received: x=an empty tf.data.Dataset")
-    if (_is_tf_dataset(x) or isinstance(x, keras.utils.PyDataset)
-            or hasattr(x, "__next__") or _is_torch_loader(x) or _is_arrays(x)):
+    if (is_tf_dataset(x) or isinstance(x, keras.utils.PyDataset)
+            or hasattr(x, "__next__") or is_torch_loader(x) or is_arrays(x)):
         return
     raise ValueError(
         "Argument `x` must be training data as `fit` takes it: NumPy arrays (or "
@@ -89,12 +89,12 @@ def _describe(x):
 def batches_per_epoch(x, batch_size, validation_split=0.0):
     """The batches of one epoch of `x` as `fit` trains on it (what
     `validation_split` leaves), or None where the data has no length."""
-    if _is_tf_dataset(x):
+    if is_tf_dataset(x):
         count = int(x.cardinality())
         return count if count > 0 else None
-    if isinstance(x, keras.utils.PyDataset) or _is_torch_loader(x):
+    if isinstance(x, keras.utils.PyDataset) or is_torch_loader(x):
         return len(x)
-    if not _is_arrays(x):
+    if not is_arrays(x):
         return None
     first = x[0] if isinstance(x, (list, tuple)) else x
     if isinstance(first, dict):
@@ -105,18 +105,18 @@ def batches_per_epoch(x, batch_size, validation_split=0.0):
     return math.ceil(trained / (batch_size or 32))
 
 
-def _fit_plan(model, x, batch_size, num_steps, validation_split=0.0):
+def fit_plan(model, x, batch_size, num_steps, validation_split=0.0):
     """(x, epochs, steps_per_epoch) that give at least `num_steps` steps of
     the data trained on (what `validation_split` leaves for training)."""
-    if _is_tf_dataset(x):
+    if is_tf_dataset(x):
         return x.repeat(), 1, num_steps
     if hasattr(x, "__next__"):
-        return _repeating(x), 1, num_steps
+        return repeating(x), 1, num_steps
     per_epoch = batches_per_epoch(x, batch_size, validation_split)
     return x, math.ceil(num_steps / max(per_epoch, 1)), None
 
 
-def _ensure_built(model, x, batch_size):
+def ensure_built(model, x, batch_size):
     """Builds a model that has no weights yet on one batch of `x`, so that
     its initial weights are in the snapshot; returns `x` (a generator is
     rewound by putting the batch it gave back in front)."""
@@ -124,23 +124,24 @@ def _ensure_built(model, x, batch_size):
 
     if model.built or x is None:
         return x
-    if _is_tf_dataset(x):
+    if is_tf_dataset(x):
         batch = next(iter(x.take(1)))
     elif isinstance(x, keras.utils.PyDataset):
         batch = x[0]
-    elif _is_torch_loader(x):
+    elif is_torch_loader(x):
         batch = tuple(next(iter(x)))
     elif hasattr(x, "__next__"):
         batch = next(x)
         x = itertools.chain([batch], x)
     else:
-        batch = (_slice(x, 0, batch_size or 32),)
+        batch = (slice_samples(x, 0, batch_size or 32),)
     with _backend.strategy_scope(model):
         model(batch[0] if isinstance(batch, tuple) else batch, training=False)
     return x
 
 
-def _slice(data, start, stop):
+def slice_samples(data, start, stop):
+    """Samples `start:stop` of `data` (an array, or a dict, list or tuple of them)."""
     if isinstance(data, dict):
         return {k: v[start:stop] for k, v in data.items()}
     if isinstance(data, (list, tuple)):
@@ -148,7 +149,7 @@ def _slice(data, start, stop):
     return data[start:stop]
 
 
-def _reordered(x, y, seed, sample_weight=None, validation_split=None):
+def reordered(x, y, seed, sample_weight=None, validation_split=None):
     """The same arrays, and their sample weights, in another order (each
     repeat of a test sees its own): (x, y, sample_weight). The samples
     `validation_split` holds out (the last ones) stay where they are."""

@@ -27,8 +27,8 @@ from keras import ops
 from keras_clr import _backend
 from keras_clr import _keras_internals
 from keras_clr import curves
-from keras_clr import hooks
 from keras_clr import tables
+from keras_clr import train_step
 from keras_clr.range_test import state
 
 
@@ -78,11 +78,11 @@ class RangeTestStep:
                 aggregation="only_first_replica")
             _backend.fill(self.record, np.nan)  # no row written yet
         self.rates = rates
-        self.control = hooks.StepControl(
+        self.control = train_step.StepControl(
             model, rates, before_step=lambda step: _reset_metrics(model),
             after_step=lambda step, logs, values: self._write(
                 check_keys, step, logs, values))
-        self.control.start_step = start
+        self.control.count_offset = start
         self._carrier = None
         # What the step checks: a variable that holds NaN, inf or values near
         # float32's largest before the test (a sentinel) is left out.
@@ -93,7 +93,7 @@ class RangeTestStep:
         _backend.fill(self.record, np.nan)
         if isinstance(self.rates, tables.VariableTable):
             self.rates.fill(ramp_fn, 0, self.num_steps + 1)
-            self.control.start_step.assign(start)
+            self.control.count_offset.assign(start)
         self._carrier = _keras_internals.carry_in_state(self.model, self.record)
         self.control.install()
 
@@ -173,7 +173,7 @@ def range_test_step(model, num_steps, monitor, check_keys, ramp_fn, start, baked
     test from update count `start`: the one kept on the model while it still
     serves (the same optimizer and compiled step; on JAX the same `baked`
     ramp and start too), else a new one, kept for later tests."""
-    steps = model.__dict__.setdefault("_keras_clr_range_tests", {})
+    steps = _keras_internals.model_cache(model, "_keras_clr_range_tests")
     key = (num_steps, monitor)
     shared = _backend.trace_reads_variables()
     entry = steps.get(key)

@@ -9,9 +9,12 @@ import numpy as np
 
 from keras_clr import _checks
 from keras_clr import files
-from keras_clr import training
+from keras_clr import optimizers
 from keras_clr import plotting
 from keras_clr.results import LRFinderResult
+from keras_clr.results import apply_rule
+from keras_clr.results import suggest_range_with_warning
+from keras_clr.results import suggest_with_warning
 
 
 class WeightDecaySweep:
@@ -93,7 +96,7 @@ class WeightDecaySweep:
         Raises:
             ValueError: as `LRFinderResult.suggest`.
         """
-        return self.best._suggest(method, 2, one_cycle, peak_momentum)
+        return suggest_with_warning(self.best, method, 2, one_cycle, peak_momentum)
 
     def suggest_range(self):
         """The best result's `LRFinderResult.suggest_range`.
@@ -101,7 +104,7 @@ class WeightDecaySweep:
         Returns:
             `(base_lr, max_lr)` for `CyclicLR`, or None with a warning.
         """
-        return self.best._suggest_range(2)
+        return suggest_range_with_warning(self.best, 2)
 
     def suggestions(self):
         """The best result's `LRFinderResult.suggestions`.
@@ -142,7 +145,7 @@ class WeightDecaySweep:
                  f"weight_decay={self.weight_decay:g})"]
         for weight_decay, result in self.results.items():
             sign = -1.0 if result.mode == "max" else 1.0
-            lr = result._rule("one_cycle")[0]  # the default suggestion, without a warning
+            lr = apply_rule(result, "one_cycle")[0]  # the default suggestion, without a warning
             lines.append(f"  weight decay {weight_decay:g}: "
                          f"{'highest' if sign < 0 else 'lowest'} smoothed {result.monitor} "
                          f"{sign * _lowest(result):.4g}, suggestion "
@@ -158,15 +161,15 @@ def _lowest(result):
     return np.min(np.where(np.isfinite(values), values, np.inf), initial=np.inf)
 
 
-def _weight_decay_sweep(model, weight_decays, run_test):
+def weight_decay_sweep(model, weight_decays, run_test):
     """Runs the sweep: `run_test()` (one range test, or its repeats) at each
     of `weight_decays` in turn, the optimizer's own weight decay put back
     afterwards whatever happens; returns the `WeightDecaySweep`."""
-    optimizer = training.base_optimizer(model)
+    optimizer = optimizers.base_optimizer(model)
     # A MultiOptimizer applies no weight decay itself: each group's
     # sub-optimizer gets the value swept.
-    training.know_groups(model)
-    owners = (list(optimizer.optimizers) if training.is_multi_optimizer(optimizer)
+    optimizers.know_groups(model)
+    owners = (list(optimizer.optimizers) if optimizers.is_multi_optimizer(optimizer)
               else [optimizer])
     if not owners:
         raise ValueError(

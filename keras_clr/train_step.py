@@ -9,7 +9,7 @@ the traced step, so assigning them from a callback changes nothing.
 `fit`: each step reads the optimizer's own step counter, looks the schedules'
 values up in the graph, assigns the learning rate and lets the optimizer read
 a scheduled stand-in for its momentum attribute. A MultiOptimizer's groups
-(`keras_clr.training.Group`) each get the learning rate times their ratio,
+(`keras_clr.optimizers.Group`) each get the learning rate times their ratio,
 a float32 product the logs repeat on the host, and the stand-in in their
 own momentum attribute. Nothing crosses to the host per step.
 
@@ -36,7 +36,7 @@ from keras import ops
 
 from keras_clr import _backend
 from keras_clr import _keras_internals
-from keras_clr import training
+from keras_clr import optimizers
 
 
 class ScheduledValue:
@@ -103,14 +103,14 @@ for _name, _op in [("add", operator.add), ("sub", operator.sub),
 ScheduledValue.__neg__ = lambda self: -self.value()
 
 
-def _step_count(optimizer, start_step):
-    """The optimizer's update count minus `start_step`: an int64 tensor, or on
+def _step_count(optimizer, count_offset):
+    """The optimizer's update count minus `count_offset`: an int64 tensor, or on
     JAX one of the counter's own dtype (int32 unless in 64-bit mode; the
     schedules widen it themselves)."""
-    count = _backend.step_count(training.update_counter(optimizer))
-    if isinstance(start_step, numbers.Integral):
-        return count - start_step if start_step else count  # one op less per step
-    return count - ops.cast(start_step.value, count.dtype)
+    count = _backend.step_count(optimizers.update_counter(optimizer))
+    if isinstance(count_offset, numbers.Integral):
+        return count - count_offset if count_offset else count  # one op less per step
+    return count - ops.cast(count_offset.value, count.dtype)
 
 
 class StepControl:
@@ -121,9 +121,9 @@ class StepControl:
         learning_rate: step -> learning rate (int64 tensor -> float tensor),
             or None to leave the learning rate alone.
         momentum: step -> momentum, or None.
-        groups: the `keras_clr.training.Group`s to drive: each gets the
+        groups: the `keras_clr.optimizers.Group`s to drive: each gets the
             learning rate times its ratio (float32 arithmetic, as
-            `training.log_rates` logs it) and the momentum in its own
+            `optimizers.log_rates` logs it) and the momentum in its own
             attribute. None: the optimizer's groups, learning rate only.
         log_values: return the step's `learning_rate` and `momentum` in its
             logs (the values the step applied, where the host cannot tell),
@@ -134,8 +134,8 @@ class StepControl:
             step; `values` holds the step's `learning_rate` when scheduled.
 
     The step passed to the schedules is the optimizer's update count minus
-    `start_step`, an int or an int64 variable. The schedules (and an int
-    `start_step`) are read when the train step is traced, so set them before
+    `count_offset`, an int or an int64 variable. The schedules (and an int
+    `count_offset`) are read when the train step is traced, so set them before
     the first training step of the `fit`; a variable's value is read at
     every step.
     """
@@ -149,7 +149,7 @@ class StepControl:
         self.groups = groups
         self.before_step = before_step
         self.after_step = after_step
-        self.start_step = 0
+        self.count_offset = 0
         self._saved_function = None
         self._installed = False
         self._train_step = None  # the wrapped step and its compiled function,
@@ -162,17 +162,17 @@ class StepControl:
     def shift(self, steps):
         """Moves step 0 of the schedules `steps` updates later, mid-fit.
 
-        Returns False where `start_step` is baked into the trace (an int)."""
-        if isinstance(self.start_step, numbers.Integral):
+        Returns False where `count_offset` is baked into the trace (an int)."""
+        if isinstance(self.count_offset, numbers.Integral):
             return False
-        self.start_step.assign(self.start_step + steps)
+        self.count_offset.assign(self.count_offset + steps)
         return True
 
     def install(self):
         """Puts the schedules into the train step; retraces it once.
 
         Installed again after `remove`, it puts back the same compiled
-        function, traced the first time, so the schedules, `start_step` and
+        function, traced the first time, so the schedules, `count_offset` and
         the step hooks must be unchanged by then.
         """
         if self._installed:
@@ -185,16 +185,16 @@ class StepControl:
             model.train_function = self._function
             self._installed = True
             return
-        optimizer = training.base_optimizer(model)
+        optimizer = optimizers.base_optimizer(model)
         groups = self.groups
         if groups is None:
-            groups = training.schedule_groups(optimizer, "keras_clr")
+            groups = optimizers.schedule_groups(optimizer, "keras_clr")
         original_step = _keras_internals.plain_train_step(model)
 
         def train_step(data):
             # The values are not added to the step's outputs: each output
             # costs the train function a few microseconds per call.
-            step = _step_count(optimizer, self.start_step)
+            step = _step_count(optimizer, self.count_offset)
             if self.before_step is not None:
                 self.before_step(step)
             values = {}
@@ -230,7 +230,7 @@ class StepControl:
         train_step = _keras_internals.as_train_step(model, train_step)
         self._saved_function = self._plain_function = model.train_function
         self._optimizer = model.optimizer
-        self._settings = training.baked_settings(model.optimizer)
+        self._settings = optimizers.baked_settings(model.optimizer)
         # Keras makes the train function from the step it finds on the model.
         _keras_internals.set_train_step(model, train_step)
         self._train_step = train_step
@@ -247,7 +247,7 @@ class StepControl:
         return (self.model is model and (self._function is None or (
             self._optimizer is model.optimizer
             and model.train_function in (self._plain_function, self._function)
-            and self._settings == training.baked_settings(model.optimizer))))
+            and self._settings == optimizers.baked_settings(model.optimizer))))
 
     def _make_train_function(self, force=False):
         # Keras calls this as each `fit` (or `train_on_batch`) begins, and no
@@ -268,7 +268,7 @@ class StepControl:
                      getattr(group.optimizer, group.momentum)) for group in groups]
                 compiled = _keras_internals.torch_compiled(self.model)
                 for optimizer, name, original in self._swap_originals:
-                    object.__setattr__(optimizer, name, _backend.stand_in(
+                    _keras_internals.set_untracked(optimizer, name, _backend.stand_in(
                         value, original, ScheduledValue, compiled))
             self._swapped += 1
         try:
@@ -278,7 +278,7 @@ class StepControl:
                 self._swapped -= 1
                 if not self._swapped:
                     for optimizer, name, original in self._swap_originals:
-                        object.__setattr__(optimizer, name, original)
+                        _keras_internals.set_untracked(optimizer, name, original)
 
     def remove(self):
         """Restores the model's own train step and compiled function."""

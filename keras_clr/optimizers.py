@@ -342,7 +342,7 @@ def log_rates(groups, rate):
     """The learning rates a step applies, as the logs carry them, from the
     schedule's float32 `rate` read on the host: `learning_rate`, and for a
     MultiOptimizer `learning_rate_{name}` per group, each the float32
-    product the step computes (see `keras_clr.hooks`)."""
+    product the step computes (see `keras_clr.train_step`)."""
     logs = {"learning_rate": rate}
     for group in groups:
         if group.name is not None:

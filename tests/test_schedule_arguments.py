@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import keras_clr
-from keras_clr import planned
+from keras_clr import schedule_arguments
 from keras_clr import tuning
 from test_curves import wsd_multiplier
 from test_tuning import _compiled
@@ -51,7 +51,7 @@ def test_tune_max_lr_for_a_wsd_probes_a_one_cycle_with_its_momenta(monkeypatch):
     from test_tuning import _one_cycle_closed_form
 
     x, y = _data()
-    monkeypatch.setattr(planned, "OneCycle", _Recorded)
+    monkeypatch.setattr(schedule_arguments, "OneCycle", _Recorded)
     _Recorded.built = []
     template = keras_clr.WarmupStableDecay(1.0, warmup_steps=12, base_momentum=0.8)
     search = keras_clr.tune_max_lr(_compiled(), x, y, batch_size=BATCH, epochs=10,
