@@ -258,9 +258,8 @@ def batch_end_reports_first_batch():
     iterator): 3.10 and others before it yielded (begin, end, iterator))
     rather than its last; with `steps_per_execution` > 1 they differ."""
     if not _REPORTS_FIRST:
-        from keras.src.trainers import epoch_iterator
-
         import numpy as np
+        from keras.src.trainers import epoch_iterator
 
         iterator = epoch_iterator.EpochIterator(x=np.zeros((2, 1), "float32"), batch_size=1)
         try:

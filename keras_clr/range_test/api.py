@@ -14,8 +14,8 @@ from keras_clr.range_test.callback import LRFinder
 from keras_clr.range_test.data import _ensure_built
 from keras_clr.range_test.data import _fit_plan
 from keras_clr.range_test.data import _is_torch_loader
-from keras_clr.range_test.data import _repeating
 from keras_clr.range_test.data import _reordered
+from keras_clr.range_test.data import _repeating
 from keras_clr.range_test.data import check_data
 from keras_clr.range_test.sweep import _weight_decay_sweep
 

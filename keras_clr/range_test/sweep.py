@@ -9,8 +9,8 @@ import numpy as np
 
 from keras_clr import _checks
 from keras_clr import files
-from keras_clr import training
 from keras_clr import plotting
+from keras_clr import training
 from keras_clr.results import LRFinderResult
 
 
