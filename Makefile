@@ -1,7 +1,8 @@
 # Two commands do all the set-up on a fresh machine with Python 3.11 and pip:
 #   make demo   trains a small model offline and writes its figures and CSVs
-#   make test   runs the whole test suite on the newest pins, then the
-#               TensorFlow-backend tests on the oldest supported Keras (test-oldest)
+#   make test   lints the code (make lint), runs the whole test suite on the
+#               newest pins and the TensorFlow-backend tests on the oldest
+#               supported Keras (test-oldest), side by side
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -13,8 +14,14 @@ OLDEST_PINS := tensorflow-cpu==2.19.1 keras==3.10.0
 # The CPU wheel of torch (an unpinned one pulls gigabytes of CUDA libraries).
 BACKEND_PINS := torch==2.13.0 jax==0.10.2
 export TF_CPP_MIN_LOG_LEVEL ?= 2
+# pytest-xdist: two workers per run (the machine has two cores). loadgroup
+# keeps the tests marked xdist_group(name) in one worker.
+XDIST ?= -n 2 --dist loadgroup
+# `ruff format --check` in `make lint`: off until the code has been through
+# `ruff format` once.
+FORMAT_CHECK ?= off
 
-.PHONY: demo test test-newest test-oldest benchmark clean
+.PHONY: demo lint test test-newest test-oldest benchmark clean
 
 $(BIN)/.installed: setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,13 +39,18 @@ $(BIN)/.installed-backends: $(BIN)/.installed
 demo: $(BIN)/.installed
 	$(BIN)/python examples/demo.py --output keras_clr_demo_output
 
-# The two runs side by side (each mostly keeps one core busy); each one's
-# output is printed whole as it ends.
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(if $(filter on,$(FORMAT_CHECK)),$(BIN)/ruff format --check .,@echo "ruff format --check: skipped (FORMAT_CHECK=$(FORMAT_CHECK))")
+
+# The lint and the two runs side by side (the two runs' four workers share
+# the two cores until the shorter run ends); each one's output is printed
+# whole as it ends.
 test:
-	$(MAKE) --no-print-directory -j2 --output-sync=target test-newest test-oldest
+	$(MAKE) --no-print-directory -j2 --output-sync=target lint test-newest test-oldest
 
 test-newest: $(BIN)/.installed-backends
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(XDIST)
 
 # The TensorFlow-backend tests (no examples, no other backends) on the
 # oldest supported Keras and TensorFlow, in a venv of their own.
@@ -49,11 +61,11 @@ $(OLDEST_VENV)/bin/.installed: setup.cfg pyproject.toml
 	$(OLDEST_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(OLDEST_VENV)/bin/python -m pip install --quiet $(OLDEST_PINS) \
 		"numpy>=1.23" "pandas>=1.5" "matplotlib>=3.6" "pytest>=7" "hypothesis>=6" \
-		"scikit-learn>=1.2" "keras-tuner>=1.4.8"
+		"scikit-learn>=1.2" "keras-tuner>=1.4.8" pytest-xdist==3.8.0
 	touch $@
 
 test-oldest: $(OLDEST_VENV)/bin/.installed
-	$(OLDEST_VENV)/bin/python -m pytest -q -m "not examples" \
+	$(OLDEST_VENV)/bin/python -m pytest -q $(XDIST) -m "not examples" \
 		--ignore=tests/test_backends.py --ignore=tests/test_against_pytorch.py \
 		--ignore=tests/test_multiprocess_jax.py
 
@@ -61,4 +73,4 @@ benchmark: $(BIN)/.installed
 	$(BIN)/python benchmarks/schedule_overhead.py
 
 clean:
-	rm -rf $(VENV) $(OLDEST_VENV) keras_clr_demo_output *.egg-info .pytest_cache
+	rm -rf $(VENV) $(OLDEST_VENV) keras_clr_demo_output *.egg-info .pytest_cache .ruff_cache
