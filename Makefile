@@ -14,9 +14,11 @@ OLDEST_PINS := tensorflow-cpu==2.19.1 keras==3.10.0
 # The CPU wheel of torch (an unpinned one pulls gigabytes of CUDA libraries).
 BACKEND_PINS := torch==2.13.0 jax==0.10.2
 export TF_CPP_MIN_LOG_LEVEL ?= 2
-# pytest-xdist: two workers per run (the machine has two cores). loadgroup
-# keeps the tests marked xdist_group(name) in one worker.
-XDIST ?= -n 2 --dist loadgroup
+# pytest-xdist: two workers per run (the machine has two cores), a test
+# file at a time in its collection order (the long files come early);
+# test_multiprocess_jax's tests share the processes its fixture runs.
+# (loadgroup's xdist_group marks do nothing on pytest 9.2 with xdist 3.8.)
+XDIST ?= -n 2 --dist loadfile --no-loadscope-reorder
 # `ruff format --check` in `make lint`: off until the code has been through
 # `ruff format` once.
 FORMAT_CHECK ?= off

@@ -17,8 +17,9 @@ compares:
   process 0.
 
 Every process ends by itself (a time limit kills the rest), and the files
-live in pytest's temporary directory. Under pytest-xdist, `--dist loadgroup`
-keeps the module's tests in one worker, so the processes run once.
+live in pytest's temporary directory. Under pytest-xdist, `--dist loadfile`
+(as `make test` runs it) keeps the module's tests in one worker, so the
+processes run once.
 """
 
 import importlib.util
@@ -37,12 +38,8 @@ TESTS = pathlib.Path(__file__).resolve().parent
 WORKER = TESTS / "multiprocess_jax_worker.py"
 TIME_LIMIT = 300  # seconds, for all three processes together
 
-pytestmark = [
-    pytest.mark.skipif(importlib.util.find_spec("jax") is None,
-                       reason="jax is not installed (pip install 'keras-clr[backends]')"),
-    # One worker runs the processes (the module's fixture) for every test here.
-    pytest.mark.xdist_group("multiprocess_jax"),
-]
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("jax") is None,
+                                reason="jax is not installed (pip install 'keras-clr[backends]')")
 
 
 def _free_port():
