@@ -4,7 +4,8 @@ For each task of `benchmarks/suggestion_quality.py` and each seed (the seed
 sets the initial weights), Keras Tuner's `Hyperband` searches `OneCycle`'s
 `max_lr` (log-uniform in 1e-4..1, objective `val_loss`), and its best rate is
 retrained; the race's results come from the cache `race_quality.py` writes
-(`race/{rule}/{task}/{seed}/{epochs}`, the race's current rule). Both are scored as the suite scores:
+(`race/{rule}/{task}/{seed}/{epochs}`, the race's current rule). Both are
+scored as the suite scores:
 
 - the grid: `OneCycle(max_lr)` trained on all the training arrays for the
   task's epochs at each of 9 log-spaced rates (`Bench.metric`, cached);
@@ -99,6 +100,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import race_quality  # noqa: E402
 import suggestion_quality as sq  # noqa: E402
+
+# isort: split
 
 import keras  # noqa: E402
 import keras_tuner as kt  # noqa: E402

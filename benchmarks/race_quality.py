@@ -41,6 +41,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import suggestion_quality as sq  # noqa: E402
 
+# isort: split
+
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 

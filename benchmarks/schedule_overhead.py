@@ -37,9 +37,10 @@ time when other jobs share the cores. Nothing here asserts a time.
 variant's callbacks are set up as `fit` sets them up, then blocks of
 `--block` calls of the compiled train function alternate between the
 variants (reversing the order every other round) for `--loop-rounds`
-rounds, on `--instances` identical models per variant. Interleaving every few milliseconds makes the ratios far less
-sensitive to other jobs than whole `fit` calls; it leaves out `fit`'s own
-per-step Python (callback dispatch), which is the same for every variant.
+rounds, on `--instances` identical models per variant. Interleaving every few
+milliseconds makes the ratios far less sensitive to other jobs than whole
+`fit` calls; it leaves out `fit`'s own per-step Python (callback dispatch),
+which is the same for every variant.
 
 Usage:
     .venv/bin/python benchmarks/schedule_overhead.py            # ~2.5 min, 2 cores

@@ -36,6 +36,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import suggestion_quality as sq  # noqa: E402  (sets the Keras environment first)
 
+# isort: split
+
 import numpy as np  # noqa: E402
 
 LENGTHS = (50, 100, 200, 500, 1000)

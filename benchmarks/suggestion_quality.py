@@ -83,10 +83,10 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_clr  # noqa: E402
-from keras_clr.range_test import state as range_state  # noqa: E402
 from keras_clr import optimizers  # noqa: E402
 from keras_clr import results  # noqa: E402
 from keras_clr import suggestions  # noqa: E402
+from keras_clr.range_test import state as range_state  # noqa: E402
 
 GOAL = 0.995
 
@@ -105,7 +105,8 @@ def _digits():
 
 
 def _mnist1d():
-    from mnist1d.data import get_dataset_args, make_dataset
+    from mnist1d.data import get_dataset_args
+    from mnist1d.data import make_dataset
 
     data = make_dataset(get_dataset_args())  # generated here, not downloaded
     x_tr, x_te = data["x"].astype("float32"), data["x_test"].astype("float32")
@@ -196,7 +197,8 @@ def _digits_other_half():
 def _mnist1d_shifted():
     """Pre-training data: MNIST-1D generated with other noise and shifts
     (a related task), made locally."""
-    from mnist1d.data import get_dataset_args, make_dataset
+    from mnist1d.data import get_dataset_args
+    from mnist1d.data import make_dataset
 
     args = get_dataset_args()
     args.seed, args.corr_noise_scale, args.iid_noise_scale = 7, 0.5, 4e-2

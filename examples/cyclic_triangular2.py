@@ -20,7 +20,9 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 import keras_clr  # noqa: E402
-from digits_task import digits_split, example_args, small_mlp  # noqa: E402
+from digits_task import digits_split  # noqa: E402
+from digits_task import example_args  # noqa: E402
+from digits_task import small_mlp  # noqa: E402
 
 
 def main():

@@ -29,7 +29,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_clr  # noqa: E402
-from digits_task import digits_split, example_args  # noqa: E402
+from digits_task import digits_split  # noqa: E402
+from digits_task import example_args  # noqa: E402
 
 
 def images(x):

@@ -19,7 +19,9 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 import keras_clr  # noqa: E402
-from digits_task import digits_split, example_args, small_mlp  # noqa: E402
+from digits_task import digits_split  # noqa: E402
+from digits_task import example_args  # noqa: E402
+from digits_task import small_mlp  # noqa: E402
 
 
 def main():
@@ -50,7 +52,8 @@ def main():
     acc_ax.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
     acc_ax.legend()
     lr_ax.plot(epochs, h["learning_rate"], "o-")
-    lr_ax.set(xlabel="epoch", ylabel="learning rate", title="learning rate at the end of each epoch")
+    lr_ax.set(xlabel="epoch", ylabel="learning rate",
+              title="learning rate at the end of each epoch")
     fig.tight_layout()
     fig.savefig(out / "training.png", dpi=110)
     print(f"wrote {out / 'range_test.png'} and {out / 'training.png'}")

@@ -25,7 +25,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.util.tensor_util import make_ndarray  # noqa: E402
 
 import keras_clr  # noqa: E402
-from digits_task import digits_split, example_args, small_mlp  # noqa: E402
+from digits_task import digits_split  # noqa: E402
+from digits_task import example_args  # noqa: E402
+from digits_task import small_mlp  # noqa: E402
 
 
 def main():

@@ -8,9 +8,9 @@ from keras_clr.callbacks import WarmupStableDecay
 from keras_clr.discriminative import discriminative_optimizer
 from keras_clr.fine_tuning import FineTuneHistory
 from keras_clr.fine_tuning import fine_tune
+from keras_clr.race import MaxLRRace
 from keras_clr.range_test import LRFinder
 from keras_clr.range_test import find_lr
-from keras_clr.race import MaxLRRace
 from keras_clr.range_test.sweep import WeightDecaySweep
 from keras_clr.results import LRFinderResult
 from keras_clr.tuning import MaxLRSearch

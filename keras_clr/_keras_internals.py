@@ -3,9 +3,9 @@
 keras_clr wraps a model's train step, reads the optimizer's batch counter,
 sets the optimizer's momentum-like float and keeps its caches on the model
 past Keras's attribute tracking, finds the callbacks of the running `fit` and
-carries the range test's record through JAX's training state. None of that has a public API, so each such
-use is here, with the Keras versions it was checked on: a new Keras release
-is a review of this one file. What differs between backends is in
+carries the range test's record through JAX's training state. None of that
+has a public API, so each such use is here, with the Keras versions it was
+checked on: a new Keras release is a review of this one file. What differs between backends is in
 `keras_clr._backend`. "Checked on" names the releases whose whole
 TensorFlow test suite passes (`make test` runs 3.10.0 and 3.15.1).
 """
@@ -279,9 +279,8 @@ def batch_end_reports_first_batch():
     iterator): 3.10 and others before it yielded (begin, end, iterator))
     rather than its last; with `steps_per_execution` > 1 they differ."""
     if not _REPORTS_FIRST:
-        from keras.src.trainers import epoch_iterator
-
         import numpy as np
+        from keras.src.trainers import epoch_iterator
 
         iterator = epoch_iterator.EpochIterator(x=np.zeros((2, 1), "float32"), batch_size=1)
         try:

@@ -41,7 +41,6 @@ from keras_clr import fit_steps
 from keras_clr import optimizers
 from keras_clr import schedules
 
-
 # CyclicLR warns of a fit that ends before its first peak with the learning
 # rate below this fraction of the way from base_lr to that peak.
 _REACHED = 0.9
@@ -574,7 +573,8 @@ class OneCycle(_ScheduleCallback):
             warnings.warn(
                 f"OneCycle keeps the {self._fit_total_steps}-step cycle its "
                 f"first fit sized; this fit plans {planned} steps "
-                f"(epochs x steps per epoch{' / gradient_accumulation_steps' if accumulation > 1 else ''}) "
+                f"(epochs x steps per epoch"
+                f"{' / gradient_accumulation_steps' if accumulation > 1 else ''}) "
                 "and continues that cycle. To train a new cycle sized from "
                 "this fit, pass a new OneCycle (or set `total_steps`).",
                 stacklevel=3)

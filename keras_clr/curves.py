@@ -22,7 +22,6 @@ import math
 
 import numpy as np
 
-
 # The functions the curves call on their namespace `xp`, besides `to_float`.
 FUNCTIONS = ("where", "cos", "power", "minimum", "maximum", "sqrt", "floor_divide", "mod")
 

@@ -30,16 +30,16 @@ import numpy as np
 from keras_clr import _checks
 from keras_clr import optimizers
 from keras_clr.callbacks import OneCycle
-from keras_clr.schedule_arguments import PlannedSchedule
-from keras_clr.schedule_arguments import check_optimizer
-from keras_clr.schedule_arguments import check_planned_length
-from keras_clr.schedule_arguments import planned_schedule
 from keras_clr.range_test import state
 from keras_clr.range_test.api import find_lr
 from keras_clr.range_test.data import ensure_built
 from keras_clr.range_test.data import is_arrays
 from keras_clr.range_test.data import slice_samples
 from keras_clr.range_test.data import take
+from keras_clr.schedule_arguments import PlannedSchedule
+from keras_clr.schedule_arguments import check_optimizer
+from keras_clr.schedule_arguments import check_planned_length
+from keras_clr.schedule_arguments import planned_schedule
 
 RANGE_STEPS = 100  # the range test that places the candidates
 CANDIDATES = 5  # the range test's candidates: the suggestion and two either side

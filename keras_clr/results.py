@@ -19,6 +19,7 @@ from keras_clr import suggestions
 from keras_clr import tensorboard  # and TensorFlow when a summary is written
 from keras_clr.callbacks import OneCycle
 from keras_clr.stopping import smooth
+
 # The rules' public names, importable from here as before they had a module.
 from keras_clr.suggestions import METHODS
 from keras_clr.suggestions import kernel_smooth

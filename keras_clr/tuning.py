@@ -31,11 +31,6 @@ from keras_clr import _checks
 from keras_clr import optimizers
 from keras_clr import race
 from keras_clr.callbacks import OneCycle
-from keras_clr.schedule_arguments import PlannedSchedule
-from keras_clr.schedule_arguments import check_no_one_cycle_kwargs
-from keras_clr.schedule_arguments import check_optimizer
-from keras_clr.schedule_arguments import check_planned_length
-from keras_clr.schedule_arguments import planned_schedule
 from keras_clr.range_test import state
 from keras_clr.range_test.api import find_lr
 from keras_clr.range_test.data import batches_per_epoch
@@ -46,6 +41,11 @@ from keras_clr.range_test.data import is_tf_dataset
 from keras_clr.range_test.data import is_torch_loader
 from keras_clr.range_test.data import repeating
 from keras_clr.range_test.data import slice_samples
+from keras_clr.schedule_arguments import PlannedSchedule
+from keras_clr.schedule_arguments import check_no_one_cycle_kwargs
+from keras_clr.schedule_arguments import check_optimizer
+from keras_clr.schedule_arguments import check_planned_length
+from keras_clr.schedule_arguments import planned_schedule
 
 RANGE_STEPS = 100  # the range test's length
 SPREAD = 2.0  # the first candidates span at least SPREAD ** 2; refined to sqrt(SPREAD)

@@ -344,7 +344,8 @@ class Call(keras.callbacks.Callback):
 
 def test_warmup_stable_decay_cooldown_on_demand():
     model = make_model(keras.optimizers.SGD(momentum=0.9))
-    callback, reader = keras_clr.WarmupStableDecay(0.5, warmup_steps=2, decay_steps=4), ReadApplied()
+    callback = keras_clr.WarmupStableDecay(0.5, warmup_steps=2, decay_steps=4)
+    reader = ReadApplied()
     model.fit(X, Y, batch_size=BATCH, epochs=3, shuffle=False, verbose=0,
               callbacks=[callback, Call(callback.start_cooldown, 1, 1), reader])
     assert callback.decay_start == 7  # the step after batch 1 of epoch 1
@@ -381,7 +382,8 @@ def test_warmup_stable_decay_under_a_loss_scale():
     # for mid-epoch under a loss scale starts with the next epoch, and says so.
     optimizer = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.01, momentum=0.9))
     model = make_model(optimizer)
-    callback, reader = keras_clr.WarmupStableDecay(0.5, warmup_steps=2, decay_steps=3), ReadApplied()
+    callback = keras_clr.WarmupStableDecay(0.5, warmup_steps=2, decay_steps=3)
+    reader = ReadApplied()
     call = Call(callback.start_cooldown, 0, 1)
     if BACKEND == "jax":
         with pytest.warns(UserWarning, match="next epoch's first step"):
@@ -750,7 +752,8 @@ def test_find_lr_restores_every_group_bit_identically(ending):
 
 @needs_multi
 def test_tune_max_lr_and_fit_one_cycle_drive_a_multi_optimizer():
-    kernel, bias = keras.optimizers.SGD(0.01, momentum=0.9), keras.optimizers.SGD(0.002, momentum=0.9)
+    kernel = keras.optimizers.SGD(0.01, momentum=0.9)
+    bias = keras.optimizers.SGD(0.002, momentum=0.9)
     model = multi_model(kernel, bias)
     model.fit(X, Y, batch_size=BATCH, epochs=1, verbose=0)
     before = state_bytes(model)

@@ -155,7 +155,8 @@ class _CooldownAt(keras.callbacks.Callback):
 def test_cooldown_on_demand_matches_one_device(strategy):
     runs = []
     for model in _pair(strategy, _sgd):
-        callback, logs = keras_clr.WarmupStableDecay(0.1, warmup_steps=2, decay_steps=4), _BatchLogs()
+        callback = keras_clr.WarmupStableDecay(0.1, warmup_steps=2, decay_steps=4)
+        logs = _BatchLogs()
         x, y = _data()
         model.fit(x, y, batch_size=BATCH, epochs=3, shuffle=False, verbose=0,
                   callbacks=[callback, _CooldownAt(callback, 1, 1), logs])

@@ -95,10 +95,9 @@ def main():
                                    initialization_timeout=60)
     import keras
     import numpy as np
+    import tensorflow as tf
 
     import keras_clr
-
-    import tensorflow as tf
 
     keras.utils.set_random_seed(0)
     # Arrays, already split between the processes (see the module docstring).

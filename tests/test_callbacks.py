@@ -397,7 +397,7 @@ def test_one_cycle_exposes_its_schedules():
 def test_one_cycle_takes_total_steps_from_fit():
     cb = keras_clr.OneCycle(1e-2, pct_start=0.4)
     with pytest.raises(ValueError, match="total_steps"):
-        cb.lr_schedule
+        _ = cb.lr_schedule
     model = make_model(keras.optimizers.SGD(0.1, momentum=0.9))
     fit(model, [cb], epochs=2)
     assert cb.lr_schedule.total_steps == 10
@@ -850,7 +850,8 @@ BAD = [
     (lambda: keras_clr.OneCycle(1e-2, total_steps=2.5), named("total_steps", 2.5)),
     (lambda: keras_clr.OneCycle(1e-2, pct_start=0.0), named("pct_start", 0.0)),
     (lambda: keras_clr.OneCycle(1e-2, pct_start=1.0), named("pct_start", 1.0)),
-    (lambda: keras_clr.OneCycle(1e-2, anneal_strategy="cosine"), named("anneal_strategy", "cosine")),
+    (lambda: keras_clr.OneCycle(1e-2, anneal_strategy="cosine"),
+     named("anneal_strategy", "cosine")),
     (lambda: keras_clr.OneCycle(1e-2, div_factor=0.0), named("div_factor", 0.0)),
     (lambda: keras_clr.OneCycle(1e-2, final_div_factor=-1.0), named("final_div_factor", -1.0)),
     (lambda: keras_clr.OneCycle(1e-2, base_momentum=math.nan), named("base_momentum", math.nan)),

@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_clr import stopping
-from keras_clr.range_test import api as range_api
 from keras_clr import optimizers
-from keras_clr.range_test import state as range_state
+from keras_clr import stopping
 from keras_clr import train_step
 from keras_clr.range_test import LRFinder
+from keras_clr.range_test import api as range_api
 from keras_clr.range_test import find_lr
+from keras_clr.range_test import state as range_state
 
 BATCH = 8
 SAMPLES = 40  # 5 batches of 8 per pass over the data
@@ -668,7 +668,8 @@ def test_model_without_weights_yet_is_left_at_its_initial_weights():
 
 
 def test_weight_decay_sweep_with_adamw():
-    from keras_clr import LRFinderResult, WeightDecaySweep
+    from keras_clr import LRFinderResult
+    from keras_clr import WeightDecaySweep
 
     x, y = _data()
     model = _compiled(keras.optimizers.AdamW(1e-3, weight_decay=0.004))

@@ -10,7 +10,12 @@ import pytest
 
 import keras_clr
 from keras_clr import find_lr
-from test_finder import BATCH, QUIET, SubclassedNet, _compiled, _data, _grid
+from test_finder import BATCH
+from test_finder import QUIET
+from test_finder import SubclassedNet
+from test_finder import _compiled
+from test_finder import _data
+from test_finder import _grid
 
 
 def test_validation_split_plans_the_test_from_the_data_trained_on():
@@ -115,7 +120,8 @@ def test_bad_input_is_refused_before_any_step(kwargs, match):
 
 @pytest.mark.parametrize("x", [3, "data.csv", None.__class__, [], {}])
 def test_data_of_another_kind_is_refused_naming_its_type(x):
-    with pytest.raises(ValueError, match=f"Argument `x` must be training data.*Received: x={type(x).__name__}"):
+    with pytest.raises(ValueError, match="Argument `x` must be training data.*"
+                                         f"Received: x={type(x).__name__}"):
         find_lr(_compiled(), x, batch_size=BATCH, num_steps=10, **QUIET)
 
 
@@ -276,8 +282,9 @@ def test_validation_arguments_without_effect_warn(kwargs, unused):
 
 
 def test_validation_arguments_in_use_do_not_warn():
-    import tensorflow as tf
     import warnings
+
+    import tensorflow as tf
 
     x, y = _data()
     with warnings.catch_warnings():
@@ -288,5 +295,6 @@ def test_validation_arguments_in_use_do_not_warn():
         batched = tf.data.Dataset.from_tensor_slices((x, y)).batch(BATCH)
         find_lr(_compiled(), x, y, batch_size=BATCH, num_steps=4, monitor="val_loss",
                 validation_data=batched, **QUIET)
-    with pytest.warns(UserWarning, match="`val_batch_size` has no effect with validation_data=.*Dataset"):
+    with pytest.warns(UserWarning,
+                      match="`val_batch_size` has no effect with validation_data=.*Dataset"):
         keras_clr.LRFinder(monitor="val_loss", validation_data=batched, val_batch_size=8)

@@ -11,7 +11,6 @@ the PyTorch references of test_curves.py. Keras below 3.15 has no
 MultiOptimizer: the module is skipped there.
 """
 
-import math
 import re
 
 import keras
@@ -392,7 +391,7 @@ def test_backup_and_restore_resumes_every_group_exactly(same_model, tmp_path):
     with pytest.raises(RuntimeError, match="preempted"):
         fit(model, callbacks(tmp_path / "b", schedule, Interrupt(2, 3)), epochs=3)
     if not same_model:
-        (model, body, head), schedule = model_and_optimizers(seed=5), keras_clr.OneCycle(0.1)
+        (model, body, _), schedule = model_and_optimizers(seed=5), keras_clr.OneCycle(0.1)
     resumed = ReadGroups()
     fit(model, callbacks(tmp_path / "b", schedule, resumed), epochs=3)
     # Keras replays epoch 2 from the backup: each group gets, bit for bit,

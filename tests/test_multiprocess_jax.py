@@ -17,7 +17,9 @@ compares:
   process 0.
 
 Every process ends by itself (a time limit kills the rest), and the files
-live in pytest's temporary directory.
+live in pytest's temporary directory. Under pytest-xdist, `--dist loadfile`
+(as `make test` runs it) keeps the module's tests in one worker, so the
+processes run once.
 """
 
 import importlib.util
@@ -85,7 +87,7 @@ def _launch(out, port):
 def runs(tmp_path_factory):
     """Runs the cluster of two and the single process; returns what each saw."""
     out = tmp_path_factory.mktemp("multiprocess_jax")
-    for attempt in range(2):
+    for _ in range(2):
         codes = _launch(out, _free_port())
         logs = {tag: (out / f"log_{tag}.txt").read_text() for tag in codes}
         # The free port found may be taken by another program before the
@@ -138,7 +140,7 @@ def test_schedules_apply_the_same_rates_in_every_process(runs, schedule):
     # Logged learning rate and momentum: equal across processes and to one process.
     for tag in ("p1", "single"):
         np.testing.assert_array_equal(p0[:, :2], rows[tag][:, :2])
-    for tag, seen in rows.items():
+    for seen in rows.values():
         np.testing.assert_array_equal(seen[:, 0], seen[:, 2])  # logged == the optimizer's
     assert len(np.unique(p0[:, 0])) > 4 and len(np.unique(p0[:, 1])) > 4
     # The trained state: identical across the cluster, the single run's up to rounding.

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 import keras_clr
-from test_finder import _assert_same_state, _state
+from test_finder import _assert_same_state
+from test_finder import _state
 
 SAMPLES, BATCH = 96, 16  # 6 steps an epoch
 RATES = [0.003, 0.01, 0.03, 0.1]

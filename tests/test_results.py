@@ -3,12 +3,15 @@ sweep's result, the range-test drawing and TensorBoard export.
 
 Expected suggestions come from plain-Python re-implementations of fastai
 2.8's loops written below (the valley loop verbatim), never from the code
-under test.
+under test; `TestAgainstFastai` checks both against fastai's own functions,
+recorded in tests/data/fastai_suggestions.json.
 """
 
+import functools
 import glob
 import json
 import math
+import pathlib
 import warnings
 
 import hypothesis
@@ -374,7 +377,7 @@ class TestSuggest:
             assert result.lrs[0] <= got[0] <= got[1] <= result.lrs[-1]
 
     def test_reference_curves_cover_the_cases(self):
-        found = {name: quiet(lambda r=CURVES[name](): r.suggestions()) for name in CURVES}
+        found = {name: quiet(CURVES[name]().suggestions) for name in CURVES}
         assert all(v is not None for v in found["noisy_0"].values())
         assert found["flat"].pop("slide") == grid(100)[-5 - 16]  # fastai's loop never starts
         assert all(v is None for v in found["flat"].values())
@@ -485,21 +488,51 @@ class TestSuggest:
         start = int(np.flatnonzero(lrs == base)[0])
         assert 60 <= start < 80 < int(np.flatnonzero(lrs == top)[0])
 
-    def test_fastai_directly(self):
-        schedule = pytest.importorskip("fastai.callback.schedule")
-        torch = pytest.importorskip("torch")
-        for name in ("noisy_0", "noisy_1", "noisy_2", "u_shape", "negative"):
-            result = CURVES[name]()
-            lrs, losses = ref_window(result.lrs.tolist(), result.smoothed_losses.tolist(),
-                                     result.num_steps)
-            t_lrs = torch.tensor(lrs, dtype=torch.float64)
-            t_losses = torch.tensor(losses, dtype=torch.float64)
-            for method in ("valley", "slide", "minimum", "steep"):
-                ours = quiet(lambda: result.suggest(method))
-                if ours is None:
-                    continue
-                theirs = getattr(schedule, method)(t_lrs, t_losses, result.num_steps)[0]
-                assert ours == pytest.approx(theirs, rel=1e-12), (name, method)
+
+# fastai's own functions, recorded ------------------------------------------------
+
+FASTAI = json.loads(pathlib.Path(__file__).with_name("data").joinpath(
+    "fastai_suggestions.json").read_text())
+FASTAI_METHODS = ("valley", "slide", "minimum", "steep")
+# Where keras_clr answers None by design while fastai returns a number (or,
+# for `slide` on fewer than 16 points, raises): fewer than MIN_POINTS points
+# in the window, a curve that never decreases, a tenth of the lowest
+# point's LR below the tested range, an infinite slope.
+NONE_BY_DESIGN = {
+    ("flat", "valley"), ("flat", "minimum"), ("flat", "steep"),
+    ("rising", "valley"), ("rising", "minimum"), ("rising", "steep"),
+    ("inf_tail", "steep"), ("short_20", "slide"),
+    *((name, method) for name in ("short_7_wraps", "short_8_descending")
+      for method in FASTAI_METHODS),
+}
+
+
+class TestAgainstFastai:
+    """valley, slide, minimum and steep against fastai's functions of those
+    names (`fastai.callback.schedule`), recorded by
+    `tests/data/record_fastai.py` with fastai 2.8.12 and torch 2.13 in
+    float64 on the window fastai's `lr_find` hands them."""
+
+    def test_the_recording_is_fastai_2_8(self):
+        assert FASTAI["versions"]["fastai"] == "2.8.12"
+        assert len(FASTAI["cases"]) == 20
+        assert NONE_BY_DESIGN <= {(c, m) for c in FASTAI["cases"] for m in FASTAI_METHODS}
+
+    @pytest.mark.parametrize("method", FASTAI_METHODS)
+    @pytest.mark.parametrize("curve", sorted(FASTAI["cases"]))
+    def test_matches_fastai(self, curve, method):
+        case = FASTAI["cases"][curve]
+        result = CURVES[curve]()
+        # the curve fastai was given; when a curve changes, record again
+        assert ref_window(result.lrs.tolist(), result.smoothed_losses.tolist(),
+                          result.num_steps) == (case["lrs"], case["losses"])
+        ours = quiet(functools.partial(result.suggest, method))
+        reference = expected(result, method)  # the loops every other test uses
+        if (curve, method) in NONE_BY_DESIGN:
+            assert ours is None and reference is None
+        else:
+            assert ours == pytest.approx(case[method], rel=1e-12, abs=0)
+            assert reference == pytest.approx(case[method], rel=1e-12, abs=0)
 
 
 class TestValidationCurves:

@@ -47,8 +47,8 @@ def _expected(max_lr, steps, warmup, decay, ratio=0.0):
 
 
 def test_tune_max_lr_for_a_wsd_probes_a_one_cycle_with_its_momenta(monkeypatch):
-    from test_tuning import _Recorded
     from test_tuning import _one_cycle_closed_form
+    from test_tuning import _Recorded
 
     x, y = _data()
     monkeypatch.setattr(schedule_arguments, "OneCycle", _Recorded)

@@ -11,7 +11,8 @@ import pytest
 import keras_clr
 from keras_clr import schedule_arguments
 from keras_clr import tuning
-from test_finder import _assert_same_state, _state
+from test_finder import _assert_same_state
+from test_finder import _state
 
 SAMPLES, BATCH = 96, 16  # 6 steps an epoch
 QUIET = dict(verbose=0)
