@@ -21,7 +21,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 XDIST ?= -n 2 --dist loadfile --no-loadscope-reorder
 # `ruff format --check` in `make lint`: off until the code has been through
 # `ruff format` once.
-FORMAT_CHECK ?= off
+FORMAT_CHECK ?= on
 
 .PHONY: demo lint test test-newest test-oldest docs benchmark clean
 

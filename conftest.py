@@ -31,10 +31,11 @@ def _doctest_names(doctest_namespace):
 def pytest_collection_modifyitems(config, items):
     if hasattr(keras.optimizers, "MultiOptimizer"):
         return
-    skip = pytest.mark.skip(reason="the example needs keras.optimizers.MultiOptimizer "
-                                   f"(Keras 3.15 or later); this is Keras {keras.__version__}")
+    skip = pytest.mark.skip(
+        reason="the example needs keras.optimizers.MultiOptimizer "
+        f"(Keras 3.15 or later); this is Keras {keras.__version__}"
+    )
     for item in items:
         examples = getattr(getattr(item, "dtest", None), "examples", ())
-        if any(name in example.source for example in examples
-               for name in NEEDS_MULTI_OPTIMIZER):
+        if any(name in example.source for example in examples for name in NEEDS_MULTI_OPTIMIZER):
             item.add_marker(skip)

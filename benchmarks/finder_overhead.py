@@ -79,14 +79,18 @@ WAYS = ("plain", "ours", "naive")
 
 # -- models and data -----------------------------------------------------------
 
+
 def make_model(hidden=(256, 256), optimizer=None):
     keras.utils.set_random_seed(0)
     model = keras.Sequential(
         [keras.Input((784,))]
         + [keras.layers.Dense(units, activation="relu") for units in hidden]
-        + [keras.layers.Dense(10)])
-    model.compile(optimizer=optimizer or keras.optimizers.SGD(1e-3, momentum=0.9),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        + [keras.layers.Dense(10)]
+    )
+    model.compile(
+        optimizer=optimizer or keras.optimizers.SGD(1e-3, momentum=0.9),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
     return model
 
 
@@ -105,6 +109,7 @@ def state_bytes(model):
 
 
 # -- the three ways ------------------------------------------------------------
+
 
 class NaiveRangeTest(keras.callbacks.Callback):
     """The classic Keras LR finder: host-side learning rate and loss per batch."""
@@ -129,7 +134,7 @@ class NaiveRangeTest(keras.callbacks.Callback):
         self.step += 1
         self.average = self.smoothing * self.average + (1 - self.smoothing) * loss
         self.losses.append(loss)
-        self.smoothed.append(self.average / (1 - self.smoothing ** self.step))
+        self.smoothed.append(self.average / (1 - self.smoothing**self.step))
         if self.step >= self.num_steps or not math.isfinite(loss):
             self.model.stop_training = True
 
@@ -140,8 +145,9 @@ def run_plain(model, data, steps):
 
 def run_ours(model, data, steps):
     # find_lr repeats a tf.data.Dataset itself and runs one epoch of `steps`.
-    result = keras_clr.find_lr(model, data, start_lr=START_LR, end_lr=END_LR,
-                            num_steps=steps, stop_factor=None, verbose=0)
+    result = keras_clr.find_lr(
+        model, data, start_lr=START_LR, end_lr=END_LR, num_steps=steps, stop_factor=None, verbose=0
+    )
     if result.stop_reason != "completed" or len(result.lrs) != steps:
         raise RuntimeError(f"the range test did not complete: {result!r}")
 
@@ -151,8 +157,7 @@ def run_naive(model, data, steps):
     lr = float(model.optimizer.learning_rate)
     test = NaiveRangeTest(START_LR, END_LR, steps)
     try:
-        model.fit(data.repeat(), epochs=1, steps_per_epoch=steps, verbose=0,
-                  callbacks=[test])
+        model.fit(data.repeat(), epochs=1, steps_per_epoch=steps, verbose=0, callbacks=[test])
     finally:
         model.set_weights(weights)
         model.optimizer.learning_rate.assign(lr)
@@ -171,6 +176,7 @@ def timed(way, model, data, steps):
 
 
 # -- time --------------------------------------------------------------------------
+
 
 def rotated(ways, repeat):
     """The ways in turn, starting one further each round (no position bias)."""
@@ -201,9 +207,13 @@ def bench_time(args, out):
             for way in rotated(WAYS, repeat):
                 cold[prebuilt][way].append(timed(way, models[way], data, args.steps))
             del models
-        out.write(f"  cold round {repeat + 1}/{args.repeats} (as compiled; prebuilt): "
-                  + ", ".join(f"{w} {cold[False][w][-1][0]:.3f}; {cold[True][w][-1][0]:.3f} s"
-                              for w in WAYS) + "\n")
+        out.write(
+            f"  cold round {repeat + 1}/{args.repeats} (as compiled; prebuilt): "
+            + ", ".join(
+                f"{w} {cold[False][w][-1][0]:.3f}; {cold[True][w][-1][0]:.3f} s" for w in WAYS
+            )
+            + "\n"
+        )
         out.flush()
 
     warm_models = {w: make_model() for w in WAYS}
@@ -217,33 +227,50 @@ def bench_time(args, out):
             warm[way].append(timed(way, warm_models[way], data, args.steps))
         for way in rotated(WAYS, repeat):
             long[way].append(timed(way, warm_models[way], data, args.long))
-        out.write(f"  warm round {repeat + 1}/{args.repeats}: "
-                  + ", ".join(f"{w} {warm[w][-1][0]:.3f}/{long[w][-1][0]:.3f} s"
-                              for w in WAYS)
-                  + "\n")
+        out.write(
+            f"  warm round {repeat + 1}/{args.repeats}: "
+            + ", ".join(f"{w} {warm[w][-1][0]:.3f}/{long[w][-1][0]:.3f} s" for w in WAYS)
+            + "\n"
+        )
         out.flush()
     # Differences of medians: a per-round difference of two noisy times can
     # come out near zero, and a ratio of such differences means nothing.
     extra = args.long - args.steps
-    marginal = {w: [tuple((statistics.median(b[c] for b in long[w])
-                           - statistics.median(a[c] for a in warm[w])) / extra
-                          for c in (0, 1))] for w in WAYS}
-    return [(f"cold: fresh model as compiled, {args.steps} steps", cold[False], "s", 1),
-            (f"cold: fresh model, optimizer prebuilt (one trace each), {args.steps} steps",
-             cold[True], "s", 1),
-            (f"warm: traced model, {args.steps} steps", warm, "s", 1),
-            (f"marginal per step, warm ({args.steps} to {args.long} steps)",
-             marginal, "ms", 1e3)]
+    marginal = {
+        w: [
+            tuple(
+                (
+                    statistics.median(b[c] for b in long[w])
+                    - statistics.median(a[c] for a in warm[w])
+                )
+                / extra
+                for c in (0, 1)
+            )
+        ]
+        for w in WAYS
+    }
+    return [
+        (f"cold: fresh model as compiled, {args.steps} steps", cold[False], "s", 1),
+        (
+            f"cold: fresh model, optimizer prebuilt (one trace each), {args.steps} steps",
+            cold[True],
+            "s",
+            1,
+        ),
+        (f"warm: traced model, {args.steps} steps", warm, "s", 1),
+        (f"marginal per step, warm ({args.steps} to {args.long} steps)", marginal, "ms", 1e3),
+    ]
 
 
 def time_table(rows, args):
-    lines = ["| measure | plain fit | find_lr (ours) | naive callback "
-             "| ours / plain, wall (min-max) | naive / plain, wall (min-max) "
-             "| ours / plain, CPU | naive / plain, CPU |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| measure | plain fit | find_lr (ours) | naive callback "
+        "| ours / plain, wall (min-max) | naive / plain, wall (min-max) "
+        "| ours / plain, CPU | naive / plain, CPU |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for label, times, unit, scale in rows:
-        cells = [f"{statistics.median(t[0] for t in times[w]) * scale:.3f} {unit}"
-                 for w in WAYS]
+        cells = [f"{statistics.median(t[0] for t in times[w]) * scale:.3f} {unit}" for w in WAYS]
         for clock in (0, 1):
             for way in ("ours", "naive"):
                 ratios = [t[clock] / b[clock] for t, b in zip(times[way], times["plain"])]
@@ -256,6 +283,7 @@ def time_table(rows, args):
 
 
 # -- memory (child process) -------------------------------------------------------
+
 
 class RssSampler:
     """Peak resident memory above its level at entry, sampled every ms."""
@@ -298,8 +326,7 @@ def run_ours_without_snapshot(model, data, steps):
         range_state.snapshot, range_state.restore = saved
 
 
-MEMORY_WAYS = {"plain": run_plain, "ours": run_ours,
-               "ours-nosnap": run_ours_without_snapshot}
+MEMORY_WAYS = {"plain": run_plain, "ours": run_ours, "ours-nosnap": run_ours_without_snapshot}
 
 
 def memory_child(steps, way):
@@ -330,8 +357,14 @@ def memory_child(steps, way):
 def bench_memory(args):
     reports = {}
     for way in MEMORY_WAYS:
-        command = [sys.executable, os.path.abspath(__file__), "--memory-child", way,
-                   "--steps", str(args.memory_steps)]
+        command = [
+            sys.executable,
+            os.path.abspath(__file__),
+            "--memory-child",
+            way,
+            "--steps",
+            str(args.memory_steps),
+        ]
         done = subprocess.run(command, capture_output=True, text=True, check=False)
         if done.returncode:
             raise RuntimeError(f"memory child failed:\n{done.stderr[-3000:]}")
@@ -340,7 +373,7 @@ def bench_memory(args):
 
 
 def memory_table(reports):
-    mib = 2 ** 20
+    mib = 2**20
     first = reports["plain"]
     state = first["state_bytes"]
     ours, bare, plain = reports["ours"], reports["ours-nosnap"], reports["plain"]
@@ -348,37 +381,44 @@ def memory_table(reports):
         ("host snapshot taken by find_lr (sum of its arrays)", first["snapshot_bytes"]),
         ("find_lr: peak RSS above RSS at its start", ours["rss_peak"]),
         ("find_lr without its snapshot: peak RSS above start", bare["rss_peak"]),
-        ("the snapshot's share of the peak (difference of the two)",
-         ours["rss_peak"] - bare["rss_peak"]),
+        (
+            "the snapshot's share of the peak (difference of the two)",
+            ours["rss_peak"] - bare["rss_peak"],
+        ),
         ("plain fit: peak RSS above RSS at its start", plain["rss_peak"]),
         ("find_lr: RSS still held after it returned", ours["rss_after"]),
         ("find_lr without its snapshot: RSS held after it returned", bare["rss_after"]),
         ("find_lr: peak traced Python heap (tracemalloc)", ours["traced"]),
         ("plain fit: peak traced Python heap (tracemalloc)", plain["traced"]),
     ]
-    lines = [f"model: {first['params'] / 1e6:.2f}M parameters, Adam; weights + "
-             f"optimizer variables = {state / mib:.1f} MiB; each way in a fresh "
-             "process, after two warm-up fits; RSS sampled every ms",
-             "",
-             "| measure | MiB | / (weights + optimizer) |",
-             "|---|---:|---:|"]
-    lines += [f"| {label} | {value / mib:.1f} | {value / state:.3f} |"
-              for label, value in rows]
+    lines = [
+        f"model: {first['params'] / 1e6:.2f}M parameters, Adam; weights + "
+        f"optimizer variables = {state / mib:.1f} MiB; each way in a fresh "
+        "process, after two warm-up fits; RSS sampled every ms",
+        "",
+        "| measure | MiB | / (weights + optimizer) |",
+        "|---|---:|---:|",
+    ]
+    lines += [f"| {label} | {value / mib:.1f} | {value / state:.3f} |" for label, value in rows]
     return "\n".join(lines)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=100, help="steps of each run")
-    parser.add_argument("--long", type=int, default=500,
-                        help="steps of the long runs (marginal per-step cost)")
+    parser.add_argument(
+        "--long", type=int, default=500, help="steps of the long runs (marginal per-step cost)"
+    )
     parser.add_argument("--repeats", type=int, default=10, help="alternating rounds")
-    parser.add_argument("--memory-steps", type=int, default=100,
-                        help="steps of the runs in the memory measurement")
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: 20 and 100 steps, 3 rounds, 20 memory steps")
-    parser.add_argument("--memory-only", action="store_true",
-                        help="only the memory measurement")
+    parser.add_argument(
+        "--memory-steps", type=int, default=100, help="steps of the runs in the memory measurement"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: 20 and 100 steps, 3 rounds, 20 memory steps",
+    )
+    parser.add_argument("--memory-only", action="store_true", help="only the memory measurement")
     parser.add_argument("--memory-child", choices=sorted(MEMORY_WAYS), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory_child:
@@ -393,11 +433,15 @@ def main(argv=None):
     started = time.perf_counter()
     rows = None if args.memory_only else bench_time(args, sys.stderr)
     reports = bench_memory(args)
-    print(f"keras {keras.__version__}, TensorFlow {tf.__version__}, "
-          f"{os.cpu_count()} CPU cores, {time.perf_counter() - started:.0f} s\n")
+    print(
+        f"keras {keras.__version__}, TensorFlow {tf.__version__}, "
+        f"{os.cpu_count()} CPU cores, {time.perf_counter() - started:.0f} s\n"
+    )
     if rows is not None:
-        print(f"MLP 784-256-256-10, SGD momentum 0.9, batch {BATCH}, "
-              f"{args.repeats} alternating rounds (medians)\n")
+        print(
+            f"MLP 784-256-256-10, SGD momentum 0.9, batch {BATCH}, "
+            f"{args.repeats} alternating rounds (medians)\n"
+        )
         print(time_table(rows, args))
         print()
     print(memory_table(reports))

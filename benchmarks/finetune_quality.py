@@ -48,12 +48,27 @@ import numpy as np  # noqa: E402
 import keras_clr  # noqa: E402
 from keras_clr.range_test import state as range_state  # noqa: E402
 
-sq.TASKS.setdefault("mnist1d_gru_finetune_adam", (
-    sq._mnist1d, sq._pretrained(sq._gru, sq._mnist1d_shifted, 4, 64), sq._adam, 64, 4,
-    sq.ADAM_GRID, "accuracy"))
+sq.TASKS.setdefault(
+    "mnist1d_gru_finetune_adam",
+    (
+        sq._mnist1d,
+        sq._pretrained(sq._gru, sq._mnist1d_shifted, 4, 64),
+        sq._adam,
+        64,
+        4,
+        sq.ADAM_GRID,
+        "accuracy",
+    ),
+)
 TASKS = ("digits_finetune_sgd", "mnist1d_finetune_adam", "mnist1d_gru_finetune_adam")
-METHODS = ("no tuning", "suggest()", "tune_max_lr", "fine_tune", "fine_tune at the grid's best",
-           "fine_tune, lr_mult=10")
+METHODS = (
+    "no tuning",
+    "suggest()",
+    "tune_max_lr",
+    "fine_tune",
+    "fine_tune at the grid's best",
+    "fine_tune, lr_mult=10",
+)
 
 
 def _fresh(task, seed):
@@ -61,8 +76,7 @@ def _fresh(task, seed):
     _, build, optimizer, _, _, _, metric = sq.TASKS[task]
     keras.utils.set_random_seed(seed)
     model = build()
-    loss = ("mse" if metric == "r2" else
-            keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    loss = "mse" if metric == "r2" else keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     model.compile(optimizer=optimizer(), loss=loss)
     return model
 
@@ -89,17 +103,26 @@ def method_metric(bench, task, seed, method, grid_best=None):
                 model, saved = bench.model(task, seed)
                 range_state.restore(saved)
                 keras.utils.set_random_seed(20_000 + seed)
-                history = keras_clr.fit_one_cycle(model, x_tr, y_tr, batch_size=batch,
-                                                  epochs=epochs, max_lr="auto", verbose=0)
+                history = keras_clr.fit_one_cycle(
+                    model, x_tr, y_tr, batch_size=batch, epochs=epochs, max_lr="auto", verbose=0
+                )
                 rate = history.max_lr_search.max_lr
             else:
                 model = _fresh(task, seed)
                 keras.utils.set_random_seed(20_000 + seed)
                 given = grid_best if method.endswith("grid's best") else "auto"
                 spread = {"lr_mult": 10} if method.endswith("lr_mult=10") else {}
-                stages = keras_clr.fine_tune(model, x_tr, y_tr, batch_size=batch,
-                                             freeze_epochs=1, epochs=epochs - 1,
-                                             max_lr=given, verbose=0, **spread)
+                stages = keras_clr.fine_tune(
+                    model,
+                    x_tr,
+                    y_tr,
+                    batch_size=batch,
+                    freeze_epochs=1,
+                    epochs=epochs - 1,
+                    max_lr=given,
+                    verbose=0,
+                    **spread,
+                )
                 rate = grid_best if given != "auto" else _stage_rate(stages)
         metric = sq._score(model.predict(x_te, batch_size=512, verbose=0), y_te, kind)
         bench.saved_curves[name] = [metric, rate]
@@ -109,8 +132,7 @@ def method_metric(bench, task, seed, method, grid_best=None):
 
 def _stage_rate(stages):
     """The unfrozen stage's peak rate (the head's), where the result says."""
-    second = stages[-1] if isinstance(stages, (tuple, list)) else getattr(stages, "unfrozen",
-                                                                          None)
+    second = stages[-1] if isinstance(stages, (tuple, list)) else getattr(stages, "unfrozen", None)
     search = getattr(second, "max_lr_search", None)
     return None if search is None else float(search.max_lr)
 
@@ -126,16 +148,15 @@ def main(argv=None):
     rows = []
     for task in args.tasks:
         epochs, grid = sq.TASKS[task][4], sq.TASKS[task][5]
-        means = np.mean([[bench.metric(task, s, lr, epochs) for lr in grid]
-                         for s in args.seeds], axis=0)
+        means = np.mean(
+            [[bench.metric(task, s, lr, epochs) for lr in grid] for s in args.seeds], axis=0
+        )
         bench.save()
         best = float(means.max())
         row = {"task": task, "grid_best_lr": grid[int(np.argmax(means))], "best": best}
         for method in METHODS:
-            runs = [method_metric(bench, task, s, method, row["grid_best_lr"])
-                    for s in args.seeds]
-            row[method] = (float(np.mean([r[0] for r in runs])) / best,
-                           [r[1] for r in runs])
+            runs = [method_metric(bench, task, s, method, row["grid_best_lr"]) for s in args.seeds]
+            row[method] = (float(np.mean([r[0] for r in runs])) / best, [r[1] for r in runs])
         rows.append(row)
         print(f"{task}: " + "; ".join(f"{m} {row[m][0]:.2%}" for m in METHODS), flush=True)
     print("\n| task | grid best max_lr | " + " | ".join(METHODS) + " |")

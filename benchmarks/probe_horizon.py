@@ -76,8 +76,7 @@ def probe_losses(bench, task, seed, length, order):
     out = {}
     for lr in sq.TASKS[task][5]:
         keras.utils.set_random_seed(40_000 + seed + 1000 * order)
-        loss, _, _ = tuning._probe(model, saved, x_tr, y_tr, batch, lr, length, evaluation,
-                                   {}, {})
+        loss, _, _ = tuning._probe(model, saved, x_tr, y_tr, batch, lr, length, evaluation, {}, {})
         out[lr] = (loss, _test_loss(model, x_te, y_te))
     state.restore(saved)
     return out
@@ -91,8 +90,10 @@ def run(bench, task, seeds, lengths, orders, out):
     bench.save()
     means = full.mean(axis=0)
     best = int(np.argmax(means))
-    out.write(f"\n{task} ({steps} steps): full training best max_lr {grid[best]:.3g} "
-              f"({means[best]:.4f}); grid " + " ".join(f"{m:.3f}" for m in means) + "\n")
+    out.write(
+        f"\n{task} ({steps} steps): full training best max_lr {grid[best]:.3g} "
+        f"({means[best]:.4f}); grid " + " ".join(f"{m:.3f}" for m in means) + "\n"
+    )
     record = {"task": task, "steps": steps, "grid": grid, "full": full.tolist(), "probes": []}
     for length in lengths:
         for order in range(orders):
@@ -108,13 +109,16 @@ def run(bench, task, seeds, lengths, orders, out):
                     chosen = int(np.argmin([row[1 + scoring] for row in rows]))
                     shares.append(full[i, chosen] / means[best])
                     logs.append(math.log10(grid[chosen] / grid[best]))
-                    record["probes"].append({"seed": seed, "length": length, "order": order,
-                                             "rows": rows})
+                    record["probes"].append(
+                        {"seed": seed, "length": length, "order": order, "rows": rows}
+                    )
                 name = "train subset" if scoring == 0 else "test data"
-                out.write(f"  probe {length:>4} steps ({length / steps:.0%}), order {order}, "
-                          f"{name:>12}: best rate / training's best 10^"
-                          + " 10^".join(f"{v:+.2f}" for v in logs)
-                          + f"; share of best {np.mean(shares):.2%}\n")
+                out.write(
+                    f"  probe {length:>4} steps ({length / steps:.0%}), order {order}, "
+                    f"{name:>12}: best rate / training's best 10^"
+                    + " 10^".join(f"{v:+.2f}" for v in logs)
+                    + f"; share of best {np.mean(shares):.2%}\n"
+                )
     out.flush()
     return record
 
@@ -122,8 +126,7 @@ def run(bench, task, seeds, lengths, orders, out):
 def _probe_rows(record):
     """{(seed index, length, order): rows} of one task's record."""
     seeds = sorted({p["seed"] for p in record["probes"]})
-    return {(seeds.index(p["seed"]), p["length"], p["order"]): p["rows"]
-            for p in record["probes"]}
+    return {(seeds.index(p["seed"]), p["length"], p["order"]): p["rows"] for p in record["probes"]}
 
 
 def _pick(rows, shift=0.0, tolerance=None, upward=True):
@@ -157,28 +160,58 @@ def summarize(report, out):
         shares = {r["task"]: float(np.mean(share_of(r))) for r in report}
         values = np.array(list(shares.values()))
         worst = min(shares, key=shares.get)
-        out.write(f"  {name:<58} mean {values.mean():7.2%}  worst {values.min():7.2%} "
-                  f"({worst})  at 98% or more: {(values >= 0.98).sum()} of {len(values)}\n")
+        out.write(
+            f"  {name:<58} mean {values.mean():7.2%}  worst {values.min():7.2%} "
+            f"({worst})  at 98% or more: {(values >= 0.98).sum()} of {len(values)}\n"
+        )
 
     out.write(f"\nA search that probed all 9 grid points, over {len(report)} tasks:\n")
     for length in lengths:
-        line(f"{length}-step probes, lowest loss", lambda r: [
-            _share(r, i, _pick(rows)) for (i, n, _), rows in _probe_rows(r).items()
-            if n == length])
-        line(f"{length}-step probes, lowest mean loss of {len(orders)} orders", lambda r: [
-            _share(r, i, _pick([[row[0], np.mean([_probe_rows(r)[(i, length, o)][k][1]
-                                                   for o in orders])]
-                                for k, row in enumerate(_probe_rows(r)[(i, length, orders[0])])]))
-            for i in range(len(r["full"]))])
+        line(
+            f"{length}-step probes, lowest loss",
+            lambda r: [
+                _share(r, i, _pick(rows))
+                for (i, n, _), rows in _probe_rows(r).items()
+                if n == length
+            ],
+        )
+        line(
+            f"{length}-step probes, lowest mean loss of {len(orders)} orders",
+            lambda r: [
+                _share(
+                    r,
+                    i,
+                    _pick(
+                        [
+                            [
+                                row[0],
+                                np.mean([_probe_rows(r)[(i, length, o)][k][1] for o in orders]),
+                            ]
+                            for k, row in enumerate(_probe_rows(r)[(i, length, orders[0])])
+                        ]
+                    ),
+                )
+                for i in range(len(r["full"]))
+            ],
+        )
         for step in (0.15, 0.33):
-            line(f"{length}-step, lowest loss x10^{step:+.2f} (SGD) / x10^{-step:+.2f} (Adam)",
-                 lambda r: [_share(r, i, _pick(rows, step if r["task"] in sgd else -step))
-                            for (i, n, _), rows in _probe_rows(r).items() if n == length])
+            line(
+                f"{length}-step, lowest loss x10^{step:+.2f} (SGD) / x10^{-step:+.2f} (Adam)",
+                lambda r: [
+                    _share(r, i, _pick(rows, step if r["task"] in sgd else -step))
+                    for (i, n, _), rows in _probe_rows(r).items()
+                    if n == length
+                ],
+            )
         for tolerance in (0.05, 0.2):
-            line(f"{length}-step, farthest within {tolerance:.0%} (SGD up, Adam down)",
-                 lambda r: [_share(r, i, _pick(rows, tolerance=tolerance,
-                                               upward=r["task"] in sgd))
-                            for (i, n, _), rows in _probe_rows(r).items() if n == length])
+            line(
+                f"{length}-step, farthest within {tolerance:.0%} (SGD up, Adam down)",
+                lambda r: [
+                    _share(r, i, _pick(rows, tolerance=tolerance, upward=r["task"] in sgd))
+                    for (i, n, _), rows in _probe_rows(r).items()
+                    if n == length
+                ],
+            )
 
     def full_reference(record):
         full = np.array(record["full"])
@@ -197,8 +230,9 @@ def main(argv=None):
     parser.add_argument("--orders", type=int, default=2)
     parser.add_argument("--cache", default=None)
     parser.add_argument("--json", default=None)
-    parser.add_argument("--summary", default=None, metavar="JSON",
-                        help="only print the summary of a saved --json")
+    parser.add_argument(
+        "--summary", default=None, metavar="JSON", help="only print the summary of a saved --json"
+    )
     args = parser.parse_args(argv)
     if args.summary:
         with open(args.summary) as f:
@@ -208,8 +242,9 @@ def main(argv=None):
         parser.error("--tasks is required (unless --summary)")
     bench = sq.Bench(100, args.cache)
     start = time.perf_counter()
-    report = [run(bench, task, args.seeds, args.lengths, args.orders, sys.stdout)
-              for task in args.tasks]
+    report = [
+        run(bench, task, args.seeds, args.lengths, args.orders, sys.stdout) for task in args.tasks
+    ]
     sys.stdout.write(f"\ntime: {time.perf_counter() - start:.0f} s\n")
     summarize(report, sys.stdout)
     if args.json:

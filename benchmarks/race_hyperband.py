@@ -123,6 +123,7 @@ TRIAL_EPOCHS = []
 
 # -- Hyperband's plan ----------------------------------------------------------
 
+
 def planned_epochs(max_epochs, factor=FACTOR):
     """Epochs one Hyperband iteration trains, by Keras Tuner's schedule
     (`HyperbandOracle._get_size`, `_get_epochs`, `_get_num_brackets`,
@@ -153,10 +154,11 @@ def race_max_epochs(epochs):
 
 # -- the search ------------------------------------------------------------------
 
+
 def oracle_seed(task, seed):
     """Hyperband's seed for (task, seed): its rates are drawn from the seed
     alone, so one seed for every task would give every task the same draws."""
-    return zlib.crc32(f"{task}/{seed}".encode()) % 2 ** 31
+    return zlib.crc32(f"{task}/{seed}".encode()) % 2**31
 
 
 class _EpochCount(keras.callbacks.Callback):
@@ -182,18 +184,25 @@ class OneCycleHyperModel(kt.HyperModel):
         _, build, optimizer, _, _, _, metric = sq.TASKS[self.task]
         keras.utils.set_random_seed(self.seed)  # the seed's initial weights
         model = build()
-        loss = ("mse" if metric == "r2" else
-                keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        loss = (
+            "mse"
+            if metric == "r2"
+            else keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        )
         model.compile(optimizer=optimizer(), loss=loss)
         return model
 
     def fit(self, hp, model, *args, **kwargs):
         epochs, initial = kwargs["epochs"], kwargs.get("initial_epoch", 0)
-        record = {"max_lr": hp.get("max_lr"), "initial_epoch": initial, "epochs_arg": epochs,
-                  "epochs": 0, "val_loss": []}
+        record = {
+            "max_lr": hp.get("max_lr"),
+            "initial_epoch": initial,
+            "epochs_arg": epochs,
+            "epochs": 0,
+            "val_loss": [],
+        }
         TRIAL_EPOCHS.append(record)
-        cycle = keras_clr.OneCycle(hp.get("max_lr"),
-                                   total_steps=epochs * self.steps_per_epoch)
+        cycle = keras_clr.OneCycle(hp.get("max_lr"), total_steps=epochs * self.steps_per_epoch)
         kwargs["callbacks"] = [cycle, _EpochCount(record)] + list(kwargs.get("callbacks", []))
         keras.utils.set_random_seed(50_000 + self.seed)  # the trials' data order
         return model.fit(*args, **kwargs)
@@ -234,36 +243,64 @@ def search(bench, task, seed, epochs, budget):
         split = int(len(x_tr) * 0.9)  # as the race's automatic hold-out
         hypermodel = OneCycleHyperModel(task, seed, math.ceil(split / batch))
         max_epochs = race_max_epochs(epochs) if budget == "race" else epochs
-        options = dict(objective="val_loss", max_epochs=max_epochs, factor=FACTOR,
-                       hyperband_iterations=1, seed=oracle_seed(task, seed),
-                       max_consecutive_failed_trials=10 ** 6)
+        options = dict(
+            objective="val_loss",
+            max_epochs=max_epochs,
+            factor=FACTOR,
+            hyperband_iterations=1,
+            seed=oracle_seed(task, seed),
+            max_consecutive_failed_trials=10**6,
+        )
         directory = tempfile.mkdtemp(prefix="hb_")
         TRIAL_EPOCHS.clear()
         start = time.perf_counter()
         try:
             if budget == "capped":
                 oracle = _CappedOracle((TRAININGS - 1) * epochs, **options)
-                tuner = _CappedHyperband(hypermodel, oracle, directory=directory,
-                                         project_name="search", overwrite=True)
+                tuner = _CappedHyperband(
+                    hypermodel, oracle, directory=directory, project_name="search", overwrite=True
+                )
             else:
-                tuner = kt.Hyperband(hypermodel, directory=directory, project_name="search",
-                                     overwrite=True, **options)
+                tuner = kt.Hyperband(
+                    hypermodel,
+                    directory=directory,
+                    project_name="search",
+                    overwrite=True,
+                    **options,
+                )
             with warnings.catch_warnings():
                 # Keras Tuner's reload of a checkpoint into a fresh model (see above)
                 warnings.filterwarnings("ignore", message="Skipping variable loading")
-                tuner.search(x_tr[:split], y_tr[:split], batch_size=batch,
-                             validation_data=(x_tr[split:], y_tr[split:]), verbose=0)
+                tuner.search(
+                    x_tr[:split],
+                    y_tr[:split],
+                    batch_size=batch,
+                    validation_data=(x_tr[split:], y_tr[split:]),
+                    verbose=0,
+                )
             best = float(tuner.get_best_hyperparameters(1)[0].get("max_lr"))
             failed = sum(t.status == "FAILED" for t in tuner.oracle.trials.values())
         finally:
             shutil.rmtree(directory, ignore_errors=True)
         trained = sum(r["epochs"] for r in TRIAL_EPOCHS)
         bench.saved_curves[name] = {
-            "max_lr": best, "max_epochs": max_epochs, "epochs": trained,
+            "max_lr": best,
+            "max_epochs": max_epochs,
+            "epochs": trained,
             "planned": planned_epochs(max_epochs) if budget != "capped" else None,
-            "trials": [[r["max_lr"], r["initial_epoch"], r["epochs_arg"], r["epochs"],
-                        min(r["val_loss"], default=math.nan)] for r in TRIAL_EPOCHS],
-            "failed": failed, "seconds": time.perf_counter() - start}
+            "trials": [
+                [
+                    r["max_lr"],
+                    r["initial_epoch"],
+                    r["epochs_arg"],
+                    r["epochs"],
+                    min(r["val_loss"], default=math.nan),
+                ]
+                for r in TRIAL_EPOCHS
+            ],
+            "failed": failed,
+            "seconds": time.perf_counter() - start,
+        }
         bench.save()
     return bench.saved_curves[name]
 
@@ -280,54 +317,88 @@ def on_90(bench, task, seed, epochs, lr):
         x_tr, y_tr, x_te, y_te = bench._data(task)
         split = int(len(x_tr) * 0.9)
         keras.utils.set_random_seed(20_000 + seed)
-        model.fit(x_tr[:split], y_tr[:split], batch_size=batch, epochs=epochs, verbose=0,
-                  callbacks=[keras_clr.OneCycle(lr)])
-        bench.saved_curves[name] = sq._score(model.predict(x_te, batch_size=512, verbose=0),
-                                             y_te, kind)
+        model.fit(
+            x_tr[:split],
+            y_tr[:split],
+            batch_size=batch,
+            epochs=epochs,
+            verbose=0,
+            callbacks=[keras_clr.OneCycle(lr)],
+        )
+        bench.saved_curves[name] = sq._score(
+            model.predict(x_te, batch_size=512, verbose=0), y_te, kind
+        )
         bench.save()
     return bench.saved_curves[name]
 
 
 # -- the table -------------------------------------------------------------------
 
+
 def run_task(bench, task, seeds, epochs, budgets, with_90, out):
     grid = sq.TASKS[task][5]
     means = np.mean([[bench.metric(task, s, lr, epochs) for lr in grid] for s in seeds], axis=0)
     best = float(means.max())
     races = [bench.saved_curves.get(f"race/{RACE_RULE}/{task}/{s}/{epochs}") for s in seeds]
-    row = {"task": task, "grid_best_lr": grid[int(np.argmax(means))], "grid_best": best,
-           "race": None, "hyperband": {}}
+    row = {
+        "task": task,
+        "grid_best_lr": grid[int(np.argmax(means))],
+        "grid_best": best,
+        "race": None,
+        "hyperband": {},
+    }
     if all(races):
-        row["race"] = {"winners": [r[1] for r in races],
-                       "of_best": float(np.mean([r[0] for r in races])) / best,
-                       "compute": float(np.mean([r[2] for r in races])),
-                       # its winners trained as the grid trains (race_quality's
-                       # "winners on all the data"): the choice alone
-                       "on_all": float(np.mean([bench.metric(task, s, r[1], epochs)
-                                                for s, r in zip(seeds, races)])) / best}
+        row["race"] = {
+            "winners": [r[1] for r in races],
+            "of_best": float(np.mean([r[0] for r in races])) / best,
+            "compute": float(np.mean([r[2] for r in races])),
+            # its winners trained as the grid trains (race_quality's
+            # "winners on all the data"): the choice alone
+            "on_all": float(
+                np.mean([bench.metric(task, s, r[1], epochs) for s, r in zip(seeds, races)])
+            )
+            / best,
+        }
     for budget in budgets:
         found = [search(bench, task, s, epochs, budget) for s in seeds]
-        metric = float(np.mean([bench.metric(task, s, f["max_lr"], epochs)
-                                for s, f in zip(seeds, found)]))
+        metric = float(
+            np.mean([bench.metric(task, s, f["max_lr"], epochs) for s, f in zip(seeds, found)])
+        )
         bench.save()
-        cell = {"rates": [f["max_lr"] for f in found], "of_best": metric / best,
-                "compute": float(np.mean([(f["epochs"] + epochs) / epochs for f in found])),
-                "trials": float(np.mean([len(f["trials"]) for f in found])),
-                "failed": sum(f["failed"] for f in found),
-                "max_epochs": found[0]["max_epochs"],
-                "seconds": float(np.mean([f["seconds"] for f in found])), "on_90": None}
+        cell = {
+            "rates": [f["max_lr"] for f in found],
+            "of_best": metric / best,
+            "compute": float(np.mean([(f["epochs"] + epochs) / epochs for f in found])),
+            "trials": float(np.mean([len(f["trials"]) for f in found])),
+            "failed": sum(f["failed"] for f in found),
+            "max_epochs": found[0]["max_epochs"],
+            "seconds": float(np.mean([f["seconds"] for f in found])),
+            "on_90": None,
+        }
         if with_90:
-            cell["on_90"] = float(np.mean([on_90(bench, task, s, epochs, f["max_lr"])
-                                           for s, f in zip(seeds, found)])) / best
+            cell["on_90"] = (
+                float(
+                    np.mean(
+                        [on_90(bench, task, s, epochs, f["max_lr"]) for s, f in zip(seeds, found)]
+                    )
+                )
+                / best
+            )
         row["hyperband"][budget] = cell
-        out.write(f"{task} [{budget}, max_epochs {cell['max_epochs']}]: rates "
-                  + " ".join(f"{r:.3g}" for r in cell["rates"])
-                  + f", {cell['of_best']:.2%} of grid best {best:.4f} (max_lr "
-                  f"{row['grid_best_lr']:.3g}), compute {cell['compute']:.2f} trainings, "
-                  f"{cell['trials']:.0f} trials ({cell['failed']} failed), "
-                  f"{cell['seconds']:.0f} s per search"
-                  + (f"; race {row['race']['of_best']:.2%}, {row['race']['compute']:.2f}"
-                     if row["race"] else "") + "\n")
+        out.write(
+            f"{task} [{budget}, max_epochs {cell['max_epochs']}]: rates "
+            + " ".join(f"{r:.3g}" for r in cell["rates"])
+            + f", {cell['of_best']:.2%} of grid best {best:.4f} (max_lr "
+            f"{row['grid_best_lr']:.3g}), compute {cell['compute']:.2f} trainings, "
+            f"{cell['trials']:.0f} trials ({cell['failed']} failed), "
+            f"{cell['seconds']:.0f} s per search"
+            + (
+                f"; race {row['race']['of_best']:.2%}, {row['race']['compute']:.2f}"
+                if row["race"]
+                else ""
+            )
+            + "\n"
+        )
         out.flush()
     return row
 
@@ -337,23 +408,29 @@ def _table(rows, budget, out):
     if not rows:
         return
     with_90 = rows[0]["hyperband"][budget]["on_90"] is not None
-    out.write(f"\nHyperband ({budget}) against the race\n\n"
-              "| task | grid best max_lr | Hyperband's rates | Hyperband of grid best "
-              + ("| Hyperband's rate on 90% " if with_90 else "")
-              + "| Hyperband compute | race's winners | race of grid best "
-              "| race's winners on all the data | race compute |\n"
-              + "|---" * (9 + with_90) + "|\n")
+    out.write(
+        f"\nHyperband ({budget}) against the race\n\n"
+        "| task | grid best max_lr | Hyperband's rates | Hyperband of grid best "
+        + ("| Hyperband's rate on 90% " if with_90 else "")
+        + "| Hyperband compute | race's winners | race of grid best "
+        "| race's winners on all the data | race compute |\n" + "|---" * (9 + with_90) + "|\n"
+    )
     for r in rows:
         h, race = r["hyperband"][budget], r["race"]
-        out.write(f"| {r['task']} | {r['grid_best_lr']:.3g} | "
-                  + ", ".join(f"{x:.3g}" for x in h["rates"])
-                  + f" | {h['of_best']:.2%} | "
-                  + (f"{h['on_90']:.2%} | " if with_90 else "")
-                  + f"{h['compute']:.2f} | "
-                  + (", ".join(f"{x:.3g}" for x in race["winners"])
-                     + f" | {race['of_best']:.2%} | {race['on_all']:.2%} | "
-                     f"{race['compute']:.2f} |\n"
-                     if race else "- | - | - | - |\n"))
+        out.write(
+            f"| {r['task']} | {r['grid_best_lr']:.3g} | "
+            + ", ".join(f"{x:.3g}" for x in h["rates"])
+            + f" | {h['of_best']:.2%} | "
+            + (f"{h['on_90']:.2%} | " if with_90 else "")
+            + f"{h['compute']:.2f} | "
+            + (
+                ", ".join(f"{x:.3g}" for x in race["winners"])
+                + f" | {race['of_best']:.2%} | {race['on_all']:.2%} | "
+                f"{race['compute']:.2f} |\n"
+                if race
+                else "- | - | - | - |\n"
+            )
+        )
     shares = [r["hyperband"][budget]["of_best"] for r in rows]
     computes = [r["hyperband"][budget]["compute"] for r in rows]
     raced = [r["race"] for r in rows if r["race"]]
@@ -369,9 +446,12 @@ def _table(rows, budget, out):
             rs = [x["of_best"] for x in raced]
             ra = [x["on_all"] for x in raced]
             rc = [x["compute"] for x in raced]
-            cells += ["", f"{(np.mean(rs) if pick else min(rs)):.2%}",
-                      f"{(np.mean(ra) if pick else min(ra)):.2%}",
-                      f"{(np.mean(rc) if pick else max(rc)):.2f}"]
+            cells += [
+                "",
+                f"{(np.mean(rs) if pick else min(rs)):.2%}",
+                f"{(np.mean(ra) if pick else min(ra)):.2%}",
+                f"{(np.mean(rc) if pick else max(rc)):.2f}",
+            ]
         else:
             cells += ["", "-", "-", "-"]
         out.write(f"| **{label}** | | | " + " | ".join(cells) + " |\n")
@@ -381,34 +461,53 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", nargs="+", choices=sorted(sq.TASKS), default=None)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
-    parser.add_argument("--budgets", nargs="+", choices=("race", "capped", "default"),
-                        default=["race", "capped", "default"])
-    parser.add_argument("--default-tasks", nargs="+", choices=sorted(sq.TASKS),
-                        default=list(DEFAULT_TASKS),
-                        help="the tasks the `default` budget runs on")
-    parser.add_argument("--no-90", action="store_true",
-                        help="skip training Hyperband's rates on the search's 90%% only")
-    parser.add_argument("--quick", action="store_true",
-                        help="digits_mlp, seed 0, the `race` budget: a smoke run")
-    parser.add_argument("--cache", default=None,
-                        help="JSON file with the grid's metrics and the races "
-                             "(race_quality.py's cache); searches are added to it")
+    parser.add_argument(
+        "--budgets",
+        nargs="+",
+        choices=("race", "capped", "default"),
+        default=["race", "capped", "default"],
+    )
+    parser.add_argument(
+        "--default-tasks",
+        nargs="+",
+        choices=sorted(sq.TASKS),
+        default=list(DEFAULT_TASKS),
+        help="the tasks the `default` budget runs on",
+    )
+    parser.add_argument(
+        "--no-90",
+        action="store_true",
+        help="skip training Hyperband's rates on the search's 90%% only",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="digits_mlp, seed 0, the `race` budget: a smoke run"
+    )
+    parser.add_argument(
+        "--cache",
+        default=None,
+        help="JSON file with the grid's metrics and the races "
+        "(race_quality.py's cache); searches are added to it",
+    )
     args = parser.parse_args(argv)
-    tasks = args.tasks or (["digits_mlp"] if args.quick else
-                           [t for t in sq.TASKS if t not in sq.HELD_OUT])
+    tasks = args.tasks or (
+        ["digits_mlp"] if args.quick else [t for t in sq.TASKS if t not in sq.HELD_OUT]
+    )
     seeds = [0] if args.quick and args.seeds == [0, 1] else args.seeds
     budgets = ["race"] if args.quick else args.budgets
     bench = sq.Bench(100, args.cache)
     out = sys.stdout
-    out.write(f"Hyperband over OneCycle's max_lr against the max_lr race; tasks {tasks}, "
-              f"seeds {seeds}, budgets {budgets}\n")
+    out.write(
+        f"Hyperband over OneCycle's max_lr against the max_lr race; tasks {tasks}, "
+        f"seeds {seeds}, budgets {budgets}\n"
+    )
     start = time.perf_counter()
     rows = []
     for task in tasks:
         chosen = [b for b in budgets if b != "default" or task in args.default_tasks]
         if chosen:
-            rows.append(run_task(bench, task, seeds, sq.TASKS[task][4], chosen,
-                                 not args.no_90, out))
+            rows.append(
+                run_task(bench, task, seeds, sq.TASKS[task][4], chosen, not args.no_90, out)
+            )
     for budget in budgets:
         _table(rows, budget, out)
     out.write(f"\n{time.perf_counter() - start:.0f} s\n")

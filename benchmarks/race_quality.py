@@ -66,12 +66,12 @@ def race(bench, task, seed, epochs):
         start = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            history = keras_clr.fit_one_cycle(model, x_tr, y_tr, batch_size=batch,
-                                              epochs=epochs, max_lr="race", verbose=0)
+            history = keras_clr.fit_one_cycle(
+                model, x_tr, y_tr, batch_size=batch, epochs=epochs, max_lr="race", verbose=0
+            )
         seconds = time.perf_counter() - start
         metric = sq._score(model.predict(x_te, batch_size=512, verbose=0), y_te, kind)
-        bench.saved_curves[name] = [metric, history.race.winner, history.race.compute,
-                                    seconds]
+        bench.saved_curves[name] = [metric, history.race.winner, history.race.compute, seconds]
         bench.save()
     metric, winner, compute, seconds = bench.saved_curves[name]
     return metric, winner, compute, seconds / plain_seconds(bench, task, seed, epochs, winner)
@@ -89,8 +89,14 @@ def plain_seconds(bench, task, seed, epochs, rate):
         split = int(len(x_tr) * 0.9)  # as the race's automatic hold-out
         keras.utils.set_random_seed(40_000 + seed)
         start = time.perf_counter()
-        model.fit(x_tr[:split], y_tr[:split], batch_size=batch, epochs=epochs, verbose=0,
-                  callbacks=[keras_clr.OneCycle(rate)])
+        model.fit(
+            x_tr[:split],
+            y_tr[:split],
+            batch_size=batch,
+            epochs=epochs,
+            verbose=0,
+            callbacks=[keras_clr.OneCycle(rate)],
+        )
         bench.saved_curves[name] = time.perf_counter() - start
         bench.save()
     return bench.saved_curves[name]
@@ -98,8 +104,7 @@ def plain_seconds(bench, task, seed, epochs, rate):
 
 def grid(bench, task, seeds, epochs):
     """The seed-mean metric per grid point."""
-    values = [[bench.metric(task, seed, lr, epochs) for lr in sq.TASKS[task][5]]
-              for seed in seeds]
+    values = [[bench.metric(task, seed, lr, epochs) for lr in sq.TASKS[task][5]] for seed in seeds]
     bench.save()
     return np.mean(values, axis=0)
 
@@ -115,16 +120,26 @@ def run_task(bench, task, seeds, epochs, out):
     # of the choice alone, without the hold-out's cost
     chosen = float(np.mean([bench.metric(task, s, r[1], epochs) for s, r in zip(seeds, runs)]))
     bench.save()
-    row = {"task": task, "of_best": metric / means[best], "metric": metric,
-           "choice": chosen / means[best],
-           "grid_best": float(means[best]), "grid_best_lr": sq.TASKS[task][5][best],
-           "winners": [r[1] for r in runs], "compute": compute, "wall": wall}
-    out.write(f"{task}: race {metric:.4f} of grid best {means[best]:.4f} (max_lr "
-              f"{row['grid_best_lr']:.3g}) = {row['of_best']:.2%}; winners "
-              + " ".join(f"{w:.3g}" for w in row["winners"])
-              + f" ({row['choice']:.2%} trained on all the data)"
-              + f"; compute {compute:.2f} trainings"
-              + (f"; wall {wall:.2f} trainings" if wall else "") + "\n")
+    row = {
+        "task": task,
+        "of_best": metric / means[best],
+        "metric": metric,
+        "choice": chosen / means[best],
+        "grid_best": float(means[best]),
+        "grid_best_lr": sq.TASKS[task][5][best],
+        "winners": [r[1] for r in runs],
+        "compute": compute,
+        "wall": wall,
+    }
+    out.write(
+        f"{task}: race {metric:.4f} of grid best {means[best]:.4f} (max_lr "
+        f"{row['grid_best_lr']:.3g}) = {row['of_best']:.2%}; winners "
+        + " ".join(f"{w:.3g}" for w in row["winners"])
+        + f" ({row['choice']:.2%} trained on all the data)"
+        + f"; compute {compute:.2f} trainings"
+        + (f"; wall {wall:.2f} trainings" if wall else "")
+        + "\n"
+    )
     out.flush()
     return row
 
@@ -132,13 +147,18 @@ def run_task(bench, task, seeds, epochs, out):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", nargs="+", choices=sorted(sq.TASKS), default=None)
-    parser.add_argument("--held-out", action="store_true",
-                        help="the suite's held-out tasks instead of the design tasks")
+    parser.add_argument(
+        "--held-out",
+        action="store_true",
+        help="the suite's held-out tasks instead of the design tasks",
+    )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
-    parser.add_argument("--quick", action="store_true",
-                        help="two digits tasks, 3 epochs, seed 0: a smoke run")
-    parser.add_argument("--cache", default=None,
-                        help="JSON file that keeps trained metrics and races between runs")
+    parser.add_argument(
+        "--quick", action="store_true", help="two digits tasks, 3 epochs, seed 0: a smoke run"
+    )
+    parser.add_argument(
+        "--cache", default=None, help="JSON file that keeps trained metrics and races between runs"
+    )
     args = parser.parse_args(argv)
     if args.tasks:
         tasks = args.tasks
@@ -151,34 +171,41 @@ def main(argv=None):
     seeds = [0] if args.quick and args.seeds == [0, 1] else args.seeds
     bench = sq.Bench(100, args.cache)
     out = sys.stdout
-    out.write(f"race quality: fit_one_cycle(max_lr='race') at its defaults against a "
-              f"9-point OneCycle grid; tasks {tasks}, seeds {seeds}\n")
+    out.write(
+        f"race quality: fit_one_cycle(max_lr='race') at its defaults against a "
+        f"9-point OneCycle grid; tasks {tasks}, seeds {seeds}\n"
+    )
     start = time.perf_counter()
     rows = []
     for task in tasks:
         epochs = sq.QUICK.get(task, sq.TASKS[task][4]) if args.quick else sq.TASKS[task][4]
         rows.append(run_task(bench, task, seeds, epochs, out))
-    out.write("\n| task | grid best max_lr | race's winners | of grid best | winners on "
-              "all the data | compute (trainings) | wall time (trainings) |\n"
-              "|---|---|---|---|---|---|---|\n")
+    out.write(
+        "\n| task | grid best max_lr | race's winners | of grid best | winners on "
+        "all the data | compute (trainings) | wall time (trainings) |\n"
+        "|---|---|---|---|---|---|---|\n"
+    )
     for r in rows:
         name = r["task"] + (" (held out)" if r["task"] in sq.HELD_OUT else "")
         wall = "-" if r["wall"] is None else f"{r['wall']:.2f}"
-        out.write(f"| {name} | {r['grid_best_lr']:.3g} | "
-                  + ", ".join(f"{w:.3g}" for w in r["winners"])
-                  + f" | {r['of_best']:.2%} | {r['choice']:.2%} | {r['compute']:.2f} | "
-                  f"{wall} |\n")
+        out.write(
+            f"| {name} | {r['grid_best_lr']:.3g} | "
+            + ", ".join(f"{w:.3g}" for w in r["winners"])
+            + f" | {r['of_best']:.2%} | {r['choice']:.2%} | {r['compute']:.2f} | "
+            f"{wall} |\n"
+        )
     shares = [r["of_best"] for r in rows]
     walls = [r["wall"] for r in rows if r["wall"] is not None]
     choices = [r["choice"] for r in rows]
-    out.write(f"\nwinners on all the data: mean {np.mean(choices):.2%}, worst "
-              f"{min(choices):.2%}\n")
-    out.write(f"mean {np.mean(shares):.2%}, worst {min(shares):.2%} "
-              f"({sum(s >= WORST for s in shares)}/{len(shares)} tasks >= {WORST:.0%}); "
-              f"compute mean {np.mean([r['compute'] for r in rows]):.2f}, max "
-              f"{max(r['compute'] for r in rows):.2f} trainings"
-              + (f"; wall time median {np.median(walls):.2f} trainings" if walls else "")
-              + f"; {time.perf_counter() - start:.0f} s\n")
+    out.write(f"\nwinners on all the data: mean {np.mean(choices):.2%}, worst {min(choices):.2%}\n")
+    out.write(
+        f"mean {np.mean(shares):.2%}, worst {min(shares):.2%} "
+        f"({sum(s >= WORST for s in shares)}/{len(shares)} tasks >= {WORST:.0%}); "
+        f"compute mean {np.mean([r['compute'] for r in rows]):.2f}, max "
+        f"{max(r['compute'] for r in rows):.2f} trainings"
+        + (f"; wall time median {np.median(walls):.2f} trainings" if walls else "")
+        + f"; {time.perf_counter() - start:.0f} s\n"
+    )
     return rows
 
 

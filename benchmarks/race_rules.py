@@ -74,32 +74,52 @@ def collect_one(bench, task, seed):
     state.restore(saved)
     counter = race_module._StepCount()
     keras.utils.set_random_seed(RACE_SEED + seed)
-    result = find_lr(model, x, y, batch_size=batch, num_steps=race_module.RANGE_STEPS,
-                     verbose=0, callbacks=[counter])
+    result = find_lr(
+        model,
+        x,
+        y,
+        batch_size=batch,
+        num_steps=race_module.RANGE_STEPS,
+        verbose=0,
+        callbacks=[counter],
+    )
     options = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         rates, centre, _ = race_module.candidates_from(result, options)
     trimmed = race_module.within_budget(rates, centre, epochs, counter.steps / total)
-    out = {"rates": list(grid), "val_loss": [], "metric": [], "candidates": rates,
-           "trimmed": trimmed, "centre": centre, "range_steps": counter.steps,
-           "steps_per_training": total, "epochs": epochs, "seconds": []}
+    out = {
+        "rates": list(grid),
+        "val_loss": [],
+        "metric": [],
+        "candidates": rates,
+        "trimmed": trimmed,
+        "centre": centre,
+        "range_steps": counter.steps,
+        "steps_per_training": total,
+        "epochs": epochs,
+        "seconds": [],
+    }
     for rate in grid:
         state.restore(saved)
         batches = race_module.RaceBatches(x, y, None, batch, True, RACE_SEED + seed)
         start = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            history = model.fit(batches, epochs=epochs, validation_data=validation,
-                                validation_batch_size=batch, shuffle=False, verbose=0,
-                                callbacks=[race_module._EpochOrder(batches),
-                                           OneCycle(rate, total_steps=total)])
+            history = model.fit(
+                batches,
+                epochs=epochs,
+                validation_data=validation,
+                validation_batch_size=batch,
+                shuffle=False,
+                verbose=0,
+                callbacks=[race_module._EpochOrder(batches), OneCycle(rate, total_steps=total)],
+            )
         out["seconds"].append(time.perf_counter() - start)
         losses = [float(v) for v in history.history.get("val_loss", [])]
         losses += [float("nan")] * (epochs - len(losses))  # stopped: diverged
         out["val_loss"].append(losses)
-        out["metric"].append(sq._score(model.predict(x_te, batch_size=512, verbose=0),
-                                       y_te, kind))
+        out["metric"].append(sq._score(model.predict(x_te, batch_size=512, verbose=0), y_te, kind))
     return out
 
 
@@ -119,12 +139,15 @@ def collect(args):
             saved[name] = collect_one(bench, task, seed)
             with open(args.json, "w") as f:
                 json.dump(saved, f)
-            print(f"{name}: {time.perf_counter() - start:.0f} s; best "
-                  f"{saved[name]['rates'][int(np.argmax(saved[name]['metric']))]:.3g}",
-                  flush=True)
+            print(
+                f"{name}: {time.perf_counter() - start:.0f} s; best "
+                f"{saved[name]['rates'][int(np.argmax(saved[name]['metric']))]:.3g}",
+                flush=True,
+            )
 
 
 # -- replaying rules ---------------------------------------------------------
+
 
 def _nearest(grid, rate):
     return int(np.argmin([abs(math.log(g / rate)) for g in grid]))
@@ -157,8 +180,10 @@ def replay(run, pool, cuts, compare="last"):
         alive = [i for i in alive if np.all(np.isfinite(curves[i, :epoch]))] or alive[:1]
         done = epoch
         if len(alive) > keep:
-            score = {i: (curves[i, epoch - 1] if compare == "last"
-                         else np.nanmin(curves[i, :epoch])) for i in alive}
+            score = {
+                i: (curves[i, epoch - 1] if compare == "last" else np.nanmin(curves[i, :epoch]))
+                for i in alive
+            }
             alive = sorted(alive, key=lambda i: score[i])[:keep]
     trained += len(alive) * (epochs - done)
     chosen = min(alive, key=lambda i: curves[i, -1] if np.isfinite(curves[i, -1]) else 1e30)
@@ -182,11 +207,15 @@ def _score(saved, tasks, pool, cuts, compare="last", same_run=False):
             chosen_pool = sorted(set(pool(run)))
             resolved = [(f, -(-len(chosen_pool) // 3) if k == "third" else k) for f, k in cuts]
             chosen, trained = replay(run, chosen_pool, resolved, compare)
-            others = np.delete(metrics[:, chosen], j) if len(runs) > 1 and not same_run \
-                else metrics[j:j + 1, chosen]
+            others = (
+                np.delete(metrics[:, chosen], j)
+                if len(runs) > 1 and not same_run
+                else metrics[j : j + 1, chosen]
+            )
             scores.append(others.mean())
-            computes.append(trained / run["epochs"]
-                            + run["range_steps"] / run["steps_per_training"])
+            computes.append(
+                trained / run["epochs"] + run["range_steps"] / run["steps_per_training"]
+            )
         shares.append(np.mean(scores) / grid_best)
     return np.mean(shares), min(shares), np.mean(computes), max(computes), shares
 
@@ -197,11 +226,16 @@ def simulate(args):
     tasks = sorted({name.split("/")[0] for name in saved})
     if not args.held_out:
         tasks = [t for t in tasks if t not in sq.HELD_OUT]
-    pools = {f"{count} a {'third' if step == 1 else 'two thirds'} of a decade apart":
-             (lambda count, step: lambda run: _around(run, count, step))(count, step)
-             for count in range(3, 8) for step in (1, 2)}
-    pools["the first race's (4-6 half a decade apart)"] = (
-        lambda run: [_nearest(run["rates"], r) for r in run["trimmed"]])
+    pools = {
+        f"{count} a {'third' if step == 1 else 'two thirds'} of a decade apart": (
+            lambda count, step: lambda run: _around(run, count, step)
+        )(count, step)
+        for count in range(3, 8)
+        for step in (1, 2)
+    }
+    pools["the first race's (4-6 half a decade apart)"] = lambda run: [
+        _nearest(run["rates"], r) for r in run["trimmed"]
+    ]
     cutsets = [[(f, 1)] for f in (0.25, 0.3, 0.4, 0.5, 0.6, 0.75, 1.0)]
     for first, second in itertools.product((0.2, 0.25, 0.3, 0.4, 0.5), (0.4, 0.5, 0.6, 0.75)):
         if second > first:
@@ -209,39 +243,68 @@ def simulate(args):
     rows = []
     for (pool_name, pool), cuts in itertools.product(pools.items(), cutsets):
         for compare in ("last", "min"):
-            rows.append((*_score(saved, tasks, pool, cuts, compare, args.same_run),
-                         pool_name, f"cuts {cuts}, {compare}"))
+            rows.append(
+                (
+                    *_score(saved, tasks, pool, cuts, compare, args.same_run),
+                    pool_name,
+                    f"cuts {cuts}, {compare}",
+                )
+            )
 
     def show(row, per_task=False):
-        print(f"{row[0]:.2%} | {row[1]:.2%} | {row[2]:.2f} | {row[3]:.2f} | {row[5]} | "
-              f"{row[6]}" + (" | " + " ".join(f"{s:.3f}" for s in row[4]) if per_task else ""))
+        print(
+            f"{row[0]:.2%} | {row[1]:.2%} | {row[2]:.2f} | {row[3]:.2f} | {row[5]} | "
+            f"{row[6]}" + (" | " + " ".join(f"{s:.3f}" for s in row[4]) if per_task else "")
+        )
 
-    print(f"tasks: {tasks}; seeds per task: "
-          f"{[sum(k.split('/')[0] == t for k in saved) for t in tasks]}; {len(rows)} rules; "
-          + ("scored on the run that chose" if args.same_run else
-             "scored by the other seeds at the chosen rate"))
+    print(
+        f"tasks: {tasks}; seeds per task: "
+        f"{[sum(k.split('/')[0] == t for k in saved) for t in tasks]}; {len(rows)} rules; "
+        + (
+            "scored on the run that chose"
+            if args.same_run
+            else "scored by the other seeds at the chosen rate"
+        )
+    )
     print("mean | worst | compute mean | compute max | candidates | rule")
     within = [r for r in rows if r[3] <= args.budget]
     print(f"\nbest mean within {args.budget} trainings (max over runs):")
-    for row in sorted(within, key=lambda r: -r[0])[:args.top]:
+    for row in sorted(within, key=lambda r: -r[0])[: args.top]:
         show(row, per_task=True)
     print(f"\nbest worst task within {args.budget} trainings:")
-    for row in sorted(within, key=lambda r: -r[1])[:args.top]:
+    for row in sorted(within, key=lambda r: -r[1])[: args.top]:
         show(row)
     print("\nreferences:")
     every = lambda run: list(range(len(run["rates"])))  # noqa: E731
     for fraction in (0.25, 0.5, 0.75, 1.0):
-        show((*_score(saved, tasks, every, [(fraction, 1)], "last", args.same_run),
-              "all 9 grid points", f"the lowest validation loss at {fraction:.0%}"))
+        show(
+            (
+                *_score(saved, tasks, every, [(fraction, 1)], "last", args.same_run),
+                "all 9 grid points",
+                f"the lowest validation loss at {fraction:.0%}",
+            )
+        )
     for name, pool, cuts in (
-            ("the first race's (4-6 half a decade apart)",
-             pools["the first race's (4-6 half a decade apart)"], [(0.25, "third"), (0.5, 1)]),
-            ("3 two thirds of a decade apart", pools["3 a two thirds of a decade apart"],
-             [(0.5, 2), (0.75, 1)]),
-            ("5 a third of a decade apart (the race's default)",
-             pools["5 a third of a decade apart"], [(0.25, 3), (0.5, 1)])):
-        show((*_score(saved, tasks, pool, cuts, "last", args.same_run), name,
-              f"cuts {cuts}"), per_task=True)
+        (
+            "the first race's (4-6 half a decade apart)",
+            pools["the first race's (4-6 half a decade apart)"],
+            [(0.25, "third"), (0.5, 1)],
+        ),
+        (
+            "3 two thirds of a decade apart",
+            pools["3 a two thirds of a decade apart"],
+            [(0.5, 2), (0.75, 1)],
+        ),
+        (
+            "5 a third of a decade apart (the race's default)",
+            pools["5 a third of a decade apart"],
+            [(0.25, 3), (0.5, 1)],
+        ),
+    ):
+        show(
+            (*_score(saved, tasks, pool, cuts, "last", args.same_run), name, f"cuts {cuts}"),
+            per_task=True,
+        )
 
 
 def _around(run, count, step=2):
@@ -259,10 +322,16 @@ def main(argv=None):
     parser.add_argument("--json", required=True)
     parser.add_argument("--tasks", nargs="+", choices=sorted(sq.TASKS), default=None)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
-    parser.add_argument("--held-out", action="store_true",
-                        help="include the held-out tasks (after a rule is chosen)")
-    parser.add_argument("--same-run", action="store_true",
-                        help="score a choice on the run that made it, not the other seeds")
+    parser.add_argument(
+        "--held-out",
+        action="store_true",
+        help="include the held-out tasks (after a rule is chosen)",
+    )
+    parser.add_argument(
+        "--same-run",
+        action="store_true",
+        help="score a choice on the run that made it, not the other seeds",
+    )
     parser.add_argument("--budget", type=float, default=3.0)
     parser.add_argument("--top", type=int, default=15)
     args = parser.parse_args(argv)

@@ -77,8 +77,16 @@ from keras_clr import train_step  # noqa: E402
 
 MAX_LR = 0.05
 BASE_LR = 0.005
-VARIANTS = ("constant", "onecycle", "onecycle-own", "onecycle-lr", "onecycle-arith",
-            "cycliclr", "naive", "constant-again")
+VARIANTS = (
+    "constant",
+    "onecycle",
+    "onecycle-own",
+    "onecycle-lr",
+    "onecycle-arith",
+    "cycliclr",
+    "naive",
+    "constant-again",
+)
 # Loop mode sets the callbacks up for a fit of this many epochs and steps
 # (more than the loop runs), as fit would for a real training run.
 LOOP_EPOCHS, LOOP_STEPS = 50, 1000
@@ -86,25 +94,30 @@ LOOP_EPOCHS, LOOP_STEPS = 50, 1000
 
 # -- models and data -----------------------------------------------------------
 
+
 def build_mlp():
-    return keras.Sequential([
-        keras.Input((784,)),
-        keras.layers.Dense(256, activation="relu"),
-        keras.layers.Dense(256, activation="relu"),
-        keras.layers.Dense(10, name="head"),
-    ])
+    return keras.Sequential(
+        [
+            keras.Input((784,)),
+            keras.layers.Dense(256, activation="relu"),
+            keras.layers.Dense(256, activation="relu"),
+            keras.layers.Dense(10, name="head"),
+        ]
+    )
 
 
 def build_cnn():
-    return keras.Sequential([
-        keras.Input((32, 32, 3)),
-        keras.layers.Conv2D(16, 3, padding="same", activation="relu"),
-        keras.layers.MaxPooling2D(),
-        keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
-        keras.layers.MaxPooling2D(),
-        keras.layers.Flatten(),
-        keras.layers.Dense(10, name="head"),
-    ])
+    return keras.Sequential(
+        [
+            keras.Input((32, 32, 3)),
+            keras.layers.Conv2D(16, 3, padding="same", activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10, name="head"),
+        ]
+    )
 
 
 MODELS = {
@@ -124,17 +137,22 @@ MULTI = False
 def make_optimizer():
     if not MULTI:
         return keras.optimizers.SGD(BASE_LR, momentum=0.9)
-    return keras.optimizers.MultiOptimizer(keras.optimizers.OptimizerMap(
-        keras.optimizers.SGD(BASE_LR / 10, momentum=0.9),
-        {".*head.*": keras.optimizers.SGD(BASE_LR, momentum=0.9)}))
+    return keras.optimizers.MultiOptimizer(
+        keras.optimizers.OptimizerMap(
+            keras.optimizers.SGD(BASE_LR / 10, momentum=0.9),
+            {".*head.*": keras.optimizers.SGD(BASE_LR, momentum=0.9)},
+        )
+    )
 
 
 def make_model(builder):
     keras.utils.set_random_seed(0)
     model = builder()
-    model.compile(optimizer=make_optimizer(),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  jit_compile=JIT_COMPILE)
+    model.compile(
+        optimizer=make_optimizer(),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=JIT_COMPILE,
+    )
     return model
 
 
@@ -147,6 +165,7 @@ def make_dataset(shape, batch_size, batches=16):
 
 
 # -- callbacks ---------------------------------------------------------------------
+
 
 class EpochTimer(keras.callbacks.Callback):
     """Epoch wall and process CPU times; epoch-level hooks only, so no
@@ -172,8 +191,7 @@ class NaiveOneCycle(keras.callbacks.Callback):
     step cannot be changed from a callback).
     """
 
-    def __init__(self, max_lr, total_steps, pct_start=0.3, div_factor=25.0,
-                 final_div_factor=1e4):
+    def __init__(self, max_lr, total_steps, pct_start=0.3, div_factor=25.0, final_div_factor=1e4):
         super().__init__()
         self.max_lr, self.total_steps, self.pct_start = max_lr, total_steps, pct_start
         self.initial = max_lr / div_factor
@@ -218,8 +236,10 @@ class _OwnTraceValues(fit_steps.FitValues):
     """The fit's values as constant tables in a trace of the fit's own."""
 
     def tabulate(self, first, count, updates_at_zero):
-        own = [None if schedule is None else tables.Tabulated(schedule, first, count)
-               for schedule in self.schedules]
+        own = [
+            None if schedule is None else tables.Tabulated(schedule, first, count)
+            for schedule in self.schedules
+        ]
         self.tables = own
         self.control = train_step.StepControl(self.model, *own, groups=self.groups)
         self.control.count_offset = updates_at_zero
@@ -233,8 +253,9 @@ class OwnTraceOneCycle(keras_clr.OneCycle):
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
         values = self._fit.values
-        self._fit.values = _OwnTraceValues(values.model, values.schedules,
-                                           values.groups, values.log_values)
+        self._fit.values = _OwnTraceValues(
+            values.model, values.schedules, values.groups, values.log_values
+        )
 
 
 def variant_callbacks(variant, total_steps, steps):
@@ -257,16 +278,25 @@ def variant_callbacks(variant, total_steps, steps):
 
 # -- measurement ---------------------------------------------------------------------
 
+
 def timed_fit(model, dataset, variant, steps, epochs):
     """Per-step seconds of one fit: (first epoch wall, steady wall, steady CPU)."""
     gc.collect()  # garbage from earlier fits (retraced functions) is not ours
     timer = EpochTimer()
     total = (epochs + 1) * steps
-    model.fit(dataset, epochs=epochs + 1, steps_per_epoch=steps, verbose=0,
-              shuffle=False,
-              callbacks=[*variant_callbacks(variant, total, steps), timer])
-    return (timer.wall[0] / steps, statistics.median(timer.wall[1:]) / steps,
-            statistics.median(timer.cpu[1:]) / steps)
+    model.fit(
+        dataset,
+        epochs=epochs + 1,
+        steps_per_epoch=steps,
+        verbose=0,
+        shuffle=False,
+        callbacks=[*variant_callbacks(variant, total, steps), timer],
+    )
+    return (
+        timer.wall[0] / steps,
+        statistics.median(timer.wall[1:]) / steps,
+        statistics.median(timer.cpu[1:]) / steps,
+    )
 
 
 def bench_model(name, builder, shape, batch_size, args, out):
@@ -276,13 +306,13 @@ def bench_model(name, builder, shape, batch_size, args, out):
     for variant in variants:
         models[variant] = make_model(builder)
         # Warm-up: traces the plain train step and warms the pipeline.
-        models[variant].fit(dataset, epochs=1, steps_per_epoch=args.steps, verbose=0,
-                            shuffle=False)
+        models[variant].fit(dataset, epochs=1, steps_per_epoch=args.steps, verbose=0, shuffle=False)
     times = {v: [] for v in variants}  # (first, wall, cpu) per round
     for repeat in range(args.repeats):
         for variant in variants:
-            times[variant].append(timed_fit(models[variant], dataset, variant,
-                                            args.steps, args.epochs))
+            times[variant].append(
+                timed_fit(models[variant], dataset, variant, args.steps, args.epochs)
+            )
         done = ", ".join(f"{v} {times[v][-1][1] * 1e3:.2f}" for v in variants)
         out.write(f"  [{name}] round {repeat + 1}/{args.repeats}: wall ms/step {done}\n")
         out.flush()
@@ -295,13 +325,19 @@ def bench_model(name, builder, shape, batch_size, args, out):
         # One-off cost: the first epoch's excess over the steady epochs,
         # beyond the baseline's own first-epoch excess (iterator start-up).
         once = [((t[0] - t[1]) - (b[0] - b[1])) * args.steps for t, b in zip(ours, base)]
-        rows.append(dict(
-            model=name, variant=variant,
-            ms=statistics.median(t[1] for t in ours) * 1e3,
-            wall=statistics.median(wall), low=min(wall), high=max(wall),
-            us=statistics.median((t[1] - b[1]) * 1e6 for t, b in zip(ours, base)),
-            cpu=statistics.median(cpu),
-            once=statistics.median(once) * 1e3))
+        rows.append(
+            dict(
+                model=name,
+                variant=variant,
+                ms=statistics.median(t[1] for t in ours) * 1e3,
+                wall=statistics.median(wall),
+                low=min(wall),
+                high=max(wall),
+                us=statistics.median((t[1] - b[1]) * 1e6 for t, b in zip(ours, base)),
+                cpu=statistics.median(cpu),
+                once=statistics.median(once) * 1e3,
+            )
+        )
     return rows
 
 
@@ -319,13 +355,16 @@ def markdown(rows, args):
         base = r["variant"] == "constant"
         once = "-" if base else f"{r['once']:+.0f}"
         extra = "-" if base else f"{r['us']:+.0f}"
-        lines.append(f"| {r['model']} | {r['variant']} | {r['ms']:.2f} | "
-                     f"{r['wall']:.3f} ({r['low']:.3f}-{r['high']:.3f}) | {extra} "
-                     f"| {r['cpu']:.3f} | {once} |")
+        lines.append(
+            f"| {r['model']} | {r['variant']} | {r['ms']:.2f} | "
+            f"{r['wall']:.3f} ({r['low']:.3f}-{r['high']:.3f}) | {extra} "
+            f"| {r['cpu']:.3f} | {once} |"
+        )
     return "\n".join(lines)
 
 
 # -- loop mode: the compiled train step alone, finely interleaved ------------------
+
 
 def loop_runner(builder, dataset, variant, steps):
     """A function running `steps` train steps of `variant`; returns seconds.
@@ -367,8 +406,10 @@ def bench_loop(name, builder, shape, batch_size, args, out):
     # buffers landed) differs from another's by about 1%, enough to mask
     # the schedules' cost; each round times all of them.
     dataset = make_dataset(shape, batch_size)
-    runners = {v: [loop_runner(builder, dataset, v, args.block)
-                   for _ in range(args.instances)] for v in args.variants}
+    runners = {
+        v: [loop_runner(builder, dataset, v, args.block) for _ in range(args.instances)]
+        for v in args.variants
+    }
     times = {v: [] for v in args.variants}
     cpu = {v: [] for v in args.variants}
     steps = args.block * args.instances
@@ -383,12 +424,18 @@ def bench_loop(name, builder, shape, batch_size, args, out):
     for variant in args.variants:
         ratios = [t / b for t, b in zip(times[variant], times["constant"])]
         cpu_ratios = [t / b for t, b in zip(cpu[variant], cpu["constant"])]
-        rows.append(dict(model=name, variant=variant,
-                         ms=statistics.median(times[variant]) * 1e3,
-                         ratio=statistics.median(ratios),
-                         us=statistics.median((t - b) * 1e6 for t, b in
-                                              zip(times[variant], times["constant"])),
-                         cpu_ratio=statistics.median(cpu_ratios)))
+        rows.append(
+            dict(
+                model=name,
+                variant=variant,
+                ms=statistics.median(times[variant]) * 1e3,
+                ratio=statistics.median(ratios),
+                us=statistics.median(
+                    (t - b) * 1e6 for t, b in zip(times[variant], times["constant"])
+                ),
+                cpu_ratio=statistics.median(cpu_ratios),
+            )
+        )
     return rows
 
 
@@ -403,33 +450,44 @@ def loop_markdown(rows, args):
     ]
     for r in rows:
         extra = "-" if r["variant"] == "constant" else f"{r['us']:+.0f}"
-        lines.append(f"| {r['model']} | {r['variant']} | {r['ms']:.3f} | "
-                     f"{r['ratio']:.3f} | {extra} | {r['cpu_ratio']:.3f} |")
+        lines.append(
+            f"| {r['model']} | {r['variant']} | {r['ms']:.3f} | "
+            f"{r['ratio']:.3f} | {extra} | {r['cpu_ratio']:.3f} |"
+        )
     return "\n".join(lines)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=20, help="steps per epoch")
-    parser.add_argument("--epochs", type=int, default=3,
-                        help="timed epochs per fit (one more is run and discarded)")
+    parser.add_argument(
+        "--epochs", type=int, default=3, help="timed epochs per fit (one more is run and discarded)"
+    )
     parser.add_argument("--repeats", type=int, default=15, help="alternating rounds")
-    parser.add_argument("--variants", default=",".join(VARIANTS),
-                        help=f"comma-separated, from {', '.join(VARIANTS)}")
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: 10 steps, 2 timed epochs, 3 rounds")
-    parser.add_argument("--jit", action="store_true",
-                        help="compile every model with jit_compile=True (XLA)")
-    parser.add_argument("--multi", action="store_true",
-                        help="compile every model with a two-group MultiOptimizer")
-    parser.add_argument("--loop", action="store_true",
-                        help="time the compiled train step in a loop instead of fit")
-    parser.add_argument("--block", type=int, default=10,
-                        help="loop mode: steps per timed block")
-    parser.add_argument("--loop-rounds", type=int, default=100,
-                        help="loop mode: alternating rounds")
-    parser.add_argument("--instances", type=int, default=3,
-                        help="loop mode: identical models per variant")
+    parser.add_argument(
+        "--variants",
+        default=",".join(VARIANTS),
+        help=f"comma-separated, from {', '.join(VARIANTS)}",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: 10 steps, 2 timed epochs, 3 rounds"
+    )
+    parser.add_argument(
+        "--jit", action="store_true", help="compile every model with jit_compile=True (XLA)"
+    )
+    parser.add_argument(
+        "--multi", action="store_true", help="compile every model with a two-group MultiOptimizer"
+    )
+    parser.add_argument(
+        "--loop", action="store_true", help="time the compiled train step in a loop instead of fit"
+    )
+    parser.add_argument("--block", type=int, default=10, help="loop mode: steps per timed block")
+    parser.add_argument(
+        "--loop-rounds", type=int, default=100, help="loop mode: alternating rounds"
+    )
+    parser.add_argument(
+        "--instances", type=int, default=3, help="loop mode: identical models per variant"
+    )
     args = parser.parse_args(argv)
     global JIT_COMPILE, MULTI
     JIT_COMPILE, MULTI = args.jit, args.multi
@@ -443,16 +501,19 @@ def main(argv=None):
     args.variants = [v for v in args.variants.split(",") if v]
     unknown = sorted(set(args.variants) - set(VARIANTS))
     if unknown or "constant" not in args.variants:
-        parser.error(f"--variants must include constant and name only {VARIANTS}; "
-                     f"received {args.variants}")
+        parser.error(
+            f"--variants must include constant and name only {VARIANTS}; received {args.variants}"
+        )
     started = time.perf_counter()
     bench, table = (bench_loop, loop_markdown) if args.loop else (bench_model, markdown)
     rows = []
     for name, (builder, shape, batch_size) in MODELS.items():
         rows += bench(name, builder, shape, batch_size, args, sys.stderr)
-    print(f"keras {keras.__version__}, TensorFlow {tf.__version__}, "
-          f"{os.cpu_count()} CPU cores, {time.perf_counter() - started:.0f} s"
-          f"{', two-group MultiOptimizer' if MULTI else ''}\n")
+    print(
+        f"keras {keras.__version__}, TensorFlow {tf.__version__}, "
+        f"{os.cpu_count()} CPU cores, {time.perf_counter() - started:.0f} s"
+        f"{', two-group MultiOptimizer' if MULTI else ''}\n"
+    )
     print(table(rows, args))
 
 

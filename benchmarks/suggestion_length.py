@@ -48,6 +48,7 @@ def distance_factor(num_steps, reference=100):
     """How much further a test of `num_steps` steps has moved the weights
     by the time it reaches a rate than a `reference`-step test: the ratio of
     `g / (g - 1)`, `g` the ramp's growth per step."""
+
     def travelled(n):
         g = (END_LR / START_LR) ** (1 / (n - 1))
         return g / (g - 1)
@@ -63,22 +64,31 @@ def _spread(values):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", nargs="+")
-    parser.add_argument("--held-out", action="store_true",
-                        help="the held-out tasks of suggestion_quality.py")
+    parser.add_argument(
+        "--held-out", action="store_true", help="the held-out tasks of suggestion_quality.py"
+    )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--lengths", nargs="+", type=int, default=list(LENGTHS))
-    parser.add_argument("--quick", action="store_true",
-                        help="digits_mlp and digits_adam, seed 0, lengths 50 100 200")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="digits_mlp and digits_adam, seed 0, lengths 50 100 200",
+    )
     args = parser.parse_args()
     if args.quick:
         tasks, seeds, lengths = ["digits_mlp", "digits_adam"], [0], [50, 100, 200]
     else:
         tasks = args.tasks or [t for t in sq.TASKS if (t in sq.HELD_OUT) == args.held_out]
         seeds, lengths = args.seeds, args.lengths
-    print(f"suggest() by num_steps (find_lr defaults otherwise); tasks {tasks}, "
-          f"seeds {seeds}\n", file=sys.stderr)
-    print("| task | seed | " + " | ".join(f"{n} steps" for n in lengths)
-          + " | spread | spread after the distance correction |")
+    print(
+        f"suggest() by num_steps (find_lr defaults otherwise); tasks {tasks}, seeds {seeds}\n",
+        file=sys.stderr,
+    )
+    print(
+        "| task | seed | "
+        + " | ".join(f"{n} steps" for n in lengths)
+        + " | spread | spread after the distance correction |"
+    )
     print("|---|---:|" + "---:|" * len(lengths) + "---:|---:|")
     spreads, corrected_spreads = [], []
     start = time.perf_counter()
@@ -90,8 +100,9 @@ def main():
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     found.append(benches[n].curve(task, seed).suggest())
-            corrected = [None if lr is None else lr * distance_factor(n)
-                         for lr, n in zip(found, lengths)]
+            corrected = [
+                None if lr is None else lr * distance_factor(n) for lr, n in zip(found, lengths)
+            ]
             spread, fixed = _spread(found), _spread(corrected)
             spreads.append(spread)
             corrected_spreads.append(fixed)
@@ -103,12 +114,16 @@ def main():
 
     def summary(values):
         values = [v for v in values if not math.isnan(v)]
-        return (f"median {np.median(values):.2f}, geometric mean "
-                f"{math.exp(np.mean(np.log(values))):.2f}, max {max(values):.2f}")
+        return (
+            f"median {np.median(values):.2f}, geometric mean "
+            f"{math.exp(np.mean(np.log(values))):.2f}, max {max(values):.2f}"
+        )
 
-    print(f"\nSpread (largest / smallest suggestion of a task and seed) over num_steps "
-          f"{lengths}: {summary(spreads)}; after the distance correction: "
-          f"{summary(corrected_spreads)}.")
+    print(
+        f"\nSpread (largest / smallest suggestion of a task and seed) over num_steps "
+        f"{lengths}: {summary(spreads)}; after the distance correction: "
+        f"{summary(corrected_spreads)}."
+    )
     print(f"{time.perf_counter() - start:.0f} s", file=sys.stderr)
 
 

@@ -93,14 +93,14 @@ GOAL = 0.995
 
 # -- data ----------------------------------------------------------------------
 
+
 def _digits():
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
     x, y = load_digits(return_X_y=True)
     x = (x / 16.0).astype("float32")
-    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=0.3, random_state=0,
-                                              stratify=y)
+    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=0.3, random_state=0, stratify=y)
     return x_tr, y_tr.astype("int32"), x_te, y_te.astype("int32")
 
 
@@ -111,8 +111,7 @@ def _mnist1d():
     data = make_dataset(get_dataset_args())  # generated here, not downloaded
     x_tr, x_te = data["x"].astype("float32"), data["x_test"].astype("float32")
     scale = x_tr.std()
-    return (x_tr / scale, data["y"].astype("int32"),
-            x_te / scale, data["y_test"].astype("int32"))
+    return (x_tr / scale, data["y"].astype("int32"), x_te / scale, data["y_test"].astype("int32"))
 
 
 def _friedman():
@@ -127,57 +126,87 @@ def _friedman():
 
 # -- models --------------------------------------------------------------------
 
+
 def _dense(inputs, outputs, hidden=(64, 64)):
-    return keras.Sequential([keras.Input(inputs)]
-                            + [keras.layers.Dense(h, activation="relu") for h in hidden]
-                            + [keras.layers.Dense(outputs)])
+    return keras.Sequential(
+        [keras.Input(inputs)]
+        + [keras.layers.Dense(h, activation="relu") for h in hidden]
+        + [keras.layers.Dense(outputs)]
+    )
 
 
 def _cnn2d(batch_norm=True):
     def conv(filters):
         if not batch_norm:
             return [keras.layers.Conv2D(filters, 3, padding="same", activation="relu")]
-        return [keras.layers.Conv2D(filters, 3, padding="same", use_bias=False),
-                keras.layers.BatchNormalization(), keras.layers.ReLU()]
+        return [
+            keras.layers.Conv2D(filters, 3, padding="same", use_bias=False),
+            keras.layers.BatchNormalization(),
+            keras.layers.ReLU(),
+        ]
 
-    return keras.Sequential([
-        keras.Input((64,)), keras.layers.Reshape((8, 8, 1)),
-        *conv(16), *conv(32), keras.layers.MaxPooling2D(2), *conv(32),
-        keras.layers.GlobalAveragePooling2D(),
-        keras.layers.Dense(10)])
+    return keras.Sequential(
+        [
+            keras.Input((64,)),
+            keras.layers.Reshape((8, 8, 1)),
+            *conv(16),
+            *conv(32),
+            keras.layers.MaxPooling2D(2),
+            *conv(32),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(10),
+        ]
+    )
 
 
 def _cnn1d():
-    return keras.Sequential([
-        keras.Input((40,)), keras.layers.Reshape((40, 1)),
-        keras.layers.Conv1D(32, 5, padding="same", activation="relu"),
-        keras.layers.Conv1D(32, 3, strides=2, padding="same", activation="relu"),
-        keras.layers.Conv1D(32, 3, strides=2, padding="same", activation="relu"),
-        keras.layers.Flatten(),
-        keras.layers.Dense(10)])
+    return keras.Sequential(
+        [
+            keras.Input((40,)),
+            keras.layers.Reshape((40, 1)),
+            keras.layers.Conv1D(32, 5, padding="same", activation="relu"),
+            keras.layers.Conv1D(32, 3, strides=2, padding="same", activation="relu"),
+            keras.layers.Conv1D(32, 3, strides=2, padding="same", activation="relu"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10),
+        ]
+    )
 
 
 def _gru():
-    return keras.Sequential([
-        keras.Input((40,)), keras.layers.Reshape((20, 2)),
-        keras.layers.GRU(64), keras.layers.Dense(10)])
+    return keras.Sequential(
+        [
+            keras.Input((40,)),
+            keras.layers.Reshape((20, 2)),
+            keras.layers.GRU(64),
+            keras.layers.Dense(10),
+        ]
+    )
 
 
 def _lstm():
-    return keras.Sequential([
-        keras.Input((64,)), keras.layers.Reshape((8, 8)),
-        keras.layers.LSTM(32), keras.layers.Dense(10)])
+    return keras.Sequential(
+        [
+            keras.Input((64,)),
+            keras.layers.Reshape((8, 8)),
+            keras.layers.LSTM(32),
+            keras.layers.Dense(10),
+        ]
+    )
 
 
 def _pretrained(build, data, epochs, batch):
     """A builder of `build()`'s model pre-trained with Adam(1e-3) on
     `data()` (x, y) for `epochs`, then fine-tuned whole (all layers
     trainable, as in the fine-tuning tasks users run)."""
+
     def pretrained():
         model = build()
         x, y = data()
-        model.compile(keras.optimizers.Adam(1e-3),
-                      keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model.compile(
+            keras.optimizers.Adam(1e-3),
+            keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
         model.fit(x, y, batch_size=batch, epochs=epochs, verbose=0)
         fresh = build()  # the same architecture, a new optimizer to fine-tune with
         fresh.set_weights(model.get_weights())
@@ -227,37 +256,70 @@ ADAM_GRID = _log_grid(-3.5)  # 3.16e-4 ... 1.47e-1
 TASKS = {
     # name: (data, model, optimizer, batch size, epochs, grid, metric)
     "digits_cnn": (_digits, _cnn2d, _sgd, 32, 10, SGD_GRID, "accuracy"),
-    "digits_cnn_plain": (_digits, lambda: _cnn2d(batch_norm=False), _sgd, 32, 10, SGD_GRID,
-                         "accuracy"),
+    "digits_cnn_plain": (
+        _digits,
+        lambda: _cnn2d(batch_norm=False),
+        _sgd,
+        32,
+        10,
+        SGD_GRID,
+        "accuracy",
+    ),
     "digits_mlp": (_digits, lambda: _dense((64,), 10), _sgd, 32, 10, SGD_GRID, "accuracy"),
     "digits_adam": (_digits, lambda: _dense((64,), 10), _adam, 32, 10, ADAM_GRID, "accuracy"),
     "mnist1d_cnn": (_mnist1d, _cnn1d, _adam, 64, 8, ADAM_GRID, "accuracy"),
     "mnist1d_gru": (_mnist1d, _gru, _adam, 64, 8, ADAM_GRID, "accuracy"),
     "friedman_mlp": (_friedman, lambda: _dense((10,), 1), _sgd, 32, 8, SGD_GRID, "r2"),
     "digits_lstm": (_digits, _lstm, _adam, 32, 10, ADAM_GRID, "accuracy"),
-    "mnist1d_mlp": (_mnist1d, lambda: _dense((40,), 10, (128, 128)), _sgd, 64, 8, SGD_GRID,
-                    "accuracy"),
+    "mnist1d_mlp": (
+        _mnist1d,
+        lambda: _dense((40,), 10, (128, 128)),
+        _sgd,
+        64,
+        8,
+        SGD_GRID,
+        "accuracy",
+    ),
     "digits_cnn_adam": (_digits, _cnn2d, _adam, 32, 10, ADAM_GRID, "accuracy"),
     "mnist1d_cnn_sgd": (_mnist1d, _cnn1d, _sgd, 64, 8, SGD_GRID, "accuracy"),
     "friedman_adam": (_friedman, lambda: _dense((10,), 1), _adam, 32, 8, ADAM_GRID, "r2"),
     # held out: added after the default rule was chosen, and not used to choose it
     "mnist1d_gru_sgd": (_mnist1d, _gru, _sgd, 64, 8, SGD_GRID, "accuracy"),
-    "mnist1d_mlp_adam": (_mnist1d, lambda: _dense((40,), 10, (128, 128)), _adam, 64, 8,
-                         ADAM_GRID, "accuracy"),
+    "mnist1d_mlp_adam": (
+        _mnist1d,
+        lambda: _dense((40,), 10, (128, 128)),
+        _adam,
+        64,
+        8,
+        ADAM_GRID,
+        "accuracy",
+    ),
 }
 # fine-tuning: a model pre-trained on a related task, every layer trained again
 TASKS["digits_finetune_sgd"] = (
-    _digits, _pretrained(lambda: _dense((64,), 10), _digits_other_half, 10, 32), _sgd,
-    32, 5, SGD_GRID, "accuracy")
+    _digits,
+    _pretrained(lambda: _dense((64,), 10), _digits_other_half, 10, 32),
+    _sgd,
+    32,
+    5,
+    SGD_GRID,
+    "accuracy",
+)
 TASKS["mnist1d_finetune_adam"] = (
-    _mnist1d, _pretrained(_cnn1d, _mnist1d_shifted, 4, 64), _adam, 64, 4, ADAM_GRID,
-    "accuracy")
-HELD_OUT = ("mnist1d_gru_sgd", "mnist1d_mlp_adam", "digits_finetune_sgd",
-            "mnist1d_finetune_adam")
+    _mnist1d,
+    _pretrained(_cnn1d, _mnist1d_shifted, 4, 64),
+    _adam,
+    64,
+    4,
+    ADAM_GRID,
+    "accuracy",
+)
+HELD_OUT = ("mnist1d_gru_sgd", "mnist1d_mlp_adam", "digits_finetune_sgd", "mnist1d_finetune_adam")
 QUICK = {"digits_mlp": 3, "digits_adam": 3}  # --quick: these tasks, these epochs
 
 
 # -- the rules compared, on the trimmed smoothed curve `suggest()` reads --------
+
 
 def _window(result):
     return result._window(finite=True)[:2]
@@ -273,7 +335,7 @@ def _lr_drop(result, fraction):
     lrs, losses = _window(result)
     low = int(np.argmin(losses))
     target = losses[0] - fraction * (losses[0] - losses[low])
-    return float(lrs[int(np.argmax(losses[:low + 1] <= target))])
+    return float(lrs[int(np.argmax(losses[: low + 1] <= target))])
 
 
 def _ema_drop(result):
@@ -288,11 +350,12 @@ def _ema_drop(result):
 
 METHODS = {
     "default": lambda r: r.suggest(),
-    "no-lag": lambda r: suggestions._one_cycle_rule(r.lrs[r.num_steps // 10:],
-                                                r.losses[r.num_steps // 10:])[0],
-    "no-bn": lambda r: suggestions._one_cycle_rule(r.lrs[r.num_steps // 10:],
-                                               r.losses[r.num_steps // 10:],
-                                               momentum=r.momentum)[0],
+    "no-lag": lambda r: suggestions._one_cycle_rule(
+        r.lrs[r.num_steps // 10 :], r.losses[r.num_steps // 10 :]
+    )[0],
+    "no-bn": lambda r: suggestions._one_cycle_rule(
+        r.lrs[r.num_steps // 10 :], r.losses[r.num_steps // 10 :], momentum=r.momentum
+    )[0],
     "ema-drop": _ema_drop,
     "valley": lambda r: r.suggest("valley"),
     "steep": lambda r: r.suggest("steep"),
@@ -309,6 +372,7 @@ TUNE_BUDGET = 400  # tune_max_lr's default budget_steps
 
 # -- runs ----------------------------------------------------------------------
 
+
 class Bench:
     """Data, models and the caches of one benchmark run."""
 
@@ -316,8 +380,8 @@ class Bench:
         self.finder_steps = finder_steps
         self.data = {}
         self.models = {}
-        self.curves = {}    # (task, seed) -> LRFinderResult
-        self.metrics = {}   # (task, seed, epochs, max_lr) -> test metric
+        self.curves = {}  # (task, seed) -> LRFinderResult
+        self.metrics = {}  # (task, seed, epochs, max_lr) -> test metric
         self.cache_path = cache_path
         self.seconds = {"range test": 0.0, "training": 0.0}
         self.trainings = 0
@@ -332,9 +396,13 @@ class Bench:
     def save(self):
         if self.cache_path:
             with open(self.cache_path, "w") as f:
-                json.dump({"metrics": {json.dumps(list(k)): v
-                                       for k, v in self.metrics.items()},
-                           "curves": self.saved_curves}, f)
+                json.dump(
+                    {
+                        "metrics": {json.dumps(list(k)): v for k, v in self.metrics.items()},
+                        "curves": self.saved_curves,
+                    },
+                    f,
+                )
 
     def _data(self, task):
         loader = TASKS[task][0]
@@ -353,8 +421,11 @@ class Bench:
             _, build, optimizer, _, _, _, metric = TASKS[task]
             keras.utils.set_random_seed(seed)
             model = build()
-            loss = ("mse" if metric == "r2" else
-                    keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+            loss = (
+                "mse"
+                if metric == "r2"
+                else keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+            )
             model.compile(optimizer=optimizer(), loss=loss)
             range_state.build_optimizer(model)  # as the range test does first
             self.models[key] = (model, range_state.snapshot(model))
@@ -371,21 +442,32 @@ class Bench:
                 # what find_lr records besides the curve
                 momentum = optimizers.velocity_momentum(TASKS[task][2]())
                 batch_norm = optimizers.has_batch_norm(TASKS[task][1]())
-                self.curves[key] = results.LRFinderResult(lrs, losses, momentum=momentum,
-                                                          batch_norm=batch_norm,
-                                                          num_steps=self.finder_steps)
+                self.curves[key] = results.LRFinderResult(
+                    lrs,
+                    losses,
+                    momentum=momentum,
+                    batch_norm=batch_norm,
+                    num_steps=self.finder_steps,
+                )
             else:
                 model, saved = self.model(task, seed)
                 range_state.restore(saved)  # the model as built, not as last trained
                 x_tr, y_tr, _, _ = self._data(task)
                 keras.utils.set_random_seed(10_000 + seed + 1000 * order)
                 start = time.perf_counter()
-                self.curves[key] = keras_clr.find_lr(model, x_tr, y_tr,
-                                                     batch_size=TASKS[task][3],
-                                                     num_steps=self.finder_steps, verbose=0)
+                self.curves[key] = keras_clr.find_lr(
+                    model,
+                    x_tr,
+                    y_tr,
+                    batch_size=TASKS[task][3],
+                    num_steps=self.finder_steps,
+                    verbose=0,
+                )
                 self.seconds["range test"] += time.perf_counter() - start
-                self.saved_curves[name] = [self.curves[key].lrs.tolist(),
-                                           self.curves[key].losses.tolist()]
+                self.saved_curves[name] = [
+                    self.curves[key].lrs.tolist(),
+                    self.curves[key].losses.tolist(),
+                ]
         return self.curves[key]
 
     def metric(self, task, seed, lr, epochs):
@@ -398,15 +480,20 @@ class Bench:
             range_state.restore(saved)
             keras.utils.set_random_seed(20_000 + seed)
             start = time.perf_counter()
-            model.fit(x_tr, y_tr, batch_size=batch, epochs=epochs, verbose=0,
-                      callbacks=[keras_clr.OneCycle(lr)])
+            model.fit(
+                x_tr,
+                y_tr,
+                batch_size=batch,
+                epochs=epochs,
+                verbose=0,
+                callbacks=[keras_clr.OneCycle(lr)],
+            )
             out = model.predict(x_te, batch_size=512, verbose=0)
             self.seconds["training"] += time.perf_counter() - start
             self.trainings += 1
             value = _score(out, y_te, kind)
             self.metrics[key] = value
         return self.metrics[key]
-
 
     def baseline(self, task, seed, kind, epochs):
         """The test metric of what a user runs with no tuning (`BASELINES`),
@@ -424,20 +511,25 @@ class Bench:
                 chosen = kind_of(default, **momentum)
             elif kind == "cosine":
                 warmup = max(1, steps // 20)
-                chosen = kind_of(keras.optimizers.schedules.CosineDecay(
-                    0.0, steps - warmup, warmup_target=default, warmup_steps=warmup),
-                    **momentum)
+                chosen = kind_of(
+                    keras.optimizers.schedules.CosineDecay(
+                        0.0, steps - warmup, warmup_target=default, warmup_steps=warmup
+                    ),
+                    **momentum,
+                )
             else:
                 chosen = keras.optimizers.ScheduleFreeAdamW(warmup_steps=max(1, steps // 20))
-            loss = ("mse" if metric == "r2" else
-                    keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+            loss = (
+                "mse"
+                if metric == "r2"
+                else keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+            )
             model.compile(optimizer=chosen, loss=loss)
             x_tr, y_tr, x_te, y_te = self._data(task)
             keras.utils.set_random_seed(20_000 + seed)
             model.fit(x_tr, y_tr, batch_size=batch, epochs=epochs, verbose=0)
             self.trainings += 1
-            self.metrics[key] = _score(model.predict(x_te, batch_size=512, verbose=0),
-                                       y_te, metric)
+            self.metrics[key] = _score(model.predict(x_te, batch_size=512, verbose=0), y_te, metric)
         return self.metrics[key]
 
     def tuned(self, task, seed, order, epochs, budget):
@@ -450,13 +542,19 @@ class Bench:
             x_tr, y_tr, _, _ = self._data(task)
             keras.utils.set_random_seed(30_000 + seed + 1000 * order)
             start = time.perf_counter()
-            search = keras_clr.tune_max_lr(model, x_tr, y_tr, batch_size=TASKS[task][3],
-                                           total_steps=self._steps(task, epochs),
-                                           budget_steps=budget, verbose=0)
-            self.seconds["tune_max_lr"] = (self.seconds.get("tune_max_lr", 0.0)
-                                           + time.perf_counter() - start)
-            self.saved_curves[name] = [search.max_lr, search.steps_used,
-                                       search.candidates]
+            search = keras_clr.tune_max_lr(
+                model,
+                x_tr,
+                y_tr,
+                batch_size=TASKS[task][3],
+                total_steps=self._steps(task, epochs),
+                budget_steps=budget,
+                verbose=0,
+            )
+            self.seconds["tune_max_lr"] = (
+                self.seconds.get("tune_max_lr", 0.0) + time.perf_counter() - start
+            )
+            self.saved_curves[name] = [search.max_lr, search.steps_used, search.candidates]
         return self.saved_curves[name][0]
 
 
@@ -498,59 +596,84 @@ def run_task(bench, task, seeds, orders, epochs, methods, out, baselines=False):
     rows = []
     for method in methods:
         if method == "tune":
-            lrs = [[bench.tuned(task, s, o, epochs, TUNE_BUDGET) for o in range(orders)]
-                   for s in seeds]
+            lrs = [
+                [bench.tuned(task, s, o, epochs, TUNE_BUDGET) for o in range(orders)] for s in seeds
+            ]
         else:
-            lrs = [[_suggest(method, bench.curve(task, s, o)) for o in range(orders)]
-                   for s in seeds]
+            lrs = [
+                [_suggest(method, bench.curve(task, s, o)) for o in range(orders)] for s in seeds
+            ]
         flat = [lr for per_seed in lrs for lr in per_seed if lr is not None]
         missing = sum(lr is None for per_seed in lrs for lr in per_seed)
         if not flat:
             rows.append((method, lrs, missing, None, None, None, None))
             continue
-        per_seed = [np.mean([bench.metric(task, s, lr, epochs) for lr in row if lr is not None])
-                    for s, row in zip(seeds, lrs) if any(lr is not None for lr in row)]
+        per_seed = [
+            np.mean([bench.metric(task, s, lr, epochs) for lr in row if lr is not None])
+            for s, row in zip(seeds, lrs)
+            if any(lr is not None for lr in row)
+        ]
         value = float(np.mean(per_seed))
         ratio = math.exp(np.mean([math.log(lr / grid[best]) for lr in flat]))
         rows.append((method, lrs, missing, value, _se(per_seed), value / means[best], ratio))
-    base = {k: float(np.mean([bench.baseline(task, s, k, epochs) for s in seeds]))
-            for k in (BASELINES if baselines else ())}
+    base = {
+        k: float(np.mean([bench.baseline(task, s, k, epochs) for s in seeds]))
+        for k in (BASELINES if baselines else ())
+    }
     bench.save()
     _, _, optimizer, batch, _, _, kind = TASKS[task]
     name = "Adam" if optimizer is _adam else "SGD m=0.9"
-    out.write(f"\n{task} ({name}, {bench._steps(task, epochs)} steps, batch {batch}, "
-              f"metric {kind}, seeds {seeds}, {orders} range tests per seed)\n")
+    out.write(
+        f"\n{task} ({name}, {bench._steps(task, epochs)} steps, batch {batch}, "
+        f"metric {kind}, seeds {seeds}, {orders} range tests per seed)\n"
+    )
     out.write("  grid: " + "  ".join(f"{lr:.3g}:{m:.4f}" for lr, m in zip(grid, means)) + "\n")
-    out.write(f"  grid best: max_lr {grid[best]:.3g}, {kind} {means[best]:.4f}"
-              f"{_pm(_se(per_grid[:, best]))} (+- standard error over seeds)\n")
+    out.write(
+        f"  grid best: max_lr {grid[best]:.3g}, {kind} {means[best]:.4f}"
+        f"{_pm(_se(per_grid[:, best]))} (+- standard error over seeds)\n"
+    )
     for method, lrs, missing, value, se, fraction, ratio in rows:
-        shown = " / ".join(" ".join("none" if lr is None else f"{lr:.2e}" for lr in row)
-                           for row in lrs)
+        shown = " / ".join(
+            " ".join("none" if lr is None else f"{lr:.2e}" for lr in row) for row in lrs
+        )
         if value is None:
             out.write(f"  {method:>13}: LR {shown}: no suggestion\n")
             continue
         flag = "" if fraction >= GOAL and not missing else "  < goal"
-        out.write(f"  {method:>13}: LR {shown}  {kind} {value:.4f}{_pm(se)}  of best "
-                  f"{fraction:.2%}  LR ratio {ratio:.2f}"
-                  + (f", {missing} without a suggestion" if missing else "") + f"{flag}\n")
+        out.write(
+            f"  {method:>13}: LR {shown}  {kind} {value:.4f}{_pm(se)}  of best "
+            f"{fraction:.2%}  LR ratio {ratio:.2f}"
+            + (f", {missing} without a suggestion" if missing else "")
+            + f"{flag}\n"
+        )
     for name_, value in base.items():
-        out.write(f"  {name_:>13}: {kind} {value:.4f}  of best {value / means[best]:.2%}"
-                  " (no tuning)\n")
+        out.write(
+            f"  {name_:>13}: {kind} {value:.4f}  of best {value / means[best]:.2%} (no tuning)\n"
+        )
     out.flush()
-    return {"baselines": {k: {"metric": v, "of_best": v / means[best]} for k, v in base.items()},
-            "task": task, "optimizer": name, "metric": kind, "grid_best_lr": grid[best],
-            "grid_best": float(means[best]), "grid_best_se": _se(per_grid[:, best]),
-            "grid": dict(zip(grid, means.tolist())),
-            "methods": {m: {"lrs": lrs, "missing": k, "metric": v, "se": se, "of_best": f,
-                            "lr_ratio": r}
-                        for m, lrs, k, v, se, f, r in rows}}
+    return {
+        "baselines": {k: {"metric": v, "of_best": v / means[best]} for k, v in base.items()},
+        "task": task,
+        "optimizer": name,
+        "metric": kind,
+        "grid_best_lr": grid[best],
+        "grid_best": float(means[best]),
+        "grid_best_se": _se(per_grid[:, best]),
+        "grid": dict(zip(grid, means.tolist())),
+        "methods": {
+            m: {"lrs": lrs, "missing": k, "metric": v, "se": se, "of_best": f, "lr_ratio": r}
+            for m, lrs, k, v, se, f, r in rows
+        },
+    }
 
 
 def _table(report, method, out):
     """The summary of one method, as a Markdown table."""
-    out.write(f"\n{method}:\n\n| task | optimizer | suggested max_lr (lowest-highest) "
-              "| metric at it | grid best max_lr | grid best metric | of best | LR ratio |\n"
-              "|---|---|---|---|---|---|---|---|\n")
+    out.write(
+        f"\n{method}:\n\n| task | optimizer | suggested max_lr (lowest-highest) "
+        "| metric at it | grid best max_lr | grid best metric | of best | LR ratio |\n"
+        "|---|---|---|---|---|---|---|---|\n"
+    )
     for r in report:
         m = r["methods"][method]
         flat = [lr for row in m["lrs"] for lr in row if lr is not None]
@@ -560,8 +683,13 @@ def _table(report, method, out):
         if m["metric"] is None:
             cells = ["none", f"{r['grid_best_lr']:.3g}", f"{r['grid_best']:.4f}", "-", "-"]
         else:
-            cells = [f"{m['metric']:.4f}", f"{r['grid_best_lr']:.3g}", f"{r['grid_best']:.4f}",
-                     f"{m['of_best']:.2%}", f"{m['lr_ratio']:.2f}"]
+            cells = [
+                f"{m['metric']:.4f}",
+                f"{r['grid_best_lr']:.3g}",
+                f"{r['grid_best']:.4f}",
+                f"{m['of_best']:.2%}",
+                f"{m['lr_ratio']:.2f}",
+            ]
         task = r["task"] + (" (held out)" if r["task"] in HELD_OUT else "")
         out.write(f"| {task} | {r['optimizer']} | {shown} | " + " | ".join(cells) + " |\n")
 
@@ -574,28 +702,49 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", nargs="+", choices=sorted(TASKS), default=None)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
-    parser.add_argument("--quick", action="store_true",
-                        help="two digits tasks, 3 epochs, seed 0: a smoke run")
-    parser.add_argument("--methods", nargs="+", choices=sorted(METHODS), default=["default"],
-                        help="rules to compare (fastai's valley, steep, ...); 'default' "
-                             "is result.suggest()")
-    parser.add_argument("--compare", action="store_true",
-                        help="shorthand for --methods default ema-drop valley steep minimum")
-    parser.add_argument("--orders", type=int, default=4,
-                        help="range tests per seed, each with its own data order, all "
-                             "from the seed's initial model: each gives a suggestion")
-    parser.add_argument("--finder-steps", type=int, default=100,
-                        help="num_steps of the range test (find_lr's default: 100)")
-    parser.add_argument("--cache", default=None,
-                        help="JSON file that keeps trained metrics between runs")
+    parser.add_argument(
+        "--quick", action="store_true", help="two digits tasks, 3 epochs, seed 0: a smoke run"
+    )
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        choices=sorted(METHODS),
+        default=["default"],
+        help="rules to compare (fastai's valley, steep, ...); 'default' is result.suggest()",
+    )
+    parser.add_argument(
+        "--compare",
+        action="store_true",
+        help="shorthand for --methods default ema-drop valley steep minimum",
+    )
+    parser.add_argument(
+        "--orders",
+        type=int,
+        default=4,
+        help="range tests per seed, each with its own data order, all "
+        "from the seed's initial model: each gives a suggestion",
+    )
+    parser.add_argument(
+        "--finder-steps",
+        type=int,
+        default=100,
+        help="num_steps of the range test (find_lr's default: 100)",
+    )
+    parser.add_argument(
+        "--cache", default=None, help="JSON file that keeps trained metrics between runs"
+    )
     parser.add_argument("--json", default=None, help="also write the results here")
-    parser.add_argument("--baselines", action="store_true",
-                        help="also train what a user runs with no tuning: the Keras "
-                             "default rate constant, CosineDecay with a 5%% warm-up to "
-                             "it, ScheduleFreeAdamW() with a 5%% warm-up")
+    parser.add_argument(
+        "--baselines",
+        action="store_true",
+        help="also train what a user runs with no tuning: the Keras "
+        "default rate constant, CosineDecay with a 5%% warm-up to "
+        "it, ScheduleFreeAdamW() with a 5%% warm-up",
+    )
     args = parser.parse_args(argv)
-    methods = (["default", "ema-drop", "valley", "steep", "minimum"] if args.compare
-               else args.methods)
+    methods = (
+        ["default", "ema-drop", "valley", "steep", "minimum"] if args.compare else args.methods
+    )
     tasks = args.tasks or (list(QUICK) if args.quick else list(TASKS))
     seeds = [0] if args.quick and args.seeds == [0, 1] else args.seeds
     orders = 1 if args.quick and args.orders == 4 else args.orders
@@ -604,21 +753,28 @@ def main(argv=None):
     bench = Bench(args.finder_steps, args.cache)
     start = time.perf_counter()
     out = sys.stdout
-    out.write(f"suggestion quality: OneCycle(max_lr) test metric, find_lr("
-              f"num_steps={args.finder_steps}), tasks {tasks}, seeds {seeds}\n")
+    out.write(
+        f"suggestion quality: OneCycle(max_lr) test metric, find_lr("
+        f"num_steps={args.finder_steps}), tasks {tasks}, seeds {seeds}\n"
+    )
     report = []
     for task in tasks:
         epochs = QUICK.get(task, TASKS[task][4]) if args.quick else TASKS[task][4]
-        report.append(run_task(bench, task, seeds, orders, epochs, methods, out,
-                               args.baselines))
+        report.append(run_task(bench, task, seeds, orders, epochs, methods, out, args.baselines))
     elapsed = time.perf_counter() - start
     for method in methods:
         _table(report, method, out)
-    out.write(f"\nsummary ({', '.join(methods)}): of best >= {GOAL:.1%} on "
-              + ", ".join(f"{m} {sum(_met(r['methods'][m]) for r in report)}"
-                          f"/{len(report)}" for m in methods) + " tasks\n")
-    out.write(f"time: {elapsed:.0f} s ({bench.seconds['range test']:.0f} s range tests, "
-              f"{bench.seconds['training']:.0f} s in {bench.trainings} trainings)\n")
+    out.write(
+        f"\nsummary ({', '.join(methods)}): of best >= {GOAL:.1%} on "
+        + ", ".join(
+            f"{m} {sum(_met(r['methods'][m]) for r in report)}/{len(report)}" for m in methods
+        )
+        + " tasks\n"
+    )
+    out.write(
+        f"time: {elapsed:.0f} s ({bench.seconds['range test']:.0f} s range tests, "
+        f"{bench.seconds['training']:.0f} s in {bench.trainings} trainings)\n"
+    )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1)

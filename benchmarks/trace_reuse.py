@@ -53,10 +53,18 @@ class CountingMLP(keras.Sequential):
 
 def make_model(seed=0):
     keras.utils.set_random_seed(seed)
-    model = CountingMLP([keras.Input((64,)), keras.layers.Dense(256, activation="relu"),
-                         keras.layers.Dense(256, activation="relu"), keras.layers.Dense(10)])
-    model.compile(keras.optimizers.SGD(0.01, momentum=0.9),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model = CountingMLP(
+        [
+            keras.Input((64,)),
+            keras.layers.Dense(256, activation="relu"),
+            keras.layers.Dense(256, activation="relu"),
+            keras.layers.Dense(10),
+        ]
+    )
+    model.compile(
+        keras.optimizers.SGD(0.01, momentum=0.9),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
     return model
 
 
@@ -73,8 +81,7 @@ def timed(call):
     before = CountingMLP.traces
     start, cpu = time.perf_counter(), time.process_time()
     call()
-    return (time.perf_counter() - start, CountingMLP.traces - before,
-            time.process_time() - cpu)
+    return (time.perf_counter() - start, CountingMLP.traces - before, time.process_time() - cpu)
 
 
 def plain_fit(model, x, y):
@@ -82,8 +89,7 @@ def plain_fit(model, x, y):
 
 
 def schedule_fit(model, x, y, callback):
-    model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0,
-              callbacks=[callback])
+    model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0, callbacks=[callback])
 
 
 def fresh_round(steps, fit_steps):
@@ -95,19 +101,21 @@ def fresh_round(steps, fit_steps):
     def ours():
         keras_clr.find_lr(model, x, y, batch_size=BATCH, num_steps=steps, verbose=0)
         schedule_fit(model, xf, yf, keras_clr.OneCycle(1e-2))  # the rate is not timed
+
     clr = timed(ours)
-    return {"(a) find_lr + fit(OneCycle)": (clr[0] / plain[0], clr[1], plain[1],
-                                            clr[2] / plain[2])}
+    return {"(a) find_lr + fit(OneCycle)": (clr[0] / plain[0], clr[1], plain[1], clr[2] / plain[2])}
 
 
 def traced_round(model, steps, swap):
     x, y = data(steps)
     variants = {
         "(b) fit(OneCycle)": lambda: schedule_fit(model, x, y, keras_clr.OneCycle(0.05)),
-        "(b) find_lr": lambda: keras_clr.find_lr(model, x, y, batch_size=BATCH,
-                                                 num_steps=steps, verbose=0),
+        "(b) find_lr": lambda: keras_clr.find_lr(
+            model, x, y, batch_size=BATCH, num_steps=steps, verbose=0
+        ),
         "(b) fit(CyclicLR)": lambda: schedule_fit(
-            model, x, y, keras_clr.CyclicLR(1e-3, 0.05, step_size_up=steps // 4)),
+            model, x, y, keras_clr.CyclicLR(1e-3, 0.05, step_size_up=steps // 4)
+        ),
     }
     out = {}
     for name, call in variants.items():
@@ -124,8 +132,9 @@ def traced_round(model, steps, swap):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=100, help="steps of the timed calls")
-    parser.add_argument("--fit-steps", type=int, default=300,
-                        help="steps of the fit after find_lr in (a)")
+    parser.add_argument(
+        "--fit-steps", type=int, default=300, help="steps of the fit after find_lr in (a)"
+    )
     parser.add_argument("--repeats", type=int, default=15, help="alternating rounds")
     parser.add_argument("--quick", action="store_true", help="2 rounds, fewer steps")
     args = parser.parse_args()
@@ -138,11 +147,15 @@ def main():
     schedule_fit(traced, x, y, keras_clr.OneCycle(0.05))
     rows = {}
     for round_ in range(args.repeats):
-        for name, value in {**fresh_round(args.steps, args.fit_steps),
-                            **traced_round(traced, args.steps, round_ % 2)}.items():
+        for name, value in {
+            **fresh_round(args.steps, args.fit_steps),
+            **traced_round(traced, args.steps, round_ % 2),
+        }.items():
             rows.setdefault(name, []).append(value)
-    print("| call | wall / plain fit | middle half of rounds | CPU / plain fit "
-          "| traces | plain fit's traces |\n|---|---:|---:|---:|---:|---:|")
+    print(
+        "| call | wall / plain fit | middle half of rounds | CPU / plain fit "
+        "| traces | plain fit's traces |\n|---|---:|---:|---:|---:|---:|"
+    )
     for name, values in rows.items():
         ratios = sorted(v[0] for v in values)
         quarter = len(ratios) // 4
@@ -150,11 +163,15 @@ def main():
         plain = statistics.median(v[2] for v in values)
         cpu = statistics.median(v[3] for v in values)
         spread = f"{ratios[quarter]:.2f}-{ratios[-1 - quarter]:.2f}"
-        print(f"| {name} | {statistics.median(ratios):.3f} | {spread} | {cpu:.3f} "
-              f"| {traces:g} | {plain:g} |")
-    print(f"({args.repeats} rounds; --steps {args.steps}, --fit-steps {args.fit_steps}, "
-          f"batch {BATCH}; traces count Python calls of train_step, two per "
-          "trace that creates variables)")
+        print(
+            f"| {name} | {statistics.median(ratios):.3f} | {spread} | {cpu:.3f} "
+            f"| {traces:g} | {plain:g} |"
+        )
+    print(
+        f"({args.repeats} rounds; --steps {args.steps}, --fit-steps {args.fit_steps}, "
+        f"batch {BATCH}; traces count Python calls of train_step, two per "
+        "trace that creates variables)"
+    )
 
 
 if __name__ == "__main__":

@@ -49,15 +49,19 @@ from keras_clr import tuning  # noqa: E402
 from keras_clr.range_test import state as range_state  # noqa: E402
 
 SCHEDULES = ("OneCycle at suggest()", "WSD at suggest()", "WSD at suggest() / 2")
-TUNED = ("WSD at tune_max_lr, WSD probes", "WSD at tune_max_lr, OneCycle probes",
-         "OneCycle at tune_max_lr(OneCycle)", "WSD race", "OneCycle race")
+TUNED = (
+    "WSD at tune_max_lr, WSD probes",
+    "WSD at tune_max_lr, OneCycle probes",
+    "OneCycle at tune_max_lr(OneCycle)",
+    "WSD race",
+    "OneCycle race",
+)
 
 
 def template(steps):
     """The WSD of a training of `steps` updates, without its length: 10%
     warm-up, 1-sqrt cooldown over the last 20%."""
-    return keras_clr.WarmupStableDecay(1.0, warmup_steps=max(1, steps // 10),
-                                       decay_steps=0.2)
+    return keras_clr.WarmupStableDecay(1.0, warmup_steps=max(1, steps // 10), decay_steps=0.2)
 
 
 def tuned_wsd(bench, task, seed):
@@ -75,9 +79,15 @@ def tuned_wsd(bench, task, seed):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                search = keras_clr.tune_max_lr(model, x_tr, y_tr, batch_size=batch,
-                                               total_steps=steps,
-                                               schedule=template(steps), verbose=0)
+                search = keras_clr.tune_max_lr(
+                    model,
+                    x_tr,
+                    y_tr,
+                    batch_size=batch,
+                    total_steps=steps,
+                    schedule=template(steps),
+                    verbose=0,
+                )
         finally:
             tuning.PROBE_AS_ONE_CYCLE = True
         bench.saved_curves[name] = [search.max_lr, search.steps_used]
@@ -97,8 +107,15 @@ def wsd_race(bench, task, seed):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             history = keras_clr.fit_one_cycle(
-                model, x_tr, y_tr, batch_size=batch, epochs=epochs, max_lr="race",
-                schedule=template(bench._steps(task, epochs)), verbose=0)
+                model,
+                x_tr,
+                y_tr,
+                batch_size=batch,
+                epochs=epochs,
+                max_lr="race",
+                schedule=template(bench._steps(task, epochs)),
+                verbose=0,
+            )
         metric = sq._score(model.predict(x_te, batch_size=512, verbose=0), y_te, kind)
         bench.saved_curves[name] = [metric, history.race.winner, history.race.compute]
         bench.save()
@@ -117,12 +134,21 @@ def wsd_metric(bench, task, seed, peak):
         keras.utils.set_random_seed(20_000 + seed)  # the grid's data order
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            model.fit(x_tr, y_tr, batch_size=batch, epochs=epochs, verbose=0,
-                      callbacks=[keras_clr.WarmupStableDecay(
-                          peak, warmup_steps=max(1, steps // 10), decay_steps=0.2,
-                          total_steps=steps)])
-        bench.saved_curves[name] = sq._score(model.predict(x_te, batch_size=512, verbose=0),
-                                             y_te, kind)
+            model.fit(
+                x_tr,
+                y_tr,
+                batch_size=batch,
+                epochs=epochs,
+                verbose=0,
+                callbacks=[
+                    keras_clr.WarmupStableDecay(
+                        peak, warmup_steps=max(1, steps // 10), decay_steps=0.2, total_steps=steps
+                    )
+                ],
+            )
+        bench.saved_curves[name] = sq._score(
+            model.predict(x_te, batch_size=512, verbose=0), y_te, kind
+        )
         bench.save()
     return bench.saved_curves[name]
 
@@ -132,10 +158,12 @@ def main(argv=None):
     parser.add_argument("--tasks", nargs="+", choices=sorted(sq.TASKS), default=None)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--cache", default=None)
-    parser.add_argument("--tuned", action="store_true",
-                        help="the peaks tune_max_lr and the race choose, instead")
-    parser.add_argument("--held-out", action="store_true",
-                        help="the held-out tasks instead of the design tasks")
+    parser.add_argument(
+        "--tuned", action="store_true", help="the peaks tune_max_lr and the race choose, instead"
+    )
+    parser.add_argument(
+        "--held-out", action="store_true", help="the held-out tasks instead of the design tasks"
+    )
     args = parser.parse_args(argv)
     tasks = args.tasks or [t for t in sq.TASKS if (t in sq.HELD_OUT) == args.held_out]
     if args.tuned:
@@ -145,8 +173,13 @@ def main(argv=None):
     rows = []
     for task in tasks:
         epochs, grid = sq.TASKS[task][4], sq.TASKS[task][5]
-        best = float(np.max(np.mean([[bench.metric(task, s, lr, epochs) for lr in grid]
-                                     for s in args.seeds], axis=0)))
+        best = float(
+            np.max(
+                np.mean(
+                    [[bench.metric(task, s, lr, epochs) for lr in grid] for s in args.seeds], axis=0
+                )
+            )
+        )
         shares = {name: [] for name in SCHEDULES}
         for seed in args.seeds:
             with warnings.catch_warnings():
@@ -179,20 +212,26 @@ def tuned_main(args, tasks):
     rows = []
     for task in tasks:
         epochs, grid = sq.TASKS[task][4], sq.TASKS[task][5]
-        best = float(np.max(np.mean([[bench.metric(task, s, lr, epochs) for lr in grid]
-                                     for s in args.seeds], axis=0)))
+        best = float(
+            np.max(
+                np.mean(
+                    [[bench.metric(task, s, lr, epochs) for lr in grid] for s in args.seeds], axis=0
+                )
+            )
+        )
         shares = {name: [] for name in TUNED}
         computes = []
         for seed in args.seeds:
             peak = tuned_wsd(bench, task, seed)
-            shares[TUNED[0]].append(np.nan if peak is None
-                                    else wsd_metric(bench, task, seed, peak))
+            shares[TUNED[0]].append(np.nan if peak is None else wsd_metric(bench, task, seed, peak))
             one_cycle = bench.tuned(task, seed, 0, epochs, sq.TUNE_BUDGET)
             bench.save()
-            shares[TUNED[1]].append(np.nan if one_cycle is None
-                                    else wsd_metric(bench, task, seed, one_cycle))
-            shares[TUNED[2]].append(np.nan if one_cycle is None
-                                    else bench.metric(task, seed, one_cycle, epochs))
+            shares[TUNED[1]].append(
+                np.nan if one_cycle is None else wsd_metric(bench, task, seed, one_cycle)
+            )
+            shares[TUNED[2]].append(
+                np.nan if one_cycle is None else bench.metric(task, seed, one_cycle, epochs)
+            )
             metric, _, compute = wsd_race(bench, task, seed)
             shares[TUNED[3]].append(metric)
             computes.append(compute)
@@ -200,8 +239,12 @@ def tuned_main(args, tasks):
         bench.save()
         row = {name: float(np.nanmean(values)) / best for name, values in shares.items()}
         rows.append((task, row))
-        print(f"{task}: " + "; ".join(f"{k} {v:.2%}" for k, v in row.items())
-              + f"; WSD race compute {np.mean(computes):.2f}", flush=True)
+        print(
+            f"{task}: "
+            + "; ".join(f"{k} {v:.2%}" for k, v in row.items())
+            + f"; WSD race compute {np.mean(computes):.2f}",
+            flush=True,
+        )
     print("\n| task | " + " | ".join(TUNED) + " |")
     print("|---|" + "---|" * len(TUNED))
     for task, row in rows:

@@ -26,8 +26,12 @@ from digits_task import small_mlp  # noqa: E402
 
 
 def main():
-    args, out = example_args(__doc__, "cyclic_triangular2", epochs=12, extra=[
-        ("--epochs-per-half-cycle", dict(type=int, default=2))])
+    args, out = example_args(
+        __doc__,
+        "cyclic_triangular2",
+        epochs=12,
+        extra=[("--epochs-per-half-cycle", dict(type=int, default=2))],
+    )
 
     x_train, x_test, y_train, y_test = digits_split(seed=0)
     model = small_mlp()
@@ -39,11 +43,20 @@ def main():
     steps_per_epoch = math.ceil(len(x_train) / args.batch_size)
     step_size_up = args.epochs_per_half_cycle * steps_per_epoch  # Smith: 2-10 epochs
     clr = keras_clr.CyclicLR(base_lr, max_lr, step_size_up=step_size_up, mode="triangular2")
-    history = model.fit(x_train, y_train, batch_size=args.batch_size, epochs=args.epochs,
-                        validation_data=(x_test, y_test), verbose=0, callbacks=[clr])
+    history = model.fit(
+        x_train,
+        y_train,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        validation_data=(x_test, y_test),
+        verbose=0,
+        callbacks=[clr],
+    )
     h = history.history
-    print(f"CyclicLR({base_lr:.2g}, {max_lr:.2g}, step_size_up={step_size_up}, "
-          f"mode='triangular2'): test accuracy {h['val_accuracy'][-1]:.4f}")
+    print(
+        f"CyclicLR({base_lr:.2g}, {max_lr:.2g}, step_size_up={step_size_up}, "
+        f"mode='triangular2'): test accuracy {h['val_accuracy'][-1]:.4f}"
+    )
 
     fig, (range_ax, schedule_ax, acc_ax) = plt.subplots(1, 3, figsize=(17, 4))
     result.plot(ax=range_ax)  # the green span is suggest_range()

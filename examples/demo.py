@@ -33,18 +33,21 @@ import keras_clr  # noqa: E402
 def load_data(seed):
     digits = load_digits()
     x = (digits.data / 16.0).astype("float32")
-    return train_test_split(x, digits.target, test_size=0.25, random_state=seed,
-                            stratify=digits.target)
+    return train_test_split(
+        x, digits.target, test_size=0.25, random_state=seed, stratify=digits.target
+    )
 
 
 def build_model():
-    model = keras.Sequential([
-        keras.Input((64,)),
-        keras.layers.Dense(128, activation="relu"),
-        keras.layers.Dropout(0.1),
-        keras.layers.Dense(64, activation="relu"),
-        keras.layers.Dense(10),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((64,)),
+            keras.layers.Dense(128, activation="relu"),
+            keras.layers.Dropout(0.1),
+            keras.layers.Dense(64, activation="relu"),
+            keras.layers.Dense(10),
+        ]
+    )
     model.compile(
         optimizer=keras.optimizers.SGD(learning_rate=0.01, momentum=0.9),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -66,8 +69,7 @@ def plot_history(history, path):
     lr_ax.set_xlabel("epoch")
     lr_ax.set_ylabel("learning rate")
     twin = lr_ax.twinx()
-    twin.plot(epochs, history["momentum"], color="tab:orange", linestyle="--",
-              label="momentum")
+    twin.plot(epochs, history["momentum"], color="tab:orange", linestyle="--", label="momentum")
     twin.set_ylabel("momentum")
     lr_ax.set_title("values in force, from History")
     fig.tight_layout()
@@ -88,8 +90,9 @@ def main():
     x_train, x_test, y_train, y_test = load_data(args.seed)
     model = build_model()
 
-    result = keras_clr.find_lr(model, x_train, y_train, batch_size=args.batch_size,
-                               num_steps=200, verbose=0)
+    result = keras_clr.find_lr(
+        model, x_train, y_train, batch_size=args.batch_size, num_steps=200, verbose=0
+    )
     print(repr(result))
     ax = result.plot()
     ax.figure.savefig(out / "range_test.png", dpi=110)
@@ -107,14 +110,25 @@ def main():
     plt.close(ax.figure)
     one_cycle.to_frame().to_csv(out / "schedule_per_step.csv", index=False)
 
-    history = model.fit(x_train, y_train, batch_size=args.batch_size,
-                        epochs=args.epochs, validation_data=(x_test, y_test),
-                        callbacks=[one_cycle], verbose=2)
+    history = model.fit(
+        x_train,
+        y_train,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        validation_data=(x_test, y_test),
+        callbacks=[one_cycle],
+        verbose=2,
+    )
     plot_history(history.history, out / "training_curves.png")
     _, accuracy = model.evaluate(x_test, y_test, verbose=0)
     print(f"OneCycle with max_lr={max_lr:.3g}: test accuracy {accuracy:.4f}")
-    for name in ("range_test.png", "range_test.csv", "schedule.png",
-                 "schedule_per_step.csv", "training_curves.png"):
+    for name in (
+        "range_test.png",
+        "range_test.csv",
+        "schedule.png",
+        "schedule_per_step.csv",
+        "training_curves.png",
+    ):
         print(f"wrote {out / name}")
 
 

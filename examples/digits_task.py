@@ -13,17 +13,21 @@ from sklearn.model_selection import train_test_split
 def digits_split(seed=0):
     """(x_train, x_test, y_train, y_test): pixels scaled to [0, 1]."""
     digits = load_digits()
-    return train_test_split(digits.data.astype("float32") / 16.0, digits.target,
-                            test_size=0.25, random_state=seed)
+    return train_test_split(
+        digits.data.astype("float32") / 16.0, digits.target, test_size=0.25, random_state=seed
+    )
 
 
 def small_mlp(optimizer=None, hidden=64):
     """A compiled 64-`hidden`-10 MLP (SGD with momentum 0.9 by default)."""
-    model = keras.Sequential([keras.Input((64,)),
-                              keras.layers.Dense(hidden, activation="relu"),
-                              keras.layers.Dense(10)])
-    model.compile(optimizer or keras.optimizers.SGD(momentum=0.9), metrics=["accuracy"],
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model = keras.Sequential(
+        [keras.Input((64,)), keras.layers.Dense(hidden, activation="relu"), keras.layers.Dense(10)]
+    )
+    model.compile(
+        optimizer or keras.optimizers.SGD(momentum=0.9),
+        metrics=["accuracy"],
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
     return model
 
 

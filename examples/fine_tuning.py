@@ -41,8 +41,9 @@ def images(x):
 
 def build(body_weights=None):
     """MobileNet body (a nested model: one group) and a new 5-class head."""
-    body = keras.applications.MobileNet(input_shape=(32, 32, 3), alpha=0.25,
-                                        include_top=False, weights=None, pooling="avg")
+    body = keras.applications.MobileNet(
+        input_shape=(32, 32, 3), alpha=0.25, include_top=False, weights=None, pooling="avg"
+    )
     for layer in body.layers:
         # Keras's BatchNormalization keeps 99% of its moving statistics a
         # step: after the few hundred steps here they would still be mostly
@@ -51,18 +52,28 @@ def build(body_weights=None):
             layer.momentum = 0.9
     if body_weights is not None:
         body.set_weights(body_weights)
-    model = keras.Sequential([keras.Input((32, 32, 3)), body,
-                              keras.layers.Dense(5, name="head")])
-    model.compile(keras.optimizers.SGD(momentum=0.9), metrics=["accuracy"],
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model = keras.Sequential([keras.Input((32, 32, 3)), body, keras.layers.Dense(5, name="head")])
+    model.compile(
+        keras.optimizers.SGD(momentum=0.9),
+        metrics=["accuracy"],
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
     return model
 
 
 def main():
-    args, out = example_args(__doc__, "fine_tuning", epochs=4, extra=[
-        ("--pretrain-epochs", {"type": int, "default": 6}),
-        ("--budget-steps", {"type": int, "default": 400,
-                            "help": "tune_max_lr's steps for each rate it tunes"})])
+    args, out = example_args(
+        __doc__,
+        "fine_tuning",
+        epochs=4,
+        extra=[
+            ("--pretrain-epochs", {"type": int, "default": 6}),
+            (
+                "--budget-steps",
+                {"type": int, "default": 400, "help": "tune_max_lr's steps for each rate it tunes"},
+            ),
+        ],
+    )
     if not hasattr(keras.optimizers, "MultiOptimizer"):
         raise SystemExit(f"this example needs Keras 3.15 or later (keras {keras.__version__})")
     x_train, x_test, y_train, y_test = digits_split(seed=0)
@@ -72,8 +83,14 @@ def main():
 
     # Pre-training on digits 0-4.
     pretrained = build()
-    pretrained.fit(x_train[first], y_train[first], batch_size=args.batch_size,
-                   epochs=args.pretrain_epochs, verbose=0, callbacks=[keras_clr.OneCycle(0.05)])
+    pretrained.fit(
+        x_train[first],
+        y_train[first],
+        batch_size=args.batch_size,
+        epochs=args.pretrain_epochs,
+        verbose=0,
+        callbacks=[keras_clr.OneCycle(0.05)],
+    )
     body_weights = pretrained.layers[0].get_weights()
     data = (x_train[second], y_train[second] - 5)
     validation = (x_test[test], y_test[test] - 5)
@@ -81,39 +98,60 @@ def main():
     # 1. One rate for every layer.
     keras.utils.set_random_seed(1)
     one = build(body_weights)
-    one_history = keras_clr.fit_one_cycle(one, *data, batch_size=args.batch_size,
-                                          epochs=args.epochs, max_lr="auto", verbose=0,
-                                          budget_steps=args.budget_steps,
-                                          validation_data=validation)
+    one_history = keras_clr.fit_one_cycle(
+        one,
+        *data,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        max_lr="auto",
+        verbose=0,
+        budget_steps=args.budget_steps,
+        validation_data=validation,
+    )
     one_rate = one_history.max_lr_search.max_lr
-    print(f"one rate (max_lr {one_rate:.3g}), {args.epochs} epochs: test accuracy "
-          f"{one_history.history['val_accuracy'][-1]:.4f}")
+    print(
+        f"one rate (max_lr {one_rate:.3g}), {args.epochs} epochs: test accuracy "
+        f"{one_history.history['val_accuracy'][-1]:.4f}"
+    )
 
     # 2. The head first, then discriminative rates.
     keras.utils.set_random_seed(1)
     tuned = build(body_weights)
-    stages = keras_clr.fine_tune(tuned, *data, batch_size=args.batch_size, freeze_epochs=1,
-                                 epochs=args.epochs - 1, max_lr="auto", verbose=0,
-                                 budget_steps=args.budget_steps, validation_data=validation)
-    groups = [(sub.name, float(sub.learning_rate.numpy()))
-              for sub in tuned.optimizer.optimizers]
-    print(f"fine_tune (1 epoch of the head, {args.epochs - 1} of every layer): test "
-          f"accuracy {stages.unfrozen.history['val_accuracy'][-1]:.4f}; the groups' rates "
-          "at the end: " + ", ".join(f"{name} {rate:.3g}" for name, rate in groups))
+    stages = keras_clr.fine_tune(
+        tuned,
+        *data,
+        batch_size=args.batch_size,
+        freeze_epochs=1,
+        epochs=args.epochs - 1,
+        max_lr="auto",
+        verbose=0,
+        budget_steps=args.budget_steps,
+        validation_data=validation,
+    )
+    groups = [(sub.name, float(sub.learning_rate.numpy())) for sub in tuned.optimizer.optimizers]
+    print(
+        f"fine_tune (1 epoch of the head, {args.epochs - 1} of every layer): test "
+        f"accuracy {stages.unfrozen.history['val_accuracy'][-1]:.4f}; the groups' rates "
+        "at the end: " + ", ".join(f"{name} {rate:.3g}" for name, rate in groups)
+    )
 
     fig, (acc_ax, lr_ax) = plt.subplots(1, 2, figsize=(10, 3.5))
-    acc_ax.plot(range(1, args.epochs + 1), one_history.history["val_accuracy"], "o-",
-                label="one rate")
-    tuned_acc = (stages.frozen.history["val_accuracy"]
-                 + stages.unfrozen.history["val_accuracy"])
+    acc_ax.plot(
+        range(1, args.epochs + 1), one_history.history["val_accuracy"], "o-", label="one rate"
+    )
+    tuned_acc = stages.frozen.history["val_accuracy"] + stages.unfrozen.history["val_accuracy"]
     acc_ax.plot(range(1, len(tuned_acc) + 1), tuned_acc, "o-", label="fine_tune")
     acc_ax.set(xlabel="epoch", ylabel="test accuracy", title="digits 5-9, fine-tuned")
     acc_ax.legend()
     keys = [k for k in stages.unfrozen.history if k.startswith("learning_rate_")]
     for key in keys:
         lr_ax.plot(stages.unfrozen.history[key], "o-", label=key)
-    lr_ax.set(xlabel="epoch of stage 2", ylabel="learning rate", yscale="log",
-              title="each group's rate at the end of each epoch")
+    lr_ax.set(
+        xlabel="epoch of stage 2",
+        ylabel="learning rate",
+        yscale="log",
+        title="each group's rate at the end of each epoch",
+    )
     lr_ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "fine_tuning.png", dpi=110)

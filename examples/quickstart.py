@@ -38,12 +38,20 @@ def main():
     max_lr = result.suggest() or 0.1  # None (with a warning) if the curve has no descent
 
     # 2. One cycle at the suggested peak; SGD momentum cycles 0.95 -> 0.85 -> 0.95.
-    history = model.fit(x_train, y_train, batch_size=args.batch_size, epochs=args.epochs,
-                        validation_data=(x_test, y_test), verbose=0,
-                        callbacks=[keras_clr.OneCycle(max_lr)])
+    history = model.fit(
+        x_train,
+        y_train,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        validation_data=(x_test, y_test),
+        verbose=0,
+        callbacks=[keras_clr.OneCycle(max_lr)],
+    )
     h = history.history
-    print(f"OneCycle(max_lr={max_lr:.3g}), {args.epochs} epochs: "
-          f"test accuracy {h['val_accuracy'][-1]:.4f}")
+    print(
+        f"OneCycle(max_lr={max_lr:.3g}), {args.epochs} epochs: "
+        f"test accuracy {h['val_accuracy'][-1]:.4f}"
+    )
 
     fig, (acc_ax, lr_ax) = plt.subplots(1, 2, figsize=(10, 3.5))
     epochs = range(1, len(h["loss"]) + 1)
@@ -52,8 +60,9 @@ def main():
     acc_ax.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
     acc_ax.legend()
     lr_ax.plot(epochs, h["learning_rate"], "o-")
-    lr_ax.set(xlabel="epoch", ylabel="learning rate",
-              title="learning rate at the end of each epoch")
+    lr_ax.set(
+        xlabel="epoch", ylabel="learning rate", title="learning rate at the end of each epoch"
+    )
     fig.tight_layout()
     fig.savefig(out / "training.png", dpi=110)
     print(f"wrote {out / 'range_test.png'} and {out / 'training.png'}")

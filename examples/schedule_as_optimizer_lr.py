@@ -35,8 +35,10 @@ def main():
     candidates = {
         "one_cycle": schedules.OneCycleLearningRate(0.1, total_steps=total_steps),
         "triangular2": schedules.Triangular2CyclicalLearningRate(
-            initial_learning_rate=1e-3, maximal_learning_rate=0.1,
-            step_size=max(1, total_steps // 6)),
+            initial_learning_rate=1e-3,
+            maximal_learning_rate=0.1,
+            step_size=max(1, total_steps // 6),
+        ),
     }
 
     fig, ax = plt.subplots(figsize=(8, 4))
@@ -44,26 +46,33 @@ def main():
     for name, schedule in candidates.items():
         ax.plot(steps, schedule(steps), label=type(schedule).__name__)  # host preview, float64
 
-        model = keras.Sequential([keras.Input((64,)),
-                                  keras.layers.Dense(64, activation="relu"),
-                                  keras.layers.Dense(10)])
-        model.compile(keras.optimizers.SGD(learning_rate=schedule, momentum=0.9),
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                      metrics=["accuracy"])
+        model = keras.Sequential(
+            [keras.Input((64,)), keras.layers.Dense(64, activation="relu"), keras.layers.Dense(10)]
+        )
+        model.compile(
+            keras.optimizers.SGD(learning_rate=schedule, momentum=0.9),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=["accuracy"],
+        )
         model.fit(x_train, y_train, batch_size=args.batch_size, epochs=args.epochs, verbose=0)
         path = out / f"{name}.keras"
         model.save(path)
         loaded = keras.models.load_model(path)  # safe mode: no custom_objects needed
         step = int(loaded.optimizer.iterations)
         saved = loaded.optimizer.get_config()["learning_rate"]
-        print(f"{name}: saved and loaded {saved['class_name']} at step {step}, "
-              f"lr {float(loaded.optimizer.learning_rate):.3g} "
-              f"(schedule({step}) = {schedule(step):.3g}), "
-              f"test accuracy {loaded.evaluate(x_test, y_test, verbose=0)[1]:.4f}")
+        print(
+            f"{name}: saved and loaded {saved['class_name']} at step {step}, "
+            f"lr {float(loaded.optimizer.learning_rate):.3g} "
+            f"(schedule({step}) = {schedule(step):.3g}), "
+            f"test accuracy {loaded.evaluate(x_test, y_test, verbose=0)[1]:.4f}"
+        )
         ax.plot([step], [schedule(step)], "ko")
 
-    ax.set(xlabel="step", ylabel="learning rate",
-           title="keras_clr.schedules as the optimizer's learning_rate (dot: step when saved)")
+    ax.set(
+        xlabel="step",
+        ylabel="learning rate",
+        title="keras_clr.schedules as the optimizer's learning_rate (dot: step when saved)",
+    )
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()

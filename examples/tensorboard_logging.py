@@ -39,10 +39,19 @@ def main():
 
     result = keras_clr.find_lr(model, x_train, y_train, batch_size=args.batch_size, verbose=0)
     result.to_tensorboard(log_dir / "lr_finder")
-    callbacks = [keras_clr.OneCycle(result.suggest() or 0.1),
-                 keras.callbacks.TensorBoard(str(log_dir), update_freq="batch", write_graph=False)]
-    model.fit(x_train, y_train, batch_size=args.batch_size, epochs=args.epochs,
-              validation_data=(x_test, y_test), verbose=0, callbacks=callbacks)
+    callbacks = [
+        keras_clr.OneCycle(result.suggest() or 0.1),
+        keras.callbacks.TensorBoard(str(log_dir), update_freq="batch", write_graph=False),
+    ]
+    model.fit(
+        x_train,
+        y_train,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        validation_data=(x_test, y_test),
+        verbose=0,
+        callbacks=callbacks,
+    )
 
     # Read the event files back.
     runs = {}

@@ -19,7 +19,20 @@ from keras_clr.tuning import tune_max_lr
 
 __version__ = "0.2.0.dev0"
 
-__all__ = ["CyclicLR", "FineTuneHistory", "LRFinder", "LRFinderResult", "MaxLRRace",
-           "MaxLRSearch", "OneCycle", "WarmupStableDecay", "WeightDecaySweep",
-           "discriminative_optimizer", "find_lr", "fine_tune", "fit_one_cycle", "schedules",
-           "tune_max_lr"]
+__all__ = [
+    "CyclicLR",
+    "FineTuneHistory",
+    "LRFinder",
+    "LRFinderResult",
+    "MaxLRRace",
+    "MaxLRSearch",
+    "OneCycle",
+    "WarmupStableDecay",
+    "WeightDecaySweep",
+    "discriminative_optimizer",
+    "find_lr",
+    "fine_tune",
+    "fit_one_cycle",
+    "schedules",
+    "tune_max_lr",
+]

@@ -51,8 +51,10 @@ def fill(variable, value):
         if jax.process_count() > 1:
             import jax.numpy as jnp
 
-            make = jax.jit(lambda: jnp.full(variable.shape, value, variable.dtype),
-                           out_shardings=variable.value.sharding)
+            make = jax.jit(
+                lambda: jnp.full(variable.shape, value, variable.dtype),
+                out_shardings=variable.value.sharding,
+            )
             variable.assign(make())
             return
     variable.assign(np.full(variable.shape, value, dtype=variable.dtype))
@@ -61,8 +63,12 @@ def fill(variable, value):
 # -- graph arithmetic in 64 bits ----------------------------------------------
 
 
-KerasOps = curves.namespace("KerasOps", ops, lambda x: ops.cast(x, "float64"),
-                           "The graph namespace: `keras.ops`, with float64 arithmetic.")
+KerasOps = curves.namespace(
+    "KerasOps",
+    ops,
+    lambda x: ops.cast(x, "float64"),
+    "The graph namespace: `keras.ops`, with float64 arithmetic.",
+)
 
 
 class _JaxOps:
@@ -227,13 +233,11 @@ def write_row(record, index, row):
         # scatter in a replica's context.)
         import tensorflow as tf
 
-        record.value.scatter_nd_update(tf.reshape(index, (1, 1)),
-                                       ops.expand_dims(row, 0))
+        record.value.scatter_nd_update(tf.reshape(index, (1, 1)), ops.expand_dims(row, 0))
         return
     # JAX no longer converts a Variable passed to its primitives itself.
     current = record.value if name() == "jax" else record
-    record.assign(ops.slice_update(current, ops.stack([index, 0]),
-                                   ops.expand_dims(row, 0)))
+    record.assign(ops.slice_update(current, ops.stack([index, 0]), ops.expand_dims(row, 0)))
 
 
 # -- tf.distribute ---------------------------------------------------------------
@@ -336,8 +340,14 @@ def stand_in(value_fn, original, traced, torch_compiled=False):
 
 
 _TORCH_TYPE = []
-COMPARISONS = [("eq", operator.eq), ("ne", operator.ne), ("lt", operator.lt),
-               ("le", operator.le), ("gt", operator.gt), ("ge", operator.ge)]
+COMPARISONS = [
+    ("eq", operator.eq),
+    ("ne", operator.ne),
+    ("lt", operator.lt),
+    ("le", operator.le),
+    ("gt", operator.gt),
+    ("ge", operator.ge),
+]
 
 
 def compare_as_original(op):

@@ -16,8 +16,12 @@ def _fail(name, expected, value):
 
 def positive_finite(name, value):
     """A real number > 0 that is not inf or NaN; returns it as a float."""
-    if (isinstance(value, bool) or not isinstance(value, numbers.Real)
-            or not math.isfinite(value) or value <= 0):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
         _fail(name, "a positive finite number", value)
     return float(value)
 
@@ -37,8 +41,13 @@ def positive_int(name, value):
 
 def non_negative_int(name, value):
     """An integer >= 0 (a float with an integral value is accepted)."""
-    if (isinstance(value, bool) or not isinstance(value, numbers.Real)
-            or not math.isfinite(value) or value != int(value) or value < 0):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not math.isfinite(value)
+        or value != int(value)
+        or value < 0
+    ):
         _fail(name, "a non-negative integer", value)
     return int(value)
 
@@ -47,8 +56,11 @@ def steps_or_fraction(name, value):
     """A number of steps (an integer >= 0) or a fraction (a float in (0, 1))."""
     if isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 0:
         return int(value)
-    if (isinstance(value, numbers.Real) and not isinstance(value, (bool, numbers.Integral))
-            and 0 < value < 1):
+    if (
+        isinstance(value, numbers.Real)
+        and not isinstance(value, (bool, numbers.Integral))
+        and 0 < value < 1
+    ):
         return float(value)
     _fail(name, "a non-negative integer (steps) or a float in (0, 1) (a fraction)", value)
 
@@ -56,8 +68,7 @@ def steps_or_fraction(name, value):
 def in_interval(name, value, low, high, low_open=False, high_open=False):
     """A finite real number within the interval; returns it as a float."""
     interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-    if (isinstance(value, bool) or not isinstance(value, numbers.Real)
-            or not math.isfinite(value)):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
         _fail(name, f"a number in {interval}", value)
     too_low = value <= low if low_open else value < low
     too_high = value >= high if high_open else value > high

@@ -49,8 +49,7 @@ def build_optimizer(model):
         with _backend.strategy_scope(model):
             optimizer.build(model.trainable_variables)
     else:
-        with _backend.strategy_scope(model), keras.name_scope(optimizer.name,
-                                                               caller=optimizer):
+        with _backend.strategy_scope(model), keras.name_scope(optimizer.name, caller=optimizer):
             optimizer.build(model.trainable_variables)
     optimizer.built = True
 
@@ -85,7 +84,6 @@ def unset_callback_fit():
     return {"params": None, "_model": None}
 
 
-
 def callback_list(callback):
     """The `keras.callbacks.CallbackList` of the `fit` now calling
     `callback`, or None.
@@ -100,8 +98,9 @@ def callback_list(callback):
     try:
         while frame is not None:
             owner = frame.f_locals.get("self")
-            if (isinstance(owner, keras.callbacks.CallbackList)
-                    and any(c is callback for c in owner.callbacks)):
+            if isinstance(owner, keras.callbacks.CallbackList) and any(
+                c is callback for c in owner.callbacks
+            ):
                 return owner
             frame = frame.f_back
     finally:
@@ -146,8 +145,12 @@ def _jax_state_variables(model):
     """The variables of Keras's JAX training state, in its order
     (trainable, non-trainable, optimizer, metrics; checked on Keras 3.15,
     JAX's tests run on the newest pins only)."""
-    return (model.trainable_variables, model.non_trainable_variables,
-            model.optimizer.variables, model.metrics_variables)
+    return (
+        model.trainable_variables,
+        model.non_trainable_variables,
+        model.optimizer.variables,
+        model.metrics_variables,
+    )
 
 
 def plain_train_step(model):
@@ -165,7 +168,8 @@ def plain_train_step(model):
         raise ValueError(
             "keras_clr does not support Keras's Flax NNX mode: its train step "
             "cannot be wrapped. Unset KERAS_NNX_ENABLED. "
-            "Received: KERAS_NNX_ENABLED=true")
+            "Received: KERAS_NNX_ENABLED=true"
+        )
     jax_step = model.train_step
 
     def step(data):
@@ -194,12 +198,14 @@ def as_train_step(model, body):
 
     def train_step(state, data):
         groups = _jax_state_variables(model)
-        mapping = [(variable, value) for variables, values in zip(groups, state)
-                   for variable, value in zip(variables, values)]
+        mapping = [
+            (variable, value)
+            for variables, values in zip(groups, state)
+            for variable, value in zip(variables, values)
+        ]
         with keras.StatelessScope(state_mapping=mapping) as scope:
             logs = body(data)
-        state = tuple([scope.get_current_value(v) for v in variables]
-                      for variables in groups)
+        state = tuple([scope.get_current_value(v) for v in variables] for variables in groups)
         return logs, state
 
     return train_step

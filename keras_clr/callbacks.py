@@ -61,15 +61,16 @@ def check_conflicts(callback, others):
                 "the learning rate at every step: the values one logs would not "
                 "be the values applied. Pass one of them per fit (run "
                 "keras_clr.find_lr before the fit that uses its suggestion). "
-                f"Received: callbacks=[..., {name}, {kind}, ...]")
-        if any(isinstance(other, getattr(keras.callbacks, setter, ()))
-               for setter in _LR_SETTERS):
+                f"Received: callbacks=[..., {name}, {kind}, ...]"
+            )
+        if any(isinstance(other, getattr(keras.callbacks, setter, ())) for setter in _LR_SETTERS):
             raise ValueError(
                 f"{kind} cannot change the learning rate while {name} sets it at "
                 f"every step: its changes would be overwritten at the next step "
                 f"(it would report reductions that never apply). Remove the "
                 f"{kind}, or drop {name} and let {kind} drive the rate. "
-                f"Received: callbacks=[..., {name}, {kind}, ...]")
+                f"Received: callbacks=[..., {name}, {kind}, ...]"
+            )
 
 
 class _ScheduleCallback(keras.callbacks.Callback):
@@ -95,10 +96,8 @@ class _ScheduleCallback(keras.callbacks.Callback):
 
     def __init__(self, cycle_momentum, base_momentum, max_momentum):
         super().__init__()
-        self.cycle_momentum = _checks.a_bool("cycle_momentum", cycle_momentum,
-                                             also=("auto",))
-        self.base_momentum, self.max_momentum = schedules.check_momenta(
-            base_momentum, max_momentum)
+        self.cycle_momentum = _checks.a_bool("cycle_momentum", cycle_momentum, also=("auto",))
+        self.base_momentum, self.max_momentum = schedules.check_momenta(base_momentum, max_momentum)
         self.__dict__.update(self._fresh_state())
 
     def _fresh_state(self):
@@ -196,12 +195,20 @@ class _ScheduleCallback(keras.callbacks.Callback):
                 "length: Keras counts an extra batch as each such epoch ends, "
                 "which shifts the accumulation. Pass `steps_per_epoch` to fit "
                 "(or give the data a length). Received: "
-                f"gradient_accumulation_steps={accumulation}, steps=None")
+                f"gradient_accumulation_steps={accumulation}, steps=None"
+            )
         self._prepare(epochs, steps, accumulation)
         self._fit = fit_steps.FitSteps(
-            self.model, self._schedules(), self._constant_from(), name,
-            steps=steps, epochs=epochs, accumulation=accumulation,
-            groups=groups, previous=self._fit)
+            self.model,
+            self._schedules(),
+            self._constant_from(),
+            name,
+            steps=steps,
+            epochs=epochs,
+            accumulation=accumulation,
+            groups=groups,
+            previous=self._fit,
+        )
 
     def on_epoch_begin(self, epoch, logs=None):
         self._fit.epoch_begin(epoch)
@@ -258,10 +265,14 @@ class _ScheduleCallback(keras.callbacks.Callback):
 
         count, lr_schedule, momentum_schedule = self._preview(total_steps)
         steps = np.arange(count)
-        momentum = (momentum_schedule(steps) if momentum_schedule is not None
-                    else np.full(len(steps), np.nan))
-        return pd.DataFrame({"step": steps, "learning_rate": lr_schedule(steps),
-                             "momentum": momentum})
+        momentum = (
+            momentum_schedule(steps)
+            if momentum_schedule is not None
+            else np.full(len(steps), np.nan)
+        )
+        return pd.DataFrame(
+            {"step": steps, "learning_rate": lr_schedule(steps), "momentum": momentum}
+        )
 
     def plot(self, total_steps=None, ax=None):
         """Draws the learning rate and momentum against the step.
@@ -376,32 +387,64 @@ class CyclicLR(_ScheduleCallback):
         Networks. arXiv:1506.01186.
     """
 
-    def __init__(self, base_lr, max_lr, step_size_up=2000, step_size_down=None,
-                 mode="triangular", gamma=1.0, scale_fn=None, scale_mode="cycle",
-                 cycle_momentum="auto", base_momentum=curves.CYCLIC_BASE_MOMENTUM,
-                 max_momentum=curves.CYCLIC_MAX_MOMENTUM):
+    def __init__(
+        self,
+        base_lr,
+        max_lr,
+        step_size_up=2000,
+        step_size_down=None,
+        mode="triangular",
+        gamma=1.0,
+        scale_fn=None,
+        scale_mode="cycle",
+        cycle_momentum="auto",
+        base_momentum=curves.CYCLIC_BASE_MOMENTUM,
+        max_momentum=curves.CYCLIC_MAX_MOMENTUM,
+    ):
         super().__init__(cycle_momentum, base_momentum, max_momentum)
         # Checked here too, so that errors name this callback's arguments.
         base_lr, max_lr, step_size_up, step_size_down = schedules.check_cyclical(
-            base_lr, max_lr, step_size_up, step_size_down, scale_mode,
-            names=("base_lr", "max_lr", "step_size_up"))
+            base_lr,
+            max_lr,
+            step_size_up,
+            step_size_down,
+            scale_mode,
+            names=("base_lr", "max_lr", "step_size_up"),
+        )
         _checks.one_of("mode", mode, ("triangular", "triangular2", "exp_range"))
         self.gamma = _checks.in_interval("gamma", gamma, 0.0, 1.0, low_open=True)
         if scale_fn is None:
             # Registered scale functions: a model compiled with `lr_schedule`
             # (or `momentum_schedule`) saves and loads in safe mode.
-            scale_fn = {"triangular": schedules.triangular_scale,
-                        "triangular2": schedules.triangular2_scale,
-                        "exp_range": schedules.ExponentialScale(self.gamma)}[mode]
+            scale_fn = {
+                "triangular": schedules.triangular_scale,
+                "triangular2": schedules.triangular2_scale,
+                "exp_range": schedules.ExponentialScale(self.gamma),
+            }[mode]
             scale_mode = "iterations" if mode == "exp_range" else "cycle"
         self.mode = mode
         self.scale_fn = _checks.a_callable("scale_fn", scale_fn)
         self._lr = schedules.CyclicalLearningRate(
-            base_lr, max_lr, step_size_up, scale_fn, scale_mode,
-            name="CyclicLR", step_size_down=step_size_down)
-        self._momentum = (schedules.CyclicalMomentum(
-            self.base_momentum, self.max_momentum, step_size_up, scale_fn,
-            scale_mode, step_size_down) if self.cycle_momentum else None)
+            base_lr,
+            max_lr,
+            step_size_up,
+            scale_fn,
+            scale_mode,
+            name="CyclicLR",
+            step_size_down=step_size_down,
+        )
+        self._momentum = (
+            schedules.CyclicalMomentum(
+                self.base_momentum,
+                self.max_momentum,
+                step_size_up,
+                scale_fn,
+                scale_mode,
+                step_size_down,
+            )
+            if self.cycle_momentum
+            else None
+        )
         self.base_lr, self.max_lr = self._lr.initial_learning_rate, self._lr.maximal_learning_rate
         self.step_size_up = self._lr.step_size
         self.step_size_down = self._lr.step_size_down or self.step_size_up
@@ -437,7 +480,9 @@ class CyclicLR(_ScheduleCallback):
             "Smith (2017) suggests, or at most half the fit "
             f"({max(1, fit.planned_steps // 2)}) for one cycle; or train for "
             "more epochs. A later fit with this callback continues the "
-            "schedule from where this one ends.", stacklevel=3)
+            "schedule from where this one ends.",
+            stacklevel=3,
+        )
 
     def _preview(self, total_steps):
         if total_steps is None:
@@ -513,25 +558,33 @@ class OneCycle(_ScheduleCallback):
         Smith, L. N., & Topin, N. (2019). Super-Convergence. arXiv:1708.07120.
     """
 
-    def __init__(self, max_lr, total_steps=None, pct_start=0.3,
-                 anneal_strategy="cos", div_factor=25.0, final_div_factor=1e4,
-                 three_phase=False, cycle_momentum="auto",
-                 base_momentum=curves.BASE_MOMENTUM, max_momentum=curves.MAX_MOMENTUM):
+    def __init__(
+        self,
+        max_lr,
+        total_steps=None,
+        pct_start=0.3,
+        anneal_strategy="cos",
+        div_factor=25.0,
+        final_div_factor=1e4,
+        three_phase=False,
+        cycle_momentum="auto",
+        base_momentum=curves.BASE_MOMENTUM,
+        max_momentum=curves.MAX_MOMENTUM,
+    ):
         super().__init__(cycle_momentum, base_momentum, max_momentum)
         self.max_lr = _checks.positive_finite("max_lr", max_lr)
         if total_steps is not None:
             total_steps = _checks.positive_int("total_steps", total_steps)
-        _, self.pct_start, self.div_factor, self.final_div_factor = (
-            schedules.check_one_cycle(1, pct_start, anneal_strategy,
-                                       div_factor, final_div_factor))
+        _, self.pct_start, self.div_factor, self.final_div_factor = schedules.check_one_cycle(
+            1, pct_start, anneal_strategy, div_factor, final_div_factor
+        )
         self.total_steps = total_steps
         self.anneal_strategy = anneal_strategy
         self.three_phase = _checks.a_bool("three_phase", three_phase)
 
     def _fresh_state(self):
         # The cycle's length sized by the first fit, and its warning given.
-        return {**super()._fresh_state(), "_fit_total_steps": None,
-                "_warned": False}
+        return {**super()._fresh_state(), "_fit_total_steps": None, "_warned": False}
 
     def _steps(self, total_steps=None):
         steps = total_steps or self.total_steps or self._fit_total_steps
@@ -548,12 +601,27 @@ class OneCycle(_ScheduleCallback):
     def _schedules(self, total_steps=None):
         steps = self._steps(total_steps)
         lr = schedules.OneCycleLearningRate(
-            self.max_lr, steps, self.pct_start, self.anneal_strategy,
-            self.div_factor, self.final_div_factor, self.three_phase,
-            name="OneCycle")
-        momentum = (schedules.OneCycleMomentum(
-            steps, self.base_momentum, self.max_momentum, self.pct_start,
-            self.anneal_strategy, self.three_phase) if self.cycle_momentum else None)
+            self.max_lr,
+            steps,
+            self.pct_start,
+            self.anneal_strategy,
+            self.div_factor,
+            self.final_div_factor,
+            self.three_phase,
+            name="OneCycle",
+        )
+        momentum = (
+            schedules.OneCycleMomentum(
+                steps,
+                self.base_momentum,
+                self.max_momentum,
+                self.pct_start,
+                self.anneal_strategy,
+                self.three_phase,
+            )
+            if self.cycle_momentum
+            else None
+        )
         return lr, momentum
 
     def _preview(self, total_steps):
@@ -577,7 +645,8 @@ class OneCycle(_ScheduleCallback):
                 f"{' / gradient_accumulation_steps' if accumulation > 1 else ''}) "
                 "and continues that cycle. To train a new cycle sized from "
                 "this fit, pass a new OneCycle (or set `total_steps`).",
-                stacklevel=3)
+                stacklevel=3,
+            )
 
     def _constant_from(self):
         return self._steps() - 1
@@ -592,7 +661,8 @@ class OneCycle(_ScheduleCallback):
             warnings.warn(
                 f"OneCycle ran {done} steps, past total_steps={self._steps()}; "
                 "it holds the final learning rate and momentum from there on.",
-                stacklevel=2)
+                stacklevel=2,
+            )
 
 
 class WarmupStableDecay(_ScheduleCallback):
@@ -682,18 +752,28 @@ class WarmupStableDecay(_ScheduleCallback):
         Beyond Fixed Training Durations. arXiv:2405.18392.
     """
 
-    def __init__(self, max_lr, warmup_steps=0, decay_steps=0.2, total_steps=None,
-                 stable_steps=None, warmup_type="linear", decay_type="1-sqrt",
-                 min_lr_ratio=0.0, cycle_momentum="auto",
-                 base_momentum=curves.BASE_MOMENTUM, max_momentum=curves.MAX_MOMENTUM):
+    def __init__(
+        self,
+        max_lr,
+        warmup_steps=0,
+        decay_steps=0.2,
+        total_steps=None,
+        stable_steps=None,
+        warmup_type="linear",
+        decay_type="1-sqrt",
+        min_lr_ratio=0.0,
+        cycle_momentum="auto",
+        base_momentum=curves.BASE_MOMENTUM,
+        max_momentum=curves.MAX_MOMENTUM,
+    ):
         super().__init__(cycle_momentum, base_momentum, max_momentum)
         self.max_lr = _checks.positive_finite("max_lr", max_lr)
         self.warmup_steps, decay_start, decay = schedules.wsd_plan(
-            warmup_steps, decay_steps, total_steps, stable_steps)
+            warmup_steps, decay_steps, total_steps, stable_steps
+        )
         self.decay_steps = _checks.steps_or_fraction("decay_steps", decay_steps)
         self.total_steps, self.stable_steps = total_steps, stable_steps
-        self.warmup_type = _checks.one_of("warmup_type", warmup_type,
-                                          schedules.WARMUP_TYPES)
+        self.warmup_type = _checks.one_of("warmup_type", warmup_type, schedules.WARMUP_TYPES)
         self.decay_type = _checks.one_of("decay_type", decay_type, schedules.DECAY_TYPES)
         self.min_lr_ratio = _checks.in_interval("min_lr_ratio", min_lr_ratio, 0.0, 1.0)
         self._planned = self._plan = (decay_start, decay)
@@ -701,8 +781,11 @@ class WarmupStableDecay(_ScheduleCallback):
     def _fresh_state(self):
         # The plan, (cooldown's first step or None, its steps), as constructed,
         # and a change asked for during a fit, applied before its next step.
-        return {**super()._fresh_state(), "_plan": getattr(self, "_planned", None),
-                "_request": None}
+        return {
+            **super()._fresh_state(),
+            "_plan": getattr(self, "_planned", None),
+            "_request": None,
+        }
 
     @property
     def decay_start(self):
@@ -716,16 +799,23 @@ class WarmupStableDecay(_ScheduleCallback):
 
     def _schedules(self):
         decay_start, decay = self._plan
-        phases = dict(warmup_steps=self.warmup_steps, warmup_type=self.warmup_type,
-                      decay_type=self.decay_type, decay_steps=decay,
-                      stable_steps=None if decay_start is None else
-                      decay_start - self.warmup_steps)
+        phases = dict(
+            warmup_steps=self.warmup_steps,
+            warmup_type=self.warmup_type,
+            decay_type=self.decay_type,
+            decay_steps=decay,
+            stable_steps=None if decay_start is None else decay_start - self.warmup_steps,
+        )
         lr = schedules.WarmupStableDecayLearningRate(
-            self.max_lr, **phases, min_lr_ratio=self.min_lr_ratio,
-            name="WarmupStableDecay")
-        momentum = (schedules.WarmupStableDecayMomentum(
-            **phases, base_momentum=self.base_momentum,
-            max_momentum=self.max_momentum) if self.cycle_momentum else None)
+            self.max_lr, **phases, min_lr_ratio=self.min_lr_ratio, name="WarmupStableDecay"
+        )
+        momentum = (
+            schedules.WarmupStableDecayMomentum(
+                **phases, base_momentum=self.base_momentum, max_momentum=self.max_momentum
+            )
+            if self.cycle_momentum
+            else None
+        )
         return lr, momentum
 
     def _constant_from(self):
@@ -740,7 +830,8 @@ class WarmupStableDecay(_ScheduleCallback):
             raise ValueError(
                 "WarmupStableDecay is open-ended (no cooldown planned yet): pass "
                 "`total_steps` to say how many steps to show. Received: "
-                "total_steps=None")
+                "total_steps=None"
+            )
         else:
             count = decay_start + decay
         return (count, *self._schedules())
@@ -813,8 +904,7 @@ class WarmupStableDecay(_ScheduleCallback):
             (160, 40)
         """
         decay_steps = self.decay_steps if decay_steps is None else decay_steps
-        _, decay_start, decay = schedules.wsd_plan(self.warmup_steps, decay_steps,
-                                                   total_steps)
+        _, decay_start, decay = schedules.wsd_plan(self.warmup_steps, decay_steps, total_steps)
         self._check_no_jump((decay_start, decay), self._steps_run())
         self._ask(("plan", (decay_start, decay)))
 
@@ -835,7 +925,8 @@ class WarmupStableDecay(_ScheduleCallback):
                 f"would jump. The cooldown starts at step {self._plan[0]}, the new "
                 f"plan at step {plan[0]}, and {step} steps have run. Extend the run "
                 "before its cooldown starts, or start a new WarmupStableDecay. "
-                f"Received: total_steps={plan[0] + plan[1]}")
+                f"Received: total_steps={plan[0] + plan[1]}"
+            )
 
     def _running(self):
         fit = self._fit
@@ -874,8 +965,9 @@ class WarmupStableDecay(_ScheduleCallback):
         epoch_start = self._fit.current.batches_before is None
         super().on_train_batch_begin(batch, logs)
         request = self._request
-        if request is None or (request[0] == "cooldown" and request[1] == "epoch_end"
-                               and not epoch_start):
+        if request is None or (
+            request[0] == "cooldown" and request[1] == "epoch_end" and not epoch_start
+        ):
             return
         step = self._fit.next_step(batch)
         if step is not None:
@@ -887,7 +979,8 @@ class WarmupStableDecay(_ScheduleCallback):
                 "WarmupStableDecay cannot tell mid-epoch which update comes next "
                 "(on JAX, under a LossScaleOptimizer, which may skip updates): the "
                 "change of plan applies from the next epoch's first step.",
-                stacklevel=2)
+                stacklevel=2,
+            )
 
     def on_epoch_end(self, epoch, logs=None):
         super().on_epoch_end(epoch, logs)

@@ -32,8 +32,12 @@ def namespace(name, module, to_float, doc):
     return type(name, (), {**members, "to_float": staticmethod(to_float), "__doc__": doc})
 
 
-NumpyOps = namespace("NumpyOps", np, lambda x: np.asarray(x, dtype=np.float64),
-                     "The host namespace: NumPy in float64.")
+NumpyOps = namespace(
+    "NumpyOps",
+    np,
+    lambda x: np.asarray(x, dtype=np.float64),
+    "The host namespace: NumPy in float64.",
+)
 
 
 def triangle(step, step_size_up, step_size_down, xp=NumpyOps):
@@ -71,8 +75,9 @@ def triangular2_scale(x):
     return 2.0 ** (1.0 - x)
 
 
-def cyclic(step, bottom, peak, step_size_up, step_size_down, scale_fn,
-           scale_mode="cycle", xp=NumpyOps):
+def cyclic(
+    step, bottom, peak, step_size_up, step_size_down, scale_fn, scale_mode="cycle", xp=NumpyOps
+):
     """Cyclical value: `bottom + (peak - bottom) * triangle * scale`.
 
     `peak` may lie below `bottom`, which gives the inverse cycle used for
@@ -135,8 +140,9 @@ def one_cycle_phases(total_steps, pct_start, three_phase):
     return [first, total_steps - 1.0]
 
 
-def one_cycle(step, total_steps, start, peak, end, pct_start=0.3,
-              anneal="cos", three_phase=False, xp=NumpyOps):
+def one_cycle(
+    step, total_steps, start, peak, end, pct_start=0.3, anneal="cos", three_phase=False, xp=NumpyOps
+):
     """One-cycle value at `step`: `start` up to `peak`, then down to `end`.
 
     With `three_phase`, the value first comes back to `start` symmetrically
@@ -175,8 +181,17 @@ DECAYS = {
 }
 
 
-def warmup_stable_decay(step, warmup_steps, decay_start, decay_steps, low, high,
-                        warmup_type="linear", decay_type="1-sqrt", xp=NumpyOps):
+def warmup_stable_decay(
+    step,
+    warmup_steps,
+    decay_start,
+    decay_steps,
+    low,
+    high,
+    warmup_type="linear",
+    decay_type="1-sqrt",
+    xp=NumpyOps,
+):
     """Warmup-stable-decay value at `step`: `low` up to `high`, held, back to `low`.
 
     Steps before `warmup_steps` rise as `low + (high - low) * shape(step /
@@ -190,12 +205,14 @@ def warmup_stable_decay(step, warmup_steps, decay_start, decay_steps, low, high,
     x = xp.to_float(step)
     span = high - low
     rising = xp.minimum(x / max(1, warmup_steps), 1.0)
-    value = xp.where(x < warmup_steps, WARMUPS[warmup_type](rising, xp) * span + low,
-                     high + 0.0 * x)
+    value = xp.where(
+        x < warmup_steps, WARMUPS[warmup_type](rising, xp) * span + low, high + 0.0 * x
+    )
     if decay_start is None:
         return value
     falling = xp.minimum(xp.maximum((x - decay_start) / max(1, decay_steps), 0.0), 1.0)
     cooling = DECAYS[decay_type](falling, xp) * span + low
-    value = xp.where(x < decay_start, value,
-                     xp.where(x < decay_start + decay_steps, cooling, low + 0.0 * x))
+    value = xp.where(
+        x < decay_start, value, xp.where(x < decay_start + decay_steps, cooling, low + 0.0 * x)
+    )
     return value

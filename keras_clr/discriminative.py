@@ -49,21 +49,27 @@ def _resolve(argument, entries, layers, shown):
     resolved = []
     for entry in entries:
         if not isinstance(entry, str):
-            raise ValueError(f"Argument `{argument}` must hold layer names or regexes "
-                             f"(strings). Received: {argument}={shown!r}")
+            raise ValueError(
+                f"Argument `{argument}` must hold layer names or regexes "
+                f"(strings). Received: {argument}={shown!r}"
+            )
         named = [layer for layer in layers if layer.name == entry]
         if not named:
             try:
                 pattern = re.compile(entry)
             except re.error as error:
-                raise ValueError(f"Argument `{argument}` holds {entry!r}, neither a layer "
-                                 f"name of the model nor a valid regex ({error}). "
-                                 f"Received: {argument}={shown!r}") from None
+                raise ValueError(
+                    f"Argument `{argument}` holds {entry!r}, neither a layer "
+                    f"name of the model nor a valid regex ({error}). "
+                    f"Received: {argument}={shown!r}"
+                ) from None
             named = [layer for layer in layers if pattern.fullmatch(layer.name)]
         if not named:
-            raise ValueError(f"Argument `{argument}` names a layer the model does not have: "
-                             f"{entry!r} is no layer's name and matches none as a regex. "
-                             f"Received: {argument}={shown!r}")
+            raise ValueError(
+                f"Argument `{argument}` names a layer the model does not have: "
+                f"{entry!r} is no layer's name and matches none as a regex. "
+                f"Received: {argument}={shown!r}"
+            )
         resolved.append(named)
     return resolved
 
@@ -77,8 +83,11 @@ def _variable_pattern(layer, variable):
     a nested functional model's name is in none of its variables' paths."""
     parts = variable.path.split("/")
     while True:
-        inner = [sub for sub in getattr(layer, "layers", None) or []
-                 if any(weight is variable for weight in sub.trainable_weights)]
+        inner = [
+            sub
+            for sub in getattr(layer, "layers", None) or []
+            if any(weight is variable for weight in sub.trainable_weights)
+        ]
         if not inner:
             break
         layer = inner[0]
@@ -92,75 +101,103 @@ def _base_rate(optimizer):
     """The base optimizer's learning rate as a float, or ValueError."""
     schedule = _keras_internals.own_schedule_name(optimizer)
     if schedule is not None:
-        raise ValueError("Argument `optimizer` must have a float learning rate: each group "
-                         "gets a copy of it at its own rate. Received: optimizer="
-                         f"{type(optimizer).__name__}(learning_rate={schedule})")
+        raise ValueError(
+            "Argument `optimizer` must have a float learning rate: each group "
+            "gets a copy of it at its own rate. Received: optimizer="
+            f"{type(optimizer).__name__}(learning_rate={schedule})"
+        )
     rate = float(np.float32(ops.convert_to_numpy(optimizer.learning_rate)))
     if not math.isfinite(rate) or rate <= 0:
-        raise ValueError("Argument `optimizer` must have a positive finite learning rate. "
-                         f"Received: optimizer={type(optimizer).__name__}"
-                         f"(learning_rate={rate!r})")
+        raise ValueError(
+            "Argument `optimizer` must have a positive finite learning rate. "
+            f"Received: optimizer={type(optimizer).__name__}"
+            f"(learning_rate={rate!r})"
+        )
     return rate
 
 
 def _check_arguments(model, optimizer, decay, lo, hi, groups, blocks, frozen):
     multi = getattr(keras.optimizers, "MultiOptimizer", None)
     if multi is None:
-        raise ValueError("discriminative_optimizer builds a keras.optimizers.MultiOptimizer, "
-                         "which needs Keras 3.15 or later. Upgrade Keras. Received: "
-                         f"keras.__version__={keras.__version__!r}")
+        raise ValueError(
+            "discriminative_optimizer builds a keras.optimizers.MultiOptimizer, "
+            "which needs Keras 3.15 or later. Upgrade Keras. Received: "
+            f"keras.__version__={keras.__version__!r}"
+        )
     if not isinstance(optimizer, keras.optimizers.Optimizer) or isinstance(
-            optimizer, (multi, keras.optimizers.LossScaleOptimizer)):
-        raise ValueError("Argument `optimizer` must be a Keras optimizer to copy for each "
-                         "group (not a MultiOptimizer or LossScaleOptimizer). Received: "
-                         f"optimizer={optimizer!r}")
+        optimizer, (multi, keras.optimizers.LossScaleOptimizer)
+    ):
+        raise ValueError(
+            "Argument `optimizer` must be a Keras optimizer to copy for each "
+            "group (not a MultiOptimizer or LossScaleOptimizer). Received: "
+            f"optimizer={optimizer!r}"
+        )
     if not isinstance(model, keras.Model) or not model.built or not model.trainable_variables:
-        raise ValueError("Argument `model` must be a built Keras model with trainable "
-                         "weights (build it first, for example with `model(x[:1])`). "
-                         f"Received: model={getattr(model, 'name', model)!r}")
+        raise ValueError(
+            "Argument `model` must be a built Keras model with trainable "
+            "weights (build it first, for example with `model(x[:1])`). "
+            f"Received: model={getattr(model, 'name', model)!r}"
+        )
     if decay is not None:
         decay = _checks.in_interval("decay", decay, 0, 1, low_open=True)
         if lo is not None or hi is not None:
-            raise ValueError("Pass `decay` or `lo` (and `hi`), not both. Received: "
-                             f"decay={decay!r}, lo={lo!r}, hi={hi!r}")
+            raise ValueError(
+                "Pass `decay` or `lo` (and `hi`), not both. Received: "
+                f"decay={decay!r}, lo={lo!r}, hi={hi!r}"
+            )
     if hi is not None and lo is None:
-        raise ValueError("Argument `hi` needs `lo`: the rates are spread from `lo` (the "
-                         f"first group) to `hi` (the head). Received: lo=None, hi={hi!r}")
+        raise ValueError(
+            "Argument `hi` needs `lo`: the rates are spread from `lo` (the "
+            f"first group) to `hi` (the head). Received: lo=None, hi={hi!r}"
+        )
     if lo is not None:
         lo = _checks.positive_finite("lo", lo)
         hi = _checks.positive_finite("hi", hi) if hi is not None else _base_rate(optimizer)
         if np.float32(lo) >= np.float32(hi):  # the rates the groups hold
-            raise ValueError("Argument `lo` must be below `hi` (the head's rate, the "
-                             f"optimizer's when `hi` is None). Received: lo={lo!r}, hi={hi!r}")
+            raise ValueError(
+                "Argument `lo` must be below `hi` (the head's rate, the "
+                f"optimizer's when `hi` is None). Received: lo={lo!r}, hi={hi!r}"
+            )
     if groups is not None:
         groups = _checks.positive_int("groups", groups)
         if blocks is not None:
-            raise ValueError("Pass `groups` or `blocks`, not both: `blocks` are the groups. "
-                             f"Received: groups={groups!r}, blocks={blocks!r}")
+            raise ValueError(
+                "Pass `groups` or `blocks`, not both: `blocks` are the groups. "
+                f"Received: groups={groups!r}, blocks={blocks!r}"
+            )
     if blocks is not None and (
-            isinstance(blocks, str) or not isinstance(blocks, (list, tuple)) or not blocks
-            or any(isinstance(b, str) or not isinstance(b, (list, tuple)) or not b
-                   for b in blocks)):
-        raise ValueError("Argument `blocks` must be a non-empty list of non-empty lists of "
-                         f"layer names or regexes. Received: blocks={blocks!r}")
+        isinstance(blocks, str)
+        or not isinstance(blocks, (list, tuple))
+        or not blocks
+        or any(isinstance(b, str) or not isinstance(b, (list, tuple)) or not b for b in blocks)
+    ):
+        raise ValueError(
+            "Argument `blocks` must be a non-empty list of non-empty lists of "
+            f"layer names or regexes. Received: blocks={blocks!r}"
+        )
     if frozen is not None:
         if isinstance(frozen, str) or not isinstance(frozen, (list, tuple)):
-            raise ValueError("Argument `frozen` must be a list of layer names or regexes. "
-                             f"Received: frozen={frozen!r}")
+            raise ValueError(
+                "Argument `frozen` must be a list of layer names or regexes. "
+                f"Received: frozen={frozen!r}"
+            )
         if frozen and type(optimizer).__name__ in NOT_FROZEN_AT_ZERO:
             raise ValueError(
                 f"Argument `frozen` gives frozen layers a copy of the optimizer at learning "
                 f"rate 0, and {type(optimizer).__name__} still changes weights at rate 0. "
                 "Set `layer.trainable = False` on them instead (and compile again). "
-                f"Received: frozen={frozen!r}, optimizer={type(optimizer).__name__}")
+                f"Received: frozen={frozen!r}, optimizer={type(optimizer).__name__}"
+            )
     return decay, lo, hi, groups
 
 
 def _units(model, blocks, layers):
     """The groups as lists of layers, first to head, before any is frozen."""
     if blocks is not None:
-        return [[layer for named in _resolve("blocks", block, layers, blocks)
-                 for layer in named] for block in blocks]
+        return [
+            [layer for named in _resolve("blocks", block, layers, blocks) for layer in named]
+            for block in blocks
+        ]
     return [[layer] for layer in model.layers if layer.trainable_weights]
 
 
@@ -175,8 +212,9 @@ def _rates(count, base, decay, lo, hi):
     return [base] * count
 
 
-def discriminative_optimizer(model, optimizer, *, decay=None, lo=None, hi=None, groups=None,
-                             blocks=None, frozen=None):
+def discriminative_optimizer(
+    model, optimizer, *, decay=None, lo=None, hi=None, groups=None, blocks=None, frozen=None
+):
     """A `keras.optimizers.MultiOptimizer` with a learning rate per group of layers.
 
     The groups run from the first layers (the body) to the last (the
@@ -257,16 +295,21 @@ def discriminative_optimizer(model, optimizer, *, decay=None, lo=None, hi=None, 
         >>> round(logs["learning_rate_group_0"][0] / logs["learning_rate"][0], 4)
         0.25
     """
-    decay, lo, hi, groups = _check_arguments(model, optimizer, decay, lo, hi, groups,
-                                             blocks, frozen)
+    decay, lo, hi, groups = _check_arguments(
+        model, optimizer, decay, lo, hi, groups, blocks, frozen
+    )
     layers = all_layers(model)
     units = _units(model, blocks, layers)
     if groups is not None:
         if groups > len(units):
-            raise ValueError(f"Argument `groups` must be at most the {len(units)} top-level "
-                             f"layers with trainable weights. Received: groups={groups}")
-        units = [[layer for i in chunk for layer in units[i]]
-                 for chunk in np.array_split(np.arange(len(units)), groups)]
+            raise ValueError(
+                f"Argument `groups` must be at most the {len(units)} top-level "
+                f"layers with trainable weights. Received: groups={groups}"
+            )
+        units = [
+            [layer for i in chunk for layer in units[i]]
+            for chunk in np.array_split(np.arange(len(units)), groups)
+        ]
     rates = _rates(len(units), _base_rate(optimizer), decay, lo, hi)
     # Each trainable variable's group and pattern, by the layer that claims it.
     owner = {}  # id(variable) -> (group index, pattern)
@@ -275,27 +318,34 @@ def discriminative_optimizer(model, optimizer, *, decay=None, lo=None, hi=None, 
             for variable in layer.trainable_weights:
                 claimed = owner.get(id(variable))
                 if claimed is not None and claimed[0] != index:
-                    raise ValueError(f"Argument `blocks` puts {variable.path} in two blocks "
-                                     f"({claimed[0]} and {index}). Received: blocks={blocks!r}")
+                    raise ValueError(
+                        f"Argument `blocks` puts {variable.path} in two blocks "
+                        f"({claimed[0]} and {index}). Received: blocks={blocks!r}"
+                    )
                 owner[id(variable)] = (index, _variable_pattern(layer, variable))
-    frozen_layers = [layer for named in _resolve("frozen", frozen or [], layers, frozen)
-                     for layer in named]
+    frozen_layers = [
+        layer for named in _resolve("frozen", frozen or [], layers, frozen) for layer in named
+    ]
     for layer in frozen_layers:
         for variable in layer.trainable_weights:
             owner[id(variable)] = (FROZEN, _variable_pattern(layer, variable))
     missing = [v.path for v in model.trainable_variables if id(v) not in owner]
     if missing:
-        raise ValueError(f"Argument `blocks` must hold every layer with trainable weights; "
-                         f"{len(missing)} weights are in none (first: {missing[0]}). "
-                         f"Received: blocks={blocks!r}")
+        raise ValueError(
+            f"Argument `blocks` must hold every layer with trainable weights; "
+            f"{len(missing)} weights are in none (first: {missing[0]}). "
+            f"Received: blocks={blocks!r}"
+        )
     patterns = {}  # group -> its variables' patterns
     for variable in model.trainable_variables:
         index, pattern = owner[id(variable)]
         patterns.setdefault(index, set()).add(pattern)
     trained = [index for index in range(len(units)) if index in patterns]
     if not trained:
-        raise ValueError("Argument `frozen` freezes every trainable weight of the model; "
-                         f"nothing would train. Received: frozen={frozen!r}")
+        raise ValueError(
+            "Argument `frozen` freezes every trainable weight of the model; "
+            f"nothing would train. Received: frozen={frozen!r}"
+        )
 
     def copy(name, rate):
         config = optimizer.get_config()
@@ -321,5 +371,6 @@ def discriminative_optimizer(model, optimizer, *, decay=None, lo=None, hi=None, 
             raise ValueError(
                 f"The groups' patterns cannot tell {variable.path} from a weight of another "
                 "group (two layers share a name across nested models); give the layers "
-                f"distinct names. Received: model={model.name!r}")
+                f"distinct names. Received: model={model.name!r}"
+            )
     return keras.optimizers.MultiOptimizer(groups_map)

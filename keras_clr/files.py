@@ -34,13 +34,21 @@ _NONFINITE = ("nonfinite_variable", "nonfinite_step", "nonfinite_lr")
 def metadata(result):
     """An `LRFinderResult`'s settings: its constructor's keyword arguments
     other than the arrays, as a dict."""
-    return {"num_steps": result.num_steps, "smoothing": result.smoothing,
-            "stop_reason": result.stop_reason, "monitor": result.monitor,
-            "mode": result.mode, "start_lr": result.start_lr, "end_lr": result.end_lr,
-            "weight_decay": result.weight_decay, "momentum": result.momentum,
-            "batch_norm": result.batch_norm,
-            "nonfinite_variable": result.nonfinite_variable,
-            "nonfinite_step": result.nonfinite_step, "nonfinite_lr": result.nonfinite_lr}
+    return {
+        "num_steps": result.num_steps,
+        "smoothing": result.smoothing,
+        "stop_reason": result.stop_reason,
+        "monitor": result.monitor,
+        "mode": result.mode,
+        "start_lr": result.start_lr,
+        "end_lr": result.end_lr,
+        "weight_decay": result.weight_decay,
+        "momentum": result.momentum,
+        "batch_norm": result.batch_norm,
+        "nonfinite_variable": result.nonfinite_variable,
+        "nonfinite_step": result.nonfinite_step,
+        "nonfinite_lr": result.nonfinite_lr,
+    }
 
 
 def _saved_metadata(result):
@@ -79,8 +87,12 @@ def write_csv(result, path):
     if _backend.process_index() != 0:
         return
     named = columns(result)
-    meta = dict(_saved_metadata(result), metrics=list(result.metrics),
-                loss_band=result.loss_band is not None, rows=len(result.lrs))
+    meta = dict(
+        _saved_metadata(result),
+        metrics=list(result.metrics),
+        loss_band=result.loss_band is not None,
+        rows=len(result.lrs),
+    )
     out = io.StringIO()
     out.write(f"# {FORMAT} v{VERSION}\n")
     for key, value in meta.items():
@@ -99,8 +111,11 @@ def read_csv(cls, path):
     text = _read_text(path)
     lines = text.splitlines(keepends=True)
     if not lines or lines[0].rstrip("\r\n") != f"# {FORMAT} v{VERSION}":
-        _bad(path, "not a CSV written by `LRFinderResult.to_csv`: its first line "
-                   f"must be '# {FORMAT} v{VERSION}'")
+        _bad(
+            path,
+            "not a CSV written by `LRFinderResult.to_csv`: its first line "
+            f"must be '# {FORMAT} v{VERSION}'",
+        )
     if not text.endswith("\n"):
         _bad(path, "the file ends in the middle of a line (truncated file?)")
     meta, i = {}, 1
@@ -112,9 +127,12 @@ def read_csv(cls, path):
             _bad(path, f"line {i + 1} is not a '# key=json-value' metadata line")
         i += 1
     _need(path, meta, ("rows", "metrics", "loss_band"))
-    if (not isinstance(meta["rows"], int) or not isinstance(meta["loss_band"], bool)
-            or not isinstance(meta["metrics"], list)
-            or not all(isinstance(name, str) for name in meta["metrics"])):
+    if (
+        not isinstance(meta["rows"], int)
+        or not isinstance(meta["loss_band"], bool)
+        or not isinstance(meta["metrics"], list)
+        or not all(isinstance(name, str) for name in meta["metrics"])
+    ):
         _bad(path, "the metadata 'rows', 'metrics' or 'loss_band' has the wrong type")
     expected = ["step", "lr", "loss", "smoothed_loss", *meta["metrics"]]
     expected += ["loss_low", "loss_high"] if meta["loss_band"] else []
@@ -123,8 +141,9 @@ def read_csv(cls, path):
         _bad(path, f"the columns must be {expected}; found {rows[0] if rows else 'none'}")
     rows = rows[1:]
     if len(rows) != meta["rows"]:
-        _bad(path, f"{len(rows)} data rows where the metadata says {meta['rows']} "
-                   "(truncated file?)")
+        _bad(
+            path, f"{len(rows)} data rows where the metadata says {meta['rows']} (truncated file?)"
+        )
     table = np.empty((len(expected), len(rows)))
     steps = []
     for r, row in enumerate(rows):
@@ -132,16 +151,25 @@ def read_csv(cls, path):
         if len(row) != len(expected):
             _bad(path, f"{where} has {len(row)} cells, expected {len(expected)}")
         if not row[0].isdigit() or (steps and int(row[0]) <= steps[-1]):
-            _bad(path, f"{where}: the step must be an integer above the previous "
-                       f"one, found {row[0]!r}")
+            _bad(
+                path,
+                f"{where}: the step must be an integer above the previous one, found {row[0]!r}",
+            )
         steps.append(int(row[0]))
         for c, cell in enumerate(row[1:], start=1):
             table[c, r] = _decode_cell(path, cell, f"{where}, column {expected[c]!r}")
     arrays = dict(zip(expected, table))
-    return _build(cls, path, meta, arrays["lr"], arrays["loss"], arrays["smoothed_loss"],
-                  {name: arrays[name] for name in meta["metrics"]},
-                  (arrays["loss_low"], arrays["loss_high"]) if meta["loss_band"] else None,
-                  steps)
+    return _build(
+        cls,
+        path,
+        meta,
+        arrays["lr"],
+        arrays["loss"],
+        arrays["smoothed_loss"],
+        {name: arrays[name] for name in meta["metrics"]},
+        (arrays["loss_low"], arrays["loss_high"]) if meta["loss_band"] else None,
+        steps,
+    )
 
 
 def write_json(result, path):
@@ -149,13 +177,19 @@ def write_json(result, path):
     process 0 only (see the module docstring)."""
     if _backend.process_index() != 0:
         return
-    data = {"format": FORMAT, "version": VERSION, **_saved_metadata(result),
-            "steps": result.steps.tolist(), "lrs": _encode_list(result.lrs),
-            "losses": _encode_list(result.losses),
-            "smoothed_losses": _encode_list(result.smoothed_losses),
-            "metrics": {k: _encode_list(v) for k, v in result.metrics.items()},
-            "loss_band": (None if result.loss_band is None
-                          else [_encode_list(v) for v in result.loss_band])}
+    data = {
+        "format": FORMAT,
+        "version": VERSION,
+        **_saved_metadata(result),
+        "steps": result.steps.tolist(),
+        "lrs": _encode_list(result.lrs),
+        "losses": _encode_list(result.losses),
+        "smoothed_losses": _encode_list(result.smoothed_losses),
+        "metrics": {k: _encode_list(v) for k, v in result.metrics.items()},
+        "loss_band": (
+            None if result.loss_band is None else [_encode_list(v) for v in result.loss_band]
+        ),
+    }
     with open(path, "w", encoding="utf-8") as f:
         json.dump(data, f, allow_nan=False)
 
@@ -167,23 +201,32 @@ def read_json(cls, path):
     except (ValueError, RecursionError) as e:
         _bad(path, f"not valid JSON, truncated or not JSON at all ({e})")
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        _bad(path, "not a JSON file written by `LRFinderResult.to_json`: it has "
-                   f"no \"format\": \"{FORMAT}\" tag")
+        _bad(
+            path,
+            "not a JSON file written by `LRFinderResult.to_json`: it has "
+            f'no "format": "{FORMAT}" tag',
+        )
     if data.get("version") != VERSION:
         _bad(path, f"unsupported version {data.get('version')!r} (this reads {VERSION})")
     _need(path, data, ("lrs", "losses", "smoothed_losses", "metrics", "loss_band"))
     band, metrics = data["loss_band"], data["metrics"]
     if not isinstance(metrics, dict) or not (band is None or isinstance(band, list)):
-        _bad(path, "\"metrics\" must be an object and \"loss_band\" a list or null")
+        _bad(path, '"metrics" must be an object and "loss_band" a list or null')
     steps = data.get("steps")  # files written before it was recorded: one per step
-    if steps is not None and not (isinstance(steps, list) and all(
-            isinstance(v, int) and not isinstance(v, bool) for v in steps)):
-        _bad(path, "\"steps\" must be a list of integers")
-    return _build(cls, path, data, *(_decode_list(path, data[k], k) for k in
-                                     ("lrs", "losses", "smoothed_losses")),
-                  {k: _decode_list(path, v, f"metrics.{k}") for k, v in metrics.items()},
-                  None if band is None else [_decode_list(path, v, "loss_band") for v in band],
-                  steps)
+    if steps is not None and not (
+        isinstance(steps, list)
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in steps)
+    ):
+        _bad(path, '"steps" must be a list of integers')
+    return _build(
+        cls,
+        path,
+        data,
+        *(_decode_list(path, data[k], k) for k in ("lrs", "losses", "smoothed_losses")),
+        {k: _decode_list(path, v, f"metrics.{k}") for k, v in metrics.items()},
+        None if band is None else [_decode_list(path, v, "loss_band") for v in band],
+        steps,
+    )
 
 
 def _bad(path, what):
@@ -205,14 +248,30 @@ def _need(path, meta, keys):
 
 
 def _build(cls, path, meta, lrs, losses, smoothed, metrics, band, steps=None):
-    keys = ("num_steps", "smoothing", "stop_reason", "monitor", "mode",
-            "start_lr", "end_lr", "weight_decay")
+    keys = (
+        "num_steps",
+        "smoothing",
+        "stop_reason",
+        "monitor",
+        "mode",
+        "start_lr",
+        "end_lr",
+        "weight_decay",
+    )
     _need(path, meta, keys)
     try:
-        return cls(lrs, losses, smoothed, metrics=metrics, loss_band=band, steps=steps,
-                   momentum=meta.get("momentum"), batch_norm=meta.get("batch_norm", False),
-                   **{key: meta.get(key) for key in _NONFINITE},
-                   **{key: meta[key] for key in keys})
+        return cls(
+            lrs,
+            losses,
+            smoothed,
+            metrics=metrics,
+            loss_band=band,
+            steps=steps,
+            momentum=meta.get("momentum"),
+            batch_norm=meta.get("batch_norm", False),
+            **{key: meta.get(key) for key in _NONFINITE},
+            **{key: meta[key] for key in keys},
+        )
     except (TypeError, ValueError) as e:
         _bad(path, str(e).rstrip("."))
 
@@ -232,8 +291,7 @@ def _encode(values):
 
 
 def _encode_list(values):
-    return [v if np.isfinite(v) else cell
-            for v, cell in zip(values.tolist(), _encode(values))]
+    return [v if np.isfinite(v) else cell for v, cell in zip(values.tolist(), _encode(values))]
 
 
 def _decode_cell(path, cell, where):
@@ -255,8 +313,9 @@ def _decode_list(path, values, name):
                 out[i] = value
             except OverflowError:
                 _bad(path, f"{name}[{i}] = {value!r} does not fit a float64")
-        elif isinstance(value, str) and (value in ("inf", "-inf", "nan", "-nan")
-                                         or value.startswith("nan:")):
+        elif isinstance(value, str) and (
+            value in ("inf", "-inf", "nan", "-nan") or value.startswith("nan:")
+        ):
             out[i] = _decode_cell(path, value, f"{name}[{i}]")
         else:
             _bad(path, f"{name}[{i}] = {value!r} is not a number")

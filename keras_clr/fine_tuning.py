@@ -59,8 +59,10 @@ def _check_max_lr(max_lr):
     """(stage 1's, stage 2's) `max_lr`: each "auto", "race" or a positive float."""
     pair = tuple(max_lr) if isinstance(max_lr, (tuple, list)) else (max_lr, max_lr)
     if len(pair) != 2:
-        raise ValueError("Argument `max_lr` must be 'auto', 'race', a positive float, or a "
-                         f"pair of them (stage 1's, stage 2's). Received: max_lr={max_lr!r}")
+        raise ValueError(
+            "Argument `max_lr` must be 'auto', 'race', a positive float, or a "
+            f"pair of them (stage 1's, stage 2's). Received: max_lr={max_lr!r}"
+        )
     checked = []
     for value in pair:
         if isinstance(value, str) and value in ("auto", "race"):
@@ -68,8 +70,10 @@ def _check_max_lr(max_lr):
         elif isinstance(value, numbers.Real) and not isinstance(value, bool):
             checked.append(_checks.positive_finite("max_lr", value))
         else:
-            raise ValueError("Argument `max_lr` must be 'auto', 'race', a positive float, or "
-                             f"a pair of them (stage 1's, stage 2's). Received: max_lr={max_lr!r}")
+            raise ValueError(
+                "Argument `max_lr` must be 'auto', 'race', a positive float, or "
+                f"a pair of them (stage 1's, stage 2's). Received: max_lr={max_lr!r}"
+            )
     return tuple(checked)
 
 
@@ -80,23 +84,33 @@ def _head_layers(model, head):
     if head is None:
         return trainable[-1:]
     names = [head] if isinstance(head, str) else head
-    if not isinstance(names, (list, tuple)) or not names or not all(
-            isinstance(name, str) for name in names):
-        raise ValueError("Argument `head` must be a top-level layer's name or a list of "
-                         f"them. Received: head={head!r}")
+    if (
+        not isinstance(names, (list, tuple))
+        or not names
+        or not all(isinstance(name, str) for name in names)
+    ):
+        raise ValueError(
+            "Argument `head` must be a top-level layer's name or a list of "
+            f"them. Received: head={head!r}"
+        )
     by_name = {layer.name: layer for layer in model.layers}
     unknown = [name for name in names if name not in by_name]
     if unknown:
-        raise ValueError(f"Argument `head` names {unknown[0]!r}, not a top-level layer of "
-                         f"the model ({', '.join(by_name)}). Received: head={head!r}")
+        raise ValueError(
+            f"Argument `head` names {unknown[0]!r}, not a top-level layer of "
+            f"the model ({', '.join(by_name)}). Received: head={head!r}"
+        )
     layers = [by_name[name] for name in names]
     if not any(layer.trainable_weights for layer in layers):
-        raise ValueError("Argument `head` must hold a layer with trainable weights. "
-                         f"Received: head={head!r}")
+        raise ValueError(
+            f"Argument `head` must hold a layer with trainable weights. Received: head={head!r}"
+        )
     if all(layer in layers for layer in trainable):
-        raise ValueError("Argument `head` holds every layer with trainable weights: "
-                         "there is no body to freeze. Pass `freeze_epochs=0` to skip stage "
-                         f"1. Received: head={head!r}")
+        raise ValueError(
+            "Argument `head` holds every layer with trainable weights: "
+            "there is no body to freeze. Pass `freeze_epochs=0` to skip stage "
+            f"1. Received: head={head!r}"
+        )
     return layers
 
 
@@ -108,8 +122,21 @@ def _copy(optimizer, rate):
     return type(optimizer).from_config(config)
 
 
-def fine_tune(model, x=None, y=None, *, epochs, freeze_epochs=1, head=None, max_lr="auto",
-              lr_mult=None, decay=None, blocks=None, one_cycle=None, **fit_kwargs):
+def fine_tune(
+    model,
+    x=None,
+    y=None,
+    *,
+    epochs,
+    freeze_epochs=1,
+    head=None,
+    max_lr="auto",
+    lr_mult=None,
+    decay=None,
+    blocks=None,
+    one_cycle=None,
+    **fit_kwargs,
+):
     """Trains a pretrained model's head, then all of it at discriminative rates.
 
     Stage 1 (`freeze_epochs` epochs): every top-level layer but `head` is
@@ -204,32 +231,46 @@ def fine_tune(model, x=None, y=None, *, epochs, freeze_epochs=1, head=None, max_
         100
     """
     if not hasattr(keras.optimizers, "MultiOptimizer"):
-        raise ValueError("fine_tune's second stage compiles the model with a "
-                         "keras.optimizers.MultiOptimizer, which needs Keras 3.15 or later. "
-                         f"Upgrade Keras. Received: keras.__version__={keras.__version__!r}")
+        raise ValueError(
+            "fine_tune's second stage compiles the model with a "
+            "keras.optimizers.MultiOptimizer, which needs Keras 3.15 or later. "
+            f"Upgrade Keras. Received: keras.__version__={keras.__version__!r}"
+        )
     if not getattr(model, "compiled", False) or getattr(model, "optimizer", None) is None:
-        raise ValueError("Argument `model` must be compiled with an optimizer (the template "
-                         f"of each stage's). Received: model={model.name!r}, not compiled")
+        raise ValueError(
+            "Argument `model` must be compiled with an optimizer (the template "
+            f"of each stage's). Received: model={model.name!r}, not compiled"
+        )
     template = optimizers.base_optimizer(model)
     if optimizers.is_multi_optimizer(template):
-        raise ValueError("Argument `model` must be compiled with a plain optimizer, the "
-                         "template fine_tune copies for each stage and group; this one is a "
-                         f"MultiOptimizer. Received: optimizer={template.name!r}")
+        raise ValueError(
+            "Argument `model` must be compiled with a plain optimizer, the "
+            "template fine_tune copies for each stage and group; this one is a "
+            f"MultiOptimizer. Received: optimizer={template.name!r}"
+        )
     epochs = _checks.positive_int("epochs", epochs)
-    if (isinstance(freeze_epochs, bool) or not isinstance(freeze_epochs, numbers.Integral)
-            or freeze_epochs < 0):
-        raise ValueError("Argument `freeze_epochs` must be a non-negative integer. "
-                         f"Received: freeze_epochs={freeze_epochs!r}")
+    if (
+        isinstance(freeze_epochs, bool)
+        or not isinstance(freeze_epochs, numbers.Integral)
+        or freeze_epochs < 0
+    ):
+        raise ValueError(
+            "Argument `freeze_epochs` must be a non-negative integer. "
+            f"Received: freeze_epochs={freeze_epochs!r}"
+        )
     rates = _check_max_lr(max_lr)
     if decay is not None and lr_mult is not None:
-        raise ValueError("Pass `lr_mult` or `decay`, not both. Received: "
-                         f"lr_mult={lr_mult!r}, decay={decay!r}")
+        raise ValueError(
+            f"Pass `lr_mult` or `decay`, not both. Received: lr_mult={lr_mult!r}, decay={decay!r}"
+        )
     if decay is None:
         given = lr_mult
         lr_mult = LR_MULT if lr_mult is None else _checks.positive_finite("lr_mult", lr_mult)
         if lr_mult <= 1:
-            raise ValueError("Argument `lr_mult` must be above 1 (the head's rate over the "
-                             f"first group's). Received: lr_mult={given!r}")
+            raise ValueError(
+                "Argument `lr_mult` must be above 1 (the head's rate over the "
+                f"first group's). Received: lr_mult={given!r}"
+            )
     check_no_one_cycle_kwargs(fit_kwargs, "fine_tune")
     for key in ("lo", "hi", "groups", "frozen"):
         if key in fit_kwargs:
@@ -238,11 +279,19 @@ def fine_tune(model, x=None, y=None, *, epochs, freeze_epochs=1, head=None, max_
                 "fine_tune spreads stage 2's rates by `lr_mult` (or `decay`) over "
                 "`blocks`; to choose `lo`, `hi`, `groups` or `frozen`, compile with "
                 "discriminative_optimizer and fit with OneCycle. Received: "
-                f"{key}={fit_kwargs[key]!r}")
+                f"{key}={fit_kwargs[key]!r}"
+            )
     if "race" in rates:
         # checked now: a stage 2 race would otherwise refuse them after stage 1
-        race.check_inputs(x, y, {key: value for key, value in fit_kwargs.items()
-                                 if key not in ("budget_steps", "candidates", "race_seed")})
+        race.check_inputs(
+            x,
+            y,
+            {
+                key: value
+                for key, value in fit_kwargs.items()
+                if key not in ("budget_steps", "candidates", "race_seed")
+            },
+        )
     options = one_cycle_options(one_cycle, "fine_tune")
     head_layers = _head_layers(model, head) if freeze_epochs else []
     kept = [layer.name for layer in model.layers if layer.weights and not layer.trainable]
@@ -251,7 +300,9 @@ def fine_tune(model, x=None, y=None, *, epochs, freeze_epochs=1, head=None, max_
             f"fine_tune keeps the layers that are frozen now frozen in both stages: "
             f"{', '.join(kept)}. To fine-tune them in stage 2 (as after Keras's "
             "`base_model.trainable = False`), set `trainable = True` on them first; "
-            "stage 1 freezes the body itself.", stacklevel=2)
+            "stage 1 freezes the body itself.",
+            stacklevel=2,
+        )
     # Stage 2's optimizer, built now so that its arguments are checked before
     # any step, from the layers as they are trainable now.
     if decay is not None:
@@ -259,8 +310,11 @@ def fine_tune(model, x=None, y=None, *, epochs, freeze_epochs=1, head=None, max_
     else:
         top = rates[1] if isinstance(rates[1], float) else None
         unfrozen = discriminative_optimizer(
-            model, _copy(template, top),
-            lo=(top or float(template.learning_rate)) / lr_mult, blocks=blocks)
+            model,
+            _copy(template, top),
+            lo=(top or float(template.learning_rate)) / lr_mult,
+            blocks=blocks,
+        )
     arguments = _keras_internals.compile_arguments(model)
     if "callbacks" in fit_kwargs:
         fit_kwargs["callbacks"] = list(fit_kwargs["callbacks"] or [])
@@ -272,8 +326,9 @@ def fine_tune(model, x=None, y=None, *, epochs, freeze_epochs=1, head=None, max_
                 if layer not in head_layers:
                     layer.trainable = False
             model.compile(**{**arguments, "optimizer": _copy(template, rates[0])})
-            frozen_history = fit_one_cycle(model, x, y, epochs=freeze_epochs,
-                                           max_lr=rates[0], one_cycle=options, **fit_kwargs)
+            frozen_history = fit_one_cycle(
+                model, x, y, epochs=freeze_epochs, max_lr=rates[0], one_cycle=options, **fit_kwargs
+            )
         except BaseException:
             for layer, flag in flags:
                 layer.trainable = flag
@@ -282,6 +337,7 @@ def fine_tune(model, x=None, y=None, *, epochs, freeze_epochs=1, head=None, max_
         for layer, flag in flags:  # outer layers first, then the ones inside
             layer.trainable = flag
     model.compile(**{**arguments, "optimizer": unfrozen})
-    unfrozen_history = fit_one_cycle(model, x, y, epochs=epochs, max_lr=rates[1],
-                                     one_cycle=options, **fit_kwargs)
+    unfrozen_history = fit_one_cycle(
+        model, x, y, epochs=epochs, max_lr=rates[1], one_cycle=options, **fit_kwargs
+    )
     return FineTuneHistory(frozen_history, unfrozen_history)

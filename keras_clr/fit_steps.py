@@ -61,8 +61,19 @@ class FitSteps:
         values: the fit's `FitValues`.
     """
 
-    def __init__(self, model, schedules, constant_from, owner, *, steps, epochs,
-                 accumulation, groups, previous=None):
+    def __init__(
+        self,
+        model,
+        schedules,
+        constant_from,
+        owner,
+        *,
+        steps,
+        epochs,
+        accumulation,
+        groups,
+        previous=None,
+    ):
         self._model, self._optimizer = model, model.optimizer
         self._constant_from, self._owner = constant_from, owner
         self.steps, self.epochs, self.accumulation = steps, epochs, accumulation
@@ -73,13 +84,15 @@ class FitSteps:
         # step returns the values it applied instead (an epoch's last call may
         # run fewer than spe steps, or all of them on repeating data: Keras
         # reports the same batch index).
-        self._graph_logs = self._loss_scaled or (
-            self._spe > 1 and (not steps or steps % self._spe))
+        self._graph_logs = self._loss_scaled or (self._spe > 1 and (not steps or steps % self._spe))
         # The update count at step 0, kept from fit to fit.
         self._updates_at_zero = None if previous is None else previous._updates_at_zero
-        self._continues = (self._updates_at_zero is not None and previous.ended
-                           and previous._model is model
-                           and previous._optimizer is self._optimizer)
+        self._continues = (
+            self._updates_at_zero is not None
+            and previous.ended
+            and previous._model is model
+            and previous._optimizer is self._optimizer
+        )
         self.ended = False  # whether the fit reached on_train_end
         self.values = FitValues(model, schedules, groups, self._graph_logs)
         self.epoch_begin(0)
@@ -102,8 +115,7 @@ class FitSteps:
         """
         if self.current.batches_before is not None:
             return False
-        self.current.batches_before = optimizers.batch_count(
-            optimizers.base_optimizer(self._model))
+        self.current.batches_before = optimizers.batch_count(optimizers.base_optimizer(self._model))
         if self.values.control is None:  # the fit's first batch
             self._place()
             return True
@@ -143,7 +155,9 @@ class FitSteps:
                 warnings.warn(
                     f"{self._owner} cannot tell how many steps came before "
                     f"initial_epoch={epoch} (the data has no length); the "
-                    "schedule starts at step 0.", stacklevel=4)
+                    "schedule starts at step 0.",
+                    stacklevel=4,
+                )
             self._updates_at_zero = updates - (epoch * steps // k if steps else 0)
         self.first_step = self._step_of(self.current.batches_before)
         self._first_updates = updates
@@ -160,8 +174,7 @@ class FitSteps:
             return self._step_of(self.current.batches_before + batch)
         if batch and _backend.name() == "jax":
             return None
-        return (optimizers.iterations(optimizers.base_optimizer(self._model))
-                - self._updates_at_zero)
+        return optimizers.iterations(optimizers.base_optimizer(self._model)) - self._updates_at_zero
 
     def reschedule(self, schedules, constant_from, first):
         """Replaces the schedules from step `first` on, mid-fit: the steps
@@ -206,7 +219,9 @@ class FitSteps:
                         f"{self._owner}: Keras counted {extra} more update(s) "
                         "than batches ran this epoch; on this backend the "
                         "schedule cannot skip them, so the values from here on "
-                        f"are those {extra} step(s) later.", stacklevel=3)
+                        f"are those {extra} step(s) later.",
+                        stacklevel=3,
+                    )
         self.done = self._step_of(batches)
         # Keras's batch index: past `steps` in a short last call.
         ran = self.current.max_batch + 1
@@ -226,8 +241,9 @@ class FitSteps:
         self.values.control.remove()
         if not self._loss_scaled:
             return
-        applied = (optimizers.iterations(optimizers.base_optimizer(self._model))
-                   - self._first_updates)
+        applied = (
+            optimizers.iterations(optimizers.base_optimizer(self._model)) - self._first_updates
+        )
         skipped = self._batches_run // self.accumulation - applied
         if skipped > 0:
             warnings.warn(
@@ -235,7 +251,9 @@ class FitSteps:
                 "(gradients overflowed float16). keras_clr counts the updates "
                 f"applied, so {self._owner} ended at step "
                 f"{self.first_step + applied} of its schedule, not "
-                f"{self.first_step + applied + skipped}.", stacklevel=3)
+                f"{self.first_step + applied + skipped}.",
+                stacklevel=3,
+            )
 
 
 class FitValues:
@@ -266,8 +284,14 @@ class FitValues:
         """Tabulates the steps `[first, first + count)` (count None: unknown),
         step 0 at the update count `updates_at_zero`, and installs their control."""
         control, self.tables = tables.schedule_control(
-            self.model, self.schedules, first, count, updates_at_zero=updates_at_zero,
-            groups=self.groups, log_values=self.log_values)
+            self.model,
+            self.schedules,
+            first,
+            count,
+            updates_at_zero=updates_at_zero,
+            groups=self.groups,
+            log_values=self.log_values,
+        )
         if control is not self.control:
             if self.control is not None:
                 self.control.remove()

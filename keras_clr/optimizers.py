@@ -90,7 +90,8 @@ def accumulation_steps(optimizer):
             "and its sub-optimizers accumulate different numbers of batches "
             "per update, so they update at different steps. Give every "
             "sub-optimizer the same `gradient_accumulation_steps` (or none). "
-            f"Received: gradient_accumulation_steps={{{shown}}}")
+            f"Received: gradient_accumulation_steps={{{shown}}}"
+        )
     return next(iter(counts.values()), 1)
 
 
@@ -101,8 +102,7 @@ def steps_per_execution(model):
 
 def loss_scaled(model):
     """Whether a LossScaleOptimizer may skip updates (overflowing gradients)."""
-    return isinstance(getattr(model, "optimizer", None),
-                      keras.optimizers.LossScaleOptimizer)
+    return isinstance(getattr(model, "optimizer", None), keras.optimizers.LossScaleOptimizer)
 
 
 def move_first(callbacks, callback):
@@ -129,8 +129,11 @@ def baked_settings(optimizer):
         if owner is None:
             continue
         for name, value in sorted(vars(owner).items()):
-            if (not name.startswith("_") and name != "built"
-                    and isinstance(value, (bool, numbers.Number, str, type(None)))):
+            if (
+                not name.startswith("_")
+                and name != "built"
+                and isinstance(value, (bool, numbers.Number, str, type(None)))
+            ):
                 settings.append((name, value))
     return tuple(settings)
 
@@ -161,8 +164,7 @@ def check_momentum(optimizer, owner, cycle=True):
     it, except where `beta_1` is not a momentum). A MultiOptimizer's groups
     are each checked by these rules (see `schedule_groups`)."""
     if is_multi_optimizer(optimizer):
-        return tuple(group.momentum for group in
-                     schedule_groups(optimizer, owner, cycle))
+        return tuple(group.momentum for group in schedule_groups(optimizer, owner, cycle))
     return _check_momentum(optimizer, owner, cycle)
 
 
@@ -170,8 +172,11 @@ def _check_momentum(optimizer, owner, cycle, group=""):
     if cycle is False:
         return None
     kind = type(optimizer).__name__ + group
-    asked = ("cycles the momentum by default (cycle_momentum='auto') and"
-             if cycle == "auto" else "(cycle_momentum=True)")
+    asked = (
+        "cycles the momentum by default (cycle_momentum='auto') and"
+        if cycle == "auto"
+        else "(cycle_momentum=True)"
+    )
     if _beta_1_is_not_a_momentum(optimizer):
         if cycle == "auto":
             return None
@@ -217,7 +222,8 @@ def _check_learning_rate(optimizer, owner, group=""):
             f"{owner} sets the learning rate at every step, but {kind}'s "
             f"`learning_rate` cannot be read ({type(error).__name__}: {error}). "
             "Compile the model with an optimizer whose `learning_rate` is a "
-            f"float. Received: optimizer={kind}") from None
+            f"float. Received: optimizer={kind}"
+        ) from None
     if hasattr(rate, "assign"):
         return
     schedule = _keras_internals.own_schedule_name(optimizer)
@@ -232,7 +238,8 @@ def _check_learning_rate(optimizer, owner, group=""):
         f"{owner} sets the learning rate at every step, but {kind}'s "
         f"`learning_rate` is a {type(rate).__name__}, not a variable it can "
         "assign. Compile the model with an optimizer built with a float "
-        f"`learning_rate`. Received: learning_rate={rate!r}")
+        f"`learning_rate`. Received: learning_rate={rate!r}"
+    )
 
 
 class Group(NamedTuple):
@@ -275,21 +282,24 @@ def ratios(optimizer):
             "keras_clr drives each of a MultiOptimizer's sub-optimizers, and "
             "this one has none yet (one given a function finds them as it is "
             "built). Build the model first, for example with `model(x[:1])`. "
-            "Received: optimizer.optimizers=[]")
-    rates = [float(np.float32(ops.convert_to_numpy(sub.learning_rate)))
-             for sub in optimizer.optimizers]
+            "Received: optimizer.optimizers=[]"
+        )
+    rates = [
+        float(np.float32(ops.convert_to_numpy(sub.learning_rate))) for sub in optimizer.optimizers
+    ]
     top = max(rates, default=0.0)
     if not np.isfinite(rates).all() or min(rates, default=0.0) < 0 or top <= 0:
-        shown = ", ".join(f"{sub.name}: {rate:g}" for sub, rate in
-                          zip(optimizer.optimizers, rates))
+        shown = ", ".join(f"{sub.name}: {rate:g}" for sub, rate in zip(optimizer.optimizers, rates))
         raise ValueError(
             "keras_clr gives each of a MultiOptimizer's groups the schedule's "
             "learning rate times the group's compiled learning rate over the "
             "largest of them, so those must be finite, at least 0, and one of "
             "them above 0. Compile the sub-optimizers with such rates. "
-            f"Received: learning_rate={{{shown}}}")
+            f"Received: learning_rate={{{shown}}}"
+        )
     known = _RATIOS[optimizer] = tuple(
-        1.0 if rate == top else float(np.float32(rate / top)) for rate in rates)
+        1.0 if rate == top else float(np.float32(rate / top)) for rate in rates
+    )
     return known
 
 
@@ -312,8 +322,9 @@ def remember_ratios(model):
     backup into a new model's optimizer."""
     optimizer = getattr(model, "optimizer", None)
     optimizer = getattr(optimizer, "inner_optimizer", optimizer)
-    if (not is_multi_optimizer(optimizer) or optimizer in _RATIOS
-            or not optimizer.optimizers):  # a function's, found as it is built
+    if (
+        not is_multi_optimizer(optimizer) or optimizer in _RATIOS or not optimizer.optimizers
+    ):  # a function's, found as it is built
         return
     try:
         check_learning_rate(optimizer, "keras_clr")
@@ -330,12 +341,16 @@ def schedule_groups(optimizer, owner, cycle=False):
     `check_momentum`."""
     check_learning_rate(optimizer, owner)
     if not is_multi_optimizer(optimizer):
-        return (Group(optimizer, None, 1.0,
-                      _check_momentum(optimizer, owner, cycle)),)
+        return (Group(optimizer, None, 1.0, _check_momentum(optimizer, owner, cycle)),)
     return tuple(
-        Group(sub, sub.name, ratio, _check_momentum(
-            sub, owner, cycle, f" (the MultiOptimizer's group {sub.name!r})"))
-        for sub, ratio in zip(optimizer.optimizers, ratios(optimizer)))
+        Group(
+            sub,
+            sub.name,
+            ratio,
+            _check_momentum(sub, owner, cycle, f" (the MultiOptimizer's group {sub.name!r})"),
+        )
+        for sub, ratio in zip(optimizer.optimizers, ratios(optimizer))
+    )
 
 
 def log_rates(groups, rate):
@@ -347,8 +362,8 @@ def log_rates(groups, rate):
     for group in groups:
         if group.name is not None:
             logs[f"learning_rate_{group.name}"] = (
-                rate if group.ratio == 1.0
-                else float(np.float32(rate) * np.float32(group.ratio)))
+                rate if group.ratio == 1.0 else float(np.float32(rate) * np.float32(group.ratio))
+            )
     return logs
 
 
@@ -359,8 +374,9 @@ def velocity_momentum(optimizer):
     has no momentum. A MultiOptimizer's is that of its group with the
     largest learning rate (the one a range test records)."""
     if is_multi_optimizer(optimizer):
-        reference = [sub for sub, ratio in zip(optimizer.optimizers, ratios(optimizer))
-                     if ratio == 1.0]
+        reference = [
+            sub for sub, ratio in zip(optimizer.optimizers, ratios(optimizer)) if ratio == 1.0
+        ]
         return velocity_momentum(reference[0]) if reference else None
     if isinstance(optimizer, (keras.optimizers.SGD, keras.optimizers.RMSprop)):
         momentum = float(getattr(optimizer, "momentum", 0.0) or 0.0)

@@ -25,15 +25,15 @@ def plot_schedule(frame, title=None, ax=None):
         The Axes holding the learning rate.
     """
     ax = _axes(ax)
-    ax.plot(frame["step"], frame["learning_rate"], color="tab:blue",
-            label="learning rate")
+    ax.plot(frame["step"], frame["learning_rate"], color="tab:blue", label="learning rate")
     ax.set_xlabel("step")
     ax.set_ylabel("learning rate", color="tab:blue")
     ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
     if frame["momentum"].notna().any():
         twin = ax.twinx()
-        twin.plot(frame["step"], frame["momentum"], color="tab:orange",
-                  linestyle="--", label="momentum")
+        twin.plot(
+            frame["step"], frame["momentum"], color="tab:orange", linestyle="--", label="momentum"
+        )
         twin.set_ylabel("momentum", color="tab:orange")
     if title:
         ax.set_title(title)
@@ -62,7 +62,7 @@ def _robust_ylim(curves, mode, raw=None):
     finite = [c for c in finite if c.size]
     if not finite:
         return None
-    early = max(np.median(c[:max(1, c.size // 10)]) for c in finite)
+    early = max(np.median(c[: max(1, c.size // 10)]) for c in finite)
     everything = np.concatenate(finite)
     low, high = everything.min(), everything.max()
     high = min(high, max(early, np.quantile(everything, 0.8)))
@@ -104,45 +104,79 @@ def plot_range_test(result, ax=None, suggest=True, show_raw=True):
     if show_raw:
         ax.plot(lrs, result.losses, color="tab:blue", alpha=0.25, linewidth=1, label="raw")
     if result.loss_band is not None:
-        ax.fill_between(lrs, *result.loss_band, color="tab:blue", alpha=0.15, linewidth=0,
-                        label="band of repeats")
-    ax.plot(lrs, smoothed, color="tab:blue", linewidth=2, label="smoothed",
-            marker="o" if run == 1 else None)  # one point draws no line
+        ax.fill_between(
+            lrs,
+            *result.loss_band,
+            color="tab:blue",
+            alpha=0.15,
+            linewidth=0,
+            label="band of repeats",
+        )
+    ax.plot(
+        lrs,
+        smoothed,
+        color="tab:blue",
+        linewidth=2,
+        label="smoothed",
+        marker="o" if run == 1 else None,
+    )  # one point draws no line
     finite = np.isfinite(smoothed)
     if suggest and finite.any():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             span = result.suggest_range()
         if span is not None:
-            ax.axvspan(*span, color="tab:green", alpha=0.12,
-                       label=f"CyclicLR range: {span[0]:.1e} to {span[1]:.1e}")
+            ax.axvspan(
+                *span,
+                color="tab:green",
+                alpha=0.12,
+                label=f"CyclicLR range: {span[0]:.1e} to {span[1]:.1e}",
+            )
         found = result.suggestions()
         log_lrs = np.log(lrs[finite])
         for method, label, marker, colour in _MARKERS:
             lr = found[method]
             if lr is not None:
                 y = np.interp(np.log(lr), log_lrs, smoothed[finite])
-                ax.plot([lr], [y], linestyle="none", marker=marker, color=colour,
-                        markersize=12 if method == "one_cycle" else 8,
-                        label=f"{label}: {lr:.1e}")
+                ax.plot(
+                    [lr],
+                    [y],
+                    linestyle="none",
+                    marker=marker,
+                    color=colour,
+                    markersize=12 if method == "one_cycle" else 8,
+                    label=f"{label}: {lr:.1e}",
+                )
     if run:
         ax.set_xscale("log")
-    limits = _robust_ylim([smoothed] + list(result.loss_band or ()), result.mode,
-                          raw=result.losses if show_raw else None)
+    limits = _robust_ylim(
+        [smoothed] + list(result.loss_band or ()),
+        result.mode,
+        raw=result.losses if show_raw else None,
+    )
     if limits is not None:
         ax.set_ylim(*limits)
         _note_clipped(ax, result.losses if show_raw else smoothed, limits, result.monitor)
     else:
-        ax.text(0.5, 0.5, f"no finite {result.monitor} recorded", transform=ax.transAxes,
-                ha="center", va="center")
+        ax.text(
+            0.5,
+            0.5,
+            f"no finite {result.monitor} recorded",
+            transform=ax.transAxes,
+            ha="center",
+            va="center",
+        )
     if run and (run == 1 or not finite.any()):
         # Around the rates tested, not matplotlib's default decade.
-        ax.set_xlim(lrs.min() / 10 ** 0.5, lrs.max() * 10 ** 0.5)
+        ax.set_xlim(lrs.min() / 10**0.5, lrs.max() * 10**0.5)
     if run > 1 and np.any(np.diff(result.steps) > 1):
         steps = f"{run} points over {int(result.steps[-1]) + 1} of {planned} steps"
     else:
-        steps = (f"{run} step{'s' if run != 1 else ''}" if run == planned
-                 else f"{run} of {planned} steps")
+        steps = (
+            f"{run} step{'s' if run != 1 else ''}"
+            if run == planned
+            else f"{run} of {planned} steps"
+        )
     ax.set_title(f"LR range test: {steps}, stopped: {result.stop_reason}")
     ax.set_xlabel("learning rate")
     ax.set_ylabel(result.monitor)
@@ -165,8 +199,16 @@ def _note_clipped(ax, values, limits, name):
     if below.size:
         notes.append(f"{below.size} below it (down to {below.min():.3g})")
     if notes:
-        ax.text(0.01, 0.99, "; ".join(notes), transform=ax.transAxes, ha="left",
-                va="top", fontsize="x-small", color="0.35")
+        ax.text(
+            0.01,
+            0.99,
+            "; ".join(notes),
+            transform=ax.transAxes,
+            ha="left",
+            va="top",
+            fontsize="x-small",
+            color="0.35",
+        )
 
 
 def plot_weight_decays(results, ax=None, best=None):
@@ -187,8 +229,10 @@ def plot_weight_decays(results, ax=None, best=None):
     import matplotlib
 
     if not isinstance(results, dict) or not results:
-        raise ValueError("Argument `results` must be a non-empty dict weight decay -> "
-                         f"LRFinderResult. Received: results={results!r}")
+        raise ValueError(
+            "Argument `results` must be a non-empty dict weight decay -> "
+            f"LRFinderResult. Received: results={results!r}"
+        )
     ax = _axes(ax)
     colours = matplotlib.colormaps["viridis"]
     ordered = sorted(results.items(), key=lambda item: float(item[0]))
@@ -196,10 +240,14 @@ def plot_weight_decays(results, ax=None, best=None):
         chosen = best is not None and float(weight_decay) == float(best)
         # viridis up to green (its yellow end is faint on white); the best's
         # bold curve beneath the others, which stay visible where they meet it
-        ax.plot(result.lrs, result.smoothed_losses,
-                color=colours(0.8 * i / max(1, len(ordered) - 1)),
-                linewidth=3 if chosen else 1.5, zorder=1.9 if chosen else 2,
-                label=f"weight decay {float(weight_decay):g}{' (best)' if chosen else ''}")
+        ax.plot(
+            result.lrs,
+            result.smoothed_losses,
+            color=colours(0.8 * i / max(1, len(ordered) - 1)),
+            linewidth=3 if chosen else 1.5,
+            zorder=1.9 if chosen else 2,
+            label=f"weight decay {float(weight_decay):g}{' (best)' if chosen else ''}",
+        )
     if any(len(result.lrs) for _, result in ordered):
         ax.set_xscale("log")
     first = ordered[0][1]
@@ -228,18 +276,33 @@ def plot_max_lr_search(search, ax=None):
     rows = sorted(search.candidates, key=lambda row: row["max_lr"])
     rates = [row["max_lr"] for row in rows]
     losses = [row["loss"] for row in rows]
-    twin.plot(rates, losses, color="tab:red", marker="o", linestyle=":",
-              label="loss after each OneCycle probe")
+    twin.plot(
+        rates,
+        losses,
+        color="tab:red",
+        marker="o",
+        linestyle=":",
+        label="loss after each OneCycle probe",
+    )
     if search.max_lr is not None:
         chosen = [row["loss"] for row in rows if row["max_lr"] == search.max_lr]
-        twin.plot([search.max_lr], chosen, color="tab:red", marker="*", markersize=16,
-                  linestyle="none", label=f"max_lr {search.max_lr:.2e}")
+        twin.plot(
+            [search.max_lr],
+            chosen,
+            color="tab:red",
+            marker="*",
+            markersize=16,
+            linestyle="none",
+            label=f"max_lr {search.max_lr:.2e}",
+        )
     twin.set_ylabel("loss after a probe", color="tab:red")
     twin.legend(loc="center left", fontsize="small")
     ax.set_xscale("log")
-    ax.set_title(f"tune_max_lr: {search.steps_used} steps, "
-                 f"max_lr {'none' if search.max_lr is None else f'{search.max_lr:.2e}'} "
-                 f"for {search.total_steps} steps")
+    ax.set_title(
+        f"tune_max_lr: {search.steps_used} steps, "
+        f"max_lr {'none' if search.max_lr is None else f'{search.max_lr:.2e}'} "
+        f"for {search.total_steps} steps"
+    )
     return ax
 
 
@@ -257,18 +320,36 @@ def plot_max_lr_race(race, ax=None):
             continue
         epochs = range(1, len(curve) + 1)
         winner = rate == race.winner
-        line, = ax.plot(epochs, curve, marker="o", markersize=3,
-                        linewidth=2.5 if winner else 1.0,
-                        label=f"max_lr {rate:.2e}" + (" (winner)" if winner else ""))
+        (line,) = ax.plot(
+            epochs,
+            curve,
+            marker="o",
+            markersize=3,
+            linewidth=2.5 if winner else 1.0,
+            label=f"max_lr {rate:.2e}" + (" (winner)" if winner else ""),
+        )
         if rate in race.dropped:
-            ax.plot([len(curve)], [curve[-1]], marker="x", markersize=9,
-                    color=line.get_color(), linestyle="none")
+            ax.plot(
+                [len(curve)],
+                [curve[-1]],
+                marker="x",
+                markersize=9,
+                color=line.get_color(),
+                linestyle="none",
+            )
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation loss")
-    ax.set_yscale("log" if all(v > 0 for c in race.val_loss.values() for v in c
-                               if v == v and abs(v) != float("inf")) else "linear")
+    ax.set_yscale(
+        "log"
+        if all(
+            v > 0 for c in race.val_loss.values() for v in c if v == v and abs(v) != float("inf")
+        )
+        else "linear"
+    )
     ax.legend(fontsize="small")
-    ax.set_title(f"max_lr race: winner {race.winner:.2e}, "
-                 f"{race.compute:.2f} trainings of compute" if race.winner is not None
-                 else "max_lr race")
+    ax.set_title(
+        f"max_lr race: winner {race.winner:.2e}, {race.compute:.2f} trainings of compute"
+        if race.winner is not None
+        else "max_lr race"
+    )
     return ax

@@ -50,8 +50,17 @@ CUTS = ((0.25, 3), (0.5, 1))  # (fraction of the training, candidates kept there
 
 # `fit` arguments the race sets itself, or cannot honour.
 _RACE_OWNS = ("initial_epoch", "steps_per_epoch", "validation_steps", "validation_freq")
-_FIT_ARGS = ("batch_size", "verbose", "validation_split", "validation_data", "shuffle",
-             "class_weight", "sample_weight", "validation_batch_size", "callbacks")
+_FIT_ARGS = (
+    "batch_size",
+    "verbose",
+    "validation_split",
+    "validation_data",
+    "shuffle",
+    "class_weight",
+    "sample_weight",
+    "validation_batch_size",
+    "callbacks",
+)
 
 
 def _length(data):
@@ -80,14 +89,17 @@ class RaceBatches(keras.utils.PyDataset):
 
     def set_epoch(self, epoch):
         self.epoch = epoch
-        self.order = (np.random.default_rng([self.seed, epoch]).permutation(self.count)
-                      if self.shuffle else np.arange(self.count))
+        self.order = (
+            np.random.default_rng([self.seed, epoch]).permutation(self.count)
+            if self.shuffle
+            else np.arange(self.count)
+        )
 
     def __len__(self):
         return math.ceil(self.count / self.batch_size)
 
     def __getitem__(self, index):
-        rows = self.order[index * self.batch_size:(index + 1) * self.batch_size]
+        rows = self.order[index * self.batch_size : (index + 1) * self.batch_size]
         batch = (take(self.x, rows), take(self.y, rows))
         if self.sample_weight is not None:
             batch += (take(self.sample_weight, rows),)
@@ -130,13 +142,25 @@ def candidates_from(result, plan):
         suggestion = result.suggest(peak_momentum=plan.peak_momentum(result.momentum))
     if suggestion is not None:
         low = -((CANDIDATES - 1) // 2)
-        rates = [suggestion * SPACING ** k for k in range(low, low + CANDIDATES)]
-        return rates, suggestion, (f"rates a third of a decade apart around the "
-                                   f"range test's suggest(one_cycle=...) ({suggestion:.3g})")
+        rates = [suggestion * SPACING**k for k in range(low, low + CANDIDATES)]
+        return (
+            rates,
+            suggestion,
+            (
+                f"rates a third of a decade apart around the "
+                f"range test's suggest(one_cycle=...) ({suggestion:.3g})"
+            ),
+        )
     top = float(result.lrs[-1]) if len(result.lrs) else 1e-1
     rates = [top / 10 ** (1 + k / 2) for k in range(CANDIDATES - 1, -1, -1)]
-    return rates, top / 10, (f"rates half a decade apart below where the range test ended "
-                             f"({top:.3g}): it made no suggestion")
+    return (
+        rates,
+        top / 10,
+        (
+            f"rates half a decade apart below where the range test ended "
+            f"({top:.3g}): it made no suggestion"
+        ),
+    )
 
 
 class MaxLRRace:
@@ -189,8 +213,16 @@ class MaxLRRace:
         >>> plt.close(ax.figure)
     """
 
-    def __init__(self, candidates, rule, epochs, steps_per_training, range_test=None,
-                 range_steps=0, plan=None):
+    def __init__(
+        self,
+        candidates,
+        rule,
+        epochs,
+        steps_per_training,
+        range_test=None,
+        range_steps=0,
+        plan=None,
+    ):
         self.candidates = sorted(float(rate) for rate in candidates)
         self.rule, self.epochs = rule, epochs
         self.steps_per_training = steps_per_training
@@ -228,11 +260,16 @@ class MaxLRRace:
         for rate in self.candidates:
             for epoch, loss in enumerate(self.val_loss[rate], start=1):
                 drop = self.dropped.get(rate)
-                rows.append({"max_lr": rate, "epoch": epoch, "val_loss": loss,
-                             "dropped": drop[1] if drop and drop[0] == epoch else None,
-                             "winner": rate == self.winner})
-        return pd.DataFrame(rows, columns=["max_lr", "epoch", "val_loss", "dropped",
-                                           "winner"])
+                rows.append(
+                    {
+                        "max_lr": rate,
+                        "epoch": epoch,
+                        "val_loss": loss,
+                        "dropped": drop[1] if drop and drop[0] == epoch else None,
+                        "winner": rate == self.winner,
+                    }
+                )
+        return pd.DataFrame(rows, columns=["max_lr", "epoch", "val_loss", "dropped", "winner"])
 
     def plot(self, ax=None):
         """Every candidate's validation loss against the epoch.
@@ -249,35 +286,48 @@ class MaxLRRace:
 
     def __repr__(self):
         winner = "none" if self.winner is None else f"{self.winner:.3g}"
-        lines = [f"MaxLRRace(winner={winner}, compute={self.compute:.2f} trainings, "
-                 f"epochs={self.epochs}, {self.plan.shown()})", f"  {self.rule}"]
+        lines = [
+            f"MaxLRRace(winner={winner}, compute={self.compute:.2f} trainings, "
+            f"epochs={self.epochs}, {self.plan.shown()})",
+            f"  {self.rule}",
+        ]
         if self.start_val_loss is not None:
             lines.append(f"  val_loss before training: {self.start_val_loss:.4g}")
         for rate in self.candidates:
             curve = self.val_loss[rate]
             last = f"val_loss {curve[-1]:.4g} after {len(curve)} epochs" if curve else "-"
             drop = self.dropped.get(rate)
-            mark = (f", dropped after epoch {drop[0]}: {drop[1]}" if drop
-                    else " <- winner" if rate == self.winner else "")
+            mark = (
+                f", dropped after epoch {drop[0]}: {drop[1]}"
+                if drop
+                else " <- winner"
+                if rate == self.winner
+                else ""
+            )
             lines.append(f"  max_lr {rate:.3g}: {last}{mark}")
         return "\n".join(lines)
 
 
 def _check_candidates(candidates):
     if isinstance(candidates, (str, bytes)) or not hasattr(candidates, "__iter__"):
-        raise ValueError("Argument `candidates` must be a list of at least two positive "
-                         f"finite learning rates. Received: candidates={candidates!r}")
+        raise ValueError(
+            "Argument `candidates` must be a list of at least two positive "
+            f"finite learning rates. Received: candidates={candidates!r}"
+        )
     rates = list(candidates)
     if len(rates) < 2 or len(set(rates)) != len(rates):
-        raise ValueError("Argument `candidates` must be a list of at least two distinct "
-                         f"positive finite learning rates. Received: candidates={candidates!r}")
+        raise ValueError(
+            "Argument `candidates` must be a list of at least two distinct "
+            f"positive finite learning rates. Received: candidates={candidates!r}"
+        )
     for rate in rates:
         try:
             _checks.positive_finite("candidates", rate)
         except ValueError:
             raise ValueError(
                 "Argument `candidates` must hold positive finite learning rates only; "
-                f"{rate!r} is not one. Received: candidates={candidates!r}") from None
+                f"{rate!r} is not one. Received: candidates={candidates!r}"
+            ) from None
     return sorted(float(rate) for rate in rates)
 
 
@@ -288,7 +338,8 @@ def _check_arrays(name, value):
             "them) for the race, which serves every candidate the same batches in the "
             "same order; tf.data, generators, PyDatasets and DataLoaders cannot be "
             "replayed that way. Pass arrays, or a float `max_lr` (or max_lr='auto'). "
-            f"Received: {name}={type(value).__name__}")
+            f"Received: {name}={type(value).__name__}"
+        )
 
 
 def _split(x, y, sample_weight, fit_kwargs):
@@ -300,34 +351,46 @@ def _split(x, y, sample_weight, fit_kwargs):
     count = _length(x)
     if validation is not None:
         if fraction:
-            raise ValueError("Pass one of `validation_data` and `validation_split`, "
-                             f"not both. Received: validation_split={fraction!r}")
+            raise ValueError(
+                "Pass one of `validation_data` and `validation_split`, "
+                f"not both. Received: validation_split={fraction!r}"
+            )
         if hasattr(validation, "__next__"):
             raise ValueError(
                 "Argument `validation_data` must be data every candidate can be "
                 "evaluated on again (arrays, a tf.data.Dataset or a PyDataset), not "
-                f"a generator. Received: validation_data={type(validation).__name__}")
+                f"a generator. Received: validation_data={type(validation).__name__}"
+            )
         return x, y, sample_weight, validation, 0
     held = 0
     if not fraction:
         fraction = HOLD_OUT
         held = count - math.floor(count * (1 - fraction))
     else:
-        fraction = _checks.in_interval("validation_split", fraction, 0.0, 1.0,
-                                       low_open=True, high_open=True)
+        fraction = _checks.in_interval(
+            "validation_split", fraction, 0.0, 1.0, low_open=True, high_open=True
+        )
     split = math.floor(count * (1 - fraction))  # as Keras splits
     if split < 1 or split == count:
         raise ValueError(
             f"The race needs validation data to compare its candidates: holding out "
             f"{fraction:g} of {count} samples leaves "
             f"{'no training' if split < 1 else 'no validation'} samples. Pass "
-            f"`validation_data`, or more data. Received: x with {count} samples")
+            f"`validation_data`, or more data. Received: x with {count} samples"
+        )
     part = slice(0, split), slice(split, count)
-    validation = tuple(slice_samples(d, part[1].start, part[1].stop)
-                       for d in (x, y, sample_weight) if d is not None)
-    return (slice_samples(x, 0, split), None if y is None else slice_samples(y, 0, split),
-            None if sample_weight is None else slice_samples(sample_weight, 0, split),
-            validation, held)
+    validation = tuple(
+        slice_samples(d, part[1].start, part[1].stop)
+        for d in (x, y, sample_weight)
+        if d is not None
+    )
+    return (
+        slice_samples(x, 0, split),
+        None if y is None else slice_samples(y, 0, split),
+        None if sample_weight is None else slice_samples(sample_weight, 0, split),
+        validation,
+        held,
+    )
 
 
 def check_inputs(x, y, fit_kwargs):
@@ -338,11 +401,14 @@ def check_inputs(x, y, fit_kwargs):
             raise ValueError(
                 f"Argument `{key}` is set by the race, which trains every candidate "
                 "over the whole data epoch by epoch. Received: "
-                f"{key}={fit_kwargs[key]!r}")
+                f"{key}={fit_kwargs[key]!r}"
+            )
         if key not in _FIT_ARGS:
-            raise ValueError(f"Argument `{key}` is not one the race takes (fit's "
-                             f"{', '.join(_FIT_ARGS[:-1])}). Received: "
-                             f"{key}={fit_kwargs[key]!r}")
+            raise ValueError(
+                f"Argument `{key}` is not one the race takes (fit's "
+                f"{', '.join(_FIT_ARGS[:-1])}). Received: "
+                f"{key}={fit_kwargs[key]!r}"
+            )
     callbacks = fit_kwargs.get("callbacks", None)
     callbacks = getattr(callbacks, "callbacks", callbacks)  # a CallbackList's own
     if callbacks is None or not hasattr(callbacks, "__iter__"):  # one callback alone
@@ -356,11 +422,13 @@ def check_inputs(x, y, fit_kwargs):
             "interleaved, not one training. Race without callbacks (the model ends "
             "as the winner's training left it), or pass a float `max_lr` (such as a "
             "race's `history.race.winner`) to fit with callbacks. Received: "
-            f"callbacks=[{names}]")
+            f"callbacks=[{names}]"
+        )
     shuffle = fit_kwargs.get("shuffle", True)
     if shuffle not in (True, False):
-        raise ValueError("Argument `shuffle` must be True or False for the race. "
-                         f"Received: shuffle={shuffle!r}")
+        raise ValueError(
+            f"Argument `shuffle` must be True or False for the race. Received: shuffle={shuffle!r}"
+        )
     if x is None:
         raise ValueError("Argument `x` must be the training data. Received: x=None")
     _check_arrays("x", x)
@@ -368,8 +436,18 @@ def check_inputs(x, y, fit_kwargs):
     _check_arrays("sample_weight", fit_kwargs.get("sample_weight"))
 
 
-def race(model, x, y, *, epochs, candidates=None, one_cycle=None, race_seed=None,
-         schedule=None, **fit_kwargs):
+def race(
+    model,
+    x,
+    y,
+    *,
+    epochs,
+    candidates=None,
+    one_cycle=None,
+    race_seed=None,
+    schedule=None,
+    **fit_kwargs,
+):
     """Trains `model` for `epochs` with the `OneCycle` rate that wins a race;
     called by `keras_clr.fit_one_cycle(..., max_lr="race")` (see there).
 
@@ -378,17 +456,21 @@ def race(model, x, y, *, epochs, candidates=None, one_cycle=None, race_seed=None
         `MaxLRRace`.
     """
     if not getattr(model, "compiled", False) or getattr(model, "optimizer", None) is None:
-        raise ValueError("Argument `model` must be compiled with an optimizer "
-                         f"before the race. Received: model={model.name!r}, not compiled")
+        raise ValueError(
+            "Argument `model` must be compiled with an optimizer "
+            f"before the race. Received: model={model.name!r}, not compiled"
+        )
     epochs = _checks.positive_int("epochs", epochs)
     check_inputs(x, y, fit_kwargs)
     fit_kwargs.pop("callbacks", None)
     shuffle = fit_kwargs.pop("shuffle", True)
-    if race_seed is not None and (isinstance(race_seed, bool)
-                                  or not isinstance(race_seed, (int, np.integer))
-                                  or race_seed < 0):
-        raise ValueError("Argument `race_seed` must be a non-negative integer or None. "
-                         f"Received: race_seed={race_seed!r}")
+    if race_seed is not None and (
+        isinstance(race_seed, bool) or not isinstance(race_seed, (int, np.integer)) or race_seed < 0
+    ):
+        raise ValueError(
+            "Argument `race_seed` must be a non-negative integer or None. "
+            f"Received: race_seed={race_seed!r}"
+        )
     rates = None if candidates is None else _check_candidates(candidates)
     plan = planned_schedule(one_cycle, schedule, "the race")
     check_optimizer(model, plan, "the race")
@@ -397,7 +479,8 @@ def race(model, x, y, *, epochs, candidates=None, one_cycle=None, race_seed=None
     verbose = fit_kwargs.pop("verbose", "auto")
     verbose = 1 if verbose == "auto" else verbose
     x, y, sample_weight, validation, held = _split(
-        x, y, fit_kwargs.pop("sample_weight", None), fit_kwargs)
+        x, y, fit_kwargs.pop("sample_weight", None), fit_kwargs
+    )
     fit_kwargs.setdefault("validation_batch_size", batch_size)
     accumulation = optimizers.accumulation_steps(optimizers.base_optimizer(model))
     per_epoch = math.ceil(_length(x) / batch_size)
@@ -407,23 +490,35 @@ def race(model, x, y, *, epochs, candidates=None, one_cycle=None, race_seed=None
     state.build_optimizer(model)
     poisoned = state.first_nonfinite(state.float_variables(model))
     if poisoned is not None:
-        raise ValueError(f"Argument `model` must start from finite weights; {poisoned} "
-                         "holds NaN or inf already. Received: model with non-finite "
-                         f"{poisoned}")
+        raise ValueError(
+            f"Argument `model` must start from finite weights; {poisoned} "
+            "holds NaN or inf already. Received: model with non-finite "
+            f"{poisoned}"
+        )
     if held:
         warnings.warn(
             f"The race compares its candidates on held-out data: it trains on the "
             f"first {_length(x)} samples and holds out the last {held} ({HOLD_OUT:.0%}), "
             "as validation_split=0.1 would. Pass `validation_data` (or "
-            "`validation_split`) to choose the data it compares on.", stacklevel=3)
-    seed = int(np.random.randint(0, 2 ** 31 - 1)) if race_seed is None else int(race_seed)
+            "`validation_split`) to choose the data it compares on.",
+            stacklevel=3,
+        )
+    seed = int(np.random.randint(0, 2**31 - 1)) if race_seed is None else int(race_seed)
 
     result, range_steps = None, 0
     if rates is None:
         counter = _StepCount()
-        result = find_lr(model, x, y, batch_size=batch_size, num_steps=RANGE_STEPS,
-                         verbose=0, sample_weight=sample_weight, callbacks=[counter],
-                         **{k: v for k, v in fit_kwargs.items() if k == "class_weight"})
+        result = find_lr(
+            model,
+            x,
+            y,
+            batch_size=batch_size,
+            num_steps=RANGE_STEPS,
+            verbose=0,
+            sample_weight=sample_weight,
+            callbacks=[counter],
+            **{k: v for k, v in fit_kwargs.items() if k == "class_weight"},
+        )
         # The test may run a few steps past the last it records (it reads the
         # loss every few steps): these count too.
         range_steps = counter.steps
@@ -441,7 +536,8 @@ def race(model, x, y, *, epochs, candidates=None, one_cycle=None, race_seed=None
             f"included), more than {COMPUTE_BUDGET:g}: its checkpoints are at the end of "
             f"epoch{'s' if len(cuts) > 1 else ''} {' and '.join(map(str, cuts))}. Fewer "
             "candidates (`candidates=[...]`), or a training of more epochs, spend less.",
-            stacklevel=3)
+            stacklevel=3,
+        )
     batches = RaceBatches(x, y, sample_weight, batch_size, shuffle, seed)
     fit_args = dict(fit_kwargs, validation_data=validation, shuffle=False, verbose=0)
     _run(model, report, batches, fit_args, verbose)
@@ -457,9 +553,14 @@ def _run(model, report, batches, fit_args, verbose):
     cuts = dict(checkpoints(epochs))
     start = state.snapshot(model)
     report.start_val_loss = _validation_loss(model, fit_args)
-    alive = {rate: {"saved": start,
-                    "schedule": report.plan.build(rate, report.steps_per_training),
-                    "logs": []} for rate in report.candidates}
+    alive = {
+        rate: {
+            "saved": start,
+            "schedule": report.plan.build(rate, report.steps_per_training),
+            "logs": [],
+        }
+        for rate in report.candidates
+    }
 
     last = None  # the candidate whose state the model holds
 
@@ -470,13 +571,23 @@ def _run(model, report, batches, fit_args, verbose):
         state.restore(run["saved"])
         before = optimizers.iterations(optimizer)
         batches.set_epoch(begin)
-        history = model.fit(batches, initial_epoch=begin, epochs=end,
-                            callbacks=[_EpochOrder(batches), run["schedule"]],
-                            **fit_args)
+        history = model.fit(
+            batches,
+            initial_epoch=begin,
+            epochs=end,
+            callbacks=[_EpochOrder(batches), run["schedule"]],
+            **fit_args,
+        )
         report.steps[rate] += optimizers.iterations(optimizer) - before
-        run["logs"].extend(zip(history.epoch, (
-            {key: values[i] for key, values in history.history.items()}
-            for i in range(len(history.epoch)))))
+        run["logs"].extend(
+            zip(
+                history.epoch,
+                (
+                    {key: values[i] for key, values in history.history.items()}
+                    for i in range(len(history.epoch))
+                ),
+            )
+        )
         run["params"] = history.params
         losses = history.history.get("val_loss", [])
         report.val_loss[rate].extend(float(v) for v in losses)
@@ -512,19 +623,23 @@ def _run(model, report, batches, fit_args, verbose):
             raise ValueError(
                 f"Every candidate of the race diverged ({report!r}); the model is "
                 "back as it started. Race lower rates: pass `candidates`. Received: "
-                f"candidates={report.candidates!r}")
+                f"candidates={report.candidates!r}"
+            )
         epoch = end
         if epoch in cuts and len(alive) > cuts[epoch]:
             keep = cuts[epoch]
             ranked = sorted(alive, key=lambda rate: report.val_loss[rate][-1])
             for rate in ranked[keep:]:
-                drop(rate, epoch, f"val_loss {report.val_loss[rate][-1]:.4g} not among "
-                     f"the best {keep} at epoch {epoch}")
+                drop(
+                    rate,
+                    epoch,
+                    f"val_loss {report.val_loss[rate][-1]:.4g} not among "
+                    f"the best {keep} at epoch {epoch}",
+                )
         if verbose and len(alive) > 1:
-            shown = ", ".join(f"{rate:.3g}: {report.val_loss[rate][-1]:.4g}"
-                              for rate in alive)
+            shown = ", ".join(f"{rate:.3g}: {report.val_loss[rate][-1]:.4g}" for rate in alive)
             print(f"race: epoch {epoch}/{epochs}: val_loss {shown}")
-    (winner, run), = alive.items()
+    ((winner, run),) = alive.items()
     if last != winner:  # decided at the end: the model holds another's state
         state.restore(run["saved"])
     report.winner = winner
@@ -535,7 +650,9 @@ def _run(model, report, batches, fit_args, verbose):
             f"{min(report.val_loss[winner]):.4g}): none of the candidates "
             f"{[float(f'{r:.3g}') for r in report.candidates]} trained. Race lower rates "
             "(`candidates=[...]`), or look at the range test "
-            "(`history.race.range_test.plot()`).", stacklevel=4)
+            "(`history.race.range_test.plot()`).",
+            stacklevel=4,
+        )
     history = keras.callbacks.History()
     history.set_model(model)
     history.epoch = [epoch for epoch, _ in run["logs"]]
@@ -556,8 +673,14 @@ def _validation_loss(model, fit_args):
     batch_size = fit_args.get("validation_batch_size")
     if isinstance(data, (tuple, list)):
         x, y, *weights = data
-        logs = model.evaluate(x, y, sample_weight=weights[0] if weights else None,
-                              batch_size=batch_size, verbose=0, return_dict=True)
+        logs = model.evaluate(
+            x,
+            y,
+            sample_weight=weights[0] if weights else None,
+            batch_size=batch_size,
+            verbose=0,
+            return_dict=True,
+        )
     else:
         logs = model.evaluate(data, verbose=0, return_dict=True)
     return float(logs["loss"])

@@ -25,8 +25,14 @@ from keras_clr.suggestions import METHODS
 from keras_clr.suggestions import kernel_smooth
 from keras_clr.suggestions import momentum_lag
 
-__all__ = ["LRFinderResult", "METHODS", "kernel_smooth", "momentum_lag",
-           "one_cycle_peak_momentum", "smooth"]
+__all__ = [
+    "LRFinderResult",
+    "METHODS",
+    "kernel_smooth",
+    "momentum_lag",
+    "one_cycle_peak_momentum",
+    "smooth",
+]
 
 # A "nan" stop on a curve that had fallen less than FLAT_FALL of its first
 # smoothed value and was within NEAR_LOWEST of its best (a flat curve that
@@ -110,34 +116,64 @@ class LRFinderResult:
         '5.1e-03'
     """
 
-    def __init__(self, lrs, losses, smoothed_losses=None, *, num_steps=None,
-                 smoothing=0.98, stop_reason="completed", monitor="loss",
-                 mode="min", metrics=None, loss_band=None, weight_decay=None,
-                 start_lr=None, end_lr=None, momentum=None, batch_norm=False, steps=None,
-                 nonfinite_variable=None, nonfinite_step=None, nonfinite_lr=None):
+    def __init__(
+        self,
+        lrs,
+        losses,
+        smoothed_losses=None,
+        *,
+        num_steps=None,
+        smoothing=0.98,
+        stop_reason="completed",
+        monitor="loss",
+        mode="min",
+        metrics=None,
+        loss_band=None,
+        weight_decay=None,
+        start_lr=None,
+        end_lr=None,
+        momentum=None,
+        batch_norm=False,
+        steps=None,
+        nonfinite_variable=None,
+        nonfinite_step=None,
+        nonfinite_lr=None,
+    ):
         self.lrs = _array("lrs", lrs)
         self.losses = _same_length("losses", losses, self.lrs)
         _check_rates(self.lrs)
         self.steps = _checked_steps(steps, self.lrs)
         self.smoothing = _checks.in_interval("smoothing", smoothing, 0, 1, high_open=True)
-        self.smoothed_losses = (smooth(self.losses, self.smoothing) if smoothed_losses is None
-                                else _same_length("smoothed_losses", smoothed_losses, self.lrs))
+        self.smoothed_losses = (
+            smooth(self.losses, self.smoothing)
+            if smoothed_losses is None
+            else _same_length("smoothed_losses", smoothed_losses, self.lrs)
+        )
         self.num_steps = _checked_num_steps(
-            num_steps, int(self.steps[-1]) + 1 if len(self.steps) else 0)
+            num_steps, int(self.steps[-1]) + 1 if len(self.steps) else 0
+        )
         self.stop_reason = _non_empty("stop_reason", stop_reason)
         self.monitor = _non_empty("monitor", monitor)
         self.mode = _checks.one_of("mode", mode, ("min", "max"))
         self.metrics = _checked_metrics(metrics, self.lrs)
         self.loss_band = _checked_band(loss_band, self.lrs)
-        (self.weight_decay, self.start_lr, self.end_lr, self.momentum,
-         self.batch_norm) = _checked_settings(weight_decay, start_lr, end_lr, momentum, batch_norm)
-        (self.nonfinite_variable, self.nonfinite_step,
-         self.nonfinite_lr) = _checked_nonfinite(nonfinite_variable, nonfinite_step, nonfinite_lr)
+        (self.weight_decay, self.start_lr, self.end_lr, self.momentum, self.batch_norm) = (
+            _checked_settings(weight_decay, start_lr, end_lr, momentum, batch_norm)
+        )
+        (self.nonfinite_variable, self.nonfinite_step, self.nonfinite_lr) = _checked_nonfinite(
+            nonfinite_variable, nonfinite_step, nonfinite_lr
+        )
 
     def _window(self, finite):  # the curve fastai's rules see; benchmarks/ reads it
-        return suggestions.window(self.lrs, self.smoothed_losses, self.losses,
-                                  num_steps=self.num_steps, mode=self.mode, finite=finite,
-                                  steps=self.steps)
+        return suggestions.window(
+            self.lrs,
+            self.smoothed_losses,
+            self.losses,
+            num_steps=self.num_steps,
+            mode=self.mode,
+            finite=finite,
+            steps=self.steps,
+        )
 
     def suggest(self, method=None, *, one_cycle=None, peak_momentum=None):
         """A learning rate read off the curve.
@@ -257,8 +293,9 @@ class LRFinderResult:
         _checks.one_of("method", method, METHODS + ("range",))
         value, reason = apply_rule(self, method)
         note = _nonfinite_note(self)
-        return (f"{method}: {'none' if value is None else _shown(value)}, {reason}."
-                + (f" {note}" if note else ""))
+        return f"{method}: {'none' if value is None else _shown(value)}, {reason}." + (
+            f" {note}" if note else ""
+        )
 
     def __repr__(self):
         return _describe(self)
@@ -425,56 +462,72 @@ class LRFinderResult:
 
 # Checks of the record --------------------------------------------------------
 
+
 def _array(name, values):
     try:
         array = np.array(values, dtype=np.float64)
     except (TypeError, ValueError):
-        raise ValueError(f"Argument `{name}` must be a 1-D array of numbers. "
-                         f"Received: {name} of type {type(values).__name__}") from None
+        raise ValueError(
+            f"Argument `{name}` must be a 1-D array of numbers. "
+            f"Received: {name} of type {type(values).__name__}"
+        ) from None
     if array.ndim != 1:
-        raise ValueError(f"Argument `{name}` must be a 1-D array. "
-                         f"Received: {name} with shape {array.shape}")
+        raise ValueError(
+            f"Argument `{name}` must be a 1-D array. Received: {name} with shape {array.shape}"
+        )
     return array
 
 
 def _same_length(name, values, lrs):
     array = _array(name, values)
     if len(array) != len(lrs):
-        raise ValueError(f"Argument `{name}` must have one value per step, as `lrs`. "
-                         f"Received: len(lrs)={len(lrs)}, len({name})={len(array)}")
+        raise ValueError(
+            f"Argument `{name}` must have one value per step, as `lrs`. "
+            f"Received: len(lrs)={len(lrs)}, len({name})={len(array)}"
+        )
     return array
 
 
 def _check_rates(lrs):
     if not np.all(np.isfinite(lrs) & (lrs > 0)):
         i = int(np.argmin(np.isfinite(lrs) & (lrs > 0)))
-        raise ValueError("Argument `lrs` must hold positive finite numbers. "
-                         f"Received: lrs[{i}]={float(lrs[i])!r}")
+        raise ValueError(
+            "Argument `lrs` must hold positive finite numbers. "
+            f"Received: lrs[{i}]={float(lrs[i])!r}"
+        )
     rising = np.diff(lrs) > 0
     if not rising.all():
         i = int(np.argmin(rising)) + 1
-        raise ValueError("Argument `lrs` must be strictly increasing. Received: "
-                         f"lrs[{i - 1}]={float(lrs[i - 1])!r}, lrs[{i}]={float(lrs[i])!r}")
+        raise ValueError(
+            "Argument `lrs` must be strictly increasing. Received: "
+            f"lrs[{i - 1}]={float(lrs[i - 1])!r}, lrs[{i}]={float(lrs[i])!r}"
+        )
 
 
 def _checked_steps(steps, lrs):
     if steps is None:
         return np.arange(len(lrs))
     array = _same_length("steps", steps, lrs)
-    if not (np.all(array == np.round(array)) and np.all(array >= 0)
-            and np.all(np.diff(array) > 0)):
-        raise ValueError("Argument `steps` must hold strictly increasing integers "
-                         f"from 0. Received: steps={array.tolist()!r}")
+    if not (np.all(array == np.round(array)) and np.all(array >= 0) and np.all(np.diff(array) > 0)):
+        raise ValueError(
+            "Argument `steps` must hold strictly increasing integers "
+            f"from 0. Received: steps={array.tolist()!r}"
+        )
     return array.astype(np.int64)
 
 
 def _checked_num_steps(num_steps, recorded):
     if num_steps is None:
         num_steps = recorded
-    if (isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer))
-            or num_steps < recorded):
-        raise ValueError("Argument `num_steps` must be an integer at least the number "
-                         f"of recorded steps ({recorded}). Received: num_steps={num_steps!r}")
+    if (
+        isinstance(num_steps, bool)
+        or not isinstance(num_steps, (int, np.integer))
+        or num_steps < recorded
+    ):
+        raise ValueError(
+            "Argument `num_steps` must be an integer at least the number "
+            f"of recorded steps ({recorded}). Received: num_steps={num_steps!r}"
+        )
     return int(num_steps)
 
 
@@ -486,8 +539,9 @@ def _checked_settings(weight_decay, start_lr, end_lr, momentum, batch_norm):
     if momentum is not None:
         momentum = _checks.in_interval("momentum", momentum, 0, 1, high_open=True)
     if not isinstance(batch_norm, (bool, np.bool_)):
-        raise ValueError("Argument `batch_norm` must be True or False. "
-                         f"Received: batch_norm={batch_norm!r}")
+        raise ValueError(
+            f"Argument `batch_norm` must be True or False. Received: batch_norm={batch_norm!r}"
+        )
     return weight_decay, start_lr, end_lr, momentum, bool(batch_norm)
 
 
@@ -498,20 +552,27 @@ def _checked_nonfinite(variable, step, lr):
             "Arguments `nonfinite_variable`, `nonfinite_step` and `nonfinite_lr` "
             "go together: give all three or none. Received: "
             f"nonfinite_variable={variable!r}, nonfinite_step={step!r}, "
-            f"nonfinite_lr={lr!r}")
+            f"nonfinite_lr={lr!r}"
+        )
     if variable is None:
         return None, None, None
-    if (isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0):
-        raise ValueError("Argument `nonfinite_step` must be a step number, an "
-                         f"integer >= 0. Received: nonfinite_step={step!r}")
-    return (_non_empty("nonfinite_variable", variable), int(step),
-            _checks.positive_finite("nonfinite_lr", lr))
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
+        raise ValueError(
+            "Argument `nonfinite_step` must be a step number, an "
+            f"integer >= 0. Received: nonfinite_step={step!r}"
+        )
+    return (
+        _non_empty("nonfinite_variable", variable),
+        int(step),
+        _checks.positive_finite("nonfinite_lr", lr),
+    )
 
 
 def _non_empty(name, value):
     if not isinstance(value, str) or not value:
-        raise ValueError(f"Argument `{name}` must be a non-empty string. "
-                         f"Received: {name}={value!r}")
+        raise ValueError(
+            f"Argument `{name}` must be a non-empty string. Received: {name}={value!r}"
+        )
     return value
 
 
@@ -519,8 +580,10 @@ def _checked_metrics(metrics, lrs):
     checked = {}
     for name, values in (metrics or {}).items():
         if not isinstance(name, str) or name in _RESERVED:
-            raise ValueError("Argument `metrics` must map new column names to arrays; "
-                             f"{_RESERVED} are taken. Received: metric name {name!r}")
+            raise ValueError(
+                "Argument `metrics` must map new column names to arrays; "
+                f"{_RESERVED} are taken. Received: metric name {name!r}"
+            )
         checked[name] = _same_length(f"metrics[{name!r}]", values, lrs)
     return checked
 
@@ -529,24 +592,29 @@ def _checked_band(loss_band, lrs):
     if loss_band is None:
         return None
     if len(loss_band) != 2:
-        raise ValueError("Argument `loss_band` must be a (low, high) pair. "
-                         f"Received: {len(loss_band)} items")
-    return (_same_length("loss_band[0]", loss_band[0], lrs),
-            _same_length("loss_band[1]", loss_band[1], lrs))
+        raise ValueError(
+            f"Argument `loss_band` must be a (low, high) pair. Received: {len(loss_band)} items"
+        )
+    return (
+        _same_length("loss_band[0]", loss_band[0], lrs),
+        _same_length("loss_band[1]", loss_band[1], lrs),
+    )
 
 
 # Text -------------------------------------------------------------------------
+
 
 def _warned(method, value, reason, stacklevel, note=""):
     """`value`, after a warning with `reason` when it is None, or with
     `note` (why the test stopped, when that casts doubt on the curve)."""
     what = "CyclicLR range" if method == "range" else f"{method!r} learning-rate"
     if value is None:
-        warnings.warn(f"No {what} suggestion: {reason}." + (f" {note}" if note else ""),
-                      stacklevel=stacklevel + 1)
+        warnings.warn(
+            f"No {what} suggestion: {reason}." + (f" {note}" if note else ""),
+            stacklevel=stacklevel + 1,
+        )
     elif note:
-        warnings.warn(f"The {what} suggestion may mislead: {note}",
-                      stacklevel=stacklevel + 1)
+        warnings.warn(f"The {what} suggestion may mislead: {note}", stacklevel=stacklevel + 1)
     return value
 
 
@@ -565,8 +633,9 @@ def _stopped_near_lowest(result):
     if curve.size == 0:
         return True
     first, best = float(curve[0]), float(curve.min())
-    return (first - best <= FLAT_FALL * abs(first)
-            and float(curve[-1]) <= best + NEAR_LOWEST * abs(best))
+    return first - best <= FLAT_FALL * abs(first) and float(curve[-1]) <= best + NEAR_LOWEST * abs(
+        best
+    )
 
 
 def _describe(result):
@@ -574,12 +643,15 @@ def _describe(result):
     run = len(result.lrs)
     lines = [f"LRFinderResult(monitor={result.monitor!r}, mode={result.mode!r})"]
     if run > 1 and np.any(np.diff(result.steps) > 1):
-        lines.append(f"  points: {run}, measured at steps {result.steps[0]} to "
-                     f"{result.steps[-1]} of {result.num_steps} planned, stopped: "
-                     f"{result.stop_reason}")
+        lines.append(
+            f"  points: {run}, measured at steps {result.steps[0]} to "
+            f"{result.steps[-1]} of {result.num_steps} planned, stopped: "
+            f"{result.stop_reason}"
+        )
     else:
-        lines.append(f"  steps: {run} run of {result.num_steps} planned, "
-                     f"stopped: {result.stop_reason}")
+        lines.append(
+            f"  steps: {run} run of {result.num_steps} planned, stopped: {result.stop_reason}"
+        )
     if run:
         lines.append(f"  lr: {result.lrs[0]:.1e} to {result.lrs[-1]:.1e}")
     note = _nonfinite_note(result)
@@ -598,31 +670,44 @@ def _nonfinite_note(result):
     if result.nonfinite_variable is None:
         if result.stop_reason != "nan" or not _stopped_near_lowest(result):
             return ""
-        return (f"The test stopped at step {int(result.steps[-1])} (lr "
-                f"{result.lrs[-1]:.1e}) on a NaN or inf loss while the smoothed "
-                "loss was still flat and near its lowest, not after it rose: the data may "
-                "hold NaN or inf, or a value overflowed. The suggestions read the "
-                "curve before that step; check the data with `np.isfinite(x).all()`.")
-    return (f"The test stopped at step {result.nonfinite_step} "
-            f"(lr {result.nonfinite_lr:.1e}): that step's update left "
-            f"{result.nonfinite_variable!r} NaN or inf while its loss was finite, "
-            "so the data likely holds NaN or inf (with TensorFlow's oneDNN a "
-            "fused ReLU turns a NaN input into 0, and the loss hides it); check "
-            "it with `np.isfinite(x).all()`.")
+        return (
+            f"The test stopped at step {int(result.steps[-1])} (lr "
+            f"{result.lrs[-1]:.1e}) on a NaN or inf loss while the smoothed "
+            "loss was still flat and near its lowest, not after it rose: the data may "
+            "hold NaN or inf, or a value overflowed. The suggestions read the "
+            "curve before that step; check the data with `np.isfinite(x).all()`."
+        )
+    return (
+        f"The test stopped at step {result.nonfinite_step} "
+        f"(lr {result.nonfinite_lr:.1e}): that step's update left "
+        f"{result.nonfinite_variable!r} NaN or inf while its loss was finite, "
+        "so the data likely holds NaN or inf (with TensorFlow's oneDNN a "
+        "fused ReLU turns a NaN input into 0, and the loss hides it); check "
+        "it with `np.isfinite(x).all()`."
+    )
 
 
 # The rules on a result -----------------------------------------------------------
+
 
 def apply_rule(result, method, peak_momentum=None):
     """(value or None, reason) of `method` on `result`: one of `METHODS`, or
     "range"; no warning."""
     record = (result.lrs, result.losses, result.smoothed_losses)
     if method == "range":
-        return suggestions.suggest_range(*record, num_steps=result.num_steps,
-                                         mode=result.mode, steps=result.steps)
-    return suggestions.suggest(method, *record, num_steps=result.num_steps, mode=result.mode,
-                               momentum=result.momentum, batch_norm=result.batch_norm,
-                               peak_momentum=peak_momentum, steps=result.steps)
+        return suggestions.suggest_range(
+            *record, num_steps=result.num_steps, mode=result.mode, steps=result.steps
+        )
+    return suggestions.suggest(
+        method,
+        *record,
+        num_steps=result.num_steps,
+        mode=result.mode,
+        momentum=result.momentum,
+        batch_norm=result.batch_norm,
+        peak_momentum=peak_momentum,
+        steps=result.steps,
+    )
 
 
 def suggest_with_warning(result, method, stacklevel, one_cycle=None, peak_momentum=None):
@@ -630,17 +715,18 @@ def suggest_with_warning(result, method, stacklevel, one_cycle=None, peak_moment
     above the caller when the rule finds none."""
     method = _checks.one_of("method", "one_cycle" if method is None else method, METHODS)
     peak = _peak_momentum(one_cycle, peak_momentum, result.momentum)
-    return _warned(method, *apply_rule(result, method, peak), stacklevel + 1,
-                   _nonfinite_note(result))
+    return _warned(
+        method, *apply_rule(result, method, peak), stacklevel + 1, _nonfinite_note(result)
+    )
 
 
 def suggest_range_with_warning(result, stacklevel):
     """`LRFinderResult.suggest_range`, warning as `suggest_with_warning` does."""
-    return _warned("range", *apply_rule(result, "range"), stacklevel + 1,
-                   _nonfinite_note(result))
+    return _warned("range", *apply_rule(result, "range"), stacklevel + 1, _nonfinite_note(result))
 
 
 # The momentum at OneCycle's peak ------------------------------------------------
+
 
 def one_cycle_peak_momentum(one_cycle=None):
     """The momentum `OneCycle` holds at its peak rate: the `base_momentum` of
@@ -649,8 +735,10 @@ def one_cycle_peak_momentum(one_cycle=None):
     if one_cycle is None:
         return curves.BASE_MOMENTUM
     if not isinstance(one_cycle, OneCycle):
-        raise ValueError("Argument `one_cycle` must be the keras_clr.OneCycle to "
-                         f"train with. Received: one_cycle={type(one_cycle).__name__}")
+        raise ValueError(
+            "Argument `one_cycle` must be the keras_clr.OneCycle to "
+            f"train with. Received: one_cycle={type(one_cycle).__name__}"
+        )
     return one_cycle.base_momentum if one_cycle.cycle_momentum is not False else None
 
 
@@ -663,7 +751,8 @@ def _peak_momentum(one_cycle=None, peak_momentum=None, momentum=None):
         if one_cycle is not None:
             raise ValueError(
                 "Pass `one_cycle` or `peak_momentum`, not both. Received: "
-                f"one_cycle={type(one_cycle).__name__}, peak_momentum={peak_momentum!r}")
+                f"one_cycle={type(one_cycle).__name__}, peak_momentum={peak_momentum!r}"
+            )
         return _checks.in_interval("peak_momentum", peak_momentum, 0, 1, high_open=True)
     if one_cycle is None:
         return None

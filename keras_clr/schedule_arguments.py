@@ -19,13 +19,19 @@ from keras_clr.callbacks import OneCycle
 from keras_clr.callbacks import WarmupStableDecay
 
 # The OneCycle arguments a run takes from the training: all but these two.
-ONE_CYCLE_OPTIONS = tuple(name for name in inspect.signature(OneCycle).parameters
-                          if name not in ("max_lr", "total_steps"))
+ONE_CYCLE_OPTIONS = tuple(
+    name for name in inspect.signature(OneCycle).parameters if name not in ("max_lr", "total_steps")
+)
 # The WarmupStableDecay arguments a run takes from the template.
-WSD_OPTIONS = tuple(name for name in inspect.signature(WarmupStableDecay).parameters
-                    if name not in ("max_lr", "total_steps", "stable_steps"))
-_WSD_DEFAULTS = {name: parameter.default for name, parameter
-                 in inspect.signature(WarmupStableDecay).parameters.items()}
+WSD_OPTIONS = tuple(
+    name
+    for name in inspect.signature(WarmupStableDecay).parameters
+    if name not in ("max_lr", "total_steps", "stable_steps")
+)
+_WSD_DEFAULTS = {
+    name: parameter.default
+    for name, parameter in inspect.signature(WarmupStableDecay).parameters.items()
+}
 
 
 class PlannedSchedule:
@@ -68,8 +74,9 @@ class PlannedSchedule:
         if not self.wsd:
             return self
         keep = ("cycle_momentum", "base_momentum", "max_momentum")
-        return PlannedSchedule(OneCycle, {key: value for key, value
-                                          in self.options.items() if key in keep})
+        return PlannedSchedule(
+            OneCycle, {key: value for key, value in self.options.items() if key in keep}
+        )
 
     def build(self, max_lr, steps, training_steps=None):
         """The callback for a run of `steps` optimizer updates at `max_lr`,
@@ -123,25 +130,33 @@ def one_cycle_options(one_cycle, owner):
                 f"Argument `one_cycle` is a OneCycle with its own total_steps; "
                 f"{owner} sets the probes' lengths and the training's. Build it "
                 f"with total_steps=None. Received: one_cycle=OneCycle(..., "
-                f"total_steps={one_cycle.total_steps})")
+                f"total_steps={one_cycle.total_steps})"
+            )
         return {name: getattr(one_cycle, name) for name in ONE_CYCLE_OPTIONS}
     if not isinstance(one_cycle, dict):
-        raise ValueError("Argument `one_cycle` must be a dict of OneCycle arguments "
-                         f"(or a keras_clr.OneCycle). Received: one_cycle={one_cycle!r}")
+        raise ValueError(
+            "Argument `one_cycle` must be a dict of OneCycle arguments "
+            f"(or a keras_clr.OneCycle). Received: one_cycle={one_cycle!r}"
+        )
     for key in one_cycle:
         if key in ("max_lr", "total_steps"):
-            raise ValueError(f"Argument `one_cycle` sets `{key}`, which {owner} sets "
-                             f"itself. Received: one_cycle={one_cycle!r}")
+            raise ValueError(
+                f"Argument `one_cycle` sets `{key}`, which {owner} sets "
+                f"itself. Received: one_cycle={one_cycle!r}"
+            )
         if key not in ONE_CYCLE_OPTIONS:
             raise ValueError(
                 f"Argument `one_cycle` must hold OneCycle arguments "
                 f"({', '.join(ONE_CYCLE_OPTIONS)}); `{key}` is not one. "
-                f"Received: one_cycle={one_cycle!r}")
+                f"Received: one_cycle={one_cycle!r}"
+            )
     try:
         OneCycle(1.0, **one_cycle)
     except ValueError as error:
-        raise ValueError(f"Argument `one_cycle` holds an invalid OneCycle argument "
-                         f"({error}). Received: one_cycle={one_cycle!r}") from None
+        raise ValueError(
+            f"Argument `one_cycle` holds an invalid OneCycle argument "
+            f"({error}). Received: one_cycle={one_cycle!r}"
+        ) from None
     return dict(one_cycle)
 
 
@@ -152,7 +167,8 @@ def check_no_one_cycle_kwargs(fit_kwargs, owner):
             raise ValueError(
                 f"Argument `{key}` is a OneCycle argument, not one of `fit`'s: "
                 f"pass it to {owner} as one_cycle={{{key!r}: {fit_kwargs[key]!r}}}. "
-                f"Received: {key}={fit_kwargs[key]!r}")
+                f"Received: {key}={fit_kwargs[key]!r}"
+            )
 
 
 def planned_schedule(one_cycle, schedule, owner):
@@ -167,11 +183,11 @@ def planned_schedule(one_cycle, schedule, owner):
     if one_cycle is not None:
         raise ValueError(
             f"Pass `one_cycle` or `schedule` to {owner}, not both. Received: "
-            f"one_cycle={one_cycle!r}, schedule={type(schedule).__name__}")
+            f"one_cycle={one_cycle!r}, schedule={type(schedule).__name__}"
+        )
     if isinstance(schedule, OneCycle):
         try:
-            return PlannedSchedule(type(schedule),
-                                           one_cycle_options(schedule, owner))
+            return PlannedSchedule(type(schedule), one_cycle_options(schedule, owner))
         except ValueError as error:
             raise ValueError(str(error).replace("one_cycle", "schedule")) from None
     if isinstance(schedule, WarmupStableDecay):
@@ -182,15 +198,16 @@ def planned_schedule(one_cycle, schedule, owner):
                 f"total_steps=None and stable_steps=None (its warmup_steps count "
                 f"steps of the training). Received: schedule=WarmupStableDecay(..., "
                 f"total_steps={schedule.total_steps}, "
-                f"stable_steps={schedule.stable_steps})")
+                f"stable_steps={schedule.stable_steps})"
+            )
         options = {key: getattr(schedule, key) for key in WSD_OPTIONS}
         defaults = inspect.signature(WarmupStableDecay).parameters
-        options = {key: value for key, value in options.items()
-                   if value != defaults[key].default}
+        options = {key: value for key, value in options.items() if value != defaults[key].default}
         return PlannedSchedule(type(schedule), options)
     raise ValueError(
         "Argument `schedule` must be a keras_clr.OneCycle or keras_clr.WarmupStableDecay "
-        f"built without a length (its max_lr is replaced). Received: schedule={schedule!r}")
+        f"built without a length (its max_lr is replaced). Received: schedule={schedule!r}"
+    )
 
 
 def check_optimizer(model, plan, owner):
@@ -203,8 +220,11 @@ def check_optimizer(model, plan, owner):
     try:
         optimizers.schedule_groups(optimizer, plan.name, plan.cycle_momentum)
     except ValueError as error:
-        fix = ("one_cycle={'cycle_momentum': False}" if not plan.wsd else
-               "schedule=WarmupStableDecay(..., cycle_momentum=False)")
+        fix = (
+            "one_cycle={'cycle_momentum': False}"
+            if not plan.wsd
+            else "schedule=WarmupStableDecay(..., cycle_momentum=False)"
+        )
         raise ValueError(f"{error} (with {owner}: {fix})") from None
 
 
@@ -214,5 +234,6 @@ def check_planned_length(plan, steps, owner):
     try:
         plan.build(1.0, steps)
     except ValueError as error:
-        raise ValueError(f"The schedule cannot plan the {steps}-step training of "
-                         f"{owner}: {error}") from None
+        raise ValueError(
+            f"The schedule cannot plan the {steps}-step training of {owner}: {error}"
+        ) from None

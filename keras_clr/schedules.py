@@ -37,10 +37,8 @@ def _is_host_step(step):
 
 # The scale functions of the named modes are registered so that a schedule
 # built on them by hand saves and loads in safe mode.
-triangular_scale = keras.saving.register_keras_serializable(_PACKAGE)(
-    curves.triangular_scale)
-triangular2_scale = keras.saving.register_keras_serializable(_PACKAGE)(
-    curves.triangular2_scale)
+triangular_scale = keras.saving.register_keras_serializable(_PACKAGE)(curves.triangular_scale)
+triangular2_scale = keras.saving.register_keras_serializable(_PACKAGE)(curves.triangular2_scale)
 
 
 class _Curve(keras.optimizers.schedules.LearningRateSchedule):
@@ -87,8 +85,14 @@ def _deserialize_fn(config, owner):
         raise
 
 
-def check_cyclical(initial, maximal, step_size, step_size_down, scale_mode,
-                    names=("initial_learning_rate", "maximal_learning_rate", "step_size")):
+def check_cyclical(
+    initial,
+    maximal,
+    step_size,
+    step_size_down,
+    scale_mode,
+    names=("initial_learning_rate", "maximal_learning_rate", "step_size"),
+):
     """Checks a cyclical schedule's arguments; `names` are what the errors
     call the first three (the callback names them base_lr, max_lr, ...)."""
     initial = _checks.positive_finite(names[0], initial)
@@ -133,7 +137,7 @@ class ExponentialScale:
         self.gamma = _checks.in_interval("gamma", gamma, 0.0, 1.0, low_open=True)
 
     def __call__(self, x):
-        return self.gamma ** x
+        return self.gamma**x
 
     def get_config(self):
         return {"gamma": self.gamma}
@@ -204,23 +208,41 @@ class CyclicalLearningRate(_Curve):
         Networks. arXiv:1506.01186.
     """
 
-    def __init__(self, initial_learning_rate, maximal_learning_rate, step_size,
-                 scale_fn, scale_mode="cycle", name="CyclicalLearningRate",
-                 step_size_down=None):
+    def __init__(
+        self,
+        initial_learning_rate,
+        maximal_learning_rate,
+        step_size,
+        scale_fn,
+        scale_mode="cycle",
+        name="CyclicalLearningRate",
+        step_size_down=None,
+    ):
         super().__init__()
-        (self.initial_learning_rate, self.maximal_learning_rate, self.step_size,
-         self.step_size_down) = check_cyclical(
-            initial_learning_rate, maximal_learning_rate, step_size,
-            step_size_down, scale_mode)
+        (
+            self.initial_learning_rate,
+            self.maximal_learning_rate,
+            self.step_size,
+            self.step_size_down,
+        ) = check_cyclical(
+            initial_learning_rate, maximal_learning_rate, step_size, step_size_down, scale_mode
+        )
         self.scale_fn = _checks.a_callable("scale_fn", scale_fn)
         self.scale_mode = scale_mode
         self.name = name
 
     def curve(self, step, xp):
         down = self.step_size_down or self.step_size
-        return curves.cyclic(step, self.initial_learning_rate,
-                             self.maximal_learning_rate, self.step_size, down,
-                             self.scale_fn, self.scale_mode, xp)
+        return curves.cyclic(
+            step,
+            self.initial_learning_rate,
+            self.maximal_learning_rate,
+            self.step_size,
+            down,
+            self.scale_fn,
+            self.scale_mode,
+            xp,
+        )
 
     def get_config(self):
         return {
@@ -285,11 +307,24 @@ class TriangularCyclicalLearningRate(_NamedCyclical):
         [0.001, 0.0055, 0.01, 0.0055, 0.001, 0.01]
     """
 
-    def __init__(self, initial_learning_rate, maximal_learning_rate, step_size,
-                 scale_mode="cycle", name="TriangularCyclicalLearningRate",
-                 step_size_down=None):
-        super().__init__(initial_learning_rate, maximal_learning_rate, step_size,
-                         triangular_scale, scale_mode, name, step_size_down)
+    def __init__(
+        self,
+        initial_learning_rate,
+        maximal_learning_rate,
+        step_size,
+        scale_mode="cycle",
+        name="TriangularCyclicalLearningRate",
+        step_size_down=None,
+    ):
+        super().__init__(
+            initial_learning_rate,
+            maximal_learning_rate,
+            step_size,
+            triangular_scale,
+            scale_mode,
+            name,
+            step_size_down,
+        )
 
 
 @keras.saving.register_keras_serializable(_PACKAGE)
@@ -328,11 +363,24 @@ class Triangular2CyclicalLearningRate(_NamedCyclical):
         >>> optimizer = keras.optimizers.SGD(learning_rate=schedule, momentum=0.9)
     """
 
-    def __init__(self, initial_learning_rate, maximal_learning_rate, step_size,
-                 scale_mode="cycle", name="Triangular2CyclicalLearningRate",
-                 step_size_down=None):
-        super().__init__(initial_learning_rate, maximal_learning_rate, step_size,
-                         triangular2_scale, scale_mode, name, step_size_down)
+    def __init__(
+        self,
+        initial_learning_rate,
+        maximal_learning_rate,
+        step_size,
+        scale_mode="cycle",
+        name="Triangular2CyclicalLearningRate",
+        step_size_down=None,
+    ):
+        super().__init__(
+            initial_learning_rate,
+            maximal_learning_rate,
+            step_size,
+            triangular2_scale,
+            scale_mode,
+            name,
+            step_size_down,
+        )
 
 
 @keras.saving.register_keras_serializable(_PACKAGE)
@@ -372,20 +420,33 @@ class ExponentialCyclicalLearningRate(_NamedCyclical):
         0.006905
     """
 
-    def __init__(self, initial_learning_rate, maximal_learning_rate, step_size,
-                 scale_mode="iterations", gamma=1.0,
-                 name="ExponentialCyclicalLearningRate", step_size_down=None):
+    def __init__(
+        self,
+        initial_learning_rate,
+        maximal_learning_rate,
+        step_size,
+        scale_mode="iterations",
+        gamma=1.0,
+        name="ExponentialCyclicalLearningRate",
+        step_size_down=None,
+    ):
         scale_fn = ExponentialScale(gamma)
         self.gamma = scale_fn.gamma
-        super().__init__(initial_learning_rate, maximal_learning_rate, step_size,
-                         scale_fn, scale_mode, name, step_size_down)
+        super().__init__(
+            initial_learning_rate,
+            maximal_learning_rate,
+            step_size,
+            scale_fn,
+            scale_mode,
+            name,
+            step_size_down,
+        )
 
     def get_config(self):
         return {**super().get_config(), "gamma": self.gamma}
 
 
-def check_one_cycle(total_steps, pct_start, anneal_strategy, div_factor,
-                     final_div_factor):
+def check_one_cycle(total_steps, pct_start, anneal_strategy, div_factor, final_div_factor):
     total_steps = _checks.positive_int("total_steps", total_steps)
     pct_start = _checks.in_interval("pct_start", pct_start, 0.0, 1.0, True, True)
     _checks.one_of("anneal_strategy", anneal_strategy, tuple(curves.ANNEALS))
@@ -445,15 +506,24 @@ class OneCycleLearningRate(_Curve):
         Smith, L. N., & Topin, N. (2019). Super-Convergence. arXiv:1708.07120.
     """
 
-    def __init__(self, maximal_learning_rate, total_steps, pct_start=0.3,
-                 anneal_strategy="cos", div_factor=25.0, final_div_factor=1e4,
-                 three_phase=False, name="OneCycleLearningRate"):
+    def __init__(
+        self,
+        maximal_learning_rate,
+        total_steps,
+        pct_start=0.3,
+        anneal_strategy="cos",
+        div_factor=25.0,
+        final_div_factor=1e4,
+        three_phase=False,
+        name="OneCycleLearningRate",
+    ):
         super().__init__()
         self.maximal_learning_rate = _checks.positive_finite(
-            "maximal_learning_rate", maximal_learning_rate)
-        (self.total_steps, self.pct_start, self.div_factor,
-         self.final_div_factor) = check_one_cycle(
-            total_steps, pct_start, anneal_strategy, div_factor, final_div_factor)
+            "maximal_learning_rate", maximal_learning_rate
+        )
+        (self.total_steps, self.pct_start, self.div_factor, self.final_div_factor) = (
+            check_one_cycle(total_steps, pct_start, anneal_strategy, div_factor, final_div_factor)
+        )
         self.anneal_strategy = anneal_strategy
         self.three_phase = _checks.a_bool("three_phase", three_phase)
         self.name = name
@@ -470,10 +540,17 @@ class OneCycleLearningRate(_Curve):
         return self.initial_learning_rate / self.final_div_factor
 
     def curve(self, step, xp):
-        return curves.one_cycle(step, self.total_steps, self.initial_learning_rate,
-                                self.maximal_learning_rate,
-                                self.final_learning_rate, self.pct_start,
-                                self.anneal_strategy, self.three_phase, xp)
+        return curves.one_cycle(
+            step,
+            self.total_steps,
+            self.initial_learning_rate,
+            self.maximal_learning_rate,
+            self.final_learning_rate,
+            self.pct_start,
+            self.anneal_strategy,
+            self.three_phase,
+            xp,
+        )
 
     def get_config(self):
         return {
@@ -535,23 +612,40 @@ class CyclicalMomentum(_Curve):
         [0.9, 0.85, 0.8, 0.9, 0.85]
     """
 
-    def __init__(self, base_momentum, max_momentum, step_size, scale_fn,
-                 scale_mode="cycle", step_size_down=None, name="CyclicalMomentum"):
+    def __init__(
+        self,
+        base_momentum,
+        max_momentum,
+        step_size,
+        scale_fn,
+        scale_mode="cycle",
+        step_size_down=None,
+        name="CyclicalMomentum",
+    ):
         super().__init__()
-        self.base_momentum, self.max_momentum = check_momenta(base_momentum,
-                                                               max_momentum)
+        self.base_momentum, self.max_momentum = check_momenta(base_momentum, max_momentum)
         self.step_size = _checks.positive_int("step_size", step_size)
-        self.step_size_down = (None if step_size_down is None else
-                               _checks.positive_int("step_size_down", step_size_down))
+        self.step_size_down = (
+            None
+            if step_size_down is None
+            else _checks.positive_int("step_size_down", step_size_down)
+        )
         _checks.one_of("scale_mode", scale_mode, ("cycle", "iterations"))
         self.scale_fn = _checks.a_callable("scale_fn", scale_fn)
         self.scale_mode = scale_mode
         self.name = name
 
     def curve(self, step, xp):
-        return curves.cyclic(step, self.max_momentum, self.base_momentum,
-                             self.step_size, self.step_size_down or self.step_size,
-                             self.scale_fn, self.scale_mode, xp)
+        return curves.cyclic(
+            step,
+            self.max_momentum,
+            self.base_momentum,
+            self.step_size,
+            self.step_size_down or self.step_size,
+            self.scale_fn,
+            self.scale_mode,
+            xp,
+        )
 
     def get_config(self):
         return {
@@ -609,26 +703,37 @@ class OneCycleMomentum(_Curve):
         [0.95, 0.85, 0.95]
     """
 
-    def __init__(self, total_steps, base_momentum=curves.BASE_MOMENTUM,
-                 max_momentum=curves.MAX_MOMENTUM, pct_start=0.3,
-                 anneal_strategy="cos", three_phase=False,
-                 name="OneCycleMomentum"):
+    def __init__(
+        self,
+        total_steps,
+        base_momentum=curves.BASE_MOMENTUM,
+        max_momentum=curves.MAX_MOMENTUM,
+        pct_start=0.3,
+        anneal_strategy="cos",
+        three_phase=False,
+        name="OneCycleMomentum",
+    ):
         super().__init__()
         self.total_steps = _checks.positive_int("total_steps", total_steps)
-        self.pct_start = _checks.in_interval("pct_start", pct_start, 0.0, 1.0,
-                                             True, True)
+        self.pct_start = _checks.in_interval("pct_start", pct_start, 0.0, 1.0, True, True)
         _checks.one_of("anneal_strategy", anneal_strategy, tuple(curves.ANNEALS))
-        self.base_momentum, self.max_momentum = check_momenta(base_momentum,
-                                                               max_momentum)
+        self.base_momentum, self.max_momentum = check_momenta(base_momentum, max_momentum)
         self.anneal_strategy = anneal_strategy
         self.three_phase = _checks.a_bool("three_phase", three_phase)
         self.name = name
 
     def curve(self, step, xp):
-        return curves.one_cycle(step, self.total_steps, self.max_momentum,
-                                self.base_momentum, self.max_momentum,
-                                self.pct_start, self.anneal_strategy,
-                                self.three_phase, xp)
+        return curves.one_cycle(
+            step,
+            self.total_steps,
+            self.max_momentum,
+            self.base_momentum,
+            self.max_momentum,
+            self.pct_start,
+            self.anneal_strategy,
+            self.three_phase,
+            xp,
+        )
 
     def get_config(self):
         return {
@@ -672,7 +777,8 @@ def wsd_plan(warmup_steps, decay_steps, total_steps=None, stable_steps=None):
                 "Argument `decay_steps` is a fraction of `total_steps`, which was "
                 "not given: pass `total_steps` instead of `stable_steps`, or "
                 f"`decay_steps` as a number of steps. Received: decay_steps="
-                f"{decay_steps!r}, total_steps=None, stable_steps={stable_steps!r}")
+                f"{decay_steps!r}, total_steps=None, stable_steps={stable_steps!r}"
+            )
         return warmup_steps, warmup_steps + stable_steps, decay_steps
     decay = decay_length(decay_steps, total_steps)
     if stable_steps is not None and warmup_steps + stable_steps + decay != total_steps:
@@ -680,23 +786,27 @@ def wsd_plan(warmup_steps, decay_steps, total_steps=None, stable_steps=None):
             "Arguments `total_steps` and `stable_steps` disagree: total_steps must "
             "be warmup_steps + stable_steps + decay_steps. Pass one of them. "
             f"Received: warmup_steps={warmup_steps}, stable_steps={stable_steps}, "
-            f"decay_steps={decay}, total_steps={total_steps}")
+            f"decay_steps={decay}, total_steps={total_steps}"
+        )
     if warmup_steps + decay > total_steps:
         raise ValueError(
             "Argument `total_steps` must be at least warmup_steps + decay_steps "
             f"({warmup_steps + decay}). Received: total_steps={total_steps}, "
-            f"warmup_steps={warmup_steps}, decay_steps={decay}")
+            f"warmup_steps={warmup_steps}, decay_steps={decay}"
+        )
     return warmup_steps, total_steps - decay, decay
 
 
 class _WarmupStableDecay(_Curve):
     """The phases of a warmup-stable-decay schedule, checked."""
 
-    def __init__(self, warmup_steps, decay_steps, total_steps, stable_steps,
-                 warmup_type, decay_type, name):
+    def __init__(
+        self, warmup_steps, decay_steps, total_steps, stable_steps, warmup_type, decay_type, name
+    ):
         super().__init__()
         self.warmup_steps, self.decay_start, self.decay = wsd_plan(
-            warmup_steps, decay_steps, total_steps, stable_steps)
+            warmup_steps, decay_steps, total_steps, stable_steps
+        )
         self.decay_steps = _checks.steps_or_fraction("decay_steps", decay_steps)
         self.total_steps, self.stable_steps = total_steps, stable_steps
         self.warmup_type = _checks.one_of("warmup_type", warmup_type, WARMUP_TYPES)
@@ -704,9 +814,17 @@ class _WarmupStableDecay(_Curve):
         self.name = name
 
     def _shape(self, step, low, high, xp):
-        return curves.warmup_stable_decay(step, self.warmup_steps, self.decay_start,
-                                          self.decay, low, high, self.warmup_type,
-                                          self.decay_type, xp)
+        return curves.warmup_stable_decay(
+            step,
+            self.warmup_steps,
+            self.decay_start,
+            self.decay,
+            low,
+            high,
+            self.warmup_type,
+            self.decay_type,
+            xp,
+        )
 
     def get_config(self):
         return {
@@ -783,22 +901,35 @@ class WarmupStableDecayLearningRate(_WarmupStableDecay):
         Beyond Fixed Training Durations. arXiv:2405.18392.
     """
 
-    def __init__(self, maximal_learning_rate, warmup_steps=0, decay_steps=0,
-                 total_steps=None, stable_steps=None, warmup_type="linear",
-                 decay_type="1-sqrt", min_lr_ratio=0.0,
-                 name="WarmupStableDecayLearningRate"):
-        super().__init__(warmup_steps, decay_steps, total_steps, stable_steps,
-                         warmup_type, decay_type, name)
+    def __init__(
+        self,
+        maximal_learning_rate,
+        warmup_steps=0,
+        decay_steps=0,
+        total_steps=None,
+        stable_steps=None,
+        warmup_type="linear",
+        decay_type="1-sqrt",
+        min_lr_ratio=0.0,
+        name="WarmupStableDecayLearningRate",
+    ):
+        super().__init__(
+            warmup_steps, decay_steps, total_steps, stable_steps, warmup_type, decay_type, name
+        )
         self.maximal_learning_rate = _checks.positive_finite(
-            "maximal_learning_rate", maximal_learning_rate)
+            "maximal_learning_rate", maximal_learning_rate
+        )
         self.min_lr_ratio = _checks.in_interval("min_lr_ratio", min_lr_ratio, 0.0, 1.0)
 
     def curve(self, step, xp):
         return self.maximal_learning_rate * self._shape(step, self.min_lr_ratio, 1.0, xp)
 
     def get_config(self):
-        return {"maximal_learning_rate": self.maximal_learning_rate,
-                **super().get_config(), "min_lr_ratio": self.min_lr_ratio}
+        return {
+            "maximal_learning_rate": self.maximal_learning_rate,
+            **super().get_config(),
+            "min_lr_ratio": self.min_lr_ratio,
+        }
 
 
 @keras.saving.register_keras_serializable(_PACKAGE)
@@ -840,21 +971,32 @@ class WarmupStableDecayMomentum(_WarmupStableDecay):
         [0.95, 0.9, 0.85, 0.85, 0.85, 0.85, 0.85, 0.85, 0.85, 0.9, 0.95]
     """
 
-    def __init__(self, warmup_steps=0, decay_steps=0, total_steps=None,
-                 stable_steps=None, warmup_type="linear", decay_type="1-sqrt",
-                 base_momentum=curves.BASE_MOMENTUM, max_momentum=curves.MAX_MOMENTUM,
-                 name="WarmupStableDecayMomentum"):
-        super().__init__(warmup_steps, decay_steps, total_steps, stable_steps,
-                         warmup_type, decay_type, name)
-        self.base_momentum, self.max_momentum = check_momenta(base_momentum,
-                                                               max_momentum)
+    def __init__(
+        self,
+        warmup_steps=0,
+        decay_steps=0,
+        total_steps=None,
+        stable_steps=None,
+        warmup_type="linear",
+        decay_type="1-sqrt",
+        base_momentum=curves.BASE_MOMENTUM,
+        max_momentum=curves.MAX_MOMENTUM,
+        name="WarmupStableDecayMomentum",
+    ):
+        super().__init__(
+            warmup_steps, decay_steps, total_steps, stable_steps, warmup_type, decay_type, name
+        )
+        self.base_momentum, self.max_momentum = check_momenta(base_momentum, max_momentum)
 
     def curve(self, step, xp):
         return self._shape(step, self.max_momentum, self.base_momentum, xp)
 
     def get_config(self):
-        return {**super().get_config(), "base_momentum": self.base_momentum,
-                "max_momentum": self.max_momentum}
+        return {
+            **super().get_config(),
+            "base_momentum": self.base_momentum,
+            "max_momentum": self.max_momentum,
+        }
 
 
 @keras.saving.register_keras_serializable(_PACKAGE)
@@ -901,31 +1043,50 @@ class JoinedSchedule(keras.optimizers.schedules.LearningRateSchedule):
     """
 
     def __init__(self, schedules, boundaries):
-        if (isinstance(schedules, (str, bytes)) or not hasattr(schedules, "__iter__")
-                or len(list(schedules)) < 2):
-            raise ValueError("Argument `schedules` must be a list of at least two schedules "
-                             f"(or floats). Received: schedules={schedules!r}")
+        if (
+            isinstance(schedules, (str, bytes))
+            or not hasattr(schedules, "__iter__")
+            or len(list(schedules)) < 2
+        ):
+            raise ValueError(
+                "Argument `schedules` must be a list of at least two schedules "
+                f"(or floats). Received: schedules={schedules!r}"
+            )
         schedules = list(schedules)
         for piece in schedules:
-            if not (callable(piece) or (isinstance(piece, numbers.Real)
-                                        and not isinstance(piece, bool))):
-                raise ValueError("Argument `schedules` must hold LearningRateSchedules, "
-                                 f"callables of the step or floats; {piece!r} is neither. "
-                                 f"Received: schedules={schedules!r}")
-        if (isinstance(boundaries, (str, bytes)) or not hasattr(boundaries, "__iter__")
-                or len(list(boundaries)) != len(schedules) - 1):
-            raise ValueError(f"Argument `boundaries` must be a list of {len(schedules) - 1} "
-                             f"steps, one fewer than the {len(schedules)} schedules. "
-                             f"Received: boundaries={boundaries!r}")
+            if not (
+                callable(piece) or (isinstance(piece, numbers.Real) and not isinstance(piece, bool))
+            ):
+                raise ValueError(
+                    "Argument `schedules` must hold LearningRateSchedules, "
+                    f"callables of the step or floats; {piece!r} is neither. "
+                    f"Received: schedules={schedules!r}"
+                )
+        if (
+            isinstance(boundaries, (str, bytes))
+            or not hasattr(boundaries, "__iter__")
+            or len(list(boundaries)) != len(schedules) - 1
+        ):
+            raise ValueError(
+                f"Argument `boundaries` must be a list of {len(schedules) - 1} "
+                f"steps, one fewer than the {len(schedules)} schedules. "
+                f"Received: boundaries={boundaries!r}"
+            )
         boundaries = list(boundaries)
         for boundary in boundaries:
-            if (isinstance(boundary, bool) or not isinstance(boundary, numbers.Integral)
-                    or boundary < 1):
-                raise ValueError("Argument `boundaries` must hold positive integer steps. "
-                                 f"Received: boundaries={boundaries!r}")
+            if (
+                isinstance(boundary, bool)
+                or not isinstance(boundary, numbers.Integral)
+                or boundary < 1
+            ):
+                raise ValueError(
+                    "Argument `boundaries` must hold positive integer steps. "
+                    f"Received: boundaries={boundaries!r}"
+                )
         if any(b <= a for a, b in zip(boundaries, boundaries[1:])):
-            raise ValueError("Argument `boundaries` must be increasing. Received: "
-                             f"boundaries={boundaries!r}")
+            raise ValueError(
+                f"Argument `boundaries` must be increasing. Received: boundaries={boundaries!r}"
+            )
         self.schedules = schedules
         self.boundaries = [int(b) for b in boundaries]
 
@@ -938,8 +1099,9 @@ class JoinedSchedule(keras.optimizers.schedules.LearningRateSchedule):
         if _is_host_step(step):
             steps = np.asarray(step, dtype=np.int64)
             if steps.ndim:
-                return np.array([self(int(k)) for k in steps.ravel()],
-                                dtype=np.float64).reshape(steps.shape)
+                return np.array([self(int(k)) for k in steps.ravel()], dtype=np.float64).reshape(
+                    steps.shape
+                )
             k = max(int(steps), 0)
             index = int(np.searchsorted(self.boundaries, k, side="right"))
             value = self._piece(index, k - starts[index])
@@ -947,20 +1109,25 @@ class JoinedSchedule(keras.optimizers.schedules.LearningRateSchedule):
         step = ops.maximum(step, 0)  # in the counter's own dtype, as each piece gets it
         value = ops.cast(self._piece(len(starts) - 1, step - starts[-1]), "float32")
         for index in range(len(starts) - 2, -1, -1):
-            piece = ops.cast(self._piece(index, ops.maximum(step - starts[index], 0)),
-                             "float32")
+            piece = ops.cast(self._piece(index, ops.maximum(step - starts[index], 0)), "float32")
             value = ops.where(step < starts[index + 1], piece, value)
         return value
 
     def get_config(self):
-        return {"schedules": [piece if not callable(piece)
-                              else keras.saving.serialize_keras_object(piece)
-                              for piece in self.schedules],
-                "boundaries": list(self.boundaries)}
+        return {
+            "schedules": [
+                piece if not callable(piece) else keras.saving.serialize_keras_object(piece)
+                for piece in self.schedules
+            ],
+            "boundaries": list(self.boundaries),
+        }
 
     @classmethod
     def from_config(cls, config):
-        pieces = [piece if isinstance(piece, numbers.Real)
-                  else keras.saving.deserialize_keras_object(piece)
-                  for piece in config["schedules"]]
+        pieces = [
+            piece
+            if isinstance(piece, numbers.Real)
+            else keras.saving.deserialize_keras_object(piece)
+            for piece in config["schedules"]
+        ]
         return cls(pieces, config["boundaries"])

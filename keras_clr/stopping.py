@@ -39,7 +39,7 @@ class Smoother:
             beta, average = self.beta, self._average
             for i, loss in enumerate(losses.tolist(), start=self._count + 1):
                 average = beta * average + (1 - beta) * loss
-                out[i - self._count - 1] = average / (1 - beta ** i)
+                out[i - self._count - 1] = average / (1 - beta**i)
             self._average = average
         self._count += len(losses)
         self.values = np.concatenate([self.values, out])

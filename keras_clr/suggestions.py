@@ -49,14 +49,15 @@ TAIL_STEPS = 5  # the window leaves out the record's last steps (fastai's -5)
 
 
 def _too_few(n, needed, sparse=False):
-    hint = (" (one point per few steps: lower `val_every` or raise `num_steps`)"
-            if sparse else "")
-    return (f"only {n} point{'' if n == 1 else 's'} left after trimming "
-            f"(needs at least {needed}){hint}")
+    hint = " (one point per few steps: lower `val_every` or raise `num_steps`)" if sparse else ""
+    return (
+        f"only {n} point{'' if n == 1 else 's'} left after trimming (needs at least {needed}){hint}"
+    )
 
 
 # fastai 2.8's rules, on the trimmed, NaN-cut smoothed curve. Each returns
 # (lr or None, reason).
+
 
 def _valley(lrs, losses):
     n = len(losses)
@@ -74,10 +75,14 @@ def _valley(lrs, losses):
     sections = (end - start) / 3
     idx = start + int(sections) + int(sections / 2)
     if idx < 0:
-        return None, (f"the longest descent has only {lds[end]} points, so "
-                      "fastai's index wraps around to the last LR")
-    return float(lrs[idx]), ("half-way into the longest descending run of the "
-                             f"smoothed loss ({lrs[max(start, 0)]:.1e} to {lrs[end]:.1e})")
+        return None, (
+            f"the longest descent has only {lds[end]} points, so "
+            "fastai's index wraps around to the last LR"
+        )
+    return float(lrs[idx]), (
+        "half-way into the longest descending run of the "
+        f"smoothed loss ({lrs[max(start, 0)]:.1e} to {lrs[end]:.1e})"
+    )
 
 
 def _slide(lrs, losses):
@@ -94,7 +99,8 @@ def _slide(lrs, losses):
             l_idx -= 1
     return float(lr) * SLIDE_ADJUST, (
         f"where the loss gradient {SLIDE_LR_DIFF} points apart first differs by "
-        f"at most {SLIDE_THRESH}, walking down from the largest LR")
+        f"at most {SLIDE_THRESH}, walking down from the largest LR"
+    )
 
 
 def _minimum(lrs, losses, lowest):
@@ -102,8 +108,10 @@ def _minimum(lrs, losses, lowest):
         return None, _too_few(0, 1)
     lr_min = float(lrs[np.argmin(losses)])
     if lr_min / 10 < lowest:
-        return None, (f"a tenth of the LR at the lowest loss ({lr_min:.1e}) is "
-                      f"below the smallest tested LR ({lowest:.1e})")
+        return None, (
+            f"a tenth of the LR at the lowest loss ({lr_min:.1e}) is "
+            f"below the smallest tested LR ({lowest:.1e})"
+        )
     return lr_min / 10, f"a tenth of the LR at the lowest smoothed loss ({lr_min:.1e})"
 
 
@@ -144,8 +152,8 @@ def kernel_smooth(lrs, losses, width):
     high = np.searchsorted(x, x + 4 * width, side="right")
     out = np.empty_like(losses)
     for i in range(len(x)):
-        weights = np.exp(-0.5 * ((x[low[i]:high[i]] - x[i]) / width) ** 2)
-        out[i] = weights @ losses[low[i]:high[i]] / weights.sum()
+        weights = np.exp(-0.5 * ((x[low[i] : high[i]] - x[i]) / width) ** 2)
+        out[i] = weights @ losses[low[i] : high[i]] / weights.sum()
     return out
 
 
@@ -176,9 +184,17 @@ def momentum_lag(momentum, growth, peak_momentum=None):
     return (1 - momentum / growth) / (1 - peak_momentum)
 
 
-def _one_cycle_rule(lrs, losses, width=ONE_CYCLE_WIDTH, fall=ONE_CYCLE_FALL,
-                    factor=ONE_CYCLE_FACTOR, momentum=None, batch_norm=False,
-                    peak_momentum=None, steps=None):
+def _one_cycle_rule(
+    lrs,
+    losses,
+    width=ONE_CYCLE_WIDTH,
+    fall=ONE_CYCLE_FALL,
+    factor=ONE_CYCLE_FACTOR,
+    momentum=None,
+    batch_norm=False,
+    peak_momentum=None,
+    steps=None,
+):
     """The default suggestion: a `max_lr` for `OneCycle`.
 
     The raw losses are smoothed without lag (`kernel_smooth`, a Gaussian
@@ -236,9 +252,11 @@ def _one_cycle_rule(lrs, losses, width=ONE_CYCLE_WIDTH, fall=ONE_CYCLE_FALL,
     low = int(np.argmin(smoothed))
     first, lowest = float(smoothed[0]), float(smoothed[low])
     if not first - lowest > ONE_CYCLE_MIN_DROP * abs(first):
-        return None, (f"the loss, smoothed without lag, never falls more than "
-                      f"{ONE_CYCLE_MIN_DROP:.0%} below its first value, so its lowest "
-                      "point is noise")
+        return None, (
+            f"the loss, smoothed without lag, never falls more than "
+            f"{ONE_CYCLE_MIN_DROP:.0%} below its first value, so its lowest "
+            "point is noise"
+        )
     target = first - fall * (first - lowest)
     if batch_norm:
         above = np.flatnonzero(smoothed[low:] > target)
@@ -246,19 +264,24 @@ def _one_cycle_rule(lrs, losses, width=ONE_CYCLE_WIDTH, fall=ONE_CYCLE_FALL,
         return float(lrs[end]), (
             f"the last LR where the loss, smoothed without lag (a Gaussian {width:g} "
             f"decades wide), is within the lowest {1 - fall:.0%} of its fall, for a "
-            "network with batch normalization")
-    at = int(np.argmax(smoothed[:low + 1] <= target))
+            "network with batch normalization"
+        )
+    at = int(np.argmax(smoothed[: low + 1] <= target))
     floor = float(lrs[at])
-    reason = (f"{factor:g} x the LR where the loss, smoothed without lag (a Gaussian "
-              f"{width:g} decades wide), has made {fall:.0%} of its fall ({floor:.1e})")
+    reason = (
+        f"{factor:g} x the LR where the loss, smoothed without lag (a Gaussian "
+        f"{width:g} decades wide), has made {fall:.0%} of its fall ({floor:.1e})"
+    )
     lr = factor * floor
     if momentum:
         i = max(at, 1)
         growth = float(lrs[i] / lrs[i - 1]) ** (1 / float(steps[i] - steps[i - 1]))
         lag = momentum_lag(momentum, growth, peak_momentum)
         lr /= lag
-        reason += (f", divided by {lag:.2f} for the lag of a velocity with momentum "
-                   f"{momentum:g} behind the rising rate")
+        reason += (
+            f", divided by {lag:.2f} for the lag of a velocity with momentum "
+            f"{momentum:g} behind the rising rate"
+        )
     return min(max(lr, float(lrs[0])), float(lrs[-1])), reason
 
 
@@ -274,7 +297,7 @@ def _descent(smoothed):
     low = int(np.argmin(smoothed))
     # The curve's starting level: the median of its first quarter before the
     # minimum, which one noisy point (or an early hump) does not move.
-    level = float(np.median(smoothed[:low // 4 + 1]))
+    level = float(np.median(smoothed[: low // 4 + 1]))
     depth = level - smoothed[low]
     if low == 0 or not depth > 0:
         return None
@@ -296,8 +319,10 @@ def _sparse_valley(lrs, losses):
     base, low, _ = found
     run = low - base + 1
     idx = base + int(run / 3) + int(run / 6)
-    return float(lrs[idx]), ("half-way into the descent of the loss to its lowest "
-                             f"point ({lrs[base]:.1e} to {lrs[low]:.1e})")
+    return float(lrs[idx]), (
+        "half-way into the descent of the loss to its lowest "
+        f"point ({lrs[base]:.1e} to {lrs[low]:.1e})"
+    )
 
 
 def _cyclic_range(lrs, smoothed, raw, sparse=False):
@@ -315,32 +340,32 @@ def _cyclic_range(lrs, smoothed, raw, sparse=False):
         # Points steps apart differ by more than the batches' noise: no
         # ragged cut; the descent ends at the first point that has made
         # most of the fall (a flat floor after it is not more descent).
-        done = np.flatnonzero(smoothed[base:low + 1]
-                              <= level - SPARSE_RANGE_FALL * depth)
+        done = np.flatnonzero(smoothed[base : low + 1] <= level - SPARSE_RANGE_FALL * depth)
         if done.size and base + int(done[0]) < low:
             top = base + int(done[0])
             why = f"the first point that has made {SPARSE_RANGE_FALL:.0%} of its fall"
         return (float(lrs[base]), float(lrs[top])), (
             f"from where the loss last leaves its level (within "
-            f"{RANGE_START_FRACTION:.0%} of its drop) to {why}")
+            f"{RANGE_START_FRACTION:.0%} of its drop) to {why}"
+        )
     wiggle = np.full(n, np.nan)
     with np.errstate(all="ignore"):
         wiggle[1:-1] = np.abs(raw[:-2] - 2 * raw[1:-1] + raw[2:])
-    baseline = _finite_median(wiggle[1:low + 1])
+    baseline = _finite_median(wiggle[1 : low + 1])
     if baseline > 0:
         # Raggedness counts once the loss has made RAGGED_AFTER_FALL of its
         # fall: before that a ragged stretch is a noisy batch, not the rate
         # becoming too high.
         fallen = level - RAGGED_AFTER_FALL * depth
         for k in range(base + 1, low + 1):
-            window = wiggle[max(1, k - RAGGED_WINDOW + 1):k + 1]
+            window = wiggle[max(1, k - RAGGED_WINDOW + 1) : k + 1]
             if smoothed[k] <= fallen and _finite_median(window) > RAGGED_FACTOR * baseline:
                 top, why = k, "where the raw loss turns ragged"
                 break
     return (float(lrs[base]), float(lrs[top])), (
         f"from where the smoothed loss last leaves its level (within "
-        f"{RANGE_START_FRACTION:.0%} of its drop) to {why}")
-
+        f"{RANGE_START_FRACTION:.0%} of its drop) to {why}"
+    )
 
 
 def _sparse(steps):
@@ -363,8 +388,7 @@ def window(lrs, smoothed, raw, *, num_steps, mode="min", finite=False, steps=Non
     mode "max". `steps`: the step of each point, None for consecutive ones.
     Returns (lrs, smoothed, raw)."""
     steps = np.arange(len(lrs)) if steps is None else np.asarray(steps)
-    end = (int(np.searchsorted(steps, steps[-1] - TAIL_STEPS, side="right"))
-           if len(steps) else 0)
+    end = int(np.searchsorted(steps, steps[-1] - TAIL_STEPS, side="right")) if len(steps) else 0
     cut = slice(first_point(steps, num_steps), end)
     lrs, smoothed, raw = lrs[cut], smoothed[cut], raw[cut]
     bad = ~np.isfinite(smoothed) if finite else np.isnan(smoothed)
@@ -375,8 +399,19 @@ def window(lrs, smoothed, raw, *, num_steps, mode="min", finite=False, steps=Non
     return lrs, sign * smoothed, sign * raw
 
 
-def suggest(method, lrs, losses, smoothed, *, num_steps, mode="min", momentum=None,
-            batch_norm=False, peak_momentum=None, steps=None):
+def suggest(
+    method,
+    lrs,
+    losses,
+    smoothed,
+    *,
+    num_steps,
+    mode="min",
+    momentum=None,
+    batch_norm=False,
+    peak_momentum=None,
+    steps=None,
+):
     """The suggestion `method` for a range test's record.
 
     Args:
@@ -406,8 +441,11 @@ def suggest(method, lrs, losses, smoothed, *, num_steps, mode="min", momentum=No
     steps = np.arange(len(lrs)) if steps is None else np.asarray(steps)
     if method == "one_cycle":
         # Like every rule, it needs MIN_POINTS in the trimmed window ...
-        count = len(window(lrs, smoothed, losses, num_steps=num_steps, mode=mode,
-                           finite=True, steps=steps)[0])
+        count = len(
+            window(lrs, smoothed, losses, num_steps=num_steps, mode=mode, finite=True, steps=steps)[
+                0
+            ]
+        )
         if count < MIN_POINTS:
             return None, _too_few(count, MIN_POINTS, _sparse(steps))
         # ... and reads the raw curve from fastai's start of window to its
@@ -415,11 +453,17 @@ def suggest(method, lrs, losses, smoothed, *, num_steps, mode="min", momentum=No
         # that fastai's trim of the last 5 points would cut off.
         sign = -1.0 if mode == "max" else 1.0
         start = first_point(steps, num_steps)
-        return _one_cycle_rule(lrs[start:], sign * losses[start:], momentum=momentum,
-                               batch_norm=batch_norm, peak_momentum=peak_momentum,
-                               steps=steps[start:])
-    w_lrs, w_smoothed, _ = window(lrs, smoothed, losses, num_steps=num_steps, mode=mode,
-                                  steps=steps)
+        return _one_cycle_rule(
+            lrs[start:],
+            sign * losses[start:],
+            momentum=momentum,
+            batch_norm=batch_norm,
+            peak_momentum=peak_momentum,
+            steps=steps[start:],
+        )
+    w_lrs, w_smoothed, _ = window(
+        lrs, smoothed, losses, num_steps=num_steps, mode=mode, steps=steps
+    )
     if method != "slide" and len(w_lrs) < MIN_POINTS:
         return None, _too_few(len(w_lrs), MIN_POINTS, _sparse(steps))
     if method == "slide" and len(w_lrs) < SLIDE_LR_DIFF + 1:
@@ -475,5 +519,7 @@ def suggest_range(lrs, losses, smoothed, *, num_steps, mode="min", steps=None):
     """
     lrs, losses, smoothed = (np.asarray(a, dtype=np.float64) for a in (lrs, losses, smoothed))
     steps = np.arange(len(lrs)) if steps is None else np.asarray(steps)
-    return _cyclic_range(*window(lrs, smoothed, losses, num_steps=num_steps, mode=mode,
-                                 finite=True, steps=steps), sparse=_sparse(steps))
+    return _cyclic_range(
+        *window(lrs, smoothed, losses, num_steps=num_steps, mode=mode, finite=True, steps=steps),
+        sparse=_sparse(steps),
+    )

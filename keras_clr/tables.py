@@ -17,7 +17,7 @@ from keras_clr import _keras_internals
 from keras_clr.train_step import StepControl
 
 # Most table entries (per schedule) `Tabulated` precomputes: 4 MiB of float32.
-TABLE_LIMIT = 2 ** 20
+TABLE_LIMIT = 2**20
 
 
 class Tabulated:
@@ -51,8 +51,7 @@ class Tabulated:
     def __call__(self, step):
         if self.values is None:
             return self.schedule(step)
-        index = ops.minimum(step - self.first if self.first else step,
-                            len(self.values) - 1)
+        index = ops.minimum(step - self.first if self.first else step, len(self.values) - 1)
         return _backend.gather(self._device_table, index)
 
     def covers(self, first, count):
@@ -88,8 +87,12 @@ class VariableTable:
         self.capacity = int(capacity)
         with _backend.strategy_scope(model):
             self.variable = keras.Variable(
-                np.zeros(self.capacity, dtype="float32"), trainable=False,
-                dtype="float32", name=name, aggregation="only_first_replica")
+                np.zeros(self.capacity, dtype="float32"),
+                trainable=False,
+                dtype="float32",
+                name=name,
+                aggregation="only_first_replica",
+            )
         self.schedule, self.first, self.values = None, 0, None
 
     def fill(self, schedule, first, count):
@@ -118,14 +121,23 @@ class SharedControl(StepControl):
 
     def __init__(self, model, capacity, groups, log_values):
         self.capacity = capacity
-        tables = [VariableTable(model, capacity, "keras_clr_learning_rate"),
-                  (VariableTable(model, capacity, "keras_clr_momentum")
-                   if cycles_momentum(groups) else None)]
+        tables = [
+            VariableTable(model, capacity, "keras_clr_learning_rate"),
+            (
+                VariableTable(model, capacity, "keras_clr_momentum")
+                if cycles_momentum(groups)
+                else None
+            ),
+        ]
         super().__init__(model, *tables, groups=groups, log_values=log_values)
         with _backend.strategy_scope(model):
-            self.count_offset = keras.Variable(0, trainable=False, dtype="int64",
-                                             name="keras_clr_table_start",
-                                             aggregation="only_first_replica")
+            self.count_offset = keras.Variable(
+                0,
+                trainable=False,
+                dtype="int64",
+                name="keras_clr_table_start",
+                aggregation="only_first_replica",
+            )
         self.tables = tables
 
     def fill(self, schedules, first, count, updates_at_zero):
@@ -142,8 +154,7 @@ def cycles_momentum(groups):
     return any(group.momentum is not None for group in groups)
 
 
-def schedule_control(model, schedules, first, count, updates_at_zero, groups,
-                     log_values):
+def schedule_control(model, schedules, first, count, updates_at_zero, groups, log_values):
     """The control and tables for one schedule `fit`: (StepControl, tables).
 
     The fit runs the steps `[first, first + count)` (count None: unknown),
@@ -157,16 +168,22 @@ def schedule_control(model, schedules, first, count, updates_at_zero, groups,
         momentum_schedule = None
     shared = _backend.trace_reads_variables()
     if not shared or count is None or count > TABLE_LIMIT:
-        tables = [None if schedule is None else Tabulated(schedule, first, count)
-                  for schedule in (lr_schedule, momentum_schedule)]
+        tables = [
+            None if schedule is None else Tabulated(schedule, first, count)
+            for schedule in (lr_schedule, momentum_schedule)
+        ]
         control = StepControl(model, *tables, groups=groups, log_values=log_values)
         if not shared:  # read at trace time: one trace per fit
             control.count_offset = updates_at_zero
         else:
             with _backend.strategy_scope(model):
                 control.count_offset = keras.Variable(
-                    updates_at_zero, trainable=False, dtype="int64", name="keras_clr_start",
-                    aggregation="only_first_replica")
+                    updates_at_zero,
+                    trainable=False,
+                    dtype="int64",
+                    name="keras_clr_start",
+                    aggregation="only_first_replica",
+                )
         return control, tables
     capacity = max(MIN_CAPACITY, 1 << (int(count) - 1).bit_length())
     controls = _keras_internals.model_cache(model, "_keras_clr_controls")

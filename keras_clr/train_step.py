@@ -80,9 +80,7 @@ class ScheduledValue:
         return bool(self._original)
 
     def __float__(self):
-        raise TypeError(
-            "A scheduled hyper-parameter has no fixed float value during training."
-        )
+        raise TypeError("A scheduled hyper-parameter has no fixed float value during training.")
 
     __hash__ = object.__hash__
 
@@ -95,9 +93,13 @@ def _arithmetic(op, reflected=False):
 
 for _name, _op in _backend.COMPARISONS:
     setattr(ScheduledValue, f"__{_name}__", _backend.compare_as_original(_op))
-for _name, _op in [("add", operator.add), ("sub", operator.sub),
-                   ("mul", operator.mul), ("truediv", operator.truediv),
-                   ("pow", operator.pow)]:
+for _name, _op in [
+    ("add", operator.add),
+    ("sub", operator.sub),
+    ("mul", operator.mul),
+    ("truediv", operator.truediv),
+    ("pow", operator.pow),
+]:
     setattr(ScheduledValue, f"__{_name}__", _arithmetic(_op))
     setattr(ScheduledValue, f"__r{_name}__", _arithmetic(_op, reflected=True))
 ScheduledValue.__neg__ = lambda self: -self.value()
@@ -140,8 +142,16 @@ class StepControl:
     every step.
     """
 
-    def __init__(self, model, learning_rate=None, momentum=None, groups=None,
-                 before_step=None, after_step=None, log_values=False):
+    def __init__(
+        self,
+        model,
+        learning_rate=None,
+        momentum=None,
+        groups=None,
+        before_step=None,
+        after_step=None,
+        log_values=False,
+    ):
         self.model = model
         self.log_values = log_values
         self.learning_rate = learning_rate
@@ -180,8 +190,7 @@ class StepControl:
         model = self.model
         if self._function is not None:
             self._saved_function = model.train_function
-            _keras_internals.set_train_step(model, self._train_step,
-                                            self._make_train_function)
+            _keras_internals.set_train_step(model, self._train_step, self._make_train_function)
             model.train_function = self._function
             self._installed = True
             return
@@ -218,8 +227,7 @@ class StepControl:
                 for group in cycled:
                     if group.name is not None:
                         values[f"momentum_{group.name}"] = momentum
-                logs = self._step_with_momentum(cycled, original_step, data,
-                                                lambda: momentum)
+                logs = self._step_with_momentum(cycled, original_step, data, lambda: momentum)
             if self.log_values:
                 logs = dict(logs)
                 logs.update(values)
@@ -244,10 +252,14 @@ class StepControl:
         optimizer with the same Python hyper-parameters (a trace bakes them
         in), and the model's own train function unchanged (compiling again
         makes a new one), or this step installed (a fit tabulating again)."""
-        return (self.model is model and (self._function is None or (
-            self._optimizer is model.optimizer
-            and model.train_function in (self._plain_function, self._function)
-            and self._settings == optimizers.baked_settings(model.optimizer))))
+        return self.model is model and (
+            self._function is None
+            or (
+                self._optimizer is model.optimizer
+                and model.train_function in (self._plain_function, self._function)
+                and self._settings == optimizers.baked_settings(model.optimizer)
+            )
+        )
 
     def _make_train_function(self, force=False):
         # Keras calls this as each `fit` (or `train_on_batch`) begins, and no
@@ -264,12 +276,16 @@ class StepControl:
         with self._swap_lock:
             if not self._swapped:
                 self._swap_originals = [
-                    (group.optimizer, group.momentum,
-                     getattr(group.optimizer, group.momentum)) for group in groups]
+                    (group.optimizer, group.momentum, getattr(group.optimizer, group.momentum))
+                    for group in groups
+                ]
                 compiled = _keras_internals.torch_compiled(self.model)
                 for optimizer, name, original in self._swap_originals:
-                    _keras_internals.set_untracked(optimizer, name, _backend.stand_in(
-                        value, original, ScheduledValue, compiled))
+                    _keras_internals.set_untracked(
+                        optimizer,
+                        name,
+                        _backend.stand_in(value, original, ScheduledValue, compiled),
+                    )
             self._swapped += 1
         try:
             return original_step(data)

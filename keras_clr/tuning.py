@@ -103,8 +103,17 @@ class MaxLRSearch:
         >>> plt.close(ax.figure)
     """
 
-    def __init__(self, max_lr, reason, steps_used, range_test, candidates, total_steps,
-                 start_loss=None, plan=None):
+    def __init__(
+        self,
+        max_lr,
+        reason,
+        steps_used,
+        range_test,
+        candidates,
+        total_steps,
+        start_loss=None,
+        plan=None,
+    ):
         self.max_lr = max_lr
         self.reason = reason
         self.steps_used = int(steps_used)
@@ -125,8 +134,7 @@ class MaxLRSearch:
         """
         import pandas as pd
 
-        frame = pd.DataFrame(self.candidates,
-                             columns=["max_lr", "probe_steps", "loss", "note"])
+        frame = pd.DataFrame(self.candidates, columns=["max_lr", "probe_steps", "loss", "note"])
         frame["chosen"] = frame["max_lr"] == self.max_lr
         return frame
 
@@ -146,38 +154,46 @@ class MaxLRSearch:
 
     def __repr__(self):
         chosen = "none" if self.max_lr is None else f"{self.max_lr:.3g}"
-        lines = [f"MaxLRSearch(max_lr={chosen}, steps_used={self.steps_used}, "
-                 f"for {self.total_steps} steps, {self.plan.shown()})",
-                 f"  {self.reason}"]
+        lines = [
+            f"MaxLRSearch(max_lr={chosen}, steps_used={self.steps_used}, "
+            f"for {self.total_steps} steps, {self.plan.shown()})",
+            f"  {self.reason}",
+        ]
         for row in self.candidates:
             mark = " <- chosen" if row["max_lr"] == self.max_lr else ""
             note = f" ({row['note']})" if row.get("note") else ""
-            lines.append(f"  max_lr {row['max_lr']:.3g}: loss {row['loss']:.4g} after "
-                         f"{row['probe_steps']} steps{note}{mark}")
+            lines.append(
+                f"  max_lr {row['max_lr']:.3g}: loss {row['loss']:.4g} after "
+                f"{row['probe_steps']} steps{note}{mark}"
+            )
         return "\n".join(lines)
-
-
 
 
 def _planned_steps(model, x, batch_size, total_steps, epochs, fit_kwargs):
     """The optimizer steps of the training to tune for."""
     if total_steps is not None:
         if epochs is not None:
-            raise ValueError("Pass one of `total_steps` and `epochs`, not both. "
-                             f"Received: total_steps={total_steps!r}, epochs={epochs!r}")
+            raise ValueError(
+                "Pass one of `total_steps` and `epochs`, not both. "
+                f"Received: total_steps={total_steps!r}, epochs={epochs!r}"
+            )
         return _checks.positive_int("total_steps", total_steps)
     if epochs is None:
-        raise ValueError("Argument `total_steps` or `epochs` must say how long the "
-                         "training to tune for is. Received: total_steps=None, "
-                         "epochs=None")
+        raise ValueError(
+            "Argument `total_steps` or `epochs` must say how long the "
+            "training to tune for is. Received: total_steps=None, "
+            "epochs=None"
+        )
     epochs = _checks.positive_int("epochs", epochs)
     per_epoch = fit_kwargs.get("steps_per_epoch") or batches_per_epoch(
-        x, batch_size, fit_kwargs.get("validation_split"))
+        x, batch_size, fit_kwargs.get("validation_split")
+    )
     if per_epoch is None:
         raise ValueError(
             "Argument `epochs` needs data with a known length to count the "
             "steps of an epoch; this data has none. Pass `total_steps` (or "
-            f"`steps_per_epoch`). Received: x={type(x).__name__}, epochs={epochs}")
+            f"`steps_per_epoch`). Received: x={type(x).__name__}, epochs={epochs}"
+        )
     accumulation = optimizers.accumulation_steps(optimizers.base_optimizer(model))
     return max(1, epochs * int(per_epoch) // accumulation)
 
@@ -190,8 +206,10 @@ def _evaluation_data(x, y, batch_size, fit_kwargs):
     size = batch_size or 32
     if isinstance(source, (tuple, list)) and is_arrays(source[0]):
         count = EVAL_BATCHES * size
-        return (tuple(None if part is None else slice_samples(part, 0, count) for part in source),
-                {"batch_size": size})
+        return (
+            tuple(None if part is None else slice_samples(part, 0, count) for part in source),
+            {"batch_size": size},
+        )
     if is_tf_dataset(source):
         return (source.take(EVAL_BATCHES).cache(),), {}
     if isinstance(source, keras.utils.PyDataset) or is_torch_loader(source):
@@ -214,8 +232,9 @@ class _StopAfter(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def _probe(model, saved, x, y, batch_size, max_lr, steps, evaluation, fit_kwargs,
-           plan, planned_steps):
+def _probe(
+    model, saved, x, y, batch_size, max_lr, steps, evaluation, fit_kwargs, plan, planned_steps
+):
     """(loss, optimizer steps taken, note) of a `steps`-step run of `plan`
     (a `PlannedSchedule`) at `max_lr`, shaped as the training of
     `planned_steps` will be, from `saved`: the loss is inf, and the
@@ -224,8 +243,9 @@ def _probe(model, saved, x, y, batch_size, max_lr, steps, evaluation, fit_kwargs
     state.restore(saved)
     optimizer = optimizers.base_optimizer(model)
     before = optimizers.iterations(optimizer)
-    data, epochs, per_epoch = fit_plan(model, x, batch_size, steps,
-                                        fit_kwargs.get("validation_split"))
+    data, epochs, per_epoch = fit_plan(
+        model, x, batch_size, steps, fit_kwargs.get("validation_split")
+    )
     kwargs = {k: v for k, v in fit_kwargs.items() if k != "validation_data"}
     if data is not x:
         kwargs = {"shuffle": False, **kwargs}
@@ -233,11 +253,16 @@ def _probe(model, saved, x, y, batch_size, max_lr, steps, evaluation, fit_kwargs
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            model.fit(data, y, batch_size=batch_size, epochs=epochs,
-                      steps_per_epoch=per_epoch, verbose=0,
-                      callbacks=[plan.build(max_lr, steps, planned_steps),
-                                 _StopAfter(steps)],
-                      **kwargs)
+            model.fit(
+                data,
+                y,
+                batch_size=batch_size,
+                epochs=epochs,
+                steps_per_epoch=per_epoch,
+                verbose=0,
+                callbacks=[plan.build(max_lr, steps, planned_steps), _StopAfter(steps)],
+                **kwargs,
+            )
         path = state.first_nonfinite(state.float_variables(model))
         loss = _loss(model, evaluation) if path is None else math.inf
     finally:
@@ -293,8 +318,7 @@ def _first_rates(result, plan=None):
         # A span only where the loss clearly descends (the default rule's 1%).
         plan = plan or PlannedSchedule(OneCycle, {})
         peak = plan.peak_momentum(result.momentum)
-        span = (result.suggest_range() if result.suggest(peak_momentum=peak) is not None
-                else None)
+        span = result.suggest_range() if result.suggest(peak_momentum=peak) is not None else None
     if span is not None:
         low, high = span
         why = f"across the range test's descent, {low:.3g} to {high:.3g}"
@@ -330,13 +354,25 @@ def _next_rate(rows, start_loss):
         return rate * max(step, 10.0 if stalled else SPREAD)
     low, high = tried[best - 1], tried[best + 1]
     other = low if low["loss"] <= high["loss"] else high
-    if max(rate, other["max_lr"]) / min(rate, other["max_lr"]) < SPREAD ** 0.5 * 1.01:
+    if max(rate, other["max_lr"]) / min(rate, other["max_lr"]) < SPREAD**0.5 * 1.01:
         return None
     return math.sqrt(rate * other["max_lr"])
 
 
-def tune_max_lr(model, x=None, y=None, *, total_steps=None, epochs=None, batch_size=None,
-                budget_steps=400, one_cycle=None, schedule=None, verbose=1, **fit_kwargs):
+def tune_max_lr(
+    model,
+    x=None,
+    y=None,
+    *,
+    total_steps=None,
+    epochs=None,
+    batch_size=None,
+    budget_steps=400,
+    one_cycle=None,
+    schedule=None,
+    verbose=1,
+    **fit_kwargs,
+):
     """Chooses `max_lr` for a `OneCycle` training of `total_steps` steps (or
     the peak of another schedule: `schedule`).
 
@@ -416,12 +452,16 @@ def tune_max_lr(model, x=None, y=None, *, total_steps=None, epochs=None, batch_s
         ...                     callbacks=[keras_clr.OneCycle(search.max_lr)])
     """
     if not getattr(model, "compiled", False) or getattr(model, "optimizer", None) is None:
-        raise ValueError("Argument `model` must be compiled with an optimizer "
-                         f"before tuning. Received: model={model.name!r}, not compiled")
+        raise ValueError(
+            "Argument `model` must be compiled with an optimizer "
+            f"before tuning. Received: model={model.name!r}, not compiled"
+        )
     if "callbacks" in fit_kwargs:
-        raise ValueError("tune_max_lr runs its own trainings, without your callbacks "
-                         "(fit_one_cycle passes them to the real training). "
-                         f"Received: callbacks={fit_kwargs['callbacks']!r}")
+        raise ValueError(
+            "tune_max_lr runs its own trainings, without your callbacks "
+            "(fit_one_cycle passes them to the real training). "
+            f"Received: callbacks={fit_kwargs['callbacks']!r}"
+        )
     check_no_one_cycle_kwargs(fit_kwargs, "tune_max_lr")
     plan = planned_schedule(one_cycle, schedule, "tune_max_lr")
     budget = _checks.positive_int("budget_steps", budget_steps)
@@ -430,27 +470,37 @@ def tune_max_lr(model, x=None, y=None, *, total_steps=None, epochs=None, batch_s
         raise ValueError(
             f"Argument `budget_steps` must be at least {least}: a {RANGE_STEPS}-step "
             f"range test and three probes of {MIN_PROBE_STEPS} steps. "
-            f"Received: budget_steps={budget_steps!r}")
+            f"Received: budget_steps={budget_steps!r}"
+        )
     if x is None:
-        raise ValueError("Argument `x` must be the training data, as for "
-                         "`model.fit`. Received: x=None")
+        raise ValueError(
+            "Argument `x` must be the training data, as for `model.fit`. Received: x=None"
+        )
     check_data(x)
-    training_steps = _planned_steps(model, x, batch_size, total_steps, epochs,
-                                    fit_kwargs)
+    training_steps = _planned_steps(model, x, batch_size, total_steps, epochs, fit_kwargs)
     check_planned_length(plan, training_steps, "tune_max_lr")
     check_optimizer(model, plan, "tune_max_lr")
     poisoned = state.first_nonfinite(state.float_variables(model))
     if poisoned is not None:
-        raise ValueError(f"Argument `model` must start from finite weights; {poisoned} "
-                         "holds NaN or inf already. Received: model with non-finite "
-                         f"{poisoned}")
+        raise ValueError(
+            f"Argument `model` must start from finite weights; {poisoned} "
+            "holds NaN or inf already. Received: model with non-finite "
+            f"{poisoned}"
+        )
     # The range test and the probes set their own lengths.
     fit_kwargs = {k: v for k, v in fit_kwargs.items() if k != "steps_per_epoch"}
     if hasattr(x, "__next__"):
         x = repeating(x)
     # The range test reads the training loss; validation_data scores the probes.
-    result = find_lr(model, x, y, batch_size=batch_size, num_steps=RANGE_STEPS, verbose=0,
-                     **{k: v for k, v in fit_kwargs.items() if k != "validation_data"})
+    result = find_lr(
+        model,
+        x,
+        y,
+        batch_size=batch_size,
+        num_steps=RANGE_STEPS,
+        verbose=0,
+        **{k: v for k, v in fit_kwargs.items() if k != "validation_data"},
+    )
     used = len(result.lrs)
     rates, why = _first_rates(result, plan)
     probe_steps = max(MIN_PROBE_STEPS, min(training_steps, (budget - used) // PROBES))
@@ -463,14 +513,28 @@ def tune_max_lr(model, x=None, y=None, *, total_steps=None, epochs=None, batch_s
         start_loss = _loss(model, evaluation)
         while rates and used + probe_steps <= budget:
             rate = rates.pop(0)
-            loss, steps, note = _probe(model, saved, x, y, batch_size, rate, probe_steps,
-                                       evaluation, fit_kwargs, probe_plan, training_steps)
+            loss, steps, note = _probe(
+                model,
+                saved,
+                x,
+                y,
+                batch_size,
+                rate,
+                probe_steps,
+                evaluation,
+                fit_kwargs,
+                probe_plan,
+                training_steps,
+            )
             used += steps
-            rows.append({"max_lr": float(rate), "probe_steps": int(steps), "loss": loss,
-                         "note": note})
+            rows.append(
+                {"max_lr": float(rate), "probe_steps": int(steps), "loss": loss, "note": note}
+            )
             if verbose:
-                print(f"tune_max_lr: max_lr {rate:.3g}: loss {loss:.4g} "
-                      f"after {steps} steps{f' ({note})' if note else ''}")
+                print(
+                    f"tune_max_lr: max_lr {rate:.3g}: loss {loss:.4g} "
+                    f"after {steps} steps{f' ({note})' if note else ''}"
+                )
             if not rates:
                 rate = _next_rate(rows, start_loss)
                 rates = [] if rate is None else [rate]
@@ -478,29 +542,45 @@ def tune_max_lr(model, x=None, y=None, *, total_steps=None, epochs=None, batch_s
         state.restore(saved)
     best = min(rows, key=lambda row: row["loss"])
     notes = [row["note"] for row in rows if row["note"]]
-    found = (best["max_lr"] if best["loss"] < start_loss else None)
+    found = best["max_lr"] if best["loss"] < start_loss else None
     if len(notes) == len(rows):
         lowest = min(row["max_lr"] for row in rows)
-        reason = (f"every probe left the weights or optimizer state non-finite (first: "
-                  f"{notes[0]}), down to max_lr {lowest:.3g}: likely NaN or inf in the "
-                  f"data; probed {why}")
+        reason = (
+            f"every probe left the weights or optimizer state non-finite (first: "
+            f"{notes[0]}), down to max_lr {lowest:.3g}: likely NaN or inf in the "
+            f"data; probed {why}"
+        )
     elif found is None:
         reason = f"no probe's loss fell below the start ({start_loss:.4g}); probed {why}"
     else:
-        reason = (f"the lowest loss after a {probe_steps}-step {probe_plan.described()} "
-                  f"probe, of {len(rows)} {why}")
+        reason = (
+            f"the lowest loss after a {probe_steps}-step {probe_plan.described()} "
+            f"probe, of {len(rows)} {why}"
+        )
     if notes and len(notes) < len(rows):
-        reason += (f"; {len(notes)} of {len(rows)} probes left the weights or optimizer "
-                   f"state non-finite ({notes[0]}) and scored inf")
+        reason += (
+            f"; {len(notes)} of {len(rows)} probes left the weights or optimizer "
+            f"state non-finite ({notes[0]}) and scored inf"
+        )
     if result.stop_reason == "nan":
-        reason += ("; the range test stopped on a non-finite loss or weight "
-                   "(stop_reason='nan')")
+        reason += "; the range test stopped on a non-finite loss or weight (stop_reason='nan')"
     return MaxLRSearch(found, reason, used, result, rows, training_steps, start_loss, plan)
 
 
-def fit_one_cycle(model, x=None, y=None, *, epochs, max_lr="auto", budget_steps=400,
-                  one_cycle=None, candidates=None, race_seed=None, schedule=None,
-                  **fit_kwargs):
+def fit_one_cycle(
+    model,
+    x=None,
+    y=None,
+    *,
+    epochs,
+    max_lr="auto",
+    budget_steps=400,
+    one_cycle=None,
+    candidates=None,
+    race_seed=None,
+    schedule=None,
+    **fit_kwargs,
+):
     """`model.fit` with a `OneCycle` schedule, its `max_lr` tuned first.
 
     Args:
@@ -577,27 +657,49 @@ def fit_one_cycle(model, x=None, y=None, *, epochs, max_lr="auto", budget_steps=
     check_no_one_cycle_kwargs(fit_kwargs, "fit_one_cycle")
     plan = planned_schedule(one_cycle, schedule, "fit_one_cycle")
     if isinstance(max_lr, str) and max_lr == "race":
-        return race.race(model, x, y, epochs=epochs, candidates=candidates,
-                         schedule=plan, race_seed=race_seed, **fit_kwargs)
+        return race.race(
+            model,
+            x,
+            y,
+            epochs=epochs,
+            candidates=candidates,
+            schedule=plan,
+            race_seed=race_seed,
+            **fit_kwargs,
+        )
     for name, value in (("candidates", candidates), ("race_seed", race_seed)):
         if value is not None:
-            raise ValueError(f"Argument `{name}` is for max_lr='race' only. Received: "
-                             f"{name}={value!r} with max_lr={max_lr!r}")
+            raise ValueError(
+                f"Argument `{name}` is for max_lr='race' only. Received: "
+                f"{name}={value!r} with max_lr={max_lr!r}"
+            )
     search = None
     steps = None
     if plan.wsd:  # planned for the training's length
         check_data(x)
-        steps = _planned_steps(model, x, fit_kwargs.get("batch_size"), None, epochs,
-                               fit_kwargs)
+        steps = _planned_steps(model, x, fit_kwargs.get("batch_size"), None, epochs, fit_kwargs)
         check_planned_length(plan, steps, "fit_one_cycle")
     if isinstance(max_lr, str) and max_lr == "auto":
-        tuning = {k: v for k, v in fit_kwargs.items()
-                  if k not in ("callbacks", "verbose", "initial_epoch")}
-        search = tune_max_lr(model, x, y, epochs=epochs, budget_steps=budget_steps,
-                             schedule=plan, verbose=0, **tuning)
+        tuning = {
+            k: v
+            for k, v in fit_kwargs.items()
+            if k not in ("callbacks", "verbose", "initial_epoch")
+        }
+        search = tune_max_lr(
+            model,
+            x,
+            y,
+            epochs=epochs,
+            budget_steps=budget_steps,
+            schedule=plan,
+            verbose=0,
+            **tuning,
+        )
         if search.max_lr is None:
-            raise ValueError(f"tune_max_lr found no max_lr: {search.reason}. Pass a "
-                             "float `max_lr`. Received: max_lr='auto'")
+            raise ValueError(
+                f"tune_max_lr found no max_lr: {search.reason}. Pass a "
+                "float `max_lr`. Received: max_lr='auto'"
+            )
         max_lr = search.max_lr
     max_lr = _checks.positive_finite("max_lr", max_lr)
     callbacks = [plan.for_fit(max_lr, steps), *(fit_kwargs.pop("callbacks", None) or [])]

@@ -20,8 +20,12 @@ def pytest_ignore_collect(collection_path, config):
     never collected: not as doctest modules either (`--doctest-modules`
     would import them, and some configure devices as they are imported)."""
     name = collection_path.name
-    if (collection_path.suffix == ".py" and _HERE in collection_path.parents
-            and not name.startswith("test_") and name != "conftest.py"):
+    if (
+        collection_path.suffix == ".py"
+        and _HERE in collection_path.parents
+        and not name.startswith("test_")
+        and name != "conftest.py"
+    ):
         return True
     return None
 

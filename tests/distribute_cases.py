@@ -16,8 +16,7 @@ import pytest
 import tensorflow as tf
 
 _CPUS = tf.config.list_physical_devices("CPU")
-tf.config.set_logical_device_configuration(
-    _CPUS[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+tf.config.set_logical_device_configuration(_CPUS[0], [tf.config.LogicalDeviceConfiguration()] * 2)
 
 import keras_clr  # noqa: E402
 
@@ -36,8 +35,9 @@ def strategy():
 def _data(seed=0):
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(SAMPLES, 3)).astype("float32")
-    y = (x @ np.array([[1.0], [-2.0], [0.5]])
-         + 0.1 * rng.normal(size=(SAMPLES, 1))).astype("float32")
+    y = (x @ np.array([[1.0], [-2.0], [0.5]]) + 0.1 * rng.normal(size=(SAMPLES, 1))).astype(
+        "float32"
+    )
     return x, y
 
 
@@ -95,8 +95,9 @@ class _BatchLogs(keras.callbacks.Callback):
 def _fit(model, callback, epochs=3):
     x, y = _data()
     logs = _BatchLogs()
-    history = model.fit(x, y, batch_size=BATCH, epochs=epochs, shuffle=False,
-                        verbose=0, callbacks=[callback, logs])
+    history = model.fit(
+        x, y, batch_size=BATCH, epochs=epochs, shuffle=False, verbose=0, callbacks=[callback, logs]
+    )
     return np.array(logs.rows), history.history
 
 
@@ -106,21 +107,46 @@ def test_models_are_mirrored(strategy):
     assert all(len(v.value.values) == 2 for v in mirrored.trainable_variables)
 
 
-@pytest.mark.parametrize("make_callback, optimizer, attribute", [
-    (lambda: keras_clr.OneCycle(0.1, total_steps=12), _sgd, "momentum"),
-    (lambda: keras_clr.OneCycle(0.05, total_steps=12, anneal_strategy="linear",
-                                three_phase=True), _adam, "beta_1"),
-    (lambda: keras_clr.CyclicLR(0.001, 0.1, step_size_up=3), _sgd, "momentum"),
-    (lambda: keras_clr.CyclicLR(0.001, 0.05, step_size_up=2, step_size_down=3,
-                                mode="triangular2"), _adam, "beta_1"),
-    (lambda: keras_clr.WarmupStableDecay(0.1, warmup_steps=3, decay_steps=4,
-                                         total_steps=12), _sgd, "momentum"),
-    (lambda: keras_clr.WarmupStableDecay(0.05, warmup_steps=2, decay_steps=0.5,
-                                         total_steps=12, warmup_type="cosine",
-                                         decay_type="cosine", min_lr_ratio=0.1),
-     _adam, "beta_1"),
-], ids=["one_cycle-sgd", "one_cycle-adam", "cyclic-sgd", "cyclic-adam", "wsd-sgd",
-        "wsd-adam"])
+@pytest.mark.parametrize(
+    "make_callback, optimizer, attribute",
+    [
+        (lambda: keras_clr.OneCycle(0.1, total_steps=12), _sgd, "momentum"),
+        (
+            lambda: keras_clr.OneCycle(
+                0.05, total_steps=12, anneal_strategy="linear", three_phase=True
+            ),
+            _adam,
+            "beta_1",
+        ),
+        (lambda: keras_clr.CyclicLR(0.001, 0.1, step_size_up=3), _sgd, "momentum"),
+        (
+            lambda: keras_clr.CyclicLR(
+                0.001, 0.05, step_size_up=2, step_size_down=3, mode="triangular2"
+            ),
+            _adam,
+            "beta_1",
+        ),
+        (
+            lambda: keras_clr.WarmupStableDecay(0.1, warmup_steps=3, decay_steps=4, total_steps=12),
+            _sgd,
+            "momentum",
+        ),
+        (
+            lambda: keras_clr.WarmupStableDecay(
+                0.05,
+                warmup_steps=2,
+                decay_steps=0.5,
+                total_steps=12,
+                warmup_type="cosine",
+                decay_type="cosine",
+                min_lr_ratio=0.1,
+            ),
+            _adam,
+            "beta_1",
+        ),
+    ],
+    ids=["one_cycle-sgd", "one_cycle-adam", "cyclic-sgd", "cyclic-adam", "wsd-sgd", "wsd-adam"],
+)
 def test_schedules_match_one_device(strategy, make_callback, optimizer, attribute):
     mirrored, single = _pair(strategy, optimizer)
     callback = make_callback()
@@ -158,8 +184,15 @@ def test_cooldown_on_demand_matches_one_device(strategy):
         callback = keras_clr.WarmupStableDecay(0.1, warmup_steps=2, decay_steps=4)
         logs = _BatchLogs()
         x, y = _data()
-        model.fit(x, y, batch_size=BATCH, epochs=3, shuffle=False, verbose=0,
-                  callbacks=[callback, _CooldownAt(callback, 1, 1), logs])
+        model.fit(
+            x,
+            y,
+            batch_size=BATCH,
+            epochs=3,
+            shuffle=False,
+            verbose=0,
+            callbacks=[callback, _CooldownAt(callback, 1, 1), logs],
+        )
         assert callback.decay_start == STEPS_PER_EPOCH + 2
         runs.append(np.array(logs.rows))
     mirrored, single = runs
@@ -188,10 +221,14 @@ def _pretrained(strategy, **kwargs):
     return mirrored, single
 
 
-@pytest.mark.parametrize("settings, reasons", [
-    (dict(num_steps=12, stop_factor=None), {"completed"}),
-    (dict(num_steps=30, end_lr=1e4), {"diverged", "nan"}),
-], ids=["completed", "diverged"])
+@pytest.mark.parametrize(
+    "settings, reasons",
+    [
+        (dict(num_steps=12, stop_factor=None), {"completed"}),
+        (dict(num_steps=30, end_lr=1e4), {"diverged", "nan"}),
+    ],
+    ids=["completed", "diverged"],
+)
 def test_find_lr_restores_every_replica(strategy, settings, reasons):
     model, _ = _pretrained(strategy, batchnorm=True)
     before = _replica_values(model)
@@ -216,16 +253,18 @@ def test_find_lr_restores_after_an_exception(strategy):
 
     x, y = _data()
     with pytest.raises(tf.errors.ResourceExhaustedError):
-        keras_clr.find_lr(model, x, y, batch_size=BATCH, num_steps=20, verbose=0,
-                          callbacks=[Boom()])
+        keras_clr.find_lr(
+            model, x, y, batch_size=BATCH, num_steps=20, verbose=0, callbacks=[Boom()]
+        )
     _assert_bit_identical(before, _replica_values(model))
 
 
 def test_find_lr_losses_match_one_device(strategy):
     mirrored, single = _pretrained(strategy)
     x, y = _data()
-    settings = dict(batch_size=BATCH, num_steps=12, stop_factor=None, verbose=0,
-                    start_lr=1e-4, end_lr=1.0)
+    settings = dict(
+        batch_size=BATCH, num_steps=12, stop_factor=None, verbose=0, start_lr=1e-4, end_lr=1.0
+    )
     got = keras_clr.find_lr(mirrored, x, y, **settings)
     want = keras_clr.find_lr(single, x, y, **settings)
     assert len(got.lrs) == 12 and got.stop_reason == "completed"
@@ -236,24 +275,30 @@ def test_find_lr_losses_match_one_device(strategy):
 def test_lr_finder_monitors_a_metric_and_validation(strategy):
     mirrored, single = _pretrained(strategy)
     x, y = _data()
-    settings = dict(batch_size=BATCH, num_steps=8, stop_factor=None, verbose=0,
-                    monitor="val_mae", validation_data=_data(seed=2), val_every=4,
-                    val_steps=2)
+    settings = dict(
+        batch_size=BATCH,
+        num_steps=8,
+        stop_factor=None,
+        verbose=0,
+        monitor="val_mae",
+        validation_data=_data(seed=2),
+        val_every=4,
+        val_steps=2,
+    )
     got = keras_clr.find_lr(mirrored, x, y, **settings)
     want = keras_clr.find_lr(single, x, y, **settings)
     assert len(got.lrs) == 2
     np.testing.assert_allclose(got.losses, want.losses, rtol=1e-5)
-    np.testing.assert_allclose(got.metrics["train_loss"], want.metrics["train_loss"],
-                               rtol=1e-5)
-
+    np.testing.assert_allclose(got.metrics["train_loss"], want.metrics["train_loss"], rtol=1e-5)
 
 
 def test_find_lr_repeats_restore_every_replica(strategy):
     model, _ = _pretrained(strategy, batchnorm=True)
     before = _replica_values(model)
     x, y = _data()
-    result = keras_clr.find_lr(model, x, y, batch_size=BATCH, num_steps=12, stop_factor=None,
-                               repeats=3, verbose=0)
+    result = keras_clr.find_lr(
+        model, x, y, batch_size=BATCH, num_steps=12, stop_factor=None, repeats=3, verbose=0
+    )
     assert result.stop_reason == "completed" and result.loss_band is not None
     _assert_bit_identical(before, _replica_values(model))
 
@@ -262,23 +307,39 @@ def test_tune_max_lr_restores_every_replica_and_matches_one_device(strategy):
     mirrored, single = _pretrained(strategy)
     before = _replica_values(mirrored)
     x, y = _data()
-    searches = [keras_clr.tune_max_lr(model, x, y, batch_size=BATCH, total_steps=20,
-                                      budget_steps=180, shuffle=False, verbose=0)
-                for model in (mirrored, single)]
+    searches = [
+        keras_clr.tune_max_lr(
+            model,
+            x,
+            y,
+            batch_size=BATCH,
+            total_steps=20,
+            budget_steps=180,
+            shuffle=False,
+            verbose=0,
+        )
+        for model in (mirrored, single)
+    ]
     _assert_bit_identical(before, _replica_values(mirrored))
     got, want = searches
     assert got.steps_used <= 180
-    np.testing.assert_allclose([r["max_lr"] for r in got.candidates[:3]],
-                               [r["max_lr"] for r in want.candidates[:3]], rtol=1e-5)
-    np.testing.assert_allclose([r["loss"] for r in got.candidates[:3]],
-                               [r["loss"] for r in want.candidates[:3]], rtol=1e-3)
+    np.testing.assert_allclose(
+        [r["max_lr"] for r in got.candidates[:3]],
+        [r["max_lr"] for r in want.candidates[:3]],
+        rtol=1e-5,
+    )
+    np.testing.assert_allclose(
+        [r["loss"] for r in got.candidates[:3]], [r["loss"] for r in want.candidates[:3]], rtol=1e-3
+    )
 
 
 def _state_per_replica(model):
     """Every replica's copy of every model and optimizer variable, in order."""
-    return [(v.path, np.array(copy.numpy()))
-            for v in model.variables + model.optimizer.variables
-            for copy in (getattr(v.value, "values", None) or (v.value,))]
+    return [
+        (v.path, np.array(copy.numpy()))
+        for v in model.variables + model.optimizer.variables
+        for copy in (getattr(v.value, "values", None) or (v.value,))
+    ]
 
 
 def test_race_winner_is_a_plain_fit_at_its_rate(strategy):
@@ -287,9 +348,18 @@ def test_race_winner_is_a_plain_fit_at_its_rate(strategy):
     # plain fit under the strategy fed epoch e's batches in the race's order
     x, y = _data()
     model, _ = _pretrained(strategy)
-    history = keras_clr.fit_one_cycle(model, x, y, batch_size=BATCH, epochs=4,
-                                      max_lr="race", candidates=[0.003, 0.01, 0.03],
-                                      race_seed=7, validation_data=_data(seed=2), verbose=0)
+    history = keras_clr.fit_one_cycle(
+        model,
+        x,
+        y,
+        batch_size=BATCH,
+        epochs=4,
+        max_lr="race",
+        candidates=[0.003, 0.01, 0.03],
+        race_seed=7,
+        validation_data=_data(seed=2),
+        verbose=0,
+    )
     race = history.race
     assert race.winner in race.candidates and history.epoch == [0, 1, 2, 3]
     # the cuts of 4 epochs are at the ends of epochs 1 (the best 3 kept: all)
@@ -299,8 +369,16 @@ def test_race_winner_is_a_plain_fit_at_its_rate(strategy):
     schedule = keras_clr.OneCycle(race.winner, total_steps=4 * STEPS_PER_EPOCH)
     for epoch in range(4):
         order = np.random.default_rng([7, epoch]).permutation(SAMPLES)
-        plain.fit(x[order], y[order], batch_size=BATCH, shuffle=False, initial_epoch=epoch,
-                  epochs=epoch + 1, verbose=0, callbacks=[schedule])
+        plain.fit(
+            x[order],
+            y[order],
+            batch_size=BATCH,
+            shuffle=False,
+            initial_epoch=epoch,
+            epochs=epoch + 1,
+            verbose=0,
+            callbacks=[schedule],
+        )
     got, want = _state_per_replica(model), _state_per_replica(plain)
     assert len(got) == len(want) == 2 * len(model.variables + model.optimizer.variables)
     for (path, have), (_, expected) in zip(got, want):
@@ -311,24 +389,32 @@ def test_race_winner_is_a_plain_fit_at_its_rate(strategy):
 
 # -- a MultiOptimizer (Keras 3.15 on): a learning rate per group ----------------------
 
-needs_multi = pytest.mark.skipif(not hasattr(keras.optimizers, "MultiOptimizer"),
-                                 reason="Keras 3.15 introduced MultiOptimizer")
+needs_multi = pytest.mark.skipif(
+    not hasattr(keras.optimizers, "MultiOptimizer"), reason="Keras 3.15 introduced MultiOptimizer"
+)
 
 
 def _multi():
-    return keras.optimizers.MultiOptimizer(keras.optimizers.OptimizerMap(
-        keras.optimizers.SGD(0.01, momentum=0.9),
-        {".*head.*": keras.optimizers.Adam(0.05)}))
+    return keras.optimizers.MultiOptimizer(
+        keras.optimizers.OptimizerMap(
+            keras.optimizers.SGD(0.01, momentum=0.9), {".*head.*": keras.optimizers.Adam(0.05)}
+        )
+    )
 
 
 def _multi_pair(strategy):
     """(model under the strategy, the same on one device): its hidden layer
     updated by an SGD, its output layer ("head") by an Adam."""
+
     def model():
         keras.utils.set_random_seed(0)
-        built = keras.Sequential([keras.Input((3,)),
-                                  keras.layers.Dense(4, activation="tanh", name="body"),
-                                  keras.layers.Dense(1, name="head")])
+        built = keras.Sequential(
+            [
+                keras.Input((3,)),
+                keras.layers.Dense(4, activation="tanh", name="body"),
+                keras.layers.Dense(1, name="head"),
+            ]
+        )
         built.compile(_multi(), "mse", metrics=["mae"])
         return built
 
@@ -358,13 +444,21 @@ def test_a_multi_optimizer_schedule_matches_one_device(strategy):
     runs = []
     for model in (mirrored, single):
         logs = _GroupLogs()
-        model.fit(x, y, batch_size=BATCH, epochs=2, shuffle=False, verbose=0,
-                  callbacks=[keras_clr.OneCycle(0.1), logs])
+        model.fit(
+            x,
+            y,
+            batch_size=BATCH,
+            epochs=2,
+            shuffle=False,
+            verbose=0,
+            callbacks=[keras_clr.OneCycle(0.1), logs],
+        )
         runs.append(logs)
     assert runs[0].logged == runs[0].applied  # what each group applied
     assert runs[0].applied == runs[1].applied
     lrs = keras_clr.OneCycle(0.1, total_steps=2 * STEPS_PER_EPOCH).lr_schedule(
-        np.arange(2 * STEPS_PER_EPOCH))
+        np.arange(2 * STEPS_PER_EPOCH)
+    )
     # Keras lists the mapped Adam (0.05, the largest: the schedule's own
     # rates) before the default SGD (0.01: a fifth of them).
     np.testing.assert_allclose([row[0] for row in runs[0].applied], lrs, rtol=1e-6)
@@ -382,7 +476,8 @@ def test_find_lr_restores_every_group_on_every_replica(strategy):
     mirrored.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
     before = _replica_values(mirrored)
     x, y = _data()
-    result = keras_clr.find_lr(mirrored, x, y, batch_size=BATCH, verbose=0, num_steps=30,
-                               end_lr=1e4)
+    result = keras_clr.find_lr(
+        mirrored, x, y, batch_size=BATCH, verbose=0, num_steps=30, end_lr=1e4
+    )
     assert result.stop_reason in {"diverged", "nan"}
     _assert_bit_identical(before, _replica_values(mirrored))

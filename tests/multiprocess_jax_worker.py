@@ -55,8 +55,12 @@ def local_share(x, y, process_id):
     import numpy as np
 
     local = GLOBAL_BATCH // NUM_PROCESSES
-    rows = np.concatenate([np.arange(start + process_id * local, start + (process_id + 1) * local)
-                           for start in range(0, SAMPLES, GLOBAL_BATCH)])
+    rows = np.concatenate(
+        [
+            np.arange(start + process_id * local, start + (process_id + 1) * local)
+            for start in range(0, SAMPLES, GLOBAL_BATCH)
+        ]
+    )
     return x[rows], y[rows], local
 
 
@@ -89,10 +93,13 @@ def main():
     if args.process_id is not None:
         address = f"127.0.0.1:{args.port}"
         bind_collectives_to_loopback()
-        jax.distributed.initialize(coordinator_address=address, num_processes=NUM_PROCESSES,
-                                   process_id=args.process_id,
-                                   coordinator_bind_address=address,
-                                   initialization_timeout=60)
+        jax.distributed.initialize(
+            coordinator_address=address,
+            num_processes=NUM_PROCESSES,
+            process_id=args.process_id,
+            coordinator_bind_address=address,
+            initialization_timeout=60,
+        )
     import keras
     import numpy as np
     import tensorflow as tf
@@ -102,15 +109,19 @@ def main():
     keras.utils.set_random_seed(0)
     # Arrays, already split between the processes (see the module docstring).
     keras.distribution.set_distribution(
-        keras.distribution.DataParallel(devices=jax.devices(), auto_shard_dataset=False))
+        keras.distribution.DataParallel(devices=jax.devices(), auto_shard_dataset=False)
+    )
     x, y, initial = global_data()
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(GLOBAL_BATCH)
     batch_size = GLOBAL_BATCH
     if args.process_id is not None:
         x, y, batch_size = local_share(x, y, args.process_id)
     tag = "single" if args.process_id is None else f"p{args.process_id}"
-    saved = {"process_index": jax.process_index(), "global_devices": len(jax.devices()),
-             "local_devices": len(jax.local_devices())}
+    saved = {
+        "process_index": jax.process_index(),
+        "global_devices": len(jax.devices()),
+        "local_devices": len(jax.local_devices()),
+    }
 
     def make_model():
         model = keras.Sequential([keras.Input((FEATURES,)), keras.layers.Dense(UNITS)])
@@ -121,38 +132,62 @@ def main():
     def state_bytes(model):
         """Every model, optimizer and metric variable's bytes, end to end."""
         variables = model.variables + model.optimizer.variables + model.metrics_variables
-        return np.frombuffer(b"".join(keras.ops.convert_to_numpy(v).tobytes()
-                                      for v in variables), dtype=np.uint8)
+        return np.frombuffer(
+            b"".join(keras.ops.convert_to_numpy(v).tobytes() for v in variables), dtype=np.uint8
+        )
 
     def state_values(model):
         """The model's and optimizer's variables as one float64 vector."""
-        return np.concatenate([keras.ops.convert_to_numpy(v).astype(np.float64).ravel()
-                               for v in model.variables + model.optimizer.variables])
+        return np.concatenate(
+            [
+                keras.ops.convert_to_numpy(v).astype(np.float64).ravel()
+                for v in model.variables + model.optimizer.variables
+            ]
+        )
 
     # The range test, from a trained state (momentum slots and counters not zero).
     model = make_model()
     model.fit(x, y, batch_size=batch_size, epochs=1, shuffle=False, verbose=0)
     before = state_bytes(model)
-    result = keras_clr.find_lr(model, x, y, batch_size=batch_size, start_lr=1e-4,
-                               end_lr=1.0, num_steps=20, stop_factor=None, verbose=0,
-                               shuffle=False)
-    saved.update(find_before=before, find_after=state_bytes(model), find_lrs=result.lrs,
-                 find_losses=result.losses, find_stop=result.stop_reason)
+    result = keras_clr.find_lr(
+        model,
+        x,
+        y,
+        batch_size=batch_size,
+        start_lr=1e-4,
+        end_lr=1.0,
+        num_steps=20,
+        stop_factor=None,
+        verbose=0,
+        shuffle=False,
+    )
+    saved.update(
+        find_before=before,
+        find_after=state_bytes(model),
+        find_lrs=result.lrs,
+        find_losses=result.losses,
+        find_stop=result.stop_reason,
+    )
 
     # A global tf.data.Dataset, which Keras shards between the processes.
     keras.distribution.set_distribution(keras.distribution.DataParallel(devices=jax.devices()))
     model = make_model()
     # Keras does not know the length of the sharded dataset: steps_per_epoch
     # keeps it from warning that the data ran out.
-    model.fit(dataset, epochs=1, steps_per_epoch=SAMPLES // GLOBAL_BATCH, shuffle=False,
-              verbose=0)
+    model.fit(dataset, epochs=1, steps_per_epoch=SAMPLES // GLOBAL_BATCH, shuffle=False, verbose=0)
     before = state_bytes(model)
-    sharded = keras_clr.find_lr(model, dataset, start_lr=1e-4, end_lr=1.0, num_steps=20,
-                                stop_factor=None, verbose=0)
-    saved.update(dataset_before=before, dataset_after=state_bytes(model),
-                 dataset_lrs=sharded.lrs, dataset_losses=sharded.losses)
+    sharded = keras_clr.find_lr(
+        model, dataset, start_lr=1e-4, end_lr=1.0, num_steps=20, stop_factor=None, verbose=0
+    )
+    saved.update(
+        dataset_before=before,
+        dataset_after=state_bytes(model),
+        dataset_lrs=sharded.lrs,
+        dataset_losses=sharded.losses,
+    )
     keras.distribution.set_distribution(
-        keras.distribution.DataParallel(devices=jax.devices(), auto_shard_dataset=False))
+        keras.distribution.DataParallel(devices=jax.devices(), auto_shard_dataset=False)
+    )
 
     if args.process_id is not None:
         # The same paths in both processes, and one named for each process.
@@ -162,7 +197,8 @@ def main():
             result.to_csv(shared / f"{stem}.csv")
             result.to_json(shared / f"{stem}.json")
         saved["tensorboard_returns"] = [
-            result.to_tensorboard(shared / name) for name in ("tb", f"tb_p{args.process_id}")]
+            result.to_tensorboard(shared / name) for name in ("tb", f"tb_p{args.process_id}")
+        ]
 
     # The schedules: what each step applied, as logged and as the optimizer holds it.
     class Record(keras.callbacks.Callback):
@@ -172,16 +208,32 @@ def main():
 
         def on_train_batch_end(self, batch, logs=None):
             applied = keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
-            self.rows.append([float(logs["learning_rate"]), float(logs["momentum"]),
-                              float(applied), float(logs["loss"])])
+            self.rows.append(
+                [
+                    float(logs["learning_rate"]),
+                    float(logs["momentum"]),
+                    float(applied),
+                    float(logs["loss"]),
+                ]
+            )
 
-    schedules = {"one_cycle": keras_clr.OneCycle(0.1, cycle_momentum=True),
-                 "cyclic": keras_clr.CyclicLR(0.01, 0.1, step_size_up=3, step_size_down=2,
-                                              cycle_momentum=True)}
+    schedules = {
+        "one_cycle": keras_clr.OneCycle(0.1, cycle_momentum=True),
+        "cyclic": keras_clr.CyclicLR(
+            0.01, 0.1, step_size_up=3, step_size_down=2, cycle_momentum=True
+        ),
+    }
     for name, callback in schedules.items():
         model, record = make_model(), Record()
-        model.fit(x, y, batch_size=batch_size, epochs=2, shuffle=False, verbose=0,
-                  callbacks=[callback, record])
+        model.fit(
+            x,
+            y,
+            batch_size=batch_size,
+            epochs=2,
+            shuffle=False,
+            verbose=0,
+            callbacks=[callback, record],
+        )
         saved[f"{name}_rows"] = np.array(record.rows)
         saved[f"{name}_state"] = state_bytes(model)
         saved[f"{name}_values"] = state_values(model)
@@ -190,8 +242,13 @@ def main():
     # its length is unknown once sharded, so it repeats with steps_per_epoch.
     keras.distribution.set_distribution(keras.distribution.DataParallel(devices=jax.devices()))
     model, record = make_model(), Record()
-    model.fit(dataset.repeat(), epochs=2, steps_per_epoch=SAMPLES // GLOBAL_BATCH, verbose=0,
-              callbacks=[keras_clr.OneCycle(0.1, cycle_momentum=True), record])
+    model.fit(
+        dataset.repeat(),
+        epochs=2,
+        steps_per_epoch=SAMPLES // GLOBAL_BATCH,
+        verbose=0,
+        callbacks=[keras_clr.OneCycle(0.1, cycle_momentum=True), record],
+    )
     saved["one_cycle_dataset_rows"] = np.array(record.rows)
     saved["one_cycle_dataset_state"] = state_bytes(model)
     saved["one_cycle_dataset_values"] = state_values(model)

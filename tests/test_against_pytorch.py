@@ -58,18 +58,27 @@ CYCLIC = {
     "triangular": dict(base_lr=1e-4, max_lr=1e-2, step_size_up=50),
     "triangular-down": dict(base_lr=1e-4, max_lr=1e-2, step_size_up=30, step_size_down=70),
     "triangular2": dict(base_lr=1e-4, max_lr=1e-2, step_size_up=40, mode="triangular2"),
-    "triangular2-down": dict(base_lr=1e-4, max_lr=1e-2, step_size_up=17, step_size_down=3,
-                             mode="triangular2"),
-    "exp_range": dict(base_lr=1e-4, max_lr=1e-2, step_size_up=25, mode="exp_range",
-                      gamma=0.995),
-    "exp_range-tail": dict(base_lr=1e-300, max_lr=1.0, step_size_up=2, mode="exp_range",
-                           gamma=0.99),
-    "custom-cycle": dict(base_lr=1e-3, max_lr=1e-1, step_size_up=20,
-                         scale_fn=scale_by_cycle, scale_mode="cycle"),
-    "custom-iterations": dict(base_lr=1e-3, max_lr=1e-1, step_size_up=20, step_size_down=9,
-                              scale_fn=scale_by_step, scale_mode="iterations"),
-    "momenta": dict(base_lr=1e-3, max_lr=1e-1, step_size_up=10, base_momentum=0.6,
-                    max_momentum=0.99),
+    "triangular2-down": dict(
+        base_lr=1e-4, max_lr=1e-2, step_size_up=17, step_size_down=3, mode="triangular2"
+    ),
+    "exp_range": dict(base_lr=1e-4, max_lr=1e-2, step_size_up=25, mode="exp_range", gamma=0.995),
+    "exp_range-tail": dict(
+        base_lr=1e-300, max_lr=1.0, step_size_up=2, mode="exp_range", gamma=0.99
+    ),
+    "custom-cycle": dict(
+        base_lr=1e-3, max_lr=1e-1, step_size_up=20, scale_fn=scale_by_cycle, scale_mode="cycle"
+    ),
+    "custom-iterations": dict(
+        base_lr=1e-3,
+        max_lr=1e-1,
+        step_size_up=20,
+        step_size_down=9,
+        scale_fn=scale_by_step,
+        scale_mode="iterations",
+    ),
+    "momenta": dict(
+        base_lr=1e-3, max_lr=1e-1, step_size_up=10, base_momentum=0.6, max_momentum=0.99
+    ),
 }
 
 
@@ -90,8 +99,9 @@ def test_cyclic_lr(name, kind):
     assert_same(cb.momentum_schedule(steps), momenta)
 
 
-@pytest.mark.parametrize("name", ["triangular-down", "exp_range", "custom-cycle",
-                                  "custom-iterations"])
+@pytest.mark.parametrize(
+    "name", ["triangular-down", "exp_range", "custom-cycle", "custom-iterations"]
+)
 def test_cyclic_lr_far_out(name):
     # PyTorch's float formula for the position in the cycle keeps ~1e-10 of
     # relative precision at step 1e8, well inside the tolerance. Its
@@ -114,10 +124,18 @@ ONE_CYCLE = {
     "cos": dict(max_lr=1e-2, total_steps=1000),
     "linear": dict(max_lr=1e-2, total_steps=1000, anneal_strategy="linear"),
     "three-phase": dict(max_lr=1e-2, total_steps=1000, three_phase=True),
-    "three-phase-linear": dict(max_lr=3e-3, total_steps=777, three_phase=True,
-                               anneal_strategy="linear", pct_start=0.25),
-    "factors": dict(max_lr=0.5, total_steps=333, pct_start=0.45, div_factor=7.0,
-                    final_div_factor=300.0, base_momentum=0.7, max_momentum=0.99),
+    "three-phase-linear": dict(
+        max_lr=3e-3, total_steps=777, three_phase=True, anneal_strategy="linear", pct_start=0.25
+    ),
+    "factors": dict(
+        max_lr=0.5,
+        total_steps=333,
+        pct_start=0.45,
+        div_factor=7.0,
+        final_div_factor=300.0,
+        base_momentum=0.7,
+        max_momentum=0.99,
+    ),
     "short": dict(max_lr=1e-2, total_steps=12, pct_start=0.5),
 }
 

@@ -20,10 +20,17 @@ import keras_clr
 from keras_clr import schedules
 from test_curves import wsd_multiplier
 
-REFERENCE = json.loads(pathlib.Path(__file__).with_name("data").joinpath(
-    "wsd_reference.json").read_text())["cases"]
-ARGUMENTS = ("warmup_steps", "stable_steps", "decay_steps", "warmup_type",
-             "decay_type", "min_lr_ratio")
+REFERENCE = json.loads(
+    pathlib.Path(__file__).with_name("data").joinpath("wsd_reference.json").read_text()
+)["cases"]
+ARGUMENTS = (
+    "warmup_steps",
+    "stable_steps",
+    "decay_steps",
+    "warmup_type",
+    "decay_type",
+    "min_lr_ratio",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -40,10 +47,19 @@ def ours(case):
 @pytest.mark.parametrize("name", sorted(REFERENCE))
 def test_the_recording_is_transformers_formula(name):
     case = REFERENCE[name]
-    expected = [case["max_lr"] * wsd_multiplier(
-        k, case["warmup_steps"], case["stable_steps"], case["decay_steps"],
-        case["warmup_type"], case["decay_type"], case["min_lr_ratio"])
-        for k in range(len(case["transformers"]))]
+    expected = [
+        case["max_lr"]
+        * wsd_multiplier(
+            k,
+            case["warmup_steps"],
+            case["stable_steps"],
+            case["decay_steps"],
+            case["warmup_type"],
+            case["decay_type"],
+            case["min_lr_ratio"],
+        )
+        for k in range(len(case["transformers"]))
+    ]
     np.testing.assert_allclose(case["transformers"], expected, rtol=1e-15, atol=0)
 
 
@@ -69,9 +85,14 @@ def test_the_callback_lr_schedule_is_the_same(name):
     case = REFERENCE[name]
     total = case["warmup_steps"] + case["stable_steps"] + case["decay_steps"]
     cb = keras_clr.WarmupStableDecay(
-        case["max_lr"], warmup_steps=case["warmup_steps"], decay_steps=case["decay_steps"],
-        total_steps=total, warmup_type=case["warmup_type"], decay_type=case["decay_type"],
-        min_lr_ratio=case["min_lr_ratio"])
+        case["max_lr"],
+        warmup_steps=case["warmup_steps"],
+        decay_steps=case["decay_steps"],
+        total_steps=total,
+        warmup_type=case["warmup_type"],
+        decay_type=case["decay_type"],
+        min_lr_ratio=case["min_lr_ratio"],
+    )
     steps = np.arange(len(case["transformers"]))
     np.testing.assert_array_equal(cb.lr_schedule(steps), case["transformers"])
 
@@ -82,14 +103,17 @@ def test_live_against_transformers():
     for name, case in REFERENCE.items():
         optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=case["max_lr"])
         scheduler = optimization.get_wsd_schedule(
-            optimizer, num_warmup_steps=case["warmup_steps"],
-            num_stable_steps=case["stable_steps"], num_decay_steps=case["decay_steps"],
-            warmup_type=case["warmup_type"], decay_type=case["decay_type"],
-            min_lr_ratio=case["min_lr_ratio"])
+            optimizer,
+            num_warmup_steps=case["warmup_steps"],
+            num_stable_steps=case["stable_steps"],
+            num_decay_steps=case["decay_steps"],
+            warmup_type=case["warmup_type"],
+            decay_type=case["decay_type"],
+            min_lr_ratio=case["min_lr_ratio"],
+        )
         theirs = []
         for _ in range(len(case["transformers"])):
             theirs.append(optimizer.param_groups[0]["lr"])
             optimizer.step()
             scheduler.step()
-        np.testing.assert_array_equal(ours(case)(np.arange(len(theirs))), theirs,
-                                      err_msg=name)
+        np.testing.assert_array_equal(ours(case)(np.arange(len(theirs))), theirs, err_msg=name)

@@ -17,8 +17,7 @@ import pytest
 
 TESTS = pathlib.Path(__file__).resolve().parent
 ENVIRONMENTS = {
-    "jax": {"JAX_PLATFORMS": "cpu",
-            "XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
+    "jax": {"JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
     "torch": {},
 }
 
@@ -30,10 +29,18 @@ def test_backend_cases(backend):
     env = {**os.environ, **ENVIRONMENTS[backend], "KERAS_BACKEND": backend}
     if backend == "jax" and os.environ.get("XLA_FLAGS"):
         env["XLA_FLAGS"] = f"{os.environ['XLA_FLAGS']} {env['XLA_FLAGS']}"
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-               str(TESTS / "backend_cases.py")]
-    run = subprocess.run(command, cwd=TESTS.parent, env=env, capture_output=True,
-                         text=True, timeout=600)
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        str(TESTS / "backend_cases.py"),
+    ]
+    run = subprocess.run(
+        command, cwd=TESTS.parent, env=env, capture_output=True, text=True, timeout=600
+    )
     report = f"{run.stdout[-6000:]}\n{run.stderr[-3000:]}"
     assert run.returncode == 0, report
     assert " passed" in run.stdout, report  # not skipped as a whole

@@ -14,15 +14,27 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-@pytest.mark.skipif(keras.backend.backend() != "tensorflow",
-                    reason="tf.distribute needs the TensorFlow backend")
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow", reason="tf.distribute needs the TensorFlow backend"
+)
 def test_mirrored_strategy_cases():
     env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
     run = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-         os.path.join(HERE, "distribute_cases.py")],
-        cwd=os.path.dirname(HERE), env=env, capture_output=True, text=True,
-        timeout=900)  # only stops a hang: the cases take about 80 s of CPU time
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            os.path.join(HERE, "distribute_cases.py"),
+        ],
+        cwd=os.path.dirname(HERE),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )  # only stops a hang: the cases take about 80 s of CPU time
     report = f"{run.stdout[-6000:]}\n{run.stderr[-3000:]}"
     assert run.returncode == 0, report
     assert " passed" in run.stdout, report

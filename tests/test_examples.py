@@ -21,15 +21,23 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # script -> (small arguments, figures it must write)
 SCRIPTS = {
     "quickstart.py": (["--epochs", "2"], ["range_test.png", "training.png"]),
-    "cyclic_triangular2.py": (["--epochs", "2", "--epochs-per-half-cycle", "1"],
-                              ["cyclic_triangular2.png"]),
+    "cyclic_triangular2.py": (
+        ["--epochs", "2", "--epochs-per-half-cycle", "1"],
+        ["cyclic_triangular2.png"],
+    ),
     "schedule_as_optimizer_lr.py": (["--epochs", "2"], ["schedules_preview.png"]),
     "tensorboard_logging.py": (["--epochs", "2"], ["tensorboard_scalars.png"]),
-    "fine_tuning.py": (["--epochs", "2", "--pretrain-epochs", "3", "--budget-steps", "160"],
-                       ["fine_tuning.png"]),
+    "fine_tuning.py": (
+        ["--epochs", "2", "--pretrain-epochs", "3", "--budget-steps", "160"],
+        ["fine_tuning.png"],
+    ),
 }
-NOTEBOOK_FIGURES = ["range_test.png", "schedule.png", "accuracy_curves.png",
-                    "gradcam_misclassified.png"]
+NOTEBOOK_FIGURES = [
+    "range_test.png",
+    "schedule.png",
+    "accuracy_curves.png",
+    "gradcam_misclassified.png",
+]
 
 
 def assert_png(path):
@@ -51,7 +59,12 @@ def test_script_writes_its_figures(script, tmp_path):
     # of CPU time).
     completed = subprocess.run(
         [sys.executable, str(EXAMPLES / script), "--output", str(tmp_path / "out"), *args],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-4000:]
     for name in figures:
         assert_png(tmp_path / "out" / name)
@@ -60,7 +73,9 @@ def test_script_writes_its_figures(script, tmp_path):
             assert tag in completed.stdout
     if script == "schedule_as_optimizer_lr.py":
         assert sorted(p.name for p in (tmp_path / "out").glob("*.keras")) == [
-            "one_cycle.keras", "triangular2.keras"]
+            "one_cycle.keras",
+            "triangular2.keras",
+        ]
 
 
 def test_notebook_is_committed_without_outputs():
@@ -78,19 +93,31 @@ def test_notebook_runs_small_and_writes_its_figures(tmp_path, monkeypatch):
     import nbformat
 
     out = tmp_path / "out"
-    parameters = {"EPOCHS": "2", "SUBSET": "512", "WIDTH": "4", "BATCH_SIZE": "64",
-                  "LR_FINDER_STEPS": "30", "DATASET": "offline", "OUTPUT_DIR": str(out)}
+    parameters = {
+        "EPOCHS": "2",
+        "SUBSET": "512",
+        "WIDTH": "4",
+        "BATCH_SIZE": "64",
+        "LR_FINDER_STEPS": "30",
+        "DATASET": "offline",
+        "OUTPUT_DIR": str(out),
+    }
     for name, value in parameters.items():
         monkeypatch.setenv(f"KERAS_CLR_NB_{name}", value)
     monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel's inline backend, as in Jupyter
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     # The "python3" kernel is ipykernel in the Python running the tests.
-    client = nbclient.NotebookClient(notebook, kernel_name="python3", timeout=300,
-                                     resources={"metadata": {"path": str(tmp_path)}})
+    client = nbclient.NotebookClient(
+        notebook,
+        kernel_name="python3",
+        timeout=300,
+        resources={"metadata": {"path": str(tmp_path)}},
+    )
     client.execute()
 
-    text = "".join(output.get("text", "") for cell in notebook.cells
-                   for output in cell.get("outputs", []))
+    text = "".join(
+        output.get("text", "") for cell in notebook.cells for output in cell.get("outputs", [])
+    )
     assert "DATASET USED: OFFLINE FALLBACK" in text
     assert "model restored exactly after the range test: True" in text
     assert "best test accuracy" in text

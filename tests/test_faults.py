@@ -64,22 +64,32 @@ class _FailingStepModel(keras.Sequential):
     def train_step(self, data):
         if self.fail_at_iteration is not None:
             tf.debugging.assert_less(
-                self.optimizer.iterations, tf.constant(self.fail_at_iteration, "int64"),
-                message="simulated device fault in train_step")
+                self.optimizer.iterations,
+                tf.constant(self.fail_at_iteration, "int64"),
+                message="simulated device fault in train_step",
+            )
         return super().train_step(data)
 
 
 def _model(kind="plain", optimizer=None, **compile_kwargs):
     keras.utils.set_random_seed(0)
-    layers = [keras.Input((3,)), keras.layers.Dense(4, activation="tanh"),
-              keras.layers.BatchNormalization()]
+    layers = [
+        keras.Input((3,)),
+        keras.layers.Dense(4, activation="tanh"),
+        keras.layers.BatchNormalization(),
+    ]
     if kind == "layer":
         layers.append(_FailingLayer())
     layers.append(keras.layers.Dense(1))
     model = (_FailingStepModel if kind == "train_step" else keras.Sequential)(
-        layers, name=f"{kind}_model")
-    model.compile(optimizer or keras.optimizers.SGD(0.01, momentum=0.9), "mse",
-                  metrics=["mae"], **compile_kwargs)
+        layers, name=f"{kind}_model"
+    )
+    model.compile(
+        optimizer or keras.optimizers.SGD(0.01, momentum=0.9),
+        "mse",
+        metrics=["mae"],
+        **compile_kwargs,
+    )
     return model
 
 
@@ -127,7 +137,7 @@ def _generator_failing_at(step):
     x, y = _data()
     for i in range(step - 1):
         j = (i * BATCH) % len(x)
-        yield x[j:j + BATCH], y[j:j + BATCH]
+        yield x[j : j + BATCH], y[j : j + BATCH]
     raise _out_of_memory()
 
 
@@ -141,12 +151,14 @@ def _fits_normally(model):
     assert type(model.optimizer.momentum) is float
 
 
-@pytest.mark.parametrize("where", ["callback", "layer", "train_step", "data",
-                                   "steps_per_execution"])
+@pytest.mark.parametrize(
+    "where", ["callback", "layer", "train_step", "data", "steps_per_execution"]
+)
 def test_error_mid_test_restores_the_model(where):
-    model = _trained("layer" if where == "layer" else
-                     "train_step" if where == "train_step" else "plain",
-                     steps_per_execution=3 if where == "steps_per_execution" else 1)
+    model = _trained(
+        "layer" if where == "layer" else "train_step" if where == "train_step" else "plain",
+        steps_per_execution=3 if where == "steps_per_execution" else 1,
+    )
     before = _state(model)
     x, y = _data()
     kwargs = dict(batch_size=BATCH, num_steps=30, stop_factor=None, verbose=0)
@@ -156,8 +168,9 @@ def test_error_mid_test_restores_the_model(where):
     elif where == "layer":
         expected = tf.errors.OpError  # py_function reports it as UnknownError
     elif where == "train_step":
-        model.fail_at_iteration = int(keras.ops.convert_to_numpy(
-            model.optimizer.iterations)) + FAIL_AT - 1
+        model.fail_at_iteration = (
+            int(keras.ops.convert_to_numpy(model.optimizer.iterations)) + FAIL_AT - 1
+        )
         expected = tf.errors.InvalidArgumentError
     elif where == "data":
         x, y = _generator_failing_at(FAIL_AT), None
@@ -196,16 +209,22 @@ def test_error_in_another_callbacks_train_begin():
 
     x, y = _data()
     with pytest.raises(tf.errors.ResourceExhaustedError):
-        keras_clr.find_lr(model, x, y, batch_size=BATCH, num_steps=10, verbose=0,
-                          callbacks=[Broken()])
+        keras_clr.find_lr(
+            model, x, y, batch_size=BATCH, num_steps=10, verbose=0, callbacks=[Broken()]
+        )
     _assert_bit_identical(before, model)
     _fits_normally(model)
 
 
-@pytest.mark.parametrize("callback", [lambda: keras_clr.OneCycle(0.1),
-                                      lambda: keras_clr.CyclicLR(1e-3, 1e-1, 4),
-                                      lambda: keras_clr.LRFinder(verbose=0)],
-                         ids=["one_cycle", "cyclic", "lr_finder"])
+@pytest.mark.parametrize(
+    "callback",
+    [
+        lambda: keras_clr.OneCycle(0.1),
+        lambda: keras_clr.CyclicLR(1e-3, 1e-1, 4),
+        lambda: keras_clr.LRFinder(verbose=0),
+    ],
+    ids=["one_cycle", "cyclic", "lr_finder"],
+)
 def test_next_fit_after_a_failed_one_has_the_models_own_step(callback):
     model = _trained("layer")
     x, y = _data()
@@ -224,8 +243,9 @@ def test_next_fit_after_a_failed_one_has_the_models_own_step(callback):
 def _result():
     lrs = np.geomspace(1e-5, 1.0, 12)
     losses = np.r_[np.linspace(2.0, 0.5, 10), np.nan, np.inf]
-    return LRFinderResult(lrs, losses, num_steps=20, stop_reason="nan",
-                          metrics={"train_loss": losses * 1.5})
+    return LRFinderResult(
+        lrs, losses, num_steps=20, stop_reason="nan", metrics={"train_loss": losses * 1.5}
+    )
 
 
 @pytest.fixture(params=["csv", "json"])
@@ -257,17 +277,20 @@ def test_truncation_messages_say_what_is_wrong(written, tmp_path):
     with pytest.raises(ValueError, match=expected):
         _read(kind, path)
     if kind == "csv":  # cut at a line end: rows are missing
-        path.write_bytes(data[:data.rindex(b"\n", 0, len(data) - 1) + 1])
+        path.write_bytes(data[: data.rindex(b"\n", 0, len(data) - 1) + 1])
         with pytest.raises(ValueError, match="11 data rows where the metadata says 12"):
             _read(kind, path)
 
 
-@pytest.mark.parametrize("content, match", [
-    (b"", "first line must be"),
-    (b"\x00\x01\x02\xff\xfe garbage \x89PNG", "not UTF-8"),
-    (bytes(range(0x20, 0x7f)) * 3, "first line must be"),
-    (b"# keras_clr.LRFinderResult v1\n\x00\x00\x00\n", "not a '# key=json-value'|missing"),
-])
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        (b"", "first line must be"),
+        (b"\x00\x01\x02\xff\xfe garbage \x89PNG", "not UTF-8"),
+        (bytes(range(0x20, 0x7F)) * 3, "first line must be"),
+        (b"# keras_clr.LRFinderResult v1\n\x00\x00\x00\n", "not a '# key=json-value'|missing"),
+    ],
+)
 def test_foreign_csv(tmp_path, content, match):
     path = tmp_path / "foreign.csv"
     path.write_bytes(content)
@@ -287,15 +310,18 @@ def test_pandas_csv_with_other_columns(tmp_path):
         LRFinderResult.read_csv(path)
 
 
-@pytest.mark.parametrize("content, match", [
-    ("", "not valid JSON"),
-    ("\x00\x01garbage", "not valid JSON"),
-    ("[" * 100000, "not valid JSON"),
-    ("[1, 2, 3]", "not a JSON file written by `LRFinderResult.to_json`"),
-    (json.dumps({"lr": [1e-3, 1e-2], "loss": [1.0, 0.5]}), "no \"format\""),
-    (json.dumps({"format": "keras_clr.LRFinderResult", "version": 1}), "'lrs' is missing"),
-    (json.dumps({"format": "keras_clr.LRFinderResult"}), "unsupported version None"),
-])
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        ("", "not valid JSON"),
+        ("\x00\x01garbage", "not valid JSON"),
+        ("[" * 100000, "not valid JSON"),
+        ("[1, 2, 3]", "not a JSON file written by `LRFinderResult.to_json`"),
+        (json.dumps({"lr": [1e-3, 1e-2], "loss": [1.0, 0.5]}), 'no "format"'),
+        (json.dumps({"format": "keras_clr.LRFinderResult", "version": 1}), "'lrs' is missing"),
+        (json.dumps({"format": "keras_clr.LRFinderResult"}), "unsupported version None"),
+    ],
+)
 def test_foreign_json(tmp_path, content, match):
     path = tmp_path / "foreign.json"
     path.write_text(content)
@@ -306,7 +332,7 @@ def test_foreign_json(tmp_path, content, match):
 def test_pandas_json_is_refused(tmp_path):
     path = tmp_path / "frame.json"
     _result().to_frame().to_json(path)
-    with pytest.raises(ValueError, match="no \"format\""):
+    with pytest.raises(ValueError, match='no "format"'):
         LRFinderResult.read_json(path)
 
 

@@ -36,13 +36,14 @@ def _data(seed=0, classes=None):
     if classes:
         y = rng.integers(0, classes, size=SAMPLES).astype("int32")
     else:
-        y = (x @ np.array([[1.0], [-2.0], [0.5]]) + 0.1 * rng.normal(size=(SAMPLES, 1))
-             ).astype("float32")
+        y = (x @ np.array([[1.0], [-2.0], [0.5]]) + 0.1 * rng.normal(size=(SAMPLES, 1))).astype(
+            "float32"
+        )
     return x, y
 
 
 def _batches(x, y):
-    return [(x[i:i + BATCH], y[i:i + BATCH]) for i in range(0, len(x), BATCH)]
+    return [(x[i : i + BATCH], y[i : i + BATCH]) for i in range(0, len(x), BATCH)]
 
 
 def _model(batchnorm=False, classes=None, seed=0):
@@ -76,8 +77,7 @@ def _grid(start, end, n, mode):
 def _state(model):
     """(path, value) of every model and optimizer variable."""
     variables = list(model.variables) + list(model.optimizer.variables)
-    return [(v.path, np.array(keras.ops.convert_to_numpy(v), copy=True))
-            for v in variables]
+    return [(v.path, np.array(keras.ops.convert_to_numpy(v), copy=True)) for v in variables]
 
 
 def _assert_same_state(before, model):
@@ -146,7 +146,8 @@ class _Changed(keras.callbacks.Callback):
             now = _state(self.model)
             self.changed = any(
                 path in self.before and not np.array_equal(self.before[path], value)
-                for path, value in now)
+                for path, value in now
+            )
 
 
 class _Count(keras.callbacks.Callback):
@@ -166,8 +167,7 @@ def _fits_normally(model, x, y):
     opt = getattr(model.optimizer, "inner_optimizer", model.optimizer)
     lr = float(keras.ops.convert_to_numpy(opt.learning_rate))
     probe = _LearningRates()
-    history = model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False,
-                        callbacks=[probe], **QUIET)
+    history = model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, callbacks=[probe], **QUIET)
     assert probe.seen and set(probe.seen) == {lr}
     assert np.isfinite(history.history["loss"]).all()
     assert "train_step" not in model.__dict__
@@ -176,14 +176,25 @@ def _fits_normally(model, x, y):
 # -- 1. the learning-rate grid --------------------------------------------------
 
 
-@pytest.mark.parametrize("mode,per_execution", [("exp", 1), ("linear", 1),
-                                                ("exp", 4), ("linear", 4)])
+@pytest.mark.parametrize(
+    "mode,per_execution", [("exp", 1), ("linear", 1), ("exp", 4), ("linear", 4)]
+)
 def test_lr_grid_closed_form(mode, per_execution):
     x, y = _data()
     model = _compiled(steps_per_execution=per_execution)
-    result = find_lr(model, x, y, batch_size=BATCH, start_lr=1e-4, end_lr=1e-1,
-                     num_steps=10, step_mode=mode, stop_factor=None, shuffle=False,
-                     **QUIET)
+    result = find_lr(
+        model,
+        x,
+        y,
+        batch_size=BATCH,
+        start_lr=1e-4,
+        end_lr=1e-1,
+        num_steps=10,
+        step_mode=mode,
+        stop_factor=None,
+        shuffle=False,
+        **QUIET,
+    )
     expected = _grid(1e-4, 1e-1, 10, mode)
     assert result.stop_reason == "completed"
     np.testing.assert_allclose(result.lrs, expected, rtol=1e-6)
@@ -199,16 +210,27 @@ def test_losses_match_gradient_tape_reference(momentum):
     x, y = _data()
     model = _compiled(keras.optimizers.SGD(0.01, momentum=momentum))
     weights = model.get_weights()
-    result = find_lr(model, x, y, batch_size=BATCH, start_lr=1e-3, end_lr=1e-1,
-                     num_steps=12, stop_factor=None, shuffle=False, **QUIET)
+    result = find_lr(
+        model,
+        x,
+        y,
+        batch_size=BATCH,
+        start_lr=1e-3,
+        end_lr=1e-1,
+        num_steps=12,
+        stop_factor=None,
+        shuffle=False,
+        **QUIET,
+    )
     assert len(result.lrs) == 12
     batches = _batches(x, y)
     order = [batches[i % 5] for i in range(12)]  # 0..4, 0..4, 0, 1: cycles
     expected, _ = _reference(model, weights, order, result.lrs, momentum)
     np.testing.assert_allclose(result.losses, expected, rtol=1e-5)
     # Not Keras's running mean over the epoch (the trap the test avoids).
-    running = np.concatenate([np.cumsum(part) / np.arange(1, len(part) + 1)
-                              for part in np.split(expected, [5, 10])])
+    running = np.concatenate(
+        [np.cumsum(part) / np.arange(1, len(part) + 1) for part in np.split(expected, [5, 10])]
+    )
     assert np.max(np.abs(running - result.losses) / np.abs(expected)) > 1e-2
 
 
@@ -244,9 +266,20 @@ def _scenario(name):
     return model, kwargs, expect
 
 
-@pytest.mark.parametrize("name", [
-    "completed", "diverged", "nan", "callback_error", "keyboard_interrupt",
-    "steps_per_execution", "mixed_precision", "batchnorm", "adam_trained"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "completed",
+        "diverged",
+        "nan",
+        "callback_error",
+        "keyboard_interrupt",
+        "steps_per_execution",
+        "mixed_precision",
+        "batchnorm",
+        "adam_trained",
+    ],
+)
 def test_state_restored_bit_for_bit(name):
     x, y = _data()
     model, kwargs, expect = _scenario(name)
@@ -278,8 +311,7 @@ def _twin(model):
     """A copy of `model` with the same weights and optimizer state."""
     twin = keras.models.clone_model(model)
     twin.set_weights(model.get_weights())
-    twin.compile(model.optimizer.__class__.from_config(model.optimizer.get_config()),
-                 "mse")
+    twin.compile(model.optimizer.__class__.from_config(model.optimizer.get_config()), "mse")
     if model.optimizer.built:
         twin.optimizer.build(twin.trainable_variables)
         for mine, theirs in zip(model.optimizer.variables, twin.optimizer.variables):
@@ -294,9 +326,16 @@ def _fit_both_equal(model, twin, x, y):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
-@pytest.mark.parametrize("dtype, shape", [("float32", (700, 400)),  # own pages
-                                          ("float32", (3, 5)), ("int64", ()),
-                                          ("bfloat16", (4, 4)), ("float16", (9,))])
+@pytest.mark.parametrize(
+    "dtype, shape",
+    [
+        ("float32", (700, 400)),  # own pages
+        ("float32", (3, 5)),
+        ("int64", ()),
+        ("bfloat16", (4, 4)),
+        ("float16", (9,)),
+    ],
+)
 def test_snapshot_copy_is_exact_independent_and_aligned(dtype, shape):
     rng = np.random.default_rng(0)
     variable = keras.Variable(rng.standard_normal(shape) * 100, dtype=dtype)
@@ -320,8 +359,7 @@ def test_optimizer_never_built_restored_to_initial_values():
     assert not model.optimizer.built
     twin = _twin(model)
     weights = model.get_weights()
-    find_lr(model, x, y, batch_size=BATCH, end_lr=1.0, num_steps=12,
-            stop_factor=None, **QUIET)
+    find_lr(model, x, y, batch_size=BATCH, end_lr=1.0, num_steps=12, stop_factor=None, **QUIET)
     for old, new in zip(weights, model.get_weights()):
         assert np.array_equal(old, new)
     opt = model.optimizer
@@ -348,14 +386,13 @@ def test_callback_in_fit_restores_at_train_end():
     model = _compiled()
     model.fit(x, y, batch_size=BATCH, epochs=1, **QUIET)
     before = _state(model)
-    lr_finder = LRFinder(start_lr=1e-3, end_lr=1e-1, num_steps=8, stop_factor=None,
-                         **QUIET)
-    history = model.fit(x, y, batch_size=BATCH, epochs=5, shuffle=False,
-                        callbacks=[lr_finder], **QUIET)
+    lr_finder = LRFinder(start_lr=1e-3, end_lr=1e-1, num_steps=8, stop_factor=None, **QUIET)
+    history = model.fit(
+        x, y, batch_size=BATCH, epochs=5, shuffle=False, callbacks=[lr_finder], **QUIET
+    )
     assert len(history.epoch) < 5  # the test stopped training
     assert lr_finder.result.stop_reason == "completed"
-    np.testing.assert_allclose(lr_finder.result.lrs, _grid(1e-3, 1e-1, 8, "exp"),
-                               rtol=1e-6)
+    np.testing.assert_allclose(lr_finder.result.lrs, _grid(1e-3, 1e-1, 8, "exp"), rtol=1e-6)
     _assert_same_state(before, model)
     _fits_normally(model, x, y)
 
@@ -367,8 +404,14 @@ def test_context_manager_restores_when_fit_raises():
     before = _state(model)
     with pytest.raises(RuntimeError, match="boom"):
         with LRFinder(start_lr=1e-3, end_lr=1.0, num_steps=20, **QUIET) as lr_finder:
-            model.fit(x, y, batch_size=BATCH, epochs=5, **QUIET,
-                      callbacks=[lr_finder, _Raise(RuntimeError("boom"), at=3)])
+            model.fit(
+                x,
+                y,
+                batch_size=BATCH,
+                epochs=5,
+                **QUIET,
+                callbacks=[lr_finder, _Raise(RuntimeError("boom"), at=3)],
+            )
     _assert_same_state(before, model)
     _fits_normally(model, x, y)
 
@@ -385,7 +428,7 @@ class _Sequence(keras.utils.PyDataset):
         return math.ceil(len(self.x) / BATCH)
 
     def __getitem__(self, i):
-        return self.x[i * BATCH:(i + 1) * BATCH], self.y[i * BATCH:(i + 1) * BATCH]
+        return self.x[i * BATCH : (i + 1) * BATCH], self.y[i * BATCH : (i + 1) * BATCH]
 
 
 def _data_of_kind(kind, x, y):
@@ -403,23 +446,27 @@ def _data_of_kind(kind, x, y):
         assert int(unknown.cardinality()) == tf.data.UNKNOWN_CARDINALITY
         return unknown, {}, 5
     if kind == "generator":
+
         def three_batches():
             for i in range(3):
-                yield x[i * BATCH:(i + 1) * BATCH], y[i * BATCH:(i + 1) * BATCH]
+                yield x[i * BATCH : (i + 1) * BATCH], y[i * BATCH : (i + 1) * BATCH]
+
         return three_batches(), {}, 3
     return _Sequence(x, y), {}, 5
 
 
-@pytest.mark.parametrize("kind", ["numpy", "dataset", "repeated",
-                                  "unknown_cardinality", "generator", "py_dataset"])
+@pytest.mark.parametrize(
+    "kind", ["numpy", "dataset", "repeated", "unknown_cardinality", "generator", "py_dataset"]
+)
 def test_data_kinds_record_num_steps_true_losses(kind):
     x, y = _data()
     model = _compiled(keras.optimizers.SGD(0.01))
     weights = model.get_weights()
     before = _state(model)
     data, kwargs, per_pass = _data_of_kind(kind, x, y)
-    result = find_lr(model, data, start_lr=1e-3, end_lr=1e-1, num_steps=12,
-                     stop_factor=None, **kwargs, **QUIET)
+    result = find_lr(
+        model, data, start_lr=1e-3, end_lr=1e-1, num_steps=12, stop_factor=None, **kwargs, **QUIET
+    )
     assert len(result.lrs) == 12 and result.stop_reason == "completed"
     batches = _batches(x, y)
     order = [batches[i % per_pass] for i in range(12)]  # replayed in order
@@ -460,18 +507,30 @@ class TestDiverged:
 def test_accuracy_monitor_records_per_batch_accuracy():
     x, y = _data(classes=2)
     model = _model(classes=2)
-    model.compile(keras.optimizers.SGD(0.01), "sparse_categorical_crossentropy",
-                  metrics=["accuracy"])  # metrics not built yet
+    model.compile(
+        keras.optimizers.SGD(0.01), "sparse_categorical_crossentropy", metrics=["accuracy"]
+    )  # metrics not built yet
     weights = model.get_weights()
-    result = find_lr(model, x, y, batch_size=BATCH, start_lr=1e-3, end_lr=1e-1,
-                     num_steps=12, stop_factor=None, monitor="accuracy",
-                     shuffle=False, **QUIET)
+    result = find_lr(
+        model,
+        x,
+        y,
+        batch_size=BATCH,
+        start_lr=1e-3,
+        end_lr=1e-1,
+        num_steps=12,
+        stop_factor=None,
+        monitor="accuracy",
+        shuffle=False,
+        **QUIET,
+    )
     assert result.mode == "max" and len(result.lrs) == 12
     assert np.all((result.losses >= 0) & (result.losses <= 1))
     batches = _batches(x, y)
     order = [batches[i % 5] for i in range(12)]
-    losses, preds = _reference(model, weights, order, result.lrs,
-                               loss=keras.losses.SparseCategoricalCrossentropy())
+    losses, preds = _reference(
+        model, weights, order, result.lrs, loss=keras.losses.SparseCategoricalCrossentropy()
+    )
     accuracy = [np.mean(np.argmax(p, axis=1) == yb) for p, (_, yb) in zip(preds, order)]
     np.testing.assert_allclose(result.losses, accuracy, rtol=0, atol=1e-7)
     train_loss = [v for k, v in result.metrics.items() if "loss" in k]
@@ -485,10 +544,21 @@ def test_validation_monitor_evaluates_every_val_every_steps(num_steps, val_every
     xv, yv = _data(seed=1)
     model = _compiled()
     weights = model.get_weights()
-    result = find_lr(model, x, y, batch_size=BATCH, start_lr=1e-3, end_lr=1e-1,
-                     num_steps=num_steps, stop_factor=None, monitor="val_loss",
-                     validation_data=(xv, yv), val_every=val_every, shuffle=False,
-                     **QUIET)
+    result = find_lr(
+        model,
+        x,
+        y,
+        batch_size=BATCH,
+        start_lr=1e-3,
+        end_lr=1e-1,
+        num_steps=num_steps,
+        stop_factor=None,
+        monitor="val_loss",
+        validation_data=(xv, yv),
+        val_every=val_every,
+        shuffle=False,
+        **QUIET,
+    )
     assert len(result.lrs) == num_steps // val_every
     assert result.mode == "min"
     grid = _grid(1e-3, 1e-1, num_steps, "exp")
@@ -509,27 +579,38 @@ def _digits_mlp(optimizer):
     order = np.random.default_rng(0).permutation(len(x))
     train, held = order[:1300], order[1300:]
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(64, activation="relu"),
-                              keras.layers.Dense(64, activation="relu"),
-                              keras.layers.Dense(10)])
+    model = keras.Sequential(
+        [
+            keras.Input((64,)),
+            keras.layers.Dense(64, activation="relu"),
+            keras.layers.Dense(64, activation="relu"),
+            keras.layers.Dense(10),
+        ]
+    )
     model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     return model, (x[train], y[train]), (x[held], y[held])
 
 
-@pytest.mark.parametrize("optimizer, momentum", [
-    (lambda: keras.optimizers.SGD(0.01, momentum=0.9), 0.9),
-    (lambda: keras.optimizers.Adam(), None),
-], ids=["sgd", "adam"])
+@pytest.mark.parametrize(
+    "optimizer, momentum",
+    [
+        (lambda: keras.optimizers.SGD(0.01, momentum=0.9), 0.9),
+        (lambda: keras.optimizers.Adam(), None),
+    ],
+    ids=["sgd", "adam"],
+)
 def test_validation_suggestions_read_the_descent(optimizer, momentum):
     # With the defaults (100 steps, a point after every 10th) the validation
     # loss is flat up to about 1e-3 and falls by more than half after it.
     model, (x, y), validation = _digits_mlp(optimizer())
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message="No .*suggestion")  # none is short of points
-        result = find_lr(model, x, y, batch_size=32, monitor="val_loss",
-                         validation_data=validation, **QUIET)
-        found = {method: result.suggest(method) for method in ("one_cycle", "valley",
-                                                                "minimum", "steep")}
+        result = find_lr(
+            model, x, y, batch_size=32, monitor="val_loss", validation_data=validation, **QUIET
+        )
+        found = {
+            method: result.suggest(method) for method in ("one_cycle", "valley", "minimum", "steep")
+        }
         base, top = result.suggest_range()
     count = len(result.lrs)
     assert result.steps.tolist() == list(range(9, 10 * count, 10))
@@ -549,8 +630,9 @@ def test_validation_suggestions_read_the_descent(optimizer, momentum):
 def test_two_steps_suggest_nothing_and_say_why(monitor):
     x, y = _data()
     validation = dict(validation_data=(x, y), val_every=1) if monitor == "val_loss" else {}
-    result = find_lr(_compiled(), x, y, batch_size=BATCH, num_steps=2, monitor=monitor,
-                     **validation, **QUIET)
+    result = find_lr(
+        _compiled(), x, y, batch_size=BATCH, num_steps=2, monitor=monitor, **validation, **QUIET
+    )
     assert len(result.lrs) == 2
     for method in ("one_cycle", "valley", "slide", "minimum", "steep"):
         with pytest.warns(UserWarning, match=f"No '{method}'.*needs at least"):
@@ -567,8 +649,7 @@ def test_unknown_monitor_fails_before_any_step(metrics):
     model.compile(keras.optimizers.SGD(0.01, momentum=0.9), "mse", metrics=metrics)
     weights = model.get_weights()
     with pytest.raises(ValueError, match=re.escape("monitor='val_bogus'")):
-        find_lr(model, x, y, batch_size=BATCH, monitor="val_bogus",
-                validation_data=(x, y), **QUIET)
+        find_lr(model, x, y, batch_size=BATCH, monitor="val_bogus", validation_data=(x, y), **QUIET)
     with pytest.raises(ValueError, match=re.escape("monitor='bogus'")):
         find_lr(model, x, y, batch_size=BATCH, monitor="bogus", **QUIET)
     assert int(model.optimizer.iterations) == 0
@@ -579,25 +660,28 @@ def test_unknown_monitor_fails_before_any_step(metrics):
 # -- 7. bad input ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    (dict(start_lr=1.0, end_lr=1.0), "`end_lr`.*start_lr=1.0, end_lr=1.0"),
-    (dict(start_lr=1e-2, end_lr=1e-3), "`end_lr`.*start_lr=0.01, end_lr=0.001"),
-    (dict(start_lr=0.0), "`start_lr`.*start_lr=0.0"),
-    (dict(start_lr=-1e-3), "`start_lr`.*start_lr=-0.001"),
-    (dict(end_lr=float("inf")), "`end_lr`.*end_lr=inf"),
-    (dict(num_steps=1), "`num_steps`.*num_steps=1"),
-    (dict(num_steps=0), "`num_steps`.*num_steps=0"),
-    (dict(smoothing=1.0), "`smoothing`.*smoothing=1.0"),
-    (dict(smoothing=-0.1), "`smoothing`.*smoothing=-0.1"),
-    (dict(stop_factor=1.0), "`stop_factor`.*stop_factor=1.0"),
-    (dict(stop_factor=0.5), "`stop_factor`.*stop_factor=0.5"),
-    (dict(step_mode="cubic"), "`step_mode`.*step_mode='cubic'"),
-    (dict(monitor=""), "`monitor`.*monitor=''"),
-    (dict(monitor="val_loss"), "`validation_data`.*validation_data=None"),
-    (dict(epochs=3), "`epochs`.*epochs=3"),
-    (dict(steps_per_epoch=3), "`steps_per_epoch`.*steps_per_epoch=3"),
-    (dict(repeats=0), "`repeats`.*repeats=0"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(start_lr=1.0, end_lr=1.0), "`end_lr`.*start_lr=1.0, end_lr=1.0"),
+        (dict(start_lr=1e-2, end_lr=1e-3), "`end_lr`.*start_lr=0.01, end_lr=0.001"),
+        (dict(start_lr=0.0), "`start_lr`.*start_lr=0.0"),
+        (dict(start_lr=-1e-3), "`start_lr`.*start_lr=-0.001"),
+        (dict(end_lr=float("inf")), "`end_lr`.*end_lr=inf"),
+        (dict(num_steps=1), "`num_steps`.*num_steps=1"),
+        (dict(num_steps=0), "`num_steps`.*num_steps=0"),
+        (dict(smoothing=1.0), "`smoothing`.*smoothing=1.0"),
+        (dict(smoothing=-0.1), "`smoothing`.*smoothing=-0.1"),
+        (dict(stop_factor=1.0), "`stop_factor`.*stop_factor=1.0"),
+        (dict(stop_factor=0.5), "`stop_factor`.*stop_factor=0.5"),
+        (dict(step_mode="cubic"), "`step_mode`.*step_mode='cubic'"),
+        (dict(monitor=""), "`monitor`.*monitor=''"),
+        (dict(monitor="val_loss"), "`validation_data`.*validation_data=None"),
+        (dict(epochs=3), "`epochs`.*epochs=3"),
+        (dict(steps_per_epoch=3), "`steps_per_epoch`.*steps_per_epoch=3"),
+        (dict(repeats=0), "`repeats`.*repeats=0"),
+    ],
+)
 def test_invalid_arguments_raise_before_training(kwargs, message):
     x, y = _data()
     model = _compiled()
@@ -632,8 +716,18 @@ def test_repeats_give_a_band_around_the_mean():
     model = _compiled()
     model.fit(x, y, batch_size=BATCH, epochs=1, **QUIET)
     before = _state(model)
-    result = find_lr(model, x, y, batch_size=BATCH, start_lr=1e-3, end_lr=1e-1,
-                     num_steps=8, stop_factor=None, repeats=3, **QUIET)
+    result = find_lr(
+        model,
+        x,
+        y,
+        batch_size=BATCH,
+        start_lr=1e-3,
+        end_lr=1e-1,
+        num_steps=8,
+        stop_factor=None,
+        repeats=3,
+        **QUIET,
+    )
     low, high = result.loss_band
     assert len(low) == len(high) == len(result.lrs) == 8
     # The mean of three values can round one ulp past their min or max.
@@ -675,9 +769,19 @@ def test_weight_decay_sweep_with_adamw():
     model = _compiled(keras.optimizers.AdamW(1e-3, weight_decay=0.004))
     model.fit(x, y, batch_size=BATCH, epochs=1, **QUIET)
     before = _state(model)
-    sweep = find_lr(model, x, y, batch_size=BATCH, start_lr=1e-3, end_lr=1e-1,
-                    num_steps=6, stop_factor=None, weight_decays=[0.0, 1e-4, 1e-2],
-                    shuffle=False, **QUIET)
+    sweep = find_lr(
+        model,
+        x,
+        y,
+        batch_size=BATCH,
+        start_lr=1e-3,
+        end_lr=1e-1,
+        num_steps=6,
+        stop_factor=None,
+        weight_decays=[0.0, 1e-4, 1e-2],
+        shuffle=False,
+        **QUIET,
+    )
     assert isinstance(sweep, WeightDecaySweep)
     assert list(sweep.results) == [0.0, 1e-4, 1e-2]  # in the order swept
     assert sweep.best is sweep.results[sweep.weight_decay]
@@ -704,20 +808,34 @@ def test_extra_callbacks_see_the_batches():
     x, y = _data()
     model = _compiled()
     counter = _Count()
-    result = find_lr(model, x, y, batch_size=BATCH, start_lr=1e-3, end_lr=1e-1,
-                     num_steps=12, stop_factor=None, callbacks=[counter], **QUIET)
+    result = find_lr(
+        model,
+        x,
+        y,
+        batch_size=BATCH,
+        start_lr=1e-3,
+        end_lr=1e-1,
+        num_steps=12,
+        stop_factor=None,
+        callbacks=[counter],
+        **QUIET,
+    )
     assert len(result.lrs) == 12
     assert counter.begins == 1
     assert counter.batches >= 12
 
 
-@pytest.mark.parametrize("optimizer, expected", [
-    (lambda: keras.optimizers.SGD(0.01, momentum=0.9), 0.9),
-    (lambda: keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True), 0.9),
-    (lambda: keras.optimizers.RMSprop(0.01, momentum=0.5), 0.5),
-    (lambda: keras.optimizers.SGD(0.01), None),
-    (lambda: keras.optimizers.Adam(0.01), None),
-], ids=["sgd", "nesterov", "rmsprop", "sgd-no-momentum", "adam"])
+@pytest.mark.parametrize(
+    "optimizer, expected",
+    [
+        (lambda: keras.optimizers.SGD(0.01, momentum=0.9), 0.9),
+        (lambda: keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True), 0.9),
+        (lambda: keras.optimizers.RMSprop(0.01, momentum=0.5), 0.5),
+        (lambda: keras.optimizers.SGD(0.01), None),
+        (lambda: keras.optimizers.Adam(0.01), None),
+    ],
+    ids=["sgd", "nesterov", "rmsprop", "sgd-no-momentum", "adam"],
+)
 def test_result_records_the_momentum_folded_into_the_velocity(optimizer, expected):
     # Keras's SGD and RMSprop put lr * grad into their velocity, so the
     # default suggestion allows for its lag; Adam applies the rate per step.
@@ -731,14 +849,23 @@ def test_result_records_the_momentum_folded_into_the_velocity(optimizer, expecte
 def test_result_records_batch_normalization(batchnorm, monitor):
     x, y = _data()
     validation = dict(validation_data=(x, y), val_every=2) if monitor.startswith("val_") else {}
-    result = find_lr(_compiled(batchnorm=batchnorm), x, y, batch_size=BATCH, num_steps=10,
-                     monitor=monitor, **validation, **QUIET)
+    result = find_lr(
+        _compiled(batchnorm=batchnorm),
+        x,
+        y,
+        batch_size=BATCH,
+        num_steps=10,
+        monitor=monitor,
+        **validation,
+        **QUIET,
+    )
     assert result.batch_norm is batchnorm
 
 
 def test_batch_normalization_found_in_nested_models():
-    inner = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4),
-                              keras.layers.BatchNormalization()])
+    inner = keras.Sequential(
+        [keras.Input((3,)), keras.layers.Dense(4), keras.layers.BatchNormalization()]
+    )
     outer = keras.Sequential([keras.Input((3,)), inner, keras.layers.Dense(1)])
     assert optimizers.has_batch_norm(outer) and not optimizers.has_batch_norm(_model())
 
@@ -756,8 +883,10 @@ def test_repeats_share_one_compiled_step_and_match_separate_tests(monkeypatch):
     _assert_same_state(before, model)
     # the same three tests, each with a callback of its own: the model's
     # range-test step serves them too
-    runs = [range_api._run_once(model, x, y, BATCH, LRFinder(num_steps=12, verbose=0), None, {},
-                             repeat) for repeat in range(3)]
+    runs = [
+        range_api._run_once(model, x, y, BATCH, LRFinder(num_steps=12, verbose=0), None, {}, repeat)
+        for repeat in range(3)
+    ]
     assert len(traces) == 1
     # a test of another length has a step of its own
     find_lr(model, x, y, batch_size=BATCH, num_steps=7, **QUIET)
@@ -782,8 +911,15 @@ class _HidesNaN(keras.layers.Layer):
 
 def _nan_hiding_model():
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4), _HidesNaN(),
-                              keras.layers.Activation("tanh"), keras.layers.Dense(1)])
+    model = keras.Sequential(
+        [
+            keras.Input((3,)),
+            keras.layers.Dense(4),
+            _HidesNaN(),
+            keras.layers.Activation("tanh"),
+            keras.layers.Dense(1),
+        ]
+    )
     model.compile(keras.optimizers.SGD(0.01, momentum=0.9), "mse")
     return model
 
@@ -798,16 +934,27 @@ def test_nan_in_the_data_under_a_finite_loss_stops_as_nan(batch):
     plain = keras.models.clone_model(model)
     plain.compile(keras.optimizers.SGD(0.01), "mse")
     plain.set_weights(model.get_weights())
-    loss = plain.train_on_batch(x[batch * BATCH:(batch + 1) * BATCH],
-                                y[batch * BATCH:(batch + 1) * BATCH])
+    loss = plain.train_on_batch(
+        x[batch * BATCH : (batch + 1) * BATCH], y[batch * BATCH : (batch + 1) * BATCH]
+    )
     assert np.isfinite(loss) and not np.isfinite(plain.layers[0].kernel.numpy()).all()
 
-    result = find_lr(model, x, y, batch_size=BATCH, start_lr=1e-3, end_lr=1e-1,
-                     num_steps=12, stop_factor=None, shuffle=False, **QUIET)
+    result = find_lr(
+        model,
+        x,
+        y,
+        batch_size=BATCH,
+        start_lr=1e-3,
+        end_lr=1e-1,
+        num_steps=12,
+        stop_factor=None,
+        shuffle=False,
+        **QUIET,
+    )
     assert result.stop_reason == "nan"
     # the curve ends with the step whose update went non-finite
     lrs = _grid(1e-3, 1e-1, 12, "exp")
-    np.testing.assert_allclose(result.lrs, lrs[:batch + 1], rtol=1e-6)
+    np.testing.assert_allclose(result.lrs, lrs[: batch + 1], rtol=1e-6)
     assert np.isfinite(result.losses[:batch]).all() and np.isnan(result.losses[batch])
     kernel = model.layers[0].kernel.path
     assert result.nonfinite_variable == kernel
@@ -823,8 +970,18 @@ def test_nan_in_the_data_under_a_finite_loss_stops_as_nan(batch):
 def test_finite_weights_give_no_nonfinite_variable():
     x, y = _data()
     model = _nan_hiding_model()
-    result = find_lr(model, x, y, batch_size=BATCH, start_lr=1e-2, end_lr=1e6,
-                     num_steps=12, stop_factor=None, shuffle=False, **QUIET)
+    result = find_lr(
+        model,
+        x,
+        y,
+        batch_size=BATCH,
+        start_lr=1e-2,
+        end_lr=1e6,
+        num_steps=12,
+        stop_factor=None,
+        shuffle=False,
+        **QUIET,
+    )
     # a loss that overflows: the stop of old, named by the loss itself
     assert result.stop_reason == "nan" and result.nonfinite_variable is None
     assert "data likely" not in repr(result)
@@ -840,22 +997,33 @@ class _Sentinels(keras.layers.Layer):
 
     def build(self, shape):
         self.calls = self.add_weight(shape=(), initializer="zeros", trainable=False)
-        self.kept = self.add_weight(shape=(4,), trainable=False,
-                                    initializer=keras.initializers.Constant(self.start))
+        self.kept = self.add_weight(
+            shape=(4,), trainable=False, initializer=keras.initializers.Constant(self.start)
+        )
 
     def call(self, x, training=False):
         if training:
             self.calls.assign(self.calls + 1.0)
-            self.kept.assign(keras.ops.where(self.calls >= self.at,
-                                             keras.ops.full((4,), self.later),
-                                             keras.ops.full((4,), self.start)))
+            self.kept.assign(
+                keras.ops.where(
+                    self.calls >= self.at,
+                    keras.ops.full((4,), self.later),
+                    keras.ops.full((4,), self.start),
+                )
+            )
         return x
 
 
 def _sentinel_model(start, later, at):
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4),
-                              _Sentinels(start, later, at), keras.layers.Dense(1)])
+    model = keras.Sequential(
+        [
+            keras.Input((3,)),
+            keras.layers.Dense(4),
+            _Sentinels(start, later, at),
+            keras.layers.Dense(1),
+        ]
+    )
     model.compile(keras.optimizers.SGD(0.01), "mse")
     return model
 
@@ -864,8 +1032,17 @@ def _sentinel_model(start, later, at):
 def test_a_variable_non_finite_or_huge_from_the_start_is_not_checked(start):
     x, y = _data()
     model = _sentinel_model(start, start, at=1.0)
-    result = find_lr(model, x, y, batch_size=BATCH, start_lr=1e-3, end_lr=1e-1,
-                     num_steps=12, stop_factor=None, **QUIET)
+    result = find_lr(
+        model,
+        x,
+        y,
+        batch_size=BATCH,
+        start_lr=1e-3,
+        end_lr=1e-1,
+        num_steps=12,
+        stop_factor=None,
+        **QUIET,
+    )
     assert result.stop_reason == "completed" and len(result.lrs) == 12
 
 
@@ -874,8 +1051,17 @@ def test_finite_values_whose_sum_overflows_stop_as_diverged():
     # sum overflows (4 * 3e38 > 3.4e38); no variable is non-finite
     x, y = _data()
     model = _sentinel_model(0.0, 3e38, at=3.0)
-    result = find_lr(model, x, y, batch_size=BATCH, start_lr=1e-3, end_lr=1e-1,
-                     num_steps=12, stop_factor=None, **QUIET)
+    result = find_lr(
+        model,
+        x,
+        y,
+        batch_size=BATCH,
+        start_lr=1e-3,
+        end_lr=1e-1,
+        num_steps=12,
+        stop_factor=None,
+        **QUIET,
+    )
     assert result.stop_reason == "diverged" and len(result.lrs) == 3
     assert result.nonfinite_variable is None
 
@@ -886,14 +1072,23 @@ def test_nonfinite_variable_round_trips(kind, tmp_path):
 
     lrs = _grid(1e-3, 1e-1, 5, "exp").astype(np.float64)
     losses = np.r_[1.0, 0.9, 0.8, 0.7, np.nan]
-    result = LRFinderResult(lrs, losses, num_steps=12, stop_reason="nan",
-                            nonfinite_variable="sequential/dense/kernel",
-                            nonfinite_step=4, nonfinite_lr=float(lrs[4]))
+    result = LRFinderResult(
+        lrs,
+        losses,
+        num_steps=12,
+        stop_reason="nan",
+        nonfinite_variable="sequential/dense/kernel",
+        nonfinite_step=4,
+        nonfinite_lr=float(lrs[4]),
+    )
     path = tmp_path / f"result.{kind}"
     getattr(result, f"to_{kind}")(path)
     back = getattr(LRFinderResult, f"read_{kind}")(path)
     assert (back.nonfinite_variable, back.nonfinite_step, back.nonfinite_lr) == (
-        "sequential/dense/kernel", 4, float(lrs[4]))
+        "sequential/dense/kernel",
+        4,
+        float(lrs[4]),
+    )
     assert repr(back) == repr(result)
     with pytest.raises(ValueError, match="all three or none"):
         LRFinderResult(lrs, losses, nonfinite_variable="dense/kernel")
@@ -909,7 +1104,7 @@ def test_nan_in_the_data_with_tensorflows_onednn(tmp_path):
     import subprocess
     import sys
 
-    script = r'''
+    script = r"""
 import json
 import numpy as np, keras, keras_clr
 from keras import ops
@@ -944,11 +1139,16 @@ for at in (0, 5):
                    kernel=model.layers[0].kernel.path,
                    explain=result.explain("one_cycle"), restored=state() == before)
 print(json.dumps(out))
-'''
-    env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "1", "KERAS_BACKEND": "tensorflow",
-           "TF_CPP_MIN_LOG_LEVEL": "3"}
-    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         env=env, timeout=300)
+"""
+    env = {
+        **os.environ,
+        "TF_ENABLE_ONEDNN_OPTS": "1",
+        "KERAS_BACKEND": "tensorflow",
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+    }
+    run = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     out = json.loads(run.stdout.strip().splitlines()[-1])
     if out == "no fusion":
@@ -982,10 +1182,18 @@ def test_interrupted_finder_keeps_its_partial_result(capsys):
     weights = model.get_weights()
     before = _state(model)
     with pytest.raises(KeyboardInterrupt):
-        with LRFinder(start_lr=1e-3, end_lr=1e-1, num_steps=20, stop_factor=None,
-                      verbose=1) as finder:
-            model.fit(x, y, batch_size=BATCH, epochs=10, shuffle=False, verbose=0,
-                      callbacks=[finder, _Interrupt(7)])  # in the second epoch
+        with LRFinder(
+            start_lr=1e-3, end_lr=1e-1, num_steps=20, stop_factor=None, verbose=1
+        ) as finder:
+            model.fit(
+                x,
+                y,
+                batch_size=BATCH,
+                epochs=10,
+                shuffle=False,
+                verbose=0,
+                callbacks=[finder, _Interrupt(7)],
+            )  # in the second epoch
     result = finder.result
     assert result is not None and result.stop_reason == "interrupted"
     lrs = _grid(1e-3, 1e-1, 20, "exp")

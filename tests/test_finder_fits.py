@@ -20,8 +20,16 @@ from test_finder import _grid
 
 def test_validation_split_plans_the_test_from_the_data_trained_on():
     x, y = _data()
-    result = find_lr(_compiled(), x, y, batch_size=BATCH, num_steps=40, stop_factor=None,
-                     validation_split=0.5, **QUIET)
+    result = find_lr(
+        _compiled(),
+        x,
+        y,
+        batch_size=BATCH,
+        num_steps=40,
+        stop_factor=None,
+        validation_split=0.5,
+        **QUIET,
+    )
     assert result.stop_reason == "completed"
     np.testing.assert_array_equal(result.lrs, _grid(1e-7, 10.0, 40, "exp"))
 
@@ -32,8 +40,18 @@ def test_sample_weights_follow_their_samples_in_every_repeat():
     x, y = _data()
     weights = (np.arange(len(x)) % 2).astype("float32")
     y = np.where(weights[:, None] > 0, y, 1e5).astype("float32")
-    result = find_lr(_compiled(), x, y, batch_size=BATCH, num_steps=12, end_lr=1e-2,
-                     stop_factor=None, repeats=3, sample_weight=weights, **QUIET)
+    result = find_lr(
+        _compiled(),
+        x,
+        y,
+        batch_size=BATCH,
+        num_steps=12,
+        end_lr=1e-2,
+        stop_factor=None,
+        repeats=3,
+        sample_weight=weights,
+        **QUIET,
+    )
     assert np.all(np.isfinite(result.losses)) and np.max(result.losses) < 100
 
 
@@ -42,11 +60,18 @@ def test_a_sweep_over_a_finite_generator_gives_every_test_its_steps():
 
     def batches():
         for i in range(0, 10 * BATCH, BATCH):
-            yield x[i:i + BATCH], y[i:i + BATCH]
+            yield x[i : i + BATCH], y[i : i + BATCH]
 
     model = _compiled(keras.optimizers.AdamW(1e-3, weight_decay=0.01))
-    sweep = find_lr(model, batches(), num_steps=15, end_lr=1e-1, stop_factor=None,
-                    weight_decays=[0.0, 1e-3], **QUIET)
+    sweep = find_lr(
+        model,
+        batches(),
+        num_steps=15,
+        end_lr=1e-1,
+        stop_factor=None,
+        weight_decays=[0.0, 1e-3],
+        **QUIET,
+    )
     assert list(sweep.results) == [0.0, 1e-3]
     for result in sweep.results.values():
         assert result.stop_reason == "completed"
@@ -80,8 +105,9 @@ class LossKey(KeyedLoss):
 
 def _keyed(model_class):
     keras.utils.set_random_seed(0)
-    model = model_class([keras.Input((3,)), keras.layers.Dense(4, activation="tanh"),
-                         keras.layers.Dense(1)])
+    model = model_class(
+        [keras.Input((3,)), keras.layers.Dense(4, activation="tanh"), keras.layers.Dense(1)]
+    )
     model.compile(keras.optimizers.SGD(0.01, momentum=0.9), "mse")
     return model
 
@@ -96,13 +122,16 @@ def test_a_custom_train_steps_loss_key_can_be_monitored():
         find_lr(_keyed(KeyedLoss), x, y, **settings)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(), "Argument `x` must be the training data.*x=None"),
-    (dict(x="data", weight_decays=[]), "weight_decays.*at least one.*weight_decays=\\[\\]"),
-    (dict(x="data", weight_decays=0.01), "weight_decays.*must be a list.*weight_decays=0.01"),
-    (dict(x="data", weight_decays=[0.0, -1.0]), "weight_decays.*weight_decays=-1.0"),
-    (dict(x="data", validation_data="data"), "validation_data.*monitor='val_loss'"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(), "Argument `x` must be the training data.*x=None"),
+        (dict(x="data", weight_decays=[]), "weight_decays.*at least one.*weight_decays=\\[\\]"),
+        (dict(x="data", weight_decays=0.01), "weight_decays.*must be a list.*weight_decays=0.01"),
+        (dict(x="data", weight_decays=[0.0, -1.0]), "weight_decays.*weight_decays=-1.0"),
+        (dict(x="data", validation_data="data"), "validation_data.*monitor='val_loss'"),
+    ],
+)
 def test_bad_input_is_refused_before_any_step(kwargs, match):
     x, y = _data()
     model = _compiled(keras.optimizers.AdamW(1e-3))
@@ -120,8 +149,9 @@ def test_bad_input_is_refused_before_any_step(kwargs, match):
 
 @pytest.mark.parametrize("x", [3, "data.csv", None.__class__, [], {}])
 def test_data_of_another_kind_is_refused_naming_its_type(x):
-    with pytest.raises(ValueError, match="Argument `x` must be training data.*"
-                                         f"Received: x={type(x).__name__}"):
+    with pytest.raises(
+        ValueError, match=f"Argument `x` must be training data.*Received: x={type(x).__name__}"
+    ):
         find_lr(_compiled(), x, batch_size=BATCH, num_steps=10, **QUIET)
 
 
@@ -134,8 +164,9 @@ def test_dict_and_list_inputs(kind):
     model = keras.Model(inputs, out)
     model.compile(keras.optimizers.SGD(0.01, momentum=0.9), "mse")
     data = {"a": x[:, :2], "b": x[:, 2:]} if kind == "dict" else [x[:, :2], x[:, 2:]]
-    result = find_lr(model, data, y, batch_size=BATCH, num_steps=30, stop_factor=None,
-                     repeats=2, **QUIET)
+    result = find_lr(
+        model, data, y, batch_size=BATCH, num_steps=30, stop_factor=None, repeats=2, **QUIET
+    )
     assert result.stop_reason == "completed" and len(result.lrs) == 30
 
 
@@ -150,8 +181,10 @@ def test_the_suggestion_allows_for_the_momentum_of_the_one_cycle_to_run():
     # The suggestion scales with 1 - the peak momentum (momentum_lag).
     higher = result.suggest(peak_momentum=0.9)
     assert higher == pytest.approx(default * (1 - 0.9) / (1 - 0.85), rel=1e-12)
-    assert result.suggest(one_cycle=keras_clr.OneCycle(1.0, base_momentum=0.9,
-                                                       max_momentum=0.95)) == higher
+    assert (
+        result.suggest(one_cycle=keras_clr.OneCycle(1.0, base_momentum=0.9, max_momentum=0.95))
+        == higher
+    )
     # A OneCycle that leaves the momentum alone keeps the optimizer's, 0.9.
     assert result.suggest(one_cycle=keras_clr.OneCycle(1.0, cycle_momentum=False)) == higher
     with pytest.raises(ValueError, match="one_cycle.*Received: one_cycle=CyclicLR"):
@@ -164,16 +197,28 @@ def test_a_validation_curve_ends_on_the_model_its_steps_left():
     x, y = _data()
     xv, yv = _data(seed=1)
     model = _compiled()
-    result = find_lr(model, x, y, batch_size=BATCH, num_steps=12, end_lr=1.0,
-                     stop_factor=None, monitor="val_loss", validation_data=(xv, yv),
-                     val_every=3, val_steps=2, shuffle=False, **QUIET)
+    result = find_lr(
+        model,
+        x,
+        y,
+        batch_size=BATCH,
+        num_steps=12,
+        end_lr=1.0,
+        stop_factor=None,
+        monitor="val_loss",
+        validation_data=(xv, yv),
+        val_every=3,
+        val_steps=2,
+        shuffle=False,
+        **QUIET,
+    )
     reference = _compiled()
     lrs = _grid(1e-7, 1.0, 12, "exp")
     for i, lr in enumerate(lrs):
         reference.optimizer.learning_rate.assign(lr)
         j = (i * BATCH) % len(x)
-        reference.train_on_batch(x[j:j + BATCH], y[j:j + BATCH])
-    last = reference.evaluate(xv[:2 * BATCH], yv[:2 * BATCH], verbose=0)
+        reference.train_on_batch(x[j : j + BATCH], y[j : j + BATCH])
+    last = reference.evaluate(xv[: 2 * BATCH], yv[: 2 * BATCH], verbose=0)
     assert result.lrs[-1] == lrs[-1]
     assert result.losses[-1] == pytest.approx(last, rel=1e-6)
     # A point every val_every steps: after steps 3, 6, 9 and 12.
@@ -186,8 +231,18 @@ def test_repeats_leave_the_validation_split_out():
     x, y = _data()
     half = len(x) // 2
     y = np.concatenate([y[:half], np.full_like(y[half:], 1e5)])
-    result = find_lr(_compiled(), x, y, batch_size=BATCH, num_steps=12, end_lr=1e-2,
-                     stop_factor=None, repeats=3, validation_split=0.5, **QUIET)
+    result = find_lr(
+        _compiled(),
+        x,
+        y,
+        batch_size=BATCH,
+        num_steps=12,
+        end_lr=1e-2,
+        stop_factor=None,
+        repeats=3,
+        validation_split=0.5,
+        **QUIET,
+    )
     assert np.max(result.losses) < 100
 
 
@@ -218,8 +273,9 @@ def test_skipped_updates_are_not_steps_of_the_test():
     try:
         x, y = _data()
         model = _model_with_loss_scale()
-        result = find_lr(model, x, y, batch_size=BATCH, num_steps=20, end_lr=1e-2,
-                         stop_factor=None, **QUIET)
+        result = find_lr(
+            model, x, y, batch_size=BATCH, num_steps=20, end_lr=1e-2, stop_factor=None, **QUIET
+        )
     finally:
         keras.mixed_precision.set_global_policy("float32")
     assert result.stop_reason == "completed"
@@ -232,7 +288,8 @@ def _model_with_loss_scale():
     model = _model()
     # A huge initial scale: the first updates overflow and are skipped.
     optimizer = keras.optimizers.LossScaleOptimizer(
-        keras.optimizers.SGD(0.01, momentum=0.9), initial_scale=2.0 ** 30)
+        keras.optimizers.SGD(0.01, momentum=0.9), initial_scale=2.0**30
+    )
     model.compile(optimizer, "mse")
     return model
 
@@ -253,8 +310,14 @@ def test_a_subclassed_model_without_weights():
     model.compile(keras.optimizers.SGD(0.01, momentum=0.9), "mse")
     if keras.backend.backend() == "tensorflow":  # it builds it in the first step
         with pytest.raises(ValueError, match="has none yet.*model.built=False"):
-            model.fit(x, y, batch_size=BATCH, epochs=2, verbose=0,
-                      callbacks=[keras_clr.LRFinder(num_steps=8, verbose=0)])
+            model.fit(
+                x,
+                y,
+                batch_size=BATCH,
+                epochs=2,
+                verbose=0,
+                callbacks=[keras_clr.LRFinder(num_steps=8, verbose=0)],
+            )
         assert int(model.optimizer.iterations) == 0
     # find_lr builds it on a batch: the weights it starts from come back.
     model = SubclassedNet()
@@ -268,10 +331,13 @@ def test_a_subclassed_model_without_weights():
     assert int(model.optimizer.iterations) == 0
 
 
-@pytest.mark.parametrize("kwargs, unused", [
-    (dict(val_every=5), "`val_every` has no effect with a training monitor"),
-    (dict(val_steps=2, val_every=5), "`val_every`, `val_steps` have no effect"),
-])
+@pytest.mark.parametrize(
+    "kwargs, unused",
+    [
+        (dict(val_every=5), "`val_every` has no effect with a training monitor"),
+        (dict(val_steps=2, val_every=5), "`val_every`, `val_steps` have no effect"),
+    ],
+)
 def test_validation_arguments_without_effect_warn(kwargs, unused):
     with pytest.warns(UserWarning, match=re.escape(unused)):
         keras_clr.LRFinder(**kwargs)
@@ -290,11 +356,30 @@ def test_validation_arguments_in_use_do_not_warn():
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         find_lr(_compiled(), x, y, batch_size=BATCH, num_steps=4, **QUIET)
-        find_lr(_compiled(), x, y, batch_size=BATCH, num_steps=4, monitor="val_loss",
-                validation_data=(x, y), val_every=2, val_steps=1, **QUIET)
+        find_lr(
+            _compiled(),
+            x,
+            y,
+            batch_size=BATCH,
+            num_steps=4,
+            monitor="val_loss",
+            validation_data=(x, y),
+            val_every=2,
+            val_steps=1,
+            **QUIET,
+        )
         batched = tf.data.Dataset.from_tensor_slices((x, y)).batch(BATCH)
-        find_lr(_compiled(), x, y, batch_size=BATCH, num_steps=4, monitor="val_loss",
-                validation_data=batched, **QUIET)
-    with pytest.warns(UserWarning,
-                      match="`val_batch_size` has no effect with validation_data=.*Dataset"):
+        find_lr(
+            _compiled(),
+            x,
+            y,
+            batch_size=BATCH,
+            num_steps=4,
+            monitor="val_loss",
+            validation_data=batched,
+            **QUIET,
+        )
+    with pytest.warns(
+        UserWarning, match="`val_batch_size` has no effect with validation_data=.*Dataset"
+    ):
         keras_clr.LRFinder(monitor="val_loss", validation_data=batched, val_batch_size=8)

@@ -17,8 +17,9 @@ from test_callbacks import STEPS_PER_EPOCH
 from test_callbacks import X
 from test_callbacks import Y
 
-pytestmark = pytest.mark.skipif(not hasattr(keras.optimizers, "MultiOptimizer"),
-                                reason="Keras 3.15 introduced MultiOptimizer")
+pytestmark = pytest.mark.skipif(
+    not hasattr(keras.optimizers, "MultiOptimizer"), reason="Keras 3.15 introduced MultiOptimizer"
+)
 
 LAYERS = ("body", "mid", "head")
 
@@ -70,8 +71,7 @@ def by_hand(carry_head=False):
     head = stage_1 if carry_head else sgd(5e-2)
     head.learning_rate.assign(5e-2)
     groups = keras.optimizers.OptimizerMap(head, {"body/.*": sgd(5e-4), "mid/.*": sgd(5e-3)})
-    model.compile(optimizer=keras.optimizers.MultiOptimizer(groups), loss="mse",
-                  metrics=["mae"])
+    model.compile(optimizer=keras.optimizers.MultiOptimizer(groups), loss="mse", metrics=["mae"])
     model.fit(X, Y, epochs=2, callbacks=[keras_clr.OneCycle(0.05)], **FIT)
     return model
 
@@ -81,8 +81,9 @@ def test_fine_tune_is_its_two_stages_by_hand():
     template = model.optimizer
     initial = by_name(model)
     weights = Weights()
-    stages = keras_clr.fine_tune(model, X, Y, epochs=2, max_lr=(0.1, 0.05),
-                                 callbacks=[weights], **FIT)
+    stages = keras_clr.fine_tune(
+        model, X, Y, epochs=2, max_lr=(0.1, 0.05), callbacks=[weights], **FIT
+    )
     expected = by_hand()
     assert max(np.max(np.abs(by_name(model)[k] - w)) for k, w in by_name(expected).items()) < 1e-5
 
@@ -92,18 +93,20 @@ def test_fine_tune_is_its_two_stages_by_hand():
         assert np.array_equal(weights.ends[0][key], value) == (not key.startswith("head"))
     assert stages.frozen.history["loss"] and len(stages.frozen.history["loss"]) == 1
     assert len(stages.unfrozen.history["loss"]) == 2
-    assert {"learning_rate_group_0", "learning_rate_group_1",
-            "learning_rate_group_2"} <= set(stages.unfrozen.history)
-    np.testing.assert_allclose(stages.unfrozen.history["learning_rate_group_0"],
-                               np.array(stages.unfrozen.history["learning_rate"]) / 100,
-                               rtol=1e-6)
+    assert {"learning_rate_group_0", "learning_rate_group_1", "learning_rate_group_2"} <= set(
+        stages.unfrozen.history
+    )
+    np.testing.assert_allclose(
+        stages.unfrozen.history["learning_rate_group_0"],
+        np.array(stages.unfrozen.history["learning_rate"]) / 100,
+        rtol=1e-6,
+    )
     # What is kept: the weights and the compile (loss, metrics), not the
     # optimizer state: stage 2's optimizer counts its own steps only, and the
     # template the model was compiled with was never trained.
     assert isinstance(model.optimizer, keras.optimizers.MultiOptimizer)
     assert int(model.optimizer.iterations) == 2 * STEPS_PER_EPOCH
-    assert [int(sub.iterations) for sub in model.optimizer.optimizers] == [
-        2 * STEPS_PER_EPOCH] * 3
+    assert [int(sub.iterations) for sub in model.optimizer.optimizers] == [2 * STEPS_PER_EPOCH] * 3
     assert int(template.iterations) == 0 and not template.built
     assert "mae" in stages.unfrozen.history
     assert all(model.get_layer(name).trainable for name in LAYERS)
@@ -117,8 +120,9 @@ def test_stage_1_leaves_the_body_bit_for_bit():
     model = make()
     initial = by_name(model)
     weights = Weights()
-    keras_clr.fine_tune(model, X, Y, epochs=1, max_lr=0.05, head=["mid", "head"],
-                        callbacks=[weights], **FIT)
+    keras_clr.fine_tune(
+        model, X, Y, epochs=1, max_lr=0.05, head=["mid", "head"], callbacks=[weights], **FIT
+    )
     for key, value in initial.items():  # head=["mid", "head"]: body alone frozen
         assert np.array_equal(weights.ends[0][key], value) == key.startswith("body"), key
         assert not np.array_equal(weights.ends[1][key], value), key
@@ -137,8 +141,9 @@ def test_a_layer_frozen_before_stays_frozen_and_decay_sets_the_ratios():
     assert not np.array_equal(by_name(model)["body/kernel"], initial["body/kernel"])
     history = stages.unfrozen.history  # body (group_0) and head (group_2)
     assert [sub.name for sub in model.optimizer.optimizers] == ["group_0", "group_1"]
-    np.testing.assert_allclose(history["learning_rate_group_0"],
-                               np.array(history["learning_rate"]) * 0.5, rtol=1e-6)
+    np.testing.assert_allclose(
+        history["learning_rate_group_0"], np.array(history["learning_rate"]) * 0.5, rtol=1e-6
+    )
 
 
 def test_freeze_epochs_0_skips_stage_1():
@@ -158,9 +163,18 @@ def test_max_lr_auto_tunes_each_stage():
 def test_max_lr_race_races_each_stage():
     model = make()
     xv, yv = X[:16], Y[:16]
-    stages = keras_clr.fine_tune(model, X, Y, epochs=2, freeze_epochs=2, max_lr="race",
-                                 candidates=[0.003, 0.01, 0.03], race_seed=3,
-                                 validation_data=(xv, yv), **FIT)
+    stages = keras_clr.fine_tune(
+        model,
+        X,
+        Y,
+        epochs=2,
+        freeze_epochs=2,
+        max_lr="race",
+        candidates=[0.003, 0.01, 0.03],
+        race_seed=3,
+        validation_data=(xv, yv),
+        **FIT,
+    )
     for history in stages:
         race = history.race
         assert race.winner in (0.003, 0.01, 0.03) and len(history.epoch) == 2
@@ -184,27 +198,32 @@ def test_a_failing_stage_1_puts_the_model_back():
     assert model.optimizer is template
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"epochs": 0}, r"Argument `epochs` must be a positive integer. Received: epochs=0"),
-    ({"freeze_epochs": -1}, r"Received: freeze_epochs=-1"),
-    ({"head": "nope"}, r"`head` names 'nope'"),
-    ({"head": ["body", "mid", "head"]}, r"no body to freeze"),
-    ({"head": [3]}, r"Argument `head` must be"),
-    ({"lr_mult": 1}, r"`lr_mult` must be above 1 .*Received: lr_mult=1$"),
-    ({"lr_mult": 10, "decay": 0.5}, r"Pass `lr_mult` or `decay`"),
-    ({"decay": 1.5}, r"Received: decay=1.5"),
-    ({"max_lr": -1.0}, r"Received: max_lr=-1.0"),
-    ({"max_lr": (0.1,)}, r"a pair of them"),
-    ({"max_lr": "fast"}, r"Received: max_lr='fast'"),
-    ({"max_lr": (0.01, "race"), "callbacks": [keras.callbacks.TerminateOnNaN()]},
-     r"`callbacks` \(TerminateOnNaN\) cannot be passed to the race"),
-    ({"max_lr": (0.01, "race"), "steps_per_epoch": 2}, r"`steps_per_epoch` is set by the race"),
-    ({"groups": 2}, r"`groups` is discriminative_optimizer's, not fine_tune's.*groups=2"),
-    ({"frozen": ["body"]}, r"`frozen` is discriminative_optimizer's"),
-    ({"one_cycle": {"bogus": 1}}, r"`bogus` is not one"),
-    ({"pct_start": 0.5}, r"pass it to fine_tune as one_cycle"),
-    ({"blocks": [["nope"]]}, r"`blocks` names a layer"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"epochs": 0}, r"Argument `epochs` must be a positive integer. Received: epochs=0"),
+        ({"freeze_epochs": -1}, r"Received: freeze_epochs=-1"),
+        ({"head": "nope"}, r"`head` names 'nope'"),
+        ({"head": ["body", "mid", "head"]}, r"no body to freeze"),
+        ({"head": [3]}, r"Argument `head` must be"),
+        ({"lr_mult": 1}, r"`lr_mult` must be above 1 .*Received: lr_mult=1$"),
+        ({"lr_mult": 10, "decay": 0.5}, r"Pass `lr_mult` or `decay`"),
+        ({"decay": 1.5}, r"Received: decay=1.5"),
+        ({"max_lr": -1.0}, r"Received: max_lr=-1.0"),
+        ({"max_lr": (0.1,)}, r"a pair of them"),
+        ({"max_lr": "fast"}, r"Received: max_lr='fast'"),
+        (
+            {"max_lr": (0.01, "race"), "callbacks": [keras.callbacks.TerminateOnNaN()]},
+            r"`callbacks` \(TerminateOnNaN\) cannot be passed to the race",
+        ),
+        ({"max_lr": (0.01, "race"), "steps_per_epoch": 2}, r"`steps_per_epoch` is set by the race"),
+        ({"groups": 2}, r"`groups` is discriminative_optimizer's, not fine_tune's.*groups=2"),
+        ({"frozen": ["body"]}, r"`frozen` is discriminative_optimizer's"),
+        ({"one_cycle": {"bogus": 1}}, r"`bogus` is not one"),
+        ({"pct_start": 0.5}, r"pass it to fine_tune as one_cycle"),
+        ({"blocks": [["nope"]]}, r"`blocks` names a layer"),
+    ],
+)
 def test_bad_input_is_refused_before_any_step(kwargs, match):
     model = make()
     template = model.optimizer
@@ -222,8 +241,9 @@ def test_a_model_not_compiled_or_with_a_multi_optimizer_is_refused(monkeypatch):
     uncompiled = keras.Model(model.inputs, model.outputs)
     with pytest.raises(ValueError, match="Argument `model` must be compiled"):
         keras_clr.fine_tune(uncompiled, X, Y, epochs=1)
-    model.compile(optimizer=keras_clr.discriminative_optimizer(model, sgd(0.1), decay=0.5),
-                  loss="mse")
+    model.compile(
+        optimizer=keras_clr.discriminative_optimizer(model, sgd(0.1), decay=0.5), loss="mse"
+    )
     with pytest.raises(ValueError, match="this one is a MultiOptimizer"):
         keras_clr.fine_tune(model, X, Y, epochs=1)
     monkeypatch.delattr(keras.optimizers, "MultiOptimizer")

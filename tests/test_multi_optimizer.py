@@ -34,49 +34,75 @@ from test_curves import wsd_multiplier
 from test_real_fits import CountingModel
 from test_real_fits import Interrupt
 
-pytestmark = pytest.mark.skipif(not hasattr(keras.optimizers, "MultiOptimizer"),
-                                reason="Keras 3.15 introduced MultiOptimizer")
+pytestmark = pytest.mark.skipif(
+    not hasattr(keras.optimizers, "MultiOptimizer"), reason="Keras 3.15 introduced MultiOptimizer"
+)
 
 # name -> (body optimizer, head optimizer, their reference updates)
 GROUPS = {
     # The issue's set-up: the head at ten times the body's rate.
-    "SGD+SGD": (lambda: keras.optimizers.SGD(0.01, momentum=0.9),
-                lambda: keras.optimizers.SGD(0.1, momentum=0.9), (sgd(), sgd())),
+    "SGD+SGD": (
+        lambda: keras.optimizers.SGD(0.01, momentum=0.9),
+        lambda: keras.optimizers.SGD(0.1, momentum=0.9),
+        (sgd(), sgd()),
+    ),
     # Groups of two kinds: SGD's momentum and Adam's beta_1 both cycle.
-    "SGD+Adam": (lambda: keras.optimizers.SGD(0.05, momentum=0.9),
-                 lambda: keras.optimizers.Adam(0.01), (sgd(), adam())),
+    "SGD+Adam": (
+        lambda: keras.optimizers.SGD(0.05, momentum=0.9),
+        lambda: keras.optimizers.Adam(0.01),
+        (sgd(), adam()),
+    ),
 }
 
 # name -> (callback, (lr, momentum) at step k)
 CALLBACKS = {
-    "OneCycle": (lambda: keras_clr.OneCycle(0.2, div_factor=10.0),
-                 lambda k: torch_one_cycle(k, 3 * STEPS_PER_EPOCH, 0.2, div_factor=10.0)),
-    "CyclicLR": (lambda: keras_clr.CyclicLR(0.01, 0.2, step_size_up=4, step_size_down=2,
-                                            mode="triangular2"),
-                 lambda k: torch_cyclic(k, 0.01, 0.2, 4, 2, scale_fn=triangular2_scale)),
+    "OneCycle": (
+        lambda: keras_clr.OneCycle(0.2, div_factor=10.0),
+        lambda k: torch_one_cycle(k, 3 * STEPS_PER_EPOCH, 0.2, div_factor=10.0),
+    ),
+    "CyclicLR": (
+        lambda: keras_clr.CyclicLR(0.01, 0.2, step_size_up=4, step_size_down=2, mode="triangular2"),
+        lambda k: torch_cyclic(k, 0.01, 0.2, 4, 2, scale_fn=triangular2_scale),
+    ),
     "WarmupStableDecay": (
-        lambda: keras_clr.WarmupStableDecay(0.2, warmup_steps=4, decay_steps=6,
-                                            total_steps=3 * STEPS_PER_EPOCH,
-                                            min_lr_ratio=0.1),
-        lambda k: (0.2 * wsd_multiplier(k, 4, 5, 6, ratio=0.1),
-                   0.95 - 0.1 * wsd_multiplier(k, 4, 5, 6))),
+        lambda: keras_clr.WarmupStableDecay(
+            0.2, warmup_steps=4, decay_steps=6, total_steps=3 * STEPS_PER_EPOCH, min_lr_ratio=0.1
+        ),
+        lambda k: (
+            0.2 * wsd_multiplier(k, 4, 5, 6, ratio=0.1),
+            0.95 - 0.1 * wsd_multiplier(k, 4, 5, 6),
+        ),
+    ),
 }
 
 
 def multi_model(body, head, seed=0, model_class=keras.Sequential, **compile_kwargs):
     keras.utils.set_random_seed(seed)
-    model = model_class([keras.Input((3,)),
-                              keras.layers.Dense(4, activation="tanh", name="body"),
-                              keras.layers.Dense(1, name="head")])
+    model = model_class(
+        [
+            keras.Input((3,)),
+            keras.layers.Dense(4, activation="tanh", name="body"),
+            keras.layers.Dense(1, name="head"),
+        ]
+    )
     optimizer = keras.optimizers.MultiOptimizer(
-        keras.optimizers.OptimizerMap(body, {".*head.*": head}))
+        keras.optimizers.OptimizerMap(body, {".*head.*": head})
+    )
     model.compile(optimizer=optimizer, loss="mse", **compile_kwargs)
     return model
 
 
 def fit(model, callbacks, epochs=3, **kwargs):
-    return model.fit(X, Y, batch_size=BATCH, epochs=epochs, shuffle=False,
-                     verbose=0, callbacks=callbacks, **kwargs)
+    return model.fit(
+        X,
+        Y,
+        batch_size=BATCH,
+        epochs=epochs,
+        shuffle=False,
+        verbose=0,
+        callbacks=callbacks,
+        **kwargs,
+    )
 
 
 class ReadGroups(keras.callbacks.Callback):
@@ -98,8 +124,7 @@ class ReadGroups(keras.callbacks.Callback):
 def keras_keys(model):
     """The keys Keras's own LearningRateScheduler logs for the model's groups
     (one epoch that keeps each rate)."""
-    history = fit(model, [keras.callbacks.LearningRateScheduler(lambda e, lr: lr)],
-                  epochs=1)
+    history = fit(model, [keras.callbacks.LearningRateScheduler(lambda e, lr: lr)], epochs=1)
     return {key for key in history.history if key.startswith("learning_rate_")}
 
 
@@ -112,7 +137,7 @@ def reference(initial, updates, rates, momentum, steps):
     states = ({}, {})
     for k in range(steps):
         i = (k % STEPS_PER_EPOCH) * BATCH
-        grads = gradients(weights, x[i:i + BATCH], y[i:i + BATCH])
+        grads = gradients(weights, x[i : i + BATCH], y[i : i + BATCH])
         body = updates[0](k, weights[:2], grads[:2], rates[0](k), momentum(k), states[0])
         head = updates[1](k, weights[2:], grads[2:], rates[1](k), momentum(k), states[1])
         weights = body + head
@@ -120,6 +145,7 @@ def reference(initial, updates, rates, momentum, steps):
 
 
 # --- every group follows the schedule, exactly ------------------------------
+
 
 @pytest.mark.parametrize("callback", sorted(CALLBACKS))
 @pytest.mark.parametrize("kind", sorted(GROUPS))
@@ -147,9 +173,11 @@ def test_each_group_follows_the_schedule_at_its_ratio(kind, callback):
     # `learning_rate` is the schedule's: the rate of the group compiled highest.
     top = head if ratios[1] == 1.0 else body
     assert [logs["learning_rate"] for logs in reader.logs] == [
-        step[top.name] for step in reader.applied]
-    np.testing.assert_allclose([logs["momentum"] for logs in reader.logs],
-                               schedule[:, 1], rtol=1e-6)
+        step[top.name] for step in reader.applied
+    ]
+    np.testing.assert_allclose(
+        [logs["momentum"] for logs in reader.logs], schedule[:, 1], rtol=1e-6
+    )
 
     assert history.history[f"learning_rate_{body.name}"][-1] == reader.applied[-1][body.name]
 
@@ -162,8 +190,9 @@ def test_each_group_follows_the_schedule_at_its_ratio(kind, callback):
     # Negative controls: every group at the schedule's own rate, or the
     # momentum held at its first value, are far from the trained weights.
     for control_rates, control_momentum in (
-            ([lambda k: closed_form(k)[0]] * 2, momentum),
-            (rates, lambda k: closed_form(0)[1])):
+        ([lambda k: closed_form(k)[0]] * 2, momentum),
+        (rates, lambda k: closed_form(0)[1]),
+    ):
         control = reference(initial, updates, control_rates, control_momentum, steps)
         assert max_difference(model.get_weights(), control) > 100 * ATOL
 
@@ -173,14 +202,17 @@ def test_each_group_follows_the_schedule_at_its_ratio(kind, callback):
     assert len(expected) == 2
     assert {k for k in reader.logs[0] if k.startswith("learning_rate_")} == expected
     assert {k for k in reader.logs[0] if k.startswith("momentum_")} == {
-        "momentum_" + k[len("learning_rate_"):] for k in expected}
+        "momentum_" + k[len("learning_rate_") :] for k in expected
+    }
 
 
 def test_the_issue_example_peaks_each_group_at_its_compiled_rate():
     # OneCycle(max_lr=1e-3) on groups compiled at 1e-4 / 1e-3 peaks at
     # 1e-4 / 1e-3, as fastai's slice(1e-4, 1e-3) gives the head 1e-3.
-    body, head = (keras.optimizers.SGD(1e-4, momentum=0.9),
-                  keras.optimizers.SGD(1e-3, momentum=0.9))
+    body, head = (
+        keras.optimizers.SGD(1e-4, momentum=0.9),
+        keras.optimizers.SGD(1e-3, momentum=0.9),
+    )
     model = multi_model(body, head)
     reader = ReadGroups()
     fit(model, [keras_clr.OneCycle(1e-3, pct_start=0.5), reader], epochs=2)
@@ -203,24 +235,25 @@ def test_later_fits_keep_the_ratios_and_one_trace():
     assert traced > 0
     reader = ReadGroups()
     fit(model, [keras_clr.CyclicLR(0.01, 0.05, step_size_up=3), reader], epochs=2)
-    expected = np.array([torch_cyclic(k, 0.01, 0.05, 3)[0]
-                         for k in range(2 * STEPS_PER_EPOCH)])
-    np.testing.assert_allclose([s[head.name] for s in reader.applied], expected,
-                               rtol=1e-6)
-    np.testing.assert_allclose([s[body.name] for s in reader.applied],
-                               expected * 0.2, rtol=1e-6)
+    expected = np.array([torch_cyclic(k, 0.01, 0.05, 3)[0] for k in range(2 * STEPS_PER_EPOCH)])
+    np.testing.assert_allclose([s[head.name] for s in reader.applied], expected, rtol=1e-6)
+    np.testing.assert_allclose([s[body.name] for s in reader.applied], expected * 0.2, rtol=1e-6)
     fit(model, [keras_clr.OneCycle(0.2, pct_start=0.5)], epochs=1)
     assert CountingModel.traces == traced
 
 
 # --- what cannot be driven says why -------------------------------------------
 
+
 def test_a_group_with_its_own_schedule_is_named():
     own = keras.optimizers.schedules.ExponentialDecay(1e-2, 10, 0.9)
     head = keras.optimizers.SGD(own, momentum=0.9)
     model = multi_model(keras.optimizers.SGD(0.01, momentum=0.9), head)
-    with pytest.raises(ValueError, match=re.escape(f"group {head.name!r}") +
-                       ".*compiled with its own schedule.*ExponentialDecay"):
+    with pytest.raises(
+        ValueError,
+        match=re.escape(f"group {head.name!r}")
+        + ".*compiled with its own schedule.*ExponentialDecay",
+    ):
         fit(model, [keras_clr.OneCycle(0.1)], epochs=1)
     assert int(model.optimizer.iterations) == 0
 
@@ -228,8 +261,7 @@ def test_a_group_with_its_own_schedule_is_named():
 def test_a_group_without_momentum_buffers_is_named():
     body = keras.optimizers.SGD(0.01)
     model = multi_model(body, keras.optimizers.SGD(0.1, momentum=0.9))
-    with pytest.raises(ValueError, match=re.escape(f"group {body.name!r}") +
-                       ".*momentum=0"):
+    with pytest.raises(ValueError, match=re.escape(f"group {body.name!r}") + ".*momentum=0"):
         fit(model, [keras_clr.OneCycle(0.1)], epochs=1)
     assert int(model.optimizer.iterations) == 0
     reader = ReadGroups()
@@ -239,6 +271,7 @@ def test_a_group_without_momentum_buffers_is_named():
 
 
 # --- the range test -------------------------------------------------------------
+
 
 def state(model):
     """Every model and optimizer variable (each sub-optimizer's included),
@@ -251,18 +284,22 @@ def test_the_range_test_ramps_every_group_at_its_ratio():
     body, head = keras.optimizers.Adam(2e-3), keras.optimizers.SGD(1e-2, momentum=0.9)
     model = multi_model(body, head)
     reader = ReadGroups()
-    with keras_clr.LRFinder(start_lr=1e-4, end_lr=1.0, num_steps=10,
-                            stop_factor=None, verbose=0) as finder:
-        model.fit(X, Y, batch_size=BATCH, epochs=2, shuffle=False, verbose=0,
-                  callbacks=[finder, reader])
+    with keras_clr.LRFinder(
+        start_lr=1e-4, end_lr=1.0, num_steps=10, stop_factor=None, verbose=0
+    ) as finder:
+        model.fit(
+            X, Y, batch_size=BATCH, epochs=2, shuffle=False, verbose=0, callbacks=[finder, reader]
+        )
     result = finder.result
     assert result.stop_reason == "completed"
     ramp = 1e-4 * (1.0 / 1e-4) ** (np.arange(10) / 9)
     # All groups ramp together, each at its compiled fraction of the largest.
-    np.testing.assert_allclose([s[head.name] for s in reader.applied[:10]], ramp,
-                               rtol=1e-6)
-    np.testing.assert_allclose([s[body.name] for s in reader.applied[:10]],
-                               ramp * np.float32(2e-3) / np.float32(1e-2), rtol=1e-6)
+    np.testing.assert_allclose([s[head.name] for s in reader.applied[:10]], ramp, rtol=1e-6)
+    np.testing.assert_allclose(
+        [s[body.name] for s in reader.applied[:10]],
+        ramp * np.float32(2e-3) / np.float32(1e-2),
+        rtol=1e-6,
+    )
     # The curve's rates are the reference group's (the largest), as applied.
     assert list(result.lrs) == [s[head.name] for s in reader.applied[:10]]
     assert result.momentum == pytest.approx(0.9)  # the reference group's, an SGD's
@@ -276,11 +313,12 @@ def test_the_range_test_restores_every_group_bit_for_bit(ending):
     before = state(model)
     assert any("momentum" in path for path in before)  # every slot is there
     assert any(f"{head.name}/learning_rate" == path for path in before)
-    kwargs = (dict(start_lr=1e-4, end_lr=1e-1, num_steps=8, stop_factor=None)
-              if ending == "completed" else
-              dict(start_lr=1e-2, end_lr=1e4, num_steps=30, smoothing=0.0))
-    result = keras_clr.find_lr(model, X, Y, batch_size=BATCH, shuffle=False,
-                               verbose=0, **kwargs)
+    kwargs = (
+        dict(start_lr=1e-4, end_lr=1e-1, num_steps=8, stop_factor=None)
+        if ending == "completed"
+        else dict(start_lr=1e-2, end_lr=1e4, num_steps=30, smoothing=0.0)
+    )
+    result = keras_clr.find_lr(model, X, Y, batch_size=BATCH, shuffle=False, verbose=0, **kwargs)
     assert result.stop_reason == ending
     assert state(model) == before
     assert result.momentum == pytest.approx(0.9)
@@ -290,9 +328,19 @@ def test_a_weight_decay_sweep_sets_every_group():
     body, head = keras.optimizers.SGD(1e-2, momentum=0.9), keras.optimizers.AdamW(1e-3)
     model = multi_model(body, head)
     original = (body.weight_decay, head.weight_decay)
-    sweep = keras_clr.find_lr(model, X, Y, batch_size=BATCH, shuffle=False, verbose=0,
-                              start_lr=1e-3, end_lr=1.0, num_steps=8, stop_factor=None,
-                              weight_decays=[0.0, 10.0])
+    sweep = keras_clr.find_lr(
+        model,
+        X,
+        Y,
+        batch_size=BATCH,
+        shuffle=False,
+        verbose=0,
+        start_lr=1e-3,
+        end_lr=1.0,
+        num_steps=8,
+        stop_factor=None,
+        weight_decays=[0.0, 10.0],
+    )
     # A weight decay of 10 at these rates shrinks the weights (and changes
     # the loss) where 0 does not: each test ran with its own.
     low, high = (sweep.results[wd].losses for wd in (0.0, 10.0))
@@ -301,6 +349,7 @@ def test_a_weight_decay_sweep_sets_every_group():
 
 
 # --- gradient accumulation and skipped updates ----------------------------------
+
 
 def test_groups_that_accumulate_follow_the_real_updates():
     k = 2
@@ -317,18 +366,20 @@ def test_groups_that_accumulate_follow_the_real_updates():
     # Every micro-batch of update u sees the schedule's step u, in each group.
     schedule = np.array([torch_one_cycle(b // k, updates, 0.1)[0] for b in range(batches)])
     np.testing.assert_allclose([s[head.name] for s in reader.applied], schedule, rtol=1e-6)
-    np.testing.assert_allclose([s[body.name] for s in reader.applied], schedule * 0.2,
-                               rtol=1e-6)
+    np.testing.assert_allclose([s[body.name] for s in reader.applied], schedule * 0.2, rtol=1e-6)
     assert [logs[f"learning_rate_{body.name}"] for logs in reader.logs] == [
-        s[body.name] for s in reader.applied]
+        s[body.name] for s in reader.applied
+    ]
 
 
 def test_groups_that_accumulate_differently_are_refused():
     body = keras.optimizers.SGD(0.01, momentum=0.9, gradient_accumulation_steps=2)
     head = keras.optimizers.SGD(0.1, momentum=0.9, gradient_accumulation_steps=4)
     model = multi_model(body, head)
-    with pytest.raises(ValueError, match=re.escape(
-            f"gradient_accumulation_steps={{{head.name}: 4, {body.name}: 2}}")):
+    with pytest.raises(
+        ValueError,
+        match=re.escape(f"gradient_accumulation_steps={{{head.name}: 4, {body.name}: 2}}"),
+    ):
         fit(model, [keras_clr.OneCycle(0.1)], epochs=1)
     assert int(model.optimizer.iterations) == 0
 
@@ -338,12 +389,17 @@ def test_updates_the_loss_scale_skips_do_not_advance_any_group():
     body, head = keras.optimizers.SGD(0.01, momentum=0.9), keras.optimizers.SGD(0.05, momentum=0.9)
     # A huge initial scale overflows float16 until it has halved enough.
     optimizer = keras.optimizers.LossScaleOptimizer(
-        keras.optimizers.MultiOptimizer(keras.optimizers.OptimizerMap(
-            body, {".*head.*": head})), initial_scale=2.0 ** 40)
+        keras.optimizers.MultiOptimizer(keras.optimizers.OptimizerMap(body, {".*head.*": head})),
+        initial_scale=2.0**40,
+    )
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((3,)),
-                              keras.layers.Dense(4, activation="tanh", name="body"),
-                              keras.layers.Dense(1, name="head")])
+    model = keras.Sequential(
+        [
+            keras.Input((3,)),
+            keras.layers.Dense(4, activation="tanh", name="body"),
+            keras.layers.Dense(1, name="head"),
+        ]
+    )
     model.compile(optimizer=optimizer, loss="mse")
 
     class Updates(keras.callbacks.Callback):
@@ -359,14 +415,15 @@ def test_updates_the_loss_scale_skips_do_not_advance_any_group():
     before = [0] + counts[:-1]
     schedule = np.array([torch_one_cycle(u, total, 0.05)[0] for u in before])
     np.testing.assert_allclose([s[head.name] for s in reader.applied], schedule, rtol=1e-6)
-    np.testing.assert_allclose([s[body.name] for s in reader.applied], schedule * 0.2,
-                               rtol=1e-6)
+    np.testing.assert_allclose([s[body.name] for s in reader.applied], schedule * 0.2, rtol=1e-6)
     for name in (body.name, head.name):  # the logs come from the step itself
         assert [logs[f"learning_rate_{name}"] for logs in reader.logs] == [
-            s[name] for s in reader.applied]
+            s[name] for s in reader.applied
+        ]
 
 
 # --- BackupAndRestore -------------------------------------------------------------
+
 
 @pytest.mark.parametrize("same_model", [True, False], ids=["same_model", "new_model"])
 def test_backup_and_restore_resumes_every_group_exactly(same_model, tmp_path):
@@ -379,8 +436,7 @@ def test_backup_and_restore_resumes_every_group_exactly(same_model, tmp_path):
         return multi_model(body, head, seed=seed), body, head
 
     def callbacks(directory, schedule, *others):
-        return [keras.callbacks.BackupAndRestore(str(directory), save_freq=3), schedule,
-                *others]
+        return [keras.callbacks.BackupAndRestore(str(directory), save_freq=3), schedule, *others]
 
     model, body, head = model_and_optimizers()
     reference = ReadGroups()
@@ -398,53 +454,80 @@ def test_backup_and_restore_resumes_every_group_exactly(same_model, tmp_path):
     # the uninterrupted run's rates.
     names = [o.name for o in model.optimizer.optimizers]
     replayed = [[step[name] for name in names] for step in resumed.applied]
-    uninterrupted = [list(step.values()) for step in reference.applied[2 * STEPS_PER_EPOCH:]]
+    uninterrupted = [list(step.values()) for step in reference.applied[2 * STEPS_PER_EPOCH :]]
     assert replayed == uninterrupted
     assert [logs[f"learning_rate_{body.name}"] for logs in resumed.logs] == [
-        step[body.name] for step in resumed.applied]
+        step[body.name] for step in resumed.applied
+    ]
 
 
 # --- a MultiOptimizer given a function ----------------------------------------------
+
 
 def test_groups_a_function_picks_are_found_before_the_first_step():
     # Given a function, a MultiOptimizer knows its sub-optimizers only once
     # built, which Keras does at the first step.
     body, head = keras.optimizers.SGD(0.01, momentum=0.9), keras.optimizers.Adam(0.1)
     model = multi_model(body, head)
-    model.compile(keras.optimizers.MultiOptimizer(
-        lambda v: head if "head" in v.path else body), loss="mse")
+    model.compile(
+        keras.optimizers.MultiOptimizer(lambda v: head if "head" in v.path else body), loss="mse"
+    )
     assert model.optimizer.optimizers == []
     reader = ReadGroups()
     fit(model, [keras_clr.OneCycle(0.1), reader], epochs=1)
-    schedule = np.array([torch_one_cycle(k, STEPS_PER_EPOCH, 0.1)[0]
-                         for k in range(STEPS_PER_EPOCH)])
+    schedule = np.array(
+        [torch_one_cycle(k, STEPS_PER_EPOCH, 0.1)[0] for k in range(STEPS_PER_EPOCH)]
+    )
     np.testing.assert_allclose([s[head.name] for s in reader.applied], schedule, rtol=1e-6)
-    np.testing.assert_allclose([s[body.name] for s in reader.applied], schedule * 0.1,
-                               rtol=1e-6)
+    np.testing.assert_allclose([s[body.name] for s in reader.applied], schedule * 0.1, rtol=1e-6)
     # The slots are named as Keras names them, each under its sub-optimizer.
     assert f"{body.name}/sequential_body_kernel_momentum" in [
-        v.path for v in model.optimizer.variables]
+        v.path for v in model.optimizer.variables
+    ]
 
     body, head = keras.optimizers.SGD(0.01, momentum=0.9), keras.optimizers.Adam(0.1)
     model = multi_model(body, head)
-    model.compile(keras.optimizers.MultiOptimizer(
-        lambda v: head if "head" in v.path else body), loss="mse")
-    result = keras_clr.find_lr(model, X, Y, batch_size=BATCH, num_steps=6, verbose=0,
-                               start_lr=1e-3, end_lr=1e-1, stop_factor=None)
+    model.compile(
+        keras.optimizers.MultiOptimizer(lambda v: head if "head" in v.path else body), loss="mse"
+    )
+    result = keras_clr.find_lr(
+        model,
+        X,
+        Y,
+        batch_size=BATCH,
+        num_steps=6,
+        verbose=0,
+        start_lr=1e-3,
+        end_lr=1e-1,
+        stop_factor=None,
+    )
     assert result.stop_reason == "completed"
     assert [float(body.learning_rate), float(head.learning_rate)] == [
-        float(np.float32(0.01)), float(np.float32(0.1))]
+        float(np.float32(0.01)),
+        float(np.float32(0.1)),
+    ]
 
 
 def test_a_weight_decay_sweep_finds_the_groups_a_function_picks():
     body, head = keras.optimizers.AdamW(1e-3), keras.optimizers.AdamW(1e-2)
     model = multi_model(body, head)
-    model.compile(keras.optimizers.MultiOptimizer(
-        lambda v: head if "head" in v.path else body), loss="mse")
+    model.compile(
+        keras.optimizers.MultiOptimizer(lambda v: head if "head" in v.path else body), loss="mse"
+    )
     original = (body.weight_decay, head.weight_decay)
-    sweep = keras_clr.find_lr(model, X, Y, batch_size=BATCH, shuffle=False, verbose=0,
-                              start_lr=1e-3, end_lr=1.0, num_steps=8, stop_factor=None,
-                              weight_decays=[0.0, 10.0])
+    sweep = keras_clr.find_lr(
+        model,
+        X,
+        Y,
+        batch_size=BATCH,
+        shuffle=False,
+        verbose=0,
+        start_lr=1e-3,
+        end_lr=1.0,
+        num_steps=8,
+        stop_factor=None,
+        weight_decays=[0.0, 10.0],
+    )
     low, high = (sweep.results[wd].losses for wd in (0.0, 10.0))
     assert not np.allclose(low[1:], high[1:])  # each group had each weight decay
     assert (body.weight_decay, head.weight_decay) == original  # and its own back

@@ -38,8 +38,10 @@ TESTS = pathlib.Path(__file__).resolve().parent
 WORKER = TESTS / "multiprocess_jax_worker.py"
 TIME_LIMIT = 300  # seconds, for all three processes together
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("jax") is None,
-                                reason="jax is not installed (pip install 'keras-clr[backends]')")
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("jax") is None,
+    reason="jax is not installed (pip install 'keras-clr[backends]')",
+)
 
 
 def _free_port():
@@ -49,28 +51,45 @@ def _free_port():
 
 
 def _environment(devices):
-    env = {key: value for key, value in os.environ.items()
-           if key not in ("XLA_FLAGS", "CUDA_VISIBLE_DEVICES")}
-    env.update(KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2",
-               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-               PYTHONPATH=os.pathsep.join([str(TESTS.parent), env.get("PYTHONPATH", "")]))
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("XLA_FLAGS", "CUDA_VISIBLE_DEVICES")
+    }
+    env.update(
+        KERAS_BACKEND="jax",
+        JAX_PLATFORMS="cpu",
+        TF_CPP_MIN_LOG_LEVEL="2",
+        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+        PYTHONPATH=os.pathsep.join([str(TESTS.parent), env.get("PYTHONPATH", "")]),
+    )
     return env
 
 
 def _launch(out, port):
     """Starts the two cluster processes and the single one, waits for all
     within TIME_LIMIT (killing what is left), returns {tag: return code}."""
-    commands = {f"p{i}": ([sys.executable, str(WORKER), str(out), "--process-id", str(i),
-                           "--port", str(port)], 2) for i in range(2)}
+    commands = {
+        f"p{i}": (
+            [sys.executable, str(WORKER), str(out), "--process-id", str(i), "--port", str(port)],
+            2,
+        )
+        for i in range(2)
+    }
     commands["single"] = ([sys.executable, str(WORKER), str(out)], 4)
     processes, logs = {}, {}
     deadline = time.monotonic() + TIME_LIMIT
     try:
         for tag, (command, devices) in commands.items():
             logs[tag] = open(out / f"log_{tag}.txt", "w")
-            processes[tag] = subprocess.Popen(command, cwd=TESTS.parent, env=_environment(devices),
-                                              stdout=logs[tag], stderr=subprocess.STDOUT,
-                                              start_new_session=True)
+            processes[tag] = subprocess.Popen(
+                command,
+                cwd=TESTS.parent,
+                env=_environment(devices),
+                stdout=logs[tag],
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         for process in processes.values():
             process.wait(timeout=max(1.0, deadline - time.monotonic()))
     finally:
@@ -145,8 +164,12 @@ def test_schedules_apply_the_same_rates_in_every_process(runs, schedule):
     assert len(np.unique(p0[:, 0])) > 4 and len(np.unique(p0[:, 1])) > 4
     # The trained state: identical across the cluster, the single run's up to rounding.
     assert np.array_equal(saved["p0"][f"{schedule}_state"], saved["p1"][f"{schedule}_state"])
-    np.testing.assert_allclose(saved["p0"][f"{schedule}_values"],
-                               saved["single"][f"{schedule}_values"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        saved["p0"][f"{schedule}_values"],
+        saved["single"][f"{schedule}_values"],
+        rtol=1e-5,
+        atol=1e-6,
+    )
 
 
 def test_result_files_are_written_once_by_process_zero(runs):

@@ -31,9 +31,9 @@ BATCHES = 16  # per epoch
 
 def make_model(optimizer, seed=0, model_class=keras.Sequential, **compile_kwargs):
     keras.utils.set_random_seed(seed)
-    model = model_class([keras.Input((3,)),
-                         keras.layers.Dense(4, activation="tanh"),
-                         keras.layers.Dense(1)])
+    model = model_class(
+        [keras.Input((3,)), keras.layers.Dense(4, activation="tanh"), keras.layers.Dense(1)]
+    )
     model.compile(optimizer=optimizer, loss="mse", **compile_kwargs)
     return model
 
@@ -41,8 +41,7 @@ def make_model(optimizer, seed=0, model_class=keras.Sequential, **compile_kwargs
 def fit(model, callbacks, epochs=3, x=X, **kwargs):
     if isinstance(x, np.ndarray):
         kwargs.update(y=Y, batch_size=BATCH)
-    return model.fit(x, epochs=epochs, shuffle=False, verbose=0,
-                     callbacks=callbacks, **kwargs)
+    return model.fit(x, epochs=epochs, shuffle=False, verbose=0, callbacks=callbacks, **kwargs)
 
 
 class ReadApplied(keras.callbacks.Callback):
@@ -68,12 +67,19 @@ def one_cycle(steps, max_lr, total):
 def unsized(batches=8):
     def gen():
         for i in range(batches):
-            yield X[i * BATCH:(i + 1) * BATCH], Y[i * BATCH:(i + 1) * BATCH]
-    return tf.data.Dataset.from_generator(gen, output_signature=(
-        tf.TensorSpec((None, 3), tf.float32), tf.TensorSpec((None, 1), tf.float32)))
+            yield X[i * BATCH : (i + 1) * BATCH], Y[i * BATCH : (i + 1) * BATCH]
+
+    return tf.data.Dataset.from_generator(
+        gen,
+        output_signature=(
+            tf.TensorSpec((None, 3), tf.float32),
+            tf.TensorSpec((None, 1), tf.float32),
+        ),
+    )
 
 
 # --- gradient accumulation ----------------------------------------------------
+
 
 def accumulated_reference(initial, lr, momentum, updates, k):
     """SGD with momentum on the mean gradient of each k micro-batches."""
@@ -84,7 +90,7 @@ def accumulated_reference(initial, lr, momentum, updates, k):
         total = None
         for j in range(k):
             i = ((u * k + j) % BATCHES) * BATCH
-            grads = gradients(weights, x[i:i + BATCH], y[i:i + BATCH])
+            grads = gradients(weights, x[i : i + BATCH], y[i : i + BATCH])
             total = grads if total is None else [a + b for a, b in zip(total, grads)]
         weights = update(u, weights, [g / k for g in total], lr(u), momentum(u), state)
     return weights
@@ -93,9 +99,10 @@ def accumulated_reference(initial, lr, momentum, updates, k):
 @pytest.mark.parametrize("spe", [1, 2])
 def test_gradient_accumulation_counts_real_updates(spe):
     k = 4
-    model = make_model(keras.optimizers.SGD(0.01, momentum=0.9,
-                                            gradient_accumulation_steps=k),
-                       steps_per_execution=spe)
+    model = make_model(
+        keras.optimizers.SGD(0.01, momentum=0.9, gradient_accumulation_steps=k),
+        steps_per_execution=spe,
+    )
     initial = model.get_weights()
     cb, reader = keras_clr.OneCycle(0.1), ReadApplied()
     history = fit(model, [cb, reader], epochs=3)
@@ -110,8 +117,7 @@ def test_gradient_accumulation_counts_real_updates(spe):
     np.testing.assert_array_equal(np.float32(reader.momentum), np.float32(expected[:, 1]))
     assert reader.applied[-1] == np.float32(0.1 / 25 / 1e4)  # it anneals
     assert history.history["learning_rate"][-1] == reader.applied[-1]
-    reference = accumulated_reference(initial, cb.lr_schedule, cb.momentum_schedule,
-                                      updates, k)
+    reference = accumulated_reference(initial, cb.lr_schedule, cb.momentum_schedule, updates, k)
     difference = max(np.max(np.abs(w - r)) for w, r in zip(model.get_weights(), reference))
     assert difference < 1e-5
 
@@ -132,8 +138,7 @@ def test_batch_logs_with_several_steps_per_call_are_the_calls_last_step(spe):
 
 
 def test_gradient_accumulation_on_unsized_data_is_refused():
-    model = make_model(keras.optimizers.SGD(0.01, momentum=0.9,
-                                            gradient_accumulation_steps=2))
+    model = make_model(keras.optimizers.SGD(0.01, momentum=0.9, gradient_accumulation_steps=2))
     with pytest.raises(ValueError, match="steps_per_epoch.*gradient_accumulation_steps=2"):
         fit(model, [keras_clr.CyclicLR(1e-3, 1e-2, step_size_up=4)], x=unsized())
     assert int(model.optimizer._iterations) == 0
@@ -141,11 +146,13 @@ def test_gradient_accumulation_on_unsized_data_is_refused():
 
 # --- skipped updates ----------------------------------------------------------
 
+
 def test_updates_the_loss_scale_skips_do_not_advance_the_schedule():
     keras.mixed_precision.set_global_policy("mixed_float16")
     # A huge initial scale overflows float16 until it has halved enough.
     optimizer = keras.optimizers.LossScaleOptimizer(
-        keras.optimizers.SGD(0.01, momentum=0.9), initial_scale=2.0 ** 40)
+        keras.optimizers.SGD(0.01, momentum=0.9), initial_scale=2.0**40
+    )
     model = make_model(optimizer)
     cb, reader = keras_clr.OneCycle(0.05), ReadApplied()
     with pytest.warns(UserWarning, match="loss scale skipped") as record:
@@ -164,6 +171,7 @@ def test_updates_the_loss_scale_skips_do_not_advance_the_schedule():
 
 # --- data of unknown length -------------------------------------------------
 
+
 def test_unsized_data_does_not_skip_a_step_per_epoch():
     model = make_model(keras.optimizers.SGD(0.01, momentum=0.9))
     cb, reader = keras_clr.OneCycle(0.1, total_steps=24), ReadApplied()
@@ -173,8 +181,9 @@ def test_unsized_data_does_not_skip_a_step_per_epoch():
     assert reader.logged == reader.applied
     expected = one_cycle(range(24), 0.1, 24)
     np.testing.assert_array_equal(reader.applied, np.float32(expected[:, 0]))
-    np.testing.assert_array_equal(np.float32(history.history["learning_rate"]),
-                                  np.float32(expected[[7, 15, 23], 0]))
+    np.testing.assert_array_equal(
+        np.float32(history.history["learning_rate"]), np.float32(expected[[7, 15, 23], 0])
+    )
 
 
 def test_unsized_data_with_several_steps_per_call_logs_the_last_step_run():
@@ -195,10 +204,12 @@ class warnings_as_errors:
 
     def __init__(self, text):
         import warnings
+
         self.text, self._catch = text, warnings.catch_warnings(record=True)
 
     def __enter__(self):
         import warnings
+
         self._record = self._catch.__enter__()
         warnings.simplefilter("always")
 
@@ -209,6 +220,7 @@ class warnings_as_errors:
 
 
 # --- BackupAndRestore ---------------------------------------------------------
+
 
 class Interrupt(keras.callbacks.Callback):
     """Raises at a given batch of a given epoch, like a preempted job."""
@@ -227,19 +239,22 @@ class Interrupt(keras.callbacks.Callback):
 
 SCHEDULES = {
     "OneCycle": lambda: keras_clr.OneCycle(0.1),
-    "CyclicLR": lambda: keras_clr.CyclicLR(0.01, 0.1, step_size_up=5,
-                                           mode="triangular2"),
+    "CyclicLR": lambda: keras_clr.CyclicLR(0.01, 0.1, step_size_up=5, mode="triangular2"),
     "WarmupStableDecay": lambda: keras_clr.WarmupStableDecay(
-        0.1, warmup_steps=5, decay_steps=0.25, total_steps=3 * BATCHES,
-        warmup_type="cosine", min_lr_ratio=0.05),
+        0.1,
+        warmup_steps=5,
+        decay_steps=0.25,
+        total_steps=3 * BATCHES,
+        warmup_type="cosine",
+        min_lr_ratio=0.05,
+    ),
 }
 
 
 @pytest.mark.parametrize("name", sorted(SCHEDULES))
 @pytest.mark.parametrize("order", ["schedule_first", "backup_first"])
 @pytest.mark.parametrize("same_model", [True, False], ids=["same_model", "new_model"])
-def test_backup_and_restore_resumes_the_uninterrupted_values(name, order, same_model,
-                                                             tmp_path):
+def test_backup_and_restore_resumes_the_uninterrupted_values(name, order, same_model, tmp_path):
     def callbacks(schedule, backup, *others):
         pair = [schedule, backup] if order == "schedule_first" else [backup, schedule]
         return pair + list(others)
@@ -249,29 +264,42 @@ def test_backup_and_restore_resumes_the_uninterrupted_values(name, order, same_m
 
     # The uninterrupted run, backed up every 4 batches like the others.
     reference = ReadApplied()
-    fit(make_model(optimizer()), callbacks(
-        SCHEDULES[name](), keras.callbacks.BackupAndRestore(str(tmp_path / "a"), save_freq=4),
-        reference), epochs=3)
+    fit(
+        make_model(optimizer()),
+        callbacks(
+            SCHEDULES[name](),
+            keras.callbacks.BackupAndRestore(str(tmp_path / "a"), save_freq=4),
+            reference,
+        ),
+        epochs=3,
+    )
 
     # Preempted at batch 9 of epoch 2 (last backup after batch 7), then resumed.
     backup_dir = str(tmp_path / "b")
     model, schedule = make_model(optimizer()), SCHEDULES[name]()
     with pytest.raises(RuntimeError, match="preempted"):
-        fit(model, callbacks(schedule, keras.callbacks.BackupAndRestore(backup_dir, save_freq=4),
-                             Interrupt(2, 9)), epochs=3)
+        fit(
+            model,
+            callbacks(
+                schedule, keras.callbacks.BackupAndRestore(backup_dir, save_freq=4), Interrupt(2, 9)
+            ),
+            epochs=3,
+        )
     if not same_model:
         model, schedule = make_model(optimizer(), seed=5), SCHEDULES[name]()
     resumed = ReadApplied()
     with warnings_as_errors("past total_steps"):
-        history = fit(model, callbacks(
-            schedule, keras.callbacks.BackupAndRestore(backup_dir, save_freq=4), resumed),
-            epochs=3)
+        history = fit(
+            model,
+            callbacks(schedule, keras.callbacks.BackupAndRestore(backup_dir, save_freq=4), resumed),
+            epochs=3,
+        )
     # Keras replays epoch 2 from its first batch, from the weights and the
     # update count of the backup: each batch gets the uninterrupted run's value.
     assert len(resumed.applied) == BATCHES
-    assert resumed.applied == reference.applied[2 * BATCHES:]
+    assert resumed.applied == reference.applied[2 * BATCHES :]
     assert resumed.logged == resumed.applied
-    np.testing.assert_array_equal(resumed.momentum, reference.momentum[2 * BATCHES:])
+    np.testing.assert_array_equal(resumed.momentum, reference.momentum[2 * BATCHES :])
     assert history.history["learning_rate"] == [reference.applied[-1]]
     assert int(model.optimizer.iterations) == 3 * BATCHES + 8
 
@@ -279,27 +307,38 @@ def test_backup_and_restore_resumes_the_uninterrupted_values(name, order, same_m
 def test_checkpoint_load_model_and_initial_epoch_continue(tmp_path):
     path = str(tmp_path / "model.keras")
     reference = ReadApplied()
-    fit(make_model(keras.optimizers.Adam(1e-3)), [keras_clr.OneCycle(0.01), reference],
-        epochs=4)
+    fit(make_model(keras.optimizers.Adam(1e-3)), [keras_clr.OneCycle(0.01), reference], epochs=4)
     model = make_model(keras.optimizers.Adam(1e-3))
-    fit(model, [keras_clr.OneCycle(0.01, total_steps=4 * BATCHES),
-                keras.callbacks.ModelCheckpoint(path)], epochs=2)
+    fit(
+        model,
+        [keras_clr.OneCycle(0.01, total_steps=4 * BATCHES), keras.callbacks.ModelCheckpoint(path)],
+        epochs=2,
+    )
     loaded = keras.saving.load_model(path)
     resumed = ReadApplied()
-    fit(loaded, [keras_clr.OneCycle(0.01, total_steps=4 * BATCHES), resumed],
-        epochs=4, initial_epoch=2)
-    assert resumed.applied == reference.applied[2 * BATCHES:]
+    fit(
+        loaded,
+        [keras_clr.OneCycle(0.01, total_steps=4 * BATCHES), resumed],
+        epochs=4,
+        initial_epoch=2,
+    )
+    assert resumed.applied == reference.applied[2 * BATCHES :]
     assert resumed.logged == resumed.applied
 
 
 # --- other learning-rate callbacks and optimizers ----------------------------
 
-@pytest.mark.parametrize("other", [
-    lambda: keras.callbacks.ReduceLROnPlateau(monitor="loss", patience=0),
-    lambda: keras.callbacks.LearningRateScheduler(lambda epoch, lr: lr * 0.5),
-    lambda: keras_clr.CyclicLR(0.01, 0.1, step_size_up=4),
-    lambda: keras_clr.LRFinder(num_steps=10, verbose=0),
-], ids=["ReduceLROnPlateau", "LearningRateScheduler", "CyclicLR", "LRFinder"])
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        lambda: keras.callbacks.ReduceLROnPlateau(monitor="loss", patience=0),
+        lambda: keras.callbacks.LearningRateScheduler(lambda epoch, lr: lr * 0.5),
+        lambda: keras_clr.CyclicLR(0.01, 0.1, step_size_up=4),
+        lambda: keras_clr.LRFinder(num_steps=10, verbose=0),
+    ],
+    ids=["ReduceLROnPlateau", "LearningRateScheduler", "CyclicLR", "LRFinder"],
+)
 @pytest.mark.parametrize("first", [True, False])
 def test_another_learning_rate_callback_is_refused_before_training(other, first):
     model = make_model(keras.optimizers.SGD(0.01, momentum=0.9))
@@ -311,8 +350,9 @@ def test_another_learning_rate_callback_is_refused_before_training(other, first)
     assert int(model.optimizer.iterations) == 0
 
 
-@pytest.mark.skipif(not hasattr(keras.optimizers, "ScheduleFreeAdamW"),
-                    reason="ScheduleFreeAdamW needs Keras 3.14")
+@pytest.mark.skipif(
+    not hasattr(keras.optimizers, "ScheduleFreeAdamW"), reason="ScheduleFreeAdamW needs Keras 3.14"
+)
 def test_schedule_free_beta_1_is_not_cycled_by_default():
     def optimizer():
         return keras.optimizers.ScheduleFreeAdamW(1e-3, warmup_steps=0)
@@ -321,13 +361,15 @@ def test_schedule_free_beta_1_is_not_cycled_by_default():
     fit(model, [keras_clr.OneCycle(1e-2), reader], epochs=1)
     assert model.optimizer.beta_1 == 0.9 and type(model.optimizer.beta_1) is float
     assert all(math.isnan(m) for m in reader.momentum)  # nothing cycled, none logged
-    np.testing.assert_array_equal(reader.applied,
-                                  np.float32(one_cycle(range(BATCHES), 1e-2, BATCHES)[:, 0]))
+    np.testing.assert_array_equal(
+        reader.applied, np.float32(one_cycle(range(BATCHES), 1e-2, BATCHES)[:, 0])
+    )
     with pytest.raises(ValueError, match="iterate averaging.*cycle_momentum=False"):
         fit(make_model(optimizer()), [keras_clr.OneCycle(1e-2, cycle_momentum=True)])
 
 
 # --- repeated fits and the one trace per model -------------------------------
+
 
 def test_a_longer_second_fit_continues_the_first_cycle_and_warns():
     model = make_model(keras.optimizers.SGD(0.01, momentum=0.9))
@@ -374,8 +416,9 @@ def test_one_trace_serves_every_schedule_fit_on_a_model():
     reader = ReadApplied()
     fit(model, [keras_clr.OneCycle(0.1), reader], epochs=1)  # compiled again: traced again
     assert CountingModel.traces > plain
-    np.testing.assert_array_equal(reader.applied,
-                                  np.float32(one_cycle(range(BATCHES), 0.1, BATCHES)[:, 0]))
+    np.testing.assert_array_equal(
+        reader.applied, np.float32(one_cycle(range(BATCHES), 0.1, BATCHES)[:, 0])
+    )
 
 
 def test_logging_callbacks_listed_first_still_get_the_values(tmp_path):
@@ -384,8 +427,9 @@ def test_logging_callbacks_listed_first_still_get_the_values(tmp_path):
     model = make_model(keras.optimizers.SGD(0.01, momentum=0.9))
     path = str(tmp_path / "log.csv")
     reader = ReadApplied()
-    history = fit(model, [keras.callbacks.CSVLogger(path), reader,
-                          keras_clr.OneCycle(0.1)], epochs=2)
+    history = fit(
+        model, [keras.callbacks.CSVLogger(path), reader, keras_clr.OneCycle(0.1)], epochs=2
+    )
     with open(path) as f:
         rows = list(csv.DictReader(f))
     last = [reader.applied[BATCHES - 1], reader.applied[-1]]
@@ -432,16 +476,16 @@ def test_the_same_callback_on_another_model_starts_its_own_schedule():
 def test_a_short_last_call_logs_the_step_it_ran(accumulation):
     # 16 batches an epoch in calls of 3: the last call of each runs 1 step,
     # and Keras reports it as batch 17.
-    model = make_model(keras.optimizers.SGD(0.01, momentum=0.9,
-                                            gradient_accumulation_steps=accumulation),
-                       steps_per_execution=3)
+    model = make_model(
+        keras.optimizers.SGD(0.01, momentum=0.9, gradient_accumulation_steps=accumulation),
+        steps_per_execution=3,
+    )
     cb, reader = keras_clr.OneCycle(0.05), ReadApplied()
     history = fit(model, [cb, reader], epochs=3)
     assert reader.logged == reader.applied
     k = accumulation or 1
     total = 3 * BATCHES // k
-    last = [min(e * BATCHES + b, (e + 1) * BATCHES - 1) for e in range(3)
-            for b in range(2, 18, 3)]
+    last = [min(e * BATCHES + b, (e + 1) * BATCHES - 1) for e in range(3) for b in range(2, 18, 3)]
     expected = one_cycle(np.array(last) // k, 0.05, total)
     np.testing.assert_array_equal(reader.applied, np.float32(expected[:, 0]))
     assert history.history["learning_rate"] == [reader.applied[i] for i in (5, 11, 17)]
@@ -454,11 +498,14 @@ def test_schedules_hold_step_0_before_it():
     assert float(cb.lr_schedule(tf.constant(-2))) == np.float32(cb.lr_schedule(0))
 
 
-@pytest.mark.parametrize("factory, name", [
-    (lambda: keras_clr.OneCycle(0.1, cycle_momentum="false"), "cycle_momentum"),
-    (lambda: keras_clr.OneCycle(0.1, three_phase="no"), "three_phase"),
-    (lambda: keras_clr.CyclicLR(0.01, 0.1, cycle_momentum=1), "cycle_momentum"),
-])
+@pytest.mark.parametrize(
+    "factory, name",
+    [
+        (lambda: keras_clr.OneCycle(0.1, cycle_momentum="false"), "cycle_momentum"),
+        (lambda: keras_clr.OneCycle(0.1, three_phase="no"), "three_phase"),
+        (lambda: keras_clr.CyclicLR(0.01, 0.1, cycle_momentum=1), "cycle_momentum"),
+    ],
+)
 def test_flags_take_booleans_only(factory, name):
     with pytest.raises(ValueError, match=f"Argument `{name}` must be True or False.*Received"):
         factory()

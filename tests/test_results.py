@@ -46,10 +46,9 @@ def ref_window(lrs, smoothed, num_steps, finite=False, sign=1.0, steps=None):
     `steps` (points further apart), the points at steps num_it//10 to the
     last step - 5."""
     if steps is None:
-        lrs, losses = list(lrs)[num_steps // 10:-5], list(smoothed)[num_steps // 10:-5]
+        lrs, losses = list(lrs)[num_steps // 10 : -5], list(smoothed)[num_steps // 10 : -5]
     else:
-        keep = [i for i, step in enumerate(steps)
-                if num_steps // 10 <= step <= steps[-1] - 5]
+        keep = [i for i, step in enumerate(steps) if num_steps // 10 <= step <= steps[-1] - 5]
         lrs, losses = [lrs[i] for i in keep], [smoothed[i] for i in keep]
     for i, x in enumerate(losses):
         if math.isnan(x) or (finite and math.isinf(x)):
@@ -83,7 +82,7 @@ def ref_gradient(f):
     return [f[1] - f[0]] + [(f[i + 1] - f[i - 1]) / 2.0 for i in range(1, n - 1)] + [f[-1] - f[-2]]
 
 
-def ref_slide(lrs, losses, lr_diff=15, thresh=.005, adjust_value=1.):
+def ref_slide(lrs, losses, lr_diff=15, thresh=0.005, adjust_value=1.0):
     if len(losses) < lr_diff + 1:
         return None
     loss_grad = ref_gradient(losses)
@@ -117,8 +116,10 @@ def ref_minimum(lrs, losses, lowest):
 def ref_steep(lrs, losses):
     if len(losses) < 2:
         return None
-    grads = [(losses[i + 1] - losses[i]) / (math.log(lrs[i + 1]) - math.log(lrs[i]))
-             for i in range(len(losses) - 1)]
+    grads = [
+        (losses[i + 1] - losses[i]) / (math.log(lrs[i + 1]) - math.log(lrs[i]))
+        for i in range(len(losses) - 1)
+    ]
     k = ref_argmin(grads)
     if math.isnan(grads[k]) or grads[k] >= 0:
         return None
@@ -130,7 +131,7 @@ def ref_sparse_valley(lrs, losses):
     after the last one within 5% of the drop of the starting level (the
     median of the first quarter before the lowest point) to the lowest."""
     low = ref_argmin(losses)
-    level = ref_median(losses[:low // 4 + 1])
+    level = ref_median(losses[: low // 4 + 1])
     if low == 0 or not level - losses[low] > 0:
         return None
     still = [i for i in range(low) if losses[i] >= level - 0.05 * (level - losses[low])]
@@ -139,8 +140,17 @@ def ref_sparse_valley(lrs, losses):
     return lrs[base + int(run / 3) + int(run / 6)]
 
 
-def ref_one_cycle(lrs, raw, width=0.2, fall=0.9, factor=1.2, min_drop=0.01, momentum=None,
-                  batch_norm=False, steps=None):
+def ref_one_cycle(
+    lrs,
+    raw,
+    width=0.2,
+    fall=0.9,
+    factor=1.2,
+    min_drop=0.01,
+    momentum=None,
+    batch_norm=False,
+    steps=None,
+):
     """Smooth the raw losses (cut at the first non-finite one) with a
     Gaussian kernel in log10(lr) of sigma 0.2 decades, truncated at 4 sigma;
     1.2 x the first LR where the smoothed loss has made 90% of its fall from
@@ -161,16 +171,20 @@ def ref_one_cycle(lrs, raw, width=0.2, fall=0.9, factor=1.2, min_drop=0.01, mome
     x = [math.log10(lr) for lr in lrs]
     smoothed = []
     for xi in x:
-        pairs = [(math.exp(-0.5 * ((xj - xi) / width) ** 2), loss)
-                 for xj, loss in zip(x, raw) if abs(xj - xi) <= 4 * width]
+        pairs = [
+            (math.exp(-0.5 * ((xj - xi) / width) ** 2), loss)
+            for xj, loss in zip(x, raw)
+            if abs(xj - xi) <= 4 * width
+        ]
         smoothed.append(sum(w * loss for w, loss in pairs) / sum(w for w, _ in pairs))
     low = ref_argmin(smoothed)
     if not smoothed[0] - smoothed[low] > min_drop * abs(smoothed[0]):
         return None
     target = smoothed[0] - fall * (smoothed[0] - smoothed[low])
     if batch_norm:
-        end = next((i - 1 for i in range(low, len(smoothed)) if smoothed[i] > target),
-                   len(smoothed) - 1)
+        end = next(
+            (i - 1 for i in range(low, len(smoothed)) if smoothed[i] > target), len(smoothed) - 1
+        )
         return lrs[end]
     floor = next(i for i, value in enumerate(smoothed) if value <= target)
     lr = factor * lrs[floor]
@@ -194,7 +208,7 @@ def ref_range(lrs, smoothed, raw, ragged=True):
     if n < MIN_POINTS:
         return None
     low = ref_argmin(smoothed)
-    head = sorted(smoothed[:low // 4 + 1])
+    head = sorted(smoothed[: low // 4 + 1])
     half = len(head) // 2
     level = head[half] if len(head) % 2 else (head[half - 1] + head[half]) / 2
     depth = level - smoothed[low]
@@ -203,17 +217,22 @@ def ref_range(lrs, smoothed, raw, ragged=True):
     # one past the last point before the minimum still at the starting level
     still = [i for i in range(low) if smoothed[i] >= level - 0.05 * depth]
     base = still[-1] + 1 if still else 0
-    wiggle = [math.nan] + [abs(raw[i - 1] - 2 * raw[i] + raw[i + 1])
-                           for i in range(1, n - 1)] + [math.nan]
-    baseline = ref_median(wiggle[1:low + 1])
+    wiggle = (
+        [math.nan]
+        + [abs(raw[i - 1] - 2 * raw[i] + raw[i + 1]) for i in range(1, n - 1)]
+        + [math.nan]
+    )
+    baseline = ref_median(wiggle[1 : low + 1])
     top = low
     if not ragged:  # sparse points: the first that has made 95% of the fall
         top = next(k for k in range(base, low + 1) if smoothed[k] <= level - 0.95 * depth)
     elif baseline > 0:
         for k in range(base + 1, low + 1):
             # ragged, once the smoothed loss has made half its fall
-            if (smoothed[k] <= level - 0.5 * depth
-                    and ref_median(wiggle[max(1, k - 4):k + 1]) > 4.0 * baseline):
+            if (
+                smoothed[k] <= level - 0.5 * depth
+                and ref_median(wiggle[max(1, k - 4) : k + 1]) > 4.0 * baseline
+            ):
                 top = k
                 break
     return lrs[base], lrs[top]
@@ -226,30 +245,34 @@ def expected(result, method):
     steps = result.steps.tolist()
     sparse = any(b - a > 1 for a, b in zip(steps, steps[1:]))
     finite = method in ("one_cycle", "range")
-    w_lrs, w_losses = ref_window(lrs, smoothed, result.num_steps, finite, sign,
-                                 steps if sparse else None)
-    start = next((i for i, step in enumerate(steps) if step >= result.num_steps // 10),
-                 len(steps))
+    w_lrs, w_losses = ref_window(
+        lrs, smoothed, result.num_steps, finite, sign, steps if sparse else None
+    )
+    start = next((i for i, step in enumerate(steps) if step >= result.num_steps // 10), len(steps))
     if method == "one_cycle":
         if len(w_losses) < MIN_POINTS:  # like every rule, 5 points in the window
             return None
-        return ref_one_cycle(lrs[start:], [sign * x for x in result.losses.tolist()[start:]],
-                             momentum=result.momentum, batch_norm=result.batch_norm,
-                             steps=steps[start:])
+        return ref_one_cycle(
+            lrs[start:],
+            [sign * x for x in result.losses.tolist()[start:]],
+            momentum=result.momentum,
+            batch_norm=result.batch_norm,
+            steps=steps[start:],
+        )
     if len(w_losses) < MIN_POINTS:
         return None
     if method == "range":
         raw = [sign * x for x in result.losses.tolist()[start:]]
-        return ref_range(w_lrs, w_losses, raw[:len(w_losses)], ragged=not sparse)
+        return ref_range(w_lrs, w_losses, raw[: len(w_losses)], ragged=not sparse)
     if method == "minimum":
         return ref_minimum(w_lrs, w_losses, lrs[0] if lrs else math.inf)
     if method == "valley" and sparse:
         return ref_sparse_valley(w_lrs, w_losses)
-    return {"valley": ref_valley, "slide": ref_slide, "steep": ref_steep}[method](
-        w_lrs, w_losses)
+    return {"valley": ref_valley, "slide": ref_slide, "steep": ref_steep}[method](w_lrs, w_losses)
 
 
 # Curves ------------------------------------------------------------------------
+
 
 def grid(n, start=1e-7, end=10.0):
     return np.geomspace(start, end, n)
@@ -283,9 +306,18 @@ DIGITS_ADAM = [2.362, 2.362, 2.36, 2.347, 2.282, 2.008, 0.711, 3.114, 2.731, 4.1
 def validation(values, momentum=None, **kwargs):
     """A validation-monitored record: a point after every 10th step of a
     100-step ramp from 1e-7 to 10, recorded as measured."""
-    steps = DIGITS_STEPS[:len(values)]
-    return LRFinderResult(grid(100)[steps], values, values, num_steps=100, steps=steps,
-                          smoothing=0, monitor="val_loss", momentum=momentum, **kwargs)
+    steps = DIGITS_STEPS[: len(values)]
+    return LRFinderResult(
+        grid(100)[steps],
+        values,
+        values,
+        num_steps=100,
+        steps=steps,
+        smoothing=0,
+        monitor="val_loss",
+        momentum=momentum,
+        **kwargs,
+    )
 
 
 CURVES = {
@@ -297,26 +329,31 @@ CURVES = {
     "two_steps": lambda: LRFinderResult(grid(2), [2.0, 1.0]),
     "u_shape": lambda: LRFinderResult(grid(100), 1 + 0.1 * (np.log10(grid(100)) + 2) ** 2),
     "u_shape_no_smoothing": lambda: LRFinderResult(
-        grid(100), 1 + 0.1 * (np.log10(grid(100)) + 2) ** 2, smoothing=0),
+        grid(100), 1 + 0.1 * (np.log10(grid(100)) + 2) ** 2, smoothing=0
+    ),
     "noisy_0": lambda: realistic(100, 0),
     "noisy_1": lambda: realistic(150, 1),
     "noisy_2": lambda: realistic(200, 2, noise=0.2),
     "noisy_stopped_early": lambda: realistic(87, 3, planned=100, stop="diverged"),
-    "noisy_sgd_momentum": lambda: LRFinderResult(realistic(100, 5).lrs,
-                                                 realistic(100, 5).losses, momentum=0.9),
-    "noisy_batch_norm": lambda: LRFinderResult(realistic(100, 6).lrs, realistic(100, 6).losses,
-                                               momentum=0.9, batch_norm=True),
+    "noisy_sgd_momentum": lambda: LRFinderResult(
+        realistic(100, 5).lrs, realistic(100, 5).losses, momentum=0.9
+    ),
+    "noisy_batch_norm": lambda: LRFinderResult(
+        realistic(100, 6).lrs, realistic(100, 6).losses, momentum=0.9, batch_norm=True
+    ),
     "u_shape_batch_norm": lambda: LRFinderResult(
-        grid(100), 1 + 0.1 * (np.log10(grid(100)) + 2) ** 2, batch_norm=True),
+        grid(100), 1 + 0.1 * (np.log10(grid(100)) + 2) ** 2, batch_norm=True
+    ),
     "linear_sgd_momentum": lambda: LRFinderResult(
-        np.linspace(1e-3, 1.0, 100), 1 + (np.linspace(1e-3, 1.0, 100) - 0.4) ** 2,
-        momentum=0.9),
+        np.linspace(1e-3, 1.0, 100), 1 + (np.linspace(1e-3, 1.0, 100) - 0.4) ** 2, momentum=0.9
+    ),
     "nan_tail": lambda: with_tail("nan"),
     "inf_tail": lambda: with_tail("inf"),
     "short_1": lambda: LRFinderResult([1e-3], [1.0]),
     "short_6": lambda: LRFinderResult(grid(6), [3.0, 2.0, 1.0, 0.5, 0.4, 0.3]),
-    "short_7_wraps": lambda: LRFinderResult(grid(7), [3.0, 2.0, 1.0, 0.5, 0.4, 0.3, 0.2],
-                                            smoothing=0),
+    "short_7_wraps": lambda: LRFinderResult(
+        grid(7), [3.0, 2.0, 1.0, 0.5, 0.4, 0.3, 0.2], smoothing=0
+    ),
     "short_8_descending": lambda: LRFinderResult(grid(8), np.linspace(3, 1, 8), smoothing=0),
     "short_20": lambda: realistic(20, 4),
     "empty": lambda: LRFinderResult([], []),
@@ -326,10 +363,16 @@ CURVES = {
     "rising": lambda: LRFinderResult(grid(100), np.linspace(1, 5, 100) ** 2),
     "negative": lambda: LRFinderResult(grid(100), 0.1 * (np.log10(grid(100)) + 3) ** 2 - 5),
     "negative_noisy": lambda: LRFinderResult(
-        grid(120), realistic(120, 5).losses - 10, num_steps=130),
+        grid(120), realistic(120, 5).losses - 10, num_steps=130
+    ),
     "accuracy": lambda: LRFinderResult(
-        grid(100), 0.1 + 0.8 / (1 + np.exp(-3 * (np.log10(grid(100)) + 4)))
-        - 0.2 * np.clip(np.log10(grid(100)) + 1, 0, None) ** 2, mode="max", monitor="accuracy"),
+        grid(100),
+        0.1
+        + 0.8 / (1 + np.exp(-3 * (np.log10(grid(100)) + 4)))
+        - 0.2 * np.clip(np.log10(grid(100)) + 1, 0, None) ** 2,
+        mode="max",
+        monitor="accuracy",
+    ),
 }
 
 
@@ -348,8 +391,8 @@ def quiet(call):
 
 # Suggestions ------------------------------------------------------------------
 
-class TestSuggest:
 
+class TestSuggest:
     @pytest.mark.parametrize("curve", sorted(CURVES))
     @pytest.mark.parametrize("method", ["valley", "slide", "minimum", "steep", "one_cycle"])
     def test_matches_reference(self, curve, method):
@@ -382,10 +425,10 @@ class TestSuggest:
         assert found["flat"].pop("slide") == grid(100)[-5 - 16]  # fastai's loop never starts
         assert all(v is None for v in found["flat"].values())
         assert found["rising"]["steep"] is None and found["rising"]["minimum"] is None
-        assert found["short_7_wraps"]["valley"] is None      # fastai would wrap to lrs[-1]
+        assert found["short_7_wraps"]["valley"] is None  # fastai would wrap to lrs[-1]
         assert found["short_8_descending"]["valley"] is None  # 3 points: fastai gives lrs[0]
         assert found["short_20"]["valley"] is not None
-        assert found["short_6"]["steep"] is None             # trimmed to nothing
+        assert found["short_6"]["steep"] is None  # trimmed to nothing
         assert all(v is None for v in found["two_steps"].values())
         assert all(v is None for v in found["validation_short"].values())
         assert found["validation_sgd"].pop("slide") is None  # 7 points, needs 16
@@ -412,15 +455,17 @@ class TestSuggest:
         # 90% of the fall from the window's start (x = -6) is made at
         # x = -2 - sqrt(0.1) * 4, that is 1.3 decades before the valley
         assert decades(short.suggest() / 1.2, 10 ** (-2 - 4 * math.sqrt(0.1))) < 0.15
-        lagged = [r.lrs[r.num_steps // 10:-5][np.argmin(r.smoothed_losses[r.num_steps // 10:-5])]
-                  for r in (short, long)]
+        lagged = [
+            r.lrs[r.num_steps // 10 : -5][np.argmin(r.smoothed_losses[r.num_steps // 10 : -5])]
+            for r in (short, long)
+        ]
         assert lagged[0] > 3e-2 and decades(*lagged) > 0.2
 
     @hypothesis.settings(max_examples=300, deadline=None)
     @hypothesis.given(st.lists(st.integers(-3, 3), max_size=40))
     def test_rules_on_ties_and_short_curves(self, values):
         # small integers make ties, which the vectorised valley must break as the loop does
-        lrs, losses = grid(max(len(values), 1))[:len(values)], np.array(values, dtype=float)
+        lrs, losses = grid(max(len(values), 1))[: len(values)], np.array(values, dtype=float)
         for method, rule in (("valley", ref_valley), ("slide", ref_slide), ("steep", ref_steep)):
             got = getattr(suggestions, f"_{method}")(lrs, losses)[0]
             assert got == rule(lrs.tolist(), [float(v) for v in values]), method
@@ -491,19 +536,28 @@ class TestSuggest:
 
 # fastai's own functions, recorded ------------------------------------------------
 
-FASTAI = json.loads(pathlib.Path(__file__).with_name("data").joinpath(
-    "fastai_suggestions.json").read_text())
+FASTAI = json.loads(
+    pathlib.Path(__file__).with_name("data").joinpath("fastai_suggestions.json").read_text()
+)
 FASTAI_METHODS = ("valley", "slide", "minimum", "steep")
 # Where keras_clr answers None by design while fastai returns a number (or,
 # for `slide` on fewer than 16 points, raises): fewer than MIN_POINTS points
 # in the window, a curve that never decreases, a tenth of the lowest
 # point's LR below the tested range, an infinite slope.
 NONE_BY_DESIGN = {
-    ("flat", "valley"), ("flat", "minimum"), ("flat", "steep"),
-    ("rising", "valley"), ("rising", "minimum"), ("rising", "steep"),
-    ("inf_tail", "steep"), ("short_20", "slide"),
-    *((name, method) for name in ("short_7_wraps", "short_8_descending")
-      for method in FASTAI_METHODS),
+    ("flat", "valley"),
+    ("flat", "minimum"),
+    ("flat", "steep"),
+    ("rising", "valley"),
+    ("rising", "minimum"),
+    ("rising", "steep"),
+    ("inf_tail", "steep"),
+    ("short_20", "slide"),
+    *(
+        (name, method)
+        for name in ("short_7_wraps", "short_8_descending")
+        for method in FASTAI_METHODS
+    ),
 }
 
 
@@ -524,8 +578,9 @@ class TestAgainstFastai:
         case = FASTAI["cases"][curve]
         result = CURVES[curve]()
         # the curve fastai was given; when a curve changes, record again
-        assert ref_window(result.lrs.tolist(), result.smoothed_losses.tolist(),
-                          result.num_steps) == (case["lrs"], case["losses"])
+        assert ref_window(
+            result.lrs.tolist(), result.smoothed_losses.tolist(), result.num_steps
+        ) == (case["lrs"], case["losses"])
         ours = quiet(functools.partial(result.suggest, method))
         reference = expected(result, method)  # the loops every other test uses
         if (curve, method) in NONE_BY_DESIGN:
@@ -600,12 +655,15 @@ class TestValidationCurves:
         with pytest.warns(UserWarning, match="needs at least 5"):
             assert result.suggest_range() is None
 
-    @pytest.mark.parametrize("steps, match", [
-        ([0, 2, 1], "strictly increasing integers"),
-        ([0, 1.5, 3], "strictly increasing integers"),
-        ([-1, 0, 1], "strictly increasing integers"),
-        ([0, 1], "`steps` must have one value per step"),
-    ])
+    @pytest.mark.parametrize(
+        "steps, match",
+        [
+            ([0, 2, 1], "strictly increasing integers"),
+            ([0, 1.5, 3], "strictly increasing integers"),
+            ([-1, 0, 1], "strictly increasing integers"),
+            ([0, 1], "`steps` must have one value per step"),
+        ],
+    )
     def test_invalid_steps(self, steps, match):
         with pytest.raises(ValueError, match=match):
             LRFinderResult(grid(3), [1.0, 2.0, 3.0], steps=steps)
@@ -618,8 +676,8 @@ class TestValidationCurves:
 
 # Construction and smoothing -----------------------------------------------------
 
-class TestConstruction:
 
+class TestConstruction:
     def test_smooth_matches_formula(self):
         losses = np.random.default_rng(0).normal(1, 0.3, 50)
         for beta in (0, 0.5, 0.9, 0.98):
@@ -638,27 +696,35 @@ class TestConstruction:
         assert result.smoothed_losses.tolist() == ref_smooth(list(range(10)), 0.98)
         assert result.lrs.dtype == np.float64
 
-    @pytest.mark.parametrize("kwargs, match", [
-        (dict(lrs=[1e-3, 1e-2], losses=[1.0]), "`losses`.*len\\(lrs\\)=2, len\\(losses\\)=1"),
-        (dict(lrs=[[1e-3, 1e-2]], losses=[[1.0, 2.0]]), "`lrs` must be a 1-D array"),
-        (dict(lrs=[0.0, 1e-2], losses=[1.0, 2.0]), "`lrs` must hold positive.*lrs\\[0\\]=0.0"),
-        (dict(lrs=[1e-3, np.inf], losses=[1.0, 2.0]), "`lrs` must hold positive.*inf"),
-        (dict(lrs=[1e-3, np.nan], losses=[1.0, 2.0]), "`lrs` must hold positive.*nan"),
-        (dict(lrs=[1e-3, 1e-3], losses=[1.0, 2.0]), "`lrs` must be strictly increasing"),
-        (dict(lrs=[1e-3, 1e-2], losses=["a", "b"]), "`losses` must be a 1-D array of numbers"),
-        (dict(lrs=[1e-3, 1e-2], losses=[1.0, 2.0], smoothed_losses=[1.0]), "`smoothed_losses`"),
-        (dict(lrs=[1e-3, 1e-2], losses=[1.0, 2.0], num_steps=1), "`num_steps`.*num_steps=1"),
-        (dict(lrs=[1e-3, 1e-2], losses=[1.0, 2.0], smoothing=1.0), "`smoothing`"),
-        (dict(lrs=[1e-3, 1e-2], losses=[1.0, 2.0], mode="up"), "`mode`.*mode='up'"),
-        (dict(lrs=[1e-3, 1e-2], losses=[1.0, 2.0], metrics={"acc": [1.0]}), "metrics\\['acc'\\]"),
-        (dict(lrs=[1e-3, 1e-2], losses=[1.0, 2.0], metrics={"lr": [1.0, 2.0]}), "`metrics`"),
-        (dict(lrs=[1e-3, 1e-2], losses=[1.0, 2.0], loss_band=([1.0, 2.0],)), "`loss_band`"),
-        (dict(lrs=[1e-3, 1e-2], losses=[1.0, 2.0], stop_reason=""), "`stop_reason`"),
-        (dict(lrs=[1e-3, 1e-2], losses=[1.0, 2.0], start_lr=-1), "`start_lr`"),
-        (dict(lrs=[1e-3, 1e-2], losses=[1.0, 2.0], momentum=1.0), "`momentum`.*momentum=1.0"),
-        (dict(lrs=[1e-3, 1e-2], losses=[1.0, 2.0], batch_norm="yes"),
-         "`batch_norm`.*batch_norm='yes'"),
-    ])
+    @pytest.mark.parametrize(
+        "kwargs, match",
+        [
+            (dict(lrs=[1e-3, 1e-2], losses=[1.0]), "`losses`.*len\\(lrs\\)=2, len\\(losses\\)=1"),
+            (dict(lrs=[[1e-3, 1e-2]], losses=[[1.0, 2.0]]), "`lrs` must be a 1-D array"),
+            (dict(lrs=[0.0, 1e-2], losses=[1.0, 2.0]), "`lrs` must hold positive.*lrs\\[0\\]=0.0"),
+            (dict(lrs=[1e-3, np.inf], losses=[1.0, 2.0]), "`lrs` must hold positive.*inf"),
+            (dict(lrs=[1e-3, np.nan], losses=[1.0, 2.0]), "`lrs` must hold positive.*nan"),
+            (dict(lrs=[1e-3, 1e-3], losses=[1.0, 2.0]), "`lrs` must be strictly increasing"),
+            (dict(lrs=[1e-3, 1e-2], losses=["a", "b"]), "`losses` must be a 1-D array of numbers"),
+            (dict(lrs=[1e-3, 1e-2], losses=[1.0, 2.0], smoothed_losses=[1.0]), "`smoothed_losses`"),
+            (dict(lrs=[1e-3, 1e-2], losses=[1.0, 2.0], num_steps=1), "`num_steps`.*num_steps=1"),
+            (dict(lrs=[1e-3, 1e-2], losses=[1.0, 2.0], smoothing=1.0), "`smoothing`"),
+            (dict(lrs=[1e-3, 1e-2], losses=[1.0, 2.0], mode="up"), "`mode`.*mode='up'"),
+            (
+                dict(lrs=[1e-3, 1e-2], losses=[1.0, 2.0], metrics={"acc": [1.0]}),
+                "metrics\\['acc'\\]",
+            ),
+            (dict(lrs=[1e-3, 1e-2], losses=[1.0, 2.0], metrics={"lr": [1.0, 2.0]}), "`metrics`"),
+            (dict(lrs=[1e-3, 1e-2], losses=[1.0, 2.0], loss_band=([1.0, 2.0],)), "`loss_band`"),
+            (dict(lrs=[1e-3, 1e-2], losses=[1.0, 2.0], stop_reason=""), "`stop_reason`"),
+            (dict(lrs=[1e-3, 1e-2], losses=[1.0, 2.0], start_lr=-1), "`start_lr`"),
+            (dict(lrs=[1e-3, 1e-2], losses=[1.0, 2.0], momentum=1.0), "`momentum`.*momentum=1.0"),
+            (
+                dict(lrs=[1e-3, 1e-2], losses=[1.0, 2.0], batch_norm="yes"),
+                "`batch_norm`.*batch_norm='yes'",
+            ),
+        ],
+    )
     def test_invalid_arguments(self, kwargs, match):
         with pytest.raises(ValueError, match=match):
             LRFinderResult(**kwargs)
@@ -666,13 +732,21 @@ class TestConstruction:
     def test_to_frame(self):
         result = full_result()
         frame = result.to_frame()
-        assert list(frame.columns) == ["step", "lr", "loss", "smoothed_loss", "accuracy",
-                                       "loss_low", "loss_high"]
+        assert list(frame.columns) == [
+            "step",
+            "lr",
+            "loss",
+            "smoothed_loss",
+            "accuracy",
+            "loss_low",
+            "loss_high",
+        ]
         assert frame["step"].tolist() == list(range(60))
         assert np.array_equal(frame["loss"], result.losses, equal_nan=True)
 
 
 # Files ---------------------------------------------------------------------------
+
 
 @np.errstate(invalid="ignore")
 def full_result():
@@ -684,10 +758,21 @@ def full_result():
     loss[56] = np.float64(np.inf) - np.inf  # x86's default NaN has the sign bit set
     accuracy = np.linspace(0.1, 0.9, 60)
     accuracy[10] = np.nan
-    return LRFinderResult(lrs, loss, num_steps=80, smoothing=0.9, stop_reason="diverged",
-                          monitor="val_loss", metrics={"accuracy": accuracy},
-                          loss_band=(loss - 0.1, loss + 0.1), weight_decay=1e-4,
-                          start_lr=1e-7, end_lr=10.0, momentum=0.9, batch_norm=True)
+    return LRFinderResult(
+        lrs,
+        loss,
+        num_steps=80,
+        smoothing=0.9,
+        stop_reason="diverged",
+        monitor="val_loss",
+        metrics={"accuracy": accuracy},
+        loss_band=(loss - 0.1, loss + 0.1),
+        weight_decay=1e-4,
+        start_lr=1e-7,
+        end_lr=10.0,
+        momentum=0.9,
+        batch_norm=True,
+    )
 
 
 def same_bits(a, b):
@@ -703,17 +788,32 @@ def assert_identical(a, b):
     assert (a.loss_band is None) == (b.loss_band is None)
     if a.loss_band is not None:
         assert all(same_bits(x, y) for x, y in zip(a.loss_band, b.loss_band))
-    for name in ("stop_reason", "num_steps", "smoothing", "monitor", "mode",
-                 "start_lr", "end_lr", "weight_decay", "momentum", "batch_norm"):
+    for name in (
+        "stop_reason",
+        "num_steps",
+        "smoothing",
+        "monitor",
+        "mode",
+        "start_lr",
+        "end_lr",
+        "weight_decay",
+        "momentum",
+        "batch_norm",
+    ):
         assert getattr(a, name) == getattr(b, name), name
 
 
 class TestFiles:
-
-    @pytest.mark.parametrize("result", [full_result(), LRFinderResult([], []),
-                                        LRFinderResult([1e-3], [np.nan], mode="max"),
-                                        CURVES["validation_sgd"]()],
-                             ids=["full", "empty", "one_nan", "validation"])
+    @pytest.mark.parametrize(
+        "result",
+        [
+            full_result(),
+            LRFinderResult([], []),
+            LRFinderResult([1e-3], [np.nan], mode="max"),
+            CURVES["validation_sgd"](),
+        ],
+        ids=["full", "empty", "one_nan", "validation"],
+    )
     @pytest.mark.parametrize("kind", ["csv", "json"])
     def test_round_trip(self, tmp_path, result, kind):
         path = tmp_path / f"result.{kind}"
@@ -745,6 +845,7 @@ class TestFiles:
 
         def refuse(constant):
             raise AssertionError(constant)
+
         data = json.loads(path.read_text(), parse_constant=refuse)
         assert data["format"] == "keras_clr.LRFinderResult" and data["version"] == 1
         assert data["losses"][50:53] == ["inf", "-inf", "nan"]
@@ -761,18 +862,33 @@ class TestFiles:
         full_result().to_csv(tmp_path / "good.csv")
         return (tmp_path / "good.csv").read_text().splitlines(keepends=True)
 
-    @pytest.mark.parametrize("damage, match", [
-        (lambda ls: ["step,lr,loss\n"] + ls[1:], "first line must be"),
-        (lambda ls: [ls[0], "# nonsense\n"] + ls[1:], "line 2 is not a '# key=json-value'"),
-        (lambda ls: [line for line in ls if not line.startswith("# rows")], "'rows' is missing"),
-        (lambda ls: [line.replace(",smoothed_loss,", ",") for line in ls], "the columns must be"),
-        (lambda ls: ls[:-3], "57 data rows where the metadata says 60"),
-        (lambda ls: ls[:-1] + [ls[-1][:12] + "\n"], "line 75 has [1-6] cells, expected 7"),
-        (lambda ls: ls[:20] + [",".join(ls[20].split(",")[:2] + ["abc"] + ls[20].split(",")[3:])]
-         + ls[21:], "line 21, column 'loss': 'abc' is not a number"),
-        (lambda ls: [line.replace('"min"', '"sideways"') for line in ls], "`mode`"),
-        (lambda ls: ls[:16] + [ls[17]] + ls[17:], "the step must be an integer above"),
-    ])
+    @pytest.mark.parametrize(
+        "damage, match",
+        [
+            (lambda ls: ["step,lr,loss\n"] + ls[1:], "first line must be"),
+            (lambda ls: [ls[0], "# nonsense\n"] + ls[1:], "line 2 is not a '# key=json-value'"),
+            (
+                lambda ls: [line for line in ls if not line.startswith("# rows")],
+                "'rows' is missing",
+            ),
+            (
+                lambda ls: [line.replace(",smoothed_loss,", ",") for line in ls],
+                "the columns must be",
+            ),
+            (lambda ls: ls[:-3], "57 data rows where the metadata says 60"),
+            (lambda ls: ls[:-1] + [ls[-1][:12] + "\n"], "line 75 has [1-6] cells, expected 7"),
+            (
+                lambda ls: (
+                    ls[:20]
+                    + [",".join(ls[20].split(",")[:2] + ["abc"] + ls[20].split(",")[3:])]
+                    + ls[21:]
+                ),
+                "line 21, column 'loss': 'abc' is not a number",
+            ),
+            (lambda ls: [line.replace('"min"', '"sideways"') for line in ls], "`mode`"),
+            (lambda ls: ls[:16] + [ls[17]] + ls[17:], "the step must be an integer above"),
+        ],
+    )
     def test_malformed_csv(self, tmp_path, csv_lines, damage, match):
         path = tmp_path / "bad.csv"
         path.write_text("".join(damage(csv_lines)))
@@ -780,16 +896,19 @@ class TestFiles:
             LRFinderResult.read_csv(path)
         assert "bad.csv" in str(info.value)
 
-    @pytest.mark.parametrize("damage, match", [
-        (lambda text: text[:-10], "not valid JSON"),
-        (lambda text: "[1, 2]", "no \"format\""),
-        (lambda text: text.replace("keras_clr.LRFinderResult", "other"), "no \"format\""),
-        (lambda text: text.replace('"version": 1', '"version": 7'), "unsupported version 7"),
-        (lambda text: text.replace('"lrs"', '"lr_values"'), "'lrs' is missing"),
-        (lambda text: text.replace('"losses": [', '"losses": ["x", '), "'x' is not a number"),
-        (lambda text: text.replace('"losses": [', '"losses": [1.0, '), "`losses`"),
-        (lambda text: text.replace('"num_steps": 80', '"num_steps": "many"'), "`num_steps`"),
-    ])
+    @pytest.mark.parametrize(
+        "damage, match",
+        [
+            (lambda text: text[:-10], "not valid JSON"),
+            (lambda text: "[1, 2]", 'no "format"'),
+            (lambda text: text.replace("keras_clr.LRFinderResult", "other"), 'no "format"'),
+            (lambda text: text.replace('"version": 1', '"version": 7'), "unsupported version 7"),
+            (lambda text: text.replace('"lrs"', '"lr_values"'), "'lrs' is missing"),
+            (lambda text: text.replace('"losses": [', '"losses": ["x", '), "'x' is not a number"),
+            (lambda text: text.replace('"losses": [', '"losses": [1.0, '), "`losses`"),
+            (lambda text: text.replace('"num_steps": 80', '"num_steps": "many"'), "`num_steps`"),
+        ],
+    )
     def test_malformed_json(self, tmp_path, damage, match):
         full_result().to_json(tmp_path / "good.json")
         path = tmp_path / "bad.json"
@@ -810,13 +929,20 @@ class TestFiles:
 
 # Drawing and TensorBoard -----------------------------------------------------------
 
-class TestPlot:
 
-    @pytest.mark.parametrize("result", [
-        realistic(87, 3, planned=100, stop="diverged"), full_result(),
-        LRFinderResult(grid(3), [1.0, 0.5, 2.0]), LRFinderResult([], []),
-        LRFinderResult(grid(20), np.full(20, np.nan)), CURVES["accuracy"](),
-    ], ids=["normal", "band_and_nan", "short", "empty", "all_nan", "accuracy"])
+class TestPlot:
+    @pytest.mark.parametrize(
+        "result",
+        [
+            realistic(87, 3, planned=100, stop="diverged"),
+            full_result(),
+            LRFinderResult(grid(3), [1.0, 0.5, 2.0]),
+            LRFinderResult([], []),
+            LRFinderResult(grid(20), np.full(20, np.nan)),
+            CURVES["accuracy"](),
+        ],
+        ids=["normal", "band_and_nan", "short", "empty", "all_nan", "accuracy"],
+    )
     def test_returns_axes(self, result):
         import matplotlib.pyplot as plt
 
@@ -873,8 +999,11 @@ class TestPlot:
         assert above > 0 and f"{above} loss value(s) above the plot" in texts
         plt.close(ax.figure)
 
-    @pytest.mark.parametrize("result", [LRFinderResult([1e-7], [np.nan]),
-                                        LRFinderResult([1e-3], [2.0])], ids=["nan", "one"])
+    @pytest.mark.parametrize(
+        "result",
+        [LRFinderResult([1e-7], [np.nan]), LRFinderResult([1e-3], [2.0])],
+        ids=["nan", "one"],
+    )
     def test_a_one_point_test_is_shown_around_its_rate(self, result):
         import matplotlib.pyplot as plt
 
@@ -903,7 +1032,10 @@ class TestPlot:
         sweep = {wd: realistic(100, i) for i, wd in enumerate([1e-4, 0.0, 1e-2])}
         ax = plotting.plot_weight_decays(sweep)
         assert [line.get_label() for line in ax.get_lines()] == [
-            "weight decay 0", "weight decay 0.0001", "weight decay 0.01"]
+            "weight decay 0",
+            "weight decay 0.0001",
+            "weight decay 0.01",
+        ]
         plt.close(ax.figure)
         with pytest.raises(ValueError, match="`results`"):
             plotting.plot_weight_decays({})
@@ -911,26 +1043,31 @@ class TestPlot:
 
 # The weight-decay sweep's result ---------------------------------------------------
 
+
 def a_sweep(mode="min"):
     """Three realistic curves; the one at weight decay 1e-4 is 0.3 lower."""
     sign = -1.0 if mode == "max" else 1.0
     curves = {0.0: realistic(100, 0), 1e-4: realistic(100, 1), 1e-2: realistic(100, 2)}
-    return keras_clr.WeightDecaySweep({
-        wd: LRFinderResult(r.lrs, sign * (r.losses - (0.3 if wd == 1e-4 else 0.0)),
-                           mode=mode, weight_decay=wd)
-        for wd, r in curves.items()})
+    return keras_clr.WeightDecaySweep(
+        {
+            wd: LRFinderResult(
+                r.lrs, sign * (r.losses - (0.3 if wd == 1e-4 else 0.0)), mode=mode, weight_decay=wd
+            )
+            for wd, r in curves.items()
+        }
+    )
 
 
 class TestWeightDecaySweep:
-
     @pytest.mark.parametrize("mode", ["min", "max"])
     def test_best_has_the_lowest_smoothed_loss(self, mode):
         sweep = a_sweep(mode)
         assert list(sweep.results) == [0.0, 1e-4, 1e-2]
         assert sweep.weight_decay == 1e-4 and sweep.best is sweep.results[1e-4]
         sign = -1.0 if mode == "max" else 1.0
-        lowest = {wd: min(sign * v for v in r.smoothed_losses.tolist())
-                  for wd, r in sweep.results.items()}
+        lowest = {
+            wd: min(sign * v for v in r.smoothed_losses.tolist()) for wd, r in sweep.results.items()
+        }
         assert min(lowest, key=lowest.get) == 1e-4
 
     def test_a_tie_goes_to_the_first_swept(self):
@@ -973,9 +1110,10 @@ class TestWeightDecaySweep:
         assert len(lines) == 4
         for line, (wd, result) in zip(lines[1:], sweep.results.items()):
             low = np.nanmin(result.smoothed_losses)
-            assert line == (f"  weight decay {wd:g}: lowest smoothed loss {low:.4g}, "
-                            f"suggestion {result.suggest():.1e}"
-                            + (" (best)" if wd == 1e-4 else ""))
+            assert line == (
+                f"  weight decay {wd:g}: lowest smoothed loss {low:.4g}, "
+                f"suggestion {result.suggest():.1e}" + (" (best)" if wd == 1e-4 else "")
+            )
         assert "highest smoothed loss" in repr(a_sweep("max"))
 
     def test_to_frame_is_long(self):
@@ -1004,7 +1142,10 @@ class TestWeightDecaySweep:
         lines = ax.get_lines()
         assert len(lines) == 3
         assert [line.get_label() for line in lines] == [
-            "weight decay 0", "weight decay 0.0001 (best)", "weight decay 0.01"]
+            "weight decay 0",
+            "weight decay 0.0001 (best)",
+            "weight decay 0.01",
+        ]
         assert lines[1].get_linewidth() > lines[0].get_linewidth()
         ax.figure.savefig(tmp_path / "sweep.png", dpi=80)
         plt.close(ax.figure)
@@ -1019,12 +1160,15 @@ class TestWeightDecaySweep:
             assert vars(result).keys() == fresh.keys()
             assert not hasattr(result, "sweep")
 
-    @pytest.mark.parametrize("results, match", [
-        ({}, "`results` must be a non-empty dict"),
-        ([realistic(10, 0)], "`results` must be a non-empty dict"),
-        ({0.0: [1.0, 2.0]}, "results\\[0.0\\] of type list"),
-        ({-1e-3: realistic(10, 0)}, "`weight_decay`.*weight_decay=-0.001"),
-    ])
+    @pytest.mark.parametrize(
+        "results, match",
+        [
+            ({}, "`results` must be a non-empty dict"),
+            ([realistic(10, 0)], "`results` must be a non-empty dict"),
+            ({0.0: [1.0, 2.0]}, "results\\[0.0\\] of type list"),
+            ({-1e-3: realistic(10, 0)}, "`weight_decay`.*weight_decay=-0.001"),
+        ],
+    )
     def test_invalid_arguments(self, results, match):
         with pytest.raises(ValueError, match=match):
             keras_clr.WeightDecaySweep(results)
@@ -1042,7 +1186,8 @@ def tensorboard_events(path):
                     images.append(event.step)
                 else:
                     scalars.setdefault(value.tag, {})[event.step] = float(
-                        tf.make_ndarray(value.tensor))
+                        tf.make_ndarray(value.tensor)
+                    )
     return scalars, images
 
 
@@ -1059,8 +1204,14 @@ def test_tensorboard_events(tmp_path):
     result = full_result()
     assert result.to_tensorboard(tmp_path, name="finder") == str(tmp_path)
     scalars, images = tensorboard_events(tmp_path)
-    assert set(scalars) == {"finder/lr", "finder/loss", "finder/smoothed_loss",
-                            "finder/accuracy", "finder/loss_low", "finder/loss_high"}
+    assert set(scalars) == {
+        "finder/lr",
+        "finder/loss",
+        "finder/smoothed_loss",
+        "finder/accuracy",
+        "finder/loss_low",
+        "finder/loss_high",
+    }
     loss = [scalars["finder/loss"][step] for step in range(60)]
     with np.errstate(invalid="ignore"):
         np.testing.assert_array_equal(loss, result.losses.astype(np.float32))
@@ -1072,15 +1223,107 @@ def test_tensorboard_events(tmp_path):
 # 64): flat with noise, one outlier batch (2.013 at step 21), a descent around
 # 1e-2 to 1e-1, then divergence.
 OUTLIER_CURVE = [
-    2.388, 2.397, 2.412, 2.391, 2.353, 2.344, 2.372, 2.436, 2.378, 2.369, 2.433, 2.387,
-    2.386, 2.345, 2.393, 2.349, 2.364, 2.34, 2.404, 2.338, 2.36, 2.013, 2.391, 2.36,
-    2.422, 2.406, 2.444, 2.417, 2.379, 2.36, 2.364, 2.349, 2.313, 2.335, 2.408, 2.329,
-    2.363, 2.345, 2.366, 2.351, 2.39, 2.386, 2.432, 2.467, 2.329, 2.346, 2.375, 2.37,
-    2.37, 2.318, 2.299, 2.417, 2.386, 2.404, 2.394, 2.409, 2.361, 2.379, 2.373, 2.387,
-    2.378, 2.304, 2.355, 2.295, 2.275, 2.37, 2.277, 2.284, 2.226, 2.235, 2.215, 2.216,
-    2.122, 2.055, 2.014, 1.948, 1.974, 2.021, 1.93, 1.756, 1.749, 2.344, 2.287, 2.144,
-    2.068, 2.309, 2.854, 4.962, 6.772, 16.638, 7.747, 2.642, 2.416, 2.455, 6.012, 2.419,
-    2.438, 2.408, 2.337, 2.44]
+    2.388,
+    2.397,
+    2.412,
+    2.391,
+    2.353,
+    2.344,
+    2.372,
+    2.436,
+    2.378,
+    2.369,
+    2.433,
+    2.387,
+    2.386,
+    2.345,
+    2.393,
+    2.349,
+    2.364,
+    2.34,
+    2.404,
+    2.338,
+    2.36,
+    2.013,
+    2.391,
+    2.36,
+    2.422,
+    2.406,
+    2.444,
+    2.417,
+    2.379,
+    2.36,
+    2.364,
+    2.349,
+    2.313,
+    2.335,
+    2.408,
+    2.329,
+    2.363,
+    2.345,
+    2.366,
+    2.351,
+    2.39,
+    2.386,
+    2.432,
+    2.467,
+    2.329,
+    2.346,
+    2.375,
+    2.37,
+    2.37,
+    2.318,
+    2.299,
+    2.417,
+    2.386,
+    2.404,
+    2.394,
+    2.409,
+    2.361,
+    2.379,
+    2.373,
+    2.387,
+    2.378,
+    2.304,
+    2.355,
+    2.295,
+    2.275,
+    2.37,
+    2.277,
+    2.284,
+    2.226,
+    2.235,
+    2.215,
+    2.216,
+    2.122,
+    2.055,
+    2.014,
+    1.948,
+    1.974,
+    2.021,
+    1.93,
+    1.756,
+    1.749,
+    2.344,
+    2.287,
+    2.144,
+    2.068,
+    2.309,
+    2.854,
+    4.962,
+    6.772,
+    16.638,
+    7.747,
+    2.642,
+    2.416,
+    2.455,
+    6.012,
+    2.419,
+    2.438,
+    2.408,
+    2.337,
+    2.44,
+]
 
 
 class TestRobustness:
@@ -1089,8 +1332,9 @@ class TestRobustness:
 
     def test_the_default_rule_needs_five_points_after_the_trim(self):
         # 8 steps: the window [0 : 8 - 5] keeps 3 points.
-        result = LRFinderResult(np.geomspace(1e-7, 10, 8),
-                                [2.30, 2.30, 2.30, 2.29, 2.20, 1.50, 1.00, 3.00])
+        result = LRFinderResult(
+            np.geomspace(1e-7, 10, 8), [2.30, 2.30, 2.30, 2.29, 2.20, 1.50, 1.00, 3.00]
+        )
         with pytest.warns(UserWarning, match="only 3 points left after trimming"):
             assert result.suggest() is None
         assert "needs at least 5" in result.explain("one_cycle")
@@ -1110,8 +1354,7 @@ class TestRobustness:
         lrs = 1e-7 * (10 / 1e-7) ** (steps / 99)
         # flat, a fall to 0.839 at step 59, a floor (0.820 at step 69), a rise
         values = [2.349, 2.349, 2.348, 2.340, 2.112, 0.839, 0.820, 2.586, 3.0, 4.0]
-        result = LRFinderResult(lrs, values, values, steps=steps, num_steps=100,
-                                smoothing=0.0)
+        result = LRFinderResult(lrs, values, values, steps=steps, num_steps=100, smoothing=0.0)
         base, top = result.suggest_range()
         # 0.839 has made (2.349 - 0.839) / (2.349 - 0.820) = 98.8% of the fall
         assert top == pytest.approx(lrs[5])
@@ -1120,8 +1363,9 @@ class TestRobustness:
     def test_a_nan_stop_near_the_lowest_loss_is_flagged(self):
         lrs = np.geomspace(1e-7, 10, 100)[:41]
         rng = np.random.default_rng(0)
-        losses = np.concatenate([2.3 + 0.002 * rng.standard_normal(30),
-                                 np.linspace(2.28, 2.2, 10), [np.nan]])
+        losses = np.concatenate(
+            [2.3 + 0.002 * rng.standard_normal(30), np.linspace(2.28, 2.2, 10), [np.nan]]
+        )
         result = LRFinderResult(lrs, losses, stop_reason="nan", num_steps=100)
         with pytest.warns(UserWarning, match="still flat and near its lowest"):
             result.suggest()
@@ -1129,8 +1373,9 @@ class TestRobustness:
 
     def test_a_nan_stop_after_the_loss_rose_is_not_flagged(self):
         lrs = np.geomspace(1e-7, 10, 100)[:80]
-        losses = np.concatenate([np.full(50, 2.3), np.linspace(2.3, 1.0, 20),
-                                 np.linspace(1.0, 5.0, 9), [np.nan]])
+        losses = np.concatenate(
+            [np.full(50, 2.3), np.linspace(2.3, 1.0, 20), np.linspace(1.0, 5.0, 9), [np.nan]]
+        )
         result = LRFinderResult(lrs, losses, stop_reason="nan", num_steps=100)
         with warnings.catch_warnings():
             warnings.simplefilter("error")

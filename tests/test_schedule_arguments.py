@@ -23,6 +23,7 @@ BATCH = 16  # 96 samples: 6 steps an epoch
 class _RecordedWSD(keras_clr.WarmupStableDecay):
     """A WarmupStableDecay that keeps the rate and momentum it wrote in the
     logs at each step (the values applied), to see what a run trained with."""
+
     built = []
     async_safe = False
 
@@ -40,8 +41,7 @@ class _RecordedWSD(keras_clr.WarmupStableDecay):
 def _expected(max_lr, steps, warmup, decay, ratio=0.0):
     """(rates, momenta) of a planned WSD run, transformers' multiplier."""
     stable = steps - warmup - decay
-    shape = np.array([wsd_multiplier(k, warmup, stable, decay, ratio=ratio)
-                      for k in range(steps)])
+    shape = np.array([wsd_multiplier(k, warmup, stable, decay, ratio=ratio) for k in range(steps)])
     plain = np.array([wsd_multiplier(k, warmup, stable, decay) for k in range(steps)])
     return max_lr * shape, 0.95 - 0.1 * plain
 
@@ -54,8 +54,16 @@ def test_tune_max_lr_for_a_wsd_probes_a_one_cycle_with_its_momenta(monkeypatch):
     monkeypatch.setattr(schedule_arguments, "OneCycle", _Recorded)
     _Recorded.built = []
     template = keras_clr.WarmupStableDecay(1.0, warmup_steps=12, base_momentum=0.8)
-    search = keras_clr.tune_max_lr(_compiled(), x, y, batch_size=BATCH, epochs=10,
-                                   budget_steps=190, schedule=template, verbose=0)
+    search = keras_clr.tune_max_lr(
+        _compiled(),
+        x,
+        y,
+        batch_size=BATCH,
+        epochs=10,
+        budget_steps=190,
+        schedule=template,
+        verbose=0,
+    )
     probes = [run for run in _Recorded.built if run.rates]
     assert len(probes) == len(search.candidates) >= 3
     for probe, row in zip(probes, search.candidates):
@@ -65,7 +73,8 @@ def test_tune_max_lr_for_a_wsd_probes_a_one_cycle_with_its_momenta(monkeypatch):
     assert search.schedule == "WarmupStableDecay" and search.one_cycle is None
     assert search.options == {"warmup_steps": 12, "base_momentum": 0.8}
     assert "20-step _Recorded(max_lr, total_steps=probe_steps, base_momentum=0.8)" in (
-        search.reason)
+        search.reason
+    )
     assert "schedule=WarmupStableDecay" in repr(search)
 
 
@@ -76,8 +85,16 @@ def test_probes_that_run_the_wsd_are_it_shrunk_to_the_probe(monkeypatch):
     _RecordedWSD.built = []
     # The training: 60 steps, 12 of warm-up, a fifth of cooldown (12 steps).
     template = _RecordedWSD(1.0, warmup_steps=12, decay_steps=0.2, min_lr_ratio=0.1)
-    search = keras_clr.tune_max_lr(_compiled(), x, y, batch_size=BATCH, epochs=10,
-                                   budget_steps=190, schedule=template, verbose=0)
+    search = keras_clr.tune_max_lr(
+        _compiled(),
+        x,
+        y,
+        batch_size=BATCH,
+        epochs=10,
+        budget_steps=190,
+        schedule=template,
+        verbose=0,
+    )
     probes = [run for run in _RecordedWSD.built if run.rates]
     assert len(probes) == len(search.candidates) >= 3
     for probe, row in zip(probes, search.candidates):
@@ -96,8 +113,16 @@ def test_fit_one_cycle_trains_the_wsd_it_tuned_for_the_whole_training():
     x, y = _data()
     _RecordedWSD.built = []
     template = _RecordedWSD(1.0, warmup_steps=6, decay_steps=12)
-    history = keras_clr.fit_one_cycle(_compiled(), x, y, batch_size=BATCH, epochs=10,
-                                      budget_steps=190, schedule=template, verbose=0)
+    history = keras_clr.fit_one_cycle(
+        _compiled(),
+        x,
+        y,
+        batch_size=BATCH,
+        epochs=10,
+        budget_steps=190,
+        schedule=template,
+        verbose=0,
+    )
     search = history.max_lr_search
     training = _RecordedWSD.built[-1]
     rates, momenta = _expected(search.max_lr, 60, warmup=6, decay=12)
@@ -117,9 +142,18 @@ def test_the_race_trains_each_candidate_with_the_wsd_of_the_training():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         history = keras_clr.fit_one_cycle(
-            _compiled(), x, y, batch_size=BATCH, epochs=4, max_lr="race",
-            candidates=[0.01, 0.03, 0.1], validation_data=(xv, yv), schedule=template,
-            race_seed=0, verbose=0)
+            _compiled(),
+            x,
+            y,
+            batch_size=BATCH,
+            epochs=4,
+            max_lr="race",
+            candidates=[0.01, 0.03, 0.1],
+            validation_data=(xv, yv),
+            schedule=template,
+            race_seed=0,
+            verbose=0,
+        )
     race = history.race
     assert race.schedule == "_RecordedWSD" and race.one_cycle is None
     # every candidate's schedule is planned for the whole training (24 steps)
@@ -127,39 +161,66 @@ def test_the_race_trains_each_candidate_with_the_wsd_of_the_training():
     assert sorted(runs) == race.candidates
     for rate, run in runs.items():
         rates, _ = _expected(rate, 24, warmup=3, decay=6)
-        np.testing.assert_allclose(run.rates, rates[:len(run.rates)], rtol=1e-6)
+        np.testing.assert_allclose(run.rates, rates[: len(run.rates)], rtol=1e-6)
         assert len(run.rates) == race.steps[rate]
     winner = np.asarray(history.history["learning_rate"])
     np.testing.assert_allclose(winner, _expected(race.winner, 24, 3, 6)[0][5::6], rtol=1e-6)
 
 
 @pytest.mark.parametrize("entry", ["tune_max_lr", "fit_one_cycle", "race"])
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(schedule=keras_clr.WarmupStableDecay(1.0, total_steps=60)),
-     r"schedule.*WarmupStableDecay with its own length.*total_steps=60"),
-    (dict(schedule=keras_clr.WarmupStableDecay(1.0, stable_steps=10, decay_steps=5)),
-     r"schedule.*own length.*stable_steps=10"),
-    (dict(schedule=keras_clr.WarmupStableDecay(1.0, warmup_steps=200)),
-     r"cannot plan the \d+-step training.*warmup_steps"),
-    (dict(schedule=keras_clr.CyclicLR(0.001, 0.1)),
-     r"`schedule` must be a keras_clr.OneCycle or keras_clr.WarmupStableDecay"),
-    (dict(schedule=keras_clr.WarmupStableDecay(1.0), one_cycle={"pct_start": 0.2}),
-     r"Pass `one_cycle` or `schedule`.*not both"),
-    (dict(schedule=keras_clr.OneCycle(1.0, total_steps=50)),
-     r"`schedule` is a OneCycle with its own total_steps.*schedule=OneCycle"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (
+            dict(schedule=keras_clr.WarmupStableDecay(1.0, total_steps=60)),
+            r"schedule.*WarmupStableDecay with its own length.*total_steps=60",
+        ),
+        (
+            dict(schedule=keras_clr.WarmupStableDecay(1.0, stable_steps=10, decay_steps=5)),
+            r"schedule.*own length.*stable_steps=10",
+        ),
+        (
+            dict(schedule=keras_clr.WarmupStableDecay(1.0, warmup_steps=200)),
+            r"cannot plan the \d+-step training.*warmup_steps",
+        ),
+        (
+            dict(schedule=keras_clr.CyclicLR(0.001, 0.1)),
+            r"`schedule` must be a keras_clr.OneCycle or keras_clr.WarmupStableDecay",
+        ),
+        (
+            dict(schedule=keras_clr.WarmupStableDecay(1.0), one_cycle={"pct_start": 0.2}),
+            r"Pass `one_cycle` or `schedule`.*not both",
+        ),
+        (
+            dict(schedule=keras_clr.OneCycle(1.0, total_steps=50)),
+            r"`schedule` is a OneCycle with its own total_steps.*schedule=OneCycle",
+        ),
+    ],
+)
 def test_a_bad_template_is_refused_before_any_step(entry, kwargs, match):
     x, y = _data()
     model = _compiled()
     before = [w.copy() for w in model.get_weights()]
     iterations = int(model.optimizer.iterations)
-    call = {"tune_max_lr": lambda: keras_clr.tune_max_lr(
-                model, x, y, batch_size=BATCH, epochs=10, verbose=0, **kwargs),
-            "fit_one_cycle": lambda: keras_clr.fit_one_cycle(
-                model, x, y, batch_size=BATCH, epochs=10, verbose=0, **kwargs),
-            "race": lambda: keras_clr.fit_one_cycle(
-                model, x, y, batch_size=BATCH, epochs=10, verbose=0, max_lr="race",
-                validation_data=_data(1), **kwargs)}[entry]
+    call = {
+        "tune_max_lr": lambda: keras_clr.tune_max_lr(
+            model, x, y, batch_size=BATCH, epochs=10, verbose=0, **kwargs
+        ),
+        "fit_one_cycle": lambda: keras_clr.fit_one_cycle(
+            model, x, y, batch_size=BATCH, epochs=10, verbose=0, **kwargs
+        ),
+        "race": lambda: keras_clr.fit_one_cycle(
+            model,
+            x,
+            y,
+            batch_size=BATCH,
+            epochs=10,
+            verbose=0,
+            max_lr="race",
+            validation_data=_data(1),
+            **kwargs,
+        ),
+    }[entry]
     with pytest.raises(ValueError, match=match):
         call()
     assert int(model.optimizer.iterations) == iterations
@@ -172,11 +233,26 @@ def test_an_optimizer_without_momentum_is_told_how_to_leave_it_alone():
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
     model.compile(keras.optimizers.Adagrad(0.01), "mse")
-    with pytest.raises(ValueError, match=re.escape(
-            "schedule=WarmupStableDecay(..., cycle_momentum=False)")):
-        keras_clr.tune_max_lr(model, x, y, batch_size=BATCH, epochs=10, verbose=0,
-                              schedule=keras_clr.WarmupStableDecay(1.0, cycle_momentum=True))
+    with pytest.raises(
+        ValueError, match=re.escape("schedule=WarmupStableDecay(..., cycle_momentum=False)")
+    ):
+        keras_clr.tune_max_lr(
+            model,
+            x,
+            y,
+            batch_size=BATCH,
+            epochs=10,
+            verbose=0,
+            schedule=keras_clr.WarmupStableDecay(1.0, cycle_momentum=True),
+        )
     search = keras_clr.tune_max_lr(
-        model, x, y, batch_size=BATCH, epochs=10, budget_steps=160, verbose=0,
-        schedule=keras_clr.WarmupStableDecay(1.0, cycle_momentum=False))
+        model,
+        x,
+        y,
+        batch_size=BATCH,
+        epochs=10,
+        budget_steps=160,
+        verbose=0,
+        schedule=keras_clr.WarmupStableDecay(1.0, cycle_momentum=False),
+    )
     assert search.max_lr is not None

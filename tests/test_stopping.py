@@ -12,7 +12,7 @@ def reference(losses, beta):
     out, average = [], 0.0
     for i, loss in enumerate(losses, start=1):
         average = beta * average + (1 - beta) * loss
-        out.append(average / (1 - beta ** i))
+        out.append(average / (1 - beta**i))
     return out
 
 
@@ -32,7 +32,7 @@ def test_online_and_offline_stop_at_the_same_step():
     losses = np.concatenate([np.linspace(3, 1, 40), np.geomspace(1, 50, 30)])
     smoother, stop = stopping.Smoother(0.9), None
     for start in range(0, len(losses), 5):
-        smoother.extend(losses[start:start + 5])
+        smoother.extend(losses[start : start + 5])
         stop = stop if stop is not None else stopping.diverged(smoother.values, 4.0)
     assert stop is not None
     assert stop == stopping.diverged(stopping.smooth(losses, 0.9), 4.0)

@@ -20,11 +20,29 @@ from keras_clr.range_test.data import repeating
 from keras_clr.range_test.sweep import weight_decay_sweep
 
 
-def find_lr(model, x=None, y=None, *, batch_size=None, start_lr=1e-7, end_lr=10.0,
-            num_steps=100, step_mode="exp", smoothing=0.98, stop_factor=4.0,
-            monitor="loss", validation_data=None, callbacks=None, verbose=1,
-            repeats=1, weight_decays=None, val_every=None, val_steps=None,
-            mode="auto", **fit_kwargs):
+def find_lr(
+    model,
+    x=None,
+    y=None,
+    *,
+    batch_size=None,
+    start_lr=1e-7,
+    end_lr=10.0,
+    num_steps=100,
+    step_mode="exp",
+    smoothing=0.98,
+    stop_factor=4.0,
+    monitor="loss",
+    validation_data=None,
+    callbacks=None,
+    verbose=1,
+    repeats=1,
+    weight_decays=None,
+    val_every=None,
+    val_steps=None,
+    mode="auto",
+    **fit_kwargs,
+):
     """Runs the learning-rate range test on a compiled model and restores it.
 
     Accepts the data `fit` accepts: NumPy arrays, a `tf.data.Dataset`
@@ -103,25 +121,38 @@ def find_lr(model, x=None, y=None, *, batch_size=None, start_lr=1e-7, end_lr=10.
         ...                     callbacks=[keras_clr.OneCycle(max_lr)])
     """
     if not getattr(model, "compiled", False) or getattr(model, "optimizer", None) is None:
-        raise ValueError("Argument `model` must be compiled with an optimizer "
-                         f"before the range test. Received: model={model.name!r}, "
-                         "not compiled")
+        raise ValueError(
+            "Argument `model` must be compiled with an optimizer "
+            f"before the range test. Received: model={model.name!r}, "
+            "not compiled"
+        )
     for key in ("epochs", "steps_per_epoch", "initial_epoch"):
         if key in fit_kwargs:
-            raise ValueError(f"Argument `{key}` is set by the range test from "
-                             f"`num_steps`. Received: {key}={fit_kwargs[key]!r}")
+            raise ValueError(
+                f"Argument `{key}` is set by the range test from "
+                f"`num_steps`. Received: {key}={fit_kwargs[key]!r}"
+            )
     repeats = _checks.positive_int("repeats", repeats)
-    settings = dict(start_lr=start_lr, end_lr=end_lr, num_steps=num_steps,
-                    step_mode=step_mode, smoothing=smoothing, stop_factor=stop_factor,
-                    monitor=monitor, validation_data=validation_data,
-                    val_every=val_every, val_steps=val_steps, mode=mode,
-                    # validation arrays are cut into batches of batch_size
-                    val_batch_size=(batch_size if isinstance(validation_data, (tuple, list))
-                                    else None))
+    settings = dict(
+        start_lr=start_lr,
+        end_lr=end_lr,
+        num_steps=num_steps,
+        step_mode=step_mode,
+        smoothing=smoothing,
+        stop_factor=stop_factor,
+        monitor=monitor,
+        validation_data=validation_data,
+        val_every=val_every,
+        val_steps=val_steps,
+        mode=mode,
+        # validation arrays are cut into batches of batch_size
+        val_batch_size=(batch_size if isinstance(validation_data, (tuple, list)) else None),
+    )
     LRFinder(**settings, verbose=0)  # checks every argument before training
     if x is None:
-        raise ValueError("Argument `x` must be the training data, as for "
-                         "`model.fit`. Received: x=None")
+        raise ValueError(
+            "Argument `x` must be the training data, as for `model.fit`. Received: x=None"
+        )
     check_data(x)
     if weight_decays is not None:
         weight_decays = _checked_weight_decays(weight_decays)
@@ -129,26 +160,33 @@ def find_lr(model, x=None, y=None, *, batch_size=None, start_lr=1e-7, end_lr=10.
     if hasattr(x, "__next__"):
         x = repeating(x)  # later repeats (and sweeps) go on with later batches
     if weight_decays is not None:
-        return weight_decay_sweep(model, weight_decays, lambda: _repeated(
-            model, x, y, batch_size, settings, callbacks, verbose, fit_kwargs, repeats))
-    return _repeated(model, x, y, batch_size, settings, callbacks, verbose, fit_kwargs,
-                     repeats)
+        return weight_decay_sweep(
+            model,
+            weight_decays,
+            lambda: _repeated(
+                model, x, y, batch_size, settings, callbacks, verbose, fit_kwargs, repeats
+            ),
+        )
+    return _repeated(model, x, y, batch_size, settings, callbacks, verbose, fit_kwargs, repeats)
 
 
 def _checked_weight_decays(weight_decays):
     """A non-empty list of weight decays >= 0, checked before any test."""
-    if (isinstance(weight_decays, (str, bytes, dict))
-            or not hasattr(weight_decays, "__iter__")):
+    if isinstance(weight_decays, (str, bytes, dict)) or not hasattr(weight_decays, "__iter__"):
         raise ValueError(
             "Argument `weight_decays` must be a list of weight decays to sweep, "
-            f"such as [0.0, 1e-4, 1e-3]. Received: weight_decays={weight_decays!r}")
+            f"such as [0.0, 1e-4, 1e-3]. Received: weight_decays={weight_decays!r}"
+        )
     values = list(weight_decays)
     if not values:
         raise ValueError(
             "Argument `weight_decays` must list at least one weight decay. "
-            f"Received: weight_decays={weight_decays!r}")
-    return [_checks.in_interval("weight_decays", value, 0.0, math.inf, high_open=True)
-            for value in values]
+            f"Received: weight_decays={weight_decays!r}"
+        )
+    return [
+        _checks.in_interval("weight_decays", value, 0.0, math.inf, high_open=True)
+        for value in values
+    ]
 
 
 def _average(runs):
@@ -163,22 +201,33 @@ def _average(runs):
             "their data came in the same order. keras_clr reorders arrays "
             "itself; a tf.data.Dataset or a PyDataset must shuffle itself "
             "(`dataset.shuffle(...)`, or pass `shuffle=True` for a PyDataset).",
-            stacklevel=4)
+            stacklevel=4,
+        )
     shortest = min(runs, key=lambda r: len(r.lrs))
     first = runs[0]
     metrics = None
     if first.metrics:
-        metrics = {k: np.mean([r.metrics[k][:length] for r in runs], axis=0)
-                   for k in first.metrics}
+        metrics = {k: np.mean([r.metrics[k][:length] for r in runs], axis=0) for k in first.metrics}
     return results.LRFinderResult(
-        first.lrs[:length], stack("losses").mean(axis=0), smoothed.mean(axis=0),
-        num_steps=first.num_steps, smoothing=first.smoothing,
-        stop_reason=shortest.stop_reason, monitor=first.monitor, mode=first.mode,
-        metrics=metrics, loss_band=(smoothed.min(axis=0), smoothed.max(axis=0)),
-        start_lr=first.start_lr, end_lr=first.end_lr, momentum=first.momentum,
-        batch_norm=first.batch_norm, steps=first.steps[:length],
+        first.lrs[:length],
+        stack("losses").mean(axis=0),
+        smoothed.mean(axis=0),
+        num_steps=first.num_steps,
+        smoothing=first.smoothing,
+        stop_reason=shortest.stop_reason,
+        monitor=first.monitor,
+        mode=first.mode,
+        metrics=metrics,
+        loss_band=(smoothed.min(axis=0), smoothed.max(axis=0)),
+        start_lr=first.start_lr,
+        end_lr=first.end_lr,
+        momentum=first.momentum,
+        batch_norm=first.batch_norm,
+        steps=first.steps[:length],
         nonfinite_variable=shortest.nonfinite_variable,
-        nonfinite_step=shortest.nonfinite_step, nonfinite_lr=shortest.nonfinite_lr)
+        nonfinite_step=shortest.nonfinite_step,
+        nonfinite_lr=shortest.nonfinite_lr,
+    )
 
 
 def _repeated(model, x, y, batch_size, settings, callbacks, verbose, fit_kwargs, repeats):
@@ -186,8 +235,10 @@ def _repeated(model, x, y, batch_size, settings, callbacks, verbose, fit_kwargs,
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # find_lr warned of its arguments already
         finder = LRFinder(**settings, verbose=verbose)
-    runs = [_run_once(model, x, y, batch_size, finder, callbacks, fit_kwargs, repeat)
-            for repeat in range(repeats)]
+    runs = [
+        _run_once(model, x, y, batch_size, finder, callbacks, fit_kwargs, repeat)
+        for repeat in range(repeats)
+    ]
     return runs[0] if repeats == 1 else _average(runs)
 
 
@@ -202,8 +253,9 @@ def _run_once(model, x, y, batch_size, finder, callbacks, fit_kwargs, repeat=0):
     batched = isinstance(x, keras.utils.PyDataset) or is_torch_loader(x)
     if repeat and data is x and not batched:
         weights = fit_kwargs.get("sample_weight")
-        data, y, weights = reordered(x, y, seed=repeat, sample_weight=weights,
-                                      validation_split=split)
+        data, y, weights = reordered(
+            x, y, seed=repeat, sample_weight=weights, validation_split=split
+        )
         if weights is not None:
             fit_kwargs = {**fit_kwargs, "sample_weight": weights}
     if data is not x or batched:
@@ -211,9 +263,16 @@ def _run_once(model, x, y, batch_size, finder, callbacks, fit_kwargs, repeat=0):
     history = getattr(model, "history", None)
     try:
         with finder:
-            model.fit(data, y, batch_size=batch_size, epochs=epochs,
-                      steps_per_epoch=steps, verbose=0,
-                      callbacks=[finder, *(callbacks or [])], **fit_kwargs)
+            model.fit(
+                data,
+                y,
+                batch_size=batch_size,
+                epochs=epochs,
+                steps_per_epoch=steps,
+                verbose=0,
+                callbacks=[finder, *(callbacks or [])],
+                **fit_kwargs,
+            )
     finally:
         model.history = history
     return finder.result

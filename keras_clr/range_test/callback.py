@@ -129,36 +129,57 @@ class LRFinder(keras.callbacks.Callback):
     # fit refuses to run with it (`keras_clr.callbacks.check_conflicts`).
     sets_learning_rate = True
 
-    def __init__(self, start_lr=1e-7, end_lr=10.0, num_steps=100, step_mode="exp",
-                 smoothing=0.98, stop_factor=4.0, monitor="loss",
-                 validation_data=None, val_every=None, val_steps=None, mode="auto",
-                 verbose=1, val_batch_size=None):
+    def __init__(
+        self,
+        start_lr=1e-7,
+        end_lr=10.0,
+        num_steps=100,
+        step_mode="exp",
+        smoothing=0.98,
+        stop_factor=4.0,
+        monitor="loss",
+        validation_data=None,
+        val_every=None,
+        val_steps=None,
+        mode="auto",
+        verbose=1,
+        val_batch_size=None,
+    ):
         super().__init__()
         self.start_lr = _checks.positive_finite("start_lr", start_lr)
         self.end_lr = _checks.positive_finite("end_lr", end_lr)
         if self.end_lr <= self.start_lr:
             raise ValueError(
                 "Argument `end_lr` must be greater than `start_lr`. Received: "
-                f"start_lr={start_lr!r}, end_lr={end_lr!r}")
+                f"start_lr={start_lr!r}, end_lr={end_lr!r}"
+            )
         self.num_steps = _checks.positive_int("num_steps", num_steps)
         if self.num_steps < 2:
             raise ValueError(
-                f"Argument `num_steps` must be at least 2. Received: num_steps={num_steps!r}")
+                f"Argument `num_steps` must be at least 2. Received: num_steps={num_steps!r}"
+            )
         self.step_mode = _checks.one_of("step_mode", step_mode, ("exp", "linear"))
-        self.smoothing = _checks.in_interval("smoothing", smoothing, 0.0, 1.0,
-                                             high_open=True)
+        self.smoothing = _checks.in_interval("smoothing", smoothing, 0.0, 1.0, high_open=True)
         if stop_factor is not None:
             stop_factor = _checks.positive_finite("stop_factor", stop_factor)
             if stop_factor <= 1:
-                raise ValueError("Argument `stop_factor` must be greater than 1 "
-                                 f"or None. Received: stop_factor={stop_factor!r}")
+                raise ValueError(
+                    "Argument `stop_factor` must be greater than 1 "
+                    f"or None. Received: stop_factor={stop_factor!r}"
+                )
         self.stop_factor = stop_factor
         _check_monitor_arguments(monitor, validation_data)
         self.monitor = monitor
         self.validation_data = validation_data
-        given = {name: value for name, value in (
-            ("val_every", val_every), ("val_steps", val_steps),
-            ("val_batch_size", val_batch_size)) if value is not None}
+        given = {
+            name: value
+            for name, value in (
+                ("val_every", val_every),
+                ("val_steps", val_steps),
+                ("val_batch_size", val_batch_size),
+            )
+            if value is not None
+        }
         for name, value in given.items():
             _checks.positive_int(name, value)
         _warn_unused(monitor, validation_data, given)
@@ -182,8 +203,7 @@ class LRFinder(keras.callbacks.Callback):
             The learning rate: a NumPy float64 (array) for host steps, a
             float32 tensor for a tensor.
         """
-        return record.ramp(step, self.start_lr, self.end_lr, self.num_steps,
-                           self.step_mode)
+        return record.ramp(step, self.start_lr, self.end_lr, self.num_steps, self.step_mode)
 
     # -- training hooks ------------------------------------------------------
 
@@ -202,7 +222,8 @@ class LRFinder(keras.callbacks.Callback):
         # the model those steps left.
         steps = (run.calls - 1) * optimizers.steps_per_execution(self.model)
         due = steps >= self.num_steps or (
-            run.validation is not None and steps // self.val_every > len(run.validation))
+            run.validation is not None and steps // self.val_every > len(run.validation)
+        )
         if run.calls % run.check_every == 0 or due:
             self._check()
 
@@ -226,9 +247,12 @@ class LRFinder(keras.callbacks.Callback):
         except Exception as error:
             if strict:
                 raise
-            warnings.warn(f"The interrupted range test left no result: its "
-                          f"record could not be read ({type(error).__name__}: {error}). "
-                          "The model is restored all the same.", stacklevel=3)
+            warnings.warn(
+                f"The interrupted range test left no result: its "
+                f"record could not be read ({type(error).__name__}: {error}). "
+                "The model is restored all the same.",
+                stacklevel=3,
+            )
         finally:
             run.close()
         if self.verbose:  # ends the progress bar's line too
@@ -263,19 +287,23 @@ class LRFinder(keras.callbacks.Callback):
 def _check_monitor_arguments(monitor, validation_data):
     """ValueError unless `monitor` and `validation_data` go together."""
     if not isinstance(monitor, str) or not monitor:
-        raise ValueError("Argument `monitor` must be a metric name such as "
-                         f"'loss' or 'val_accuracy'. Received: monitor={monitor!r}")
+        raise ValueError(
+            "Argument `monitor` must be a metric name such as "
+            f"'loss' or 'val_accuracy'. Received: monitor={monitor!r}"
+        )
     if monitor.startswith("val_") and validation_data is None:
         raise ValueError(
             f"Argument `validation_data` is needed to monitor {monitor!r}. "
-            "Received: validation_data=None")
+            "Received: validation_data=None"
+        )
     if not monitor.startswith("val_") and validation_data is not None:
         raise ValueError(
             "Argument `validation_data` is only used for a validation "
             f"monitor, and monitor={monitor!r} is a training one: pass "
             f"monitor='val_{monitor}' to record the curve on the validation "
             "data, or leave validation_data out. Received: validation_data="
-            f"{type(validation_data).__name__}, monitor={monitor!r}")
+            f"{type(validation_data).__name__}, monitor={monitor!r}"
+        )
 
 
 def _warn_unused(monitor, validation_data, given):
@@ -285,13 +313,17 @@ def _warn_unused(monitor, validation_data, given):
         batched = not isinstance(validation_data, (tuple, list))
         unused = ["val_batch_size"] if batched and "val_batch_size" in given else []
     if unused:
-        why = ("a training monitor" if not monitor.startswith("val_") else
-               f"validation_data={type(validation_data).__name__}, which is batched already")
+        why = (
+            "a training monitor"
+            if not monitor.startswith("val_")
+            else f"validation_data={type(validation_data).__name__}, which is batched already"
+        )
         warnings.warn(
             f"{', '.join(f'`{n}`' for n in unused)} ha{'s' if len(unused) == 1 else 've'} "
             f"no effect with {why}. Received: "
             f"{', '.join(f'{n}={given[n]!r}' for n in unused)}, monitor={monitor!r}",
-            stacklevel=3)
+            stacklevel=3,
+        )
 
 
 def _check_trainable(model):
@@ -307,7 +339,8 @@ def _check_trainable(model):
             "it on the model compiled without `gradient_accumulation_steps` "
             f"(at batch_size x {accumulation} if that fits in memory, the "
             "same batch per update). Received: "
-            f"gradient_accumulation_steps={accumulation}")
+            f"gradient_accumulation_steps={accumulation}"
+        )
     if not model.built:
         raise ValueError(
             "LRFinder puts the model's weights back as they were when "
@@ -315,7 +348,8 @@ def _check_trainable(model):
             "model makes them on its first batch). Build it first, for "
             "example with `model(x[:1])`, or run the test through "
             "`keras_clr.find_lr`, which builds it. Received: "
-            f"model={model.name!r} with model.built=False")
+            f"model={model.name!r} with model.built=False"
+        )
 
 
 def check_monitor(model, monitor, names=None):
@@ -337,19 +371,20 @@ def check_monitor(model, monitor, names=None):
         except ValueError:  # compiled metrics not built yet
             return train_monitor
     if wanted not in names:
-        what = ("of the keys the train step returns" if returned
-                else "of the model's metrics")
+        what = "of the keys the train step returns" if returned else "of the model's metrics"
         raise ValueError(
             f"Argument `monitor` must name one {what} "
             f"({', '.join(repr(n) for n in names)}, or those with 'val_'). "
-            f"Received: monitor={monitor!r}")
+            f"Received: monitor={monitor!r}"
+        )
     if returned and "loss" not in names and monitor.startswith("val_"):
         # The training curve of a validation test is the step's loss.
         raise ValueError(
             "A validation monitor needs the train step to return its loss "
             f"under 'loss'; it returns {', '.join(repr(n) for n in names)}. "
             "Monitor the key its loss is under instead. Received: "
-            f"monitor={monitor!r}")
+            f"monitor={monitor!r}"
+        )
     return train_monitor
 
 
@@ -364,28 +399,30 @@ class _Run:
         self.momentum = optimizers.velocity_momentum(optimizer)
         self.batch_norm = optimizers.has_batch_norm(model)
         self.step = record.range_test_step(
-            model, finder.num_steps, train_monitor,
+            model,
+            finder.num_steps,
+            train_monitor,
             lambda names: check_monitor(model, finder.monitor, names),
-            finder.lr_at, optimizers.iterations(optimizer),
-            baked=(finder.start_lr, finder.end_lr, finder.step_mode))
+            finder.lr_at,
+            optimizers.iterations(optimizer),
+            baked=(finder.start_lr, finder.end_lr, finder.step_mode),
+        )
         self.model = model
         self.validation = [] if finder.monitor.startswith("val_") else None
         self.val_subset = None
         self.calls = 0
         self.steps_seen = 0
         self.smoother = stopping.Smoother(finder.smoothing)  # the loss, smoothed once
-        every = (min(CHECK_EVERY, finder.val_every) if self.validation is not None
-                 else CHECK_EVERY)
+        every = min(CHECK_EVERY, finder.val_every) if self.validation is not None else CHECK_EVERY
         self.check_every = max(1, every // optimizers.steps_per_execution(model))
-        self.progbar = (keras.utils.Progbar(finder.num_steps, verbose=1)
-                        if finder.verbose else None)
+        self.progbar = keras.utils.Progbar(finder.num_steps, verbose=1) if finder.verbose else None
 
     def read(self):
         """The record's rows and how many are written; smooths the new losses."""
         rows = self.step.rows()
         count = record.recorded(rows)
         if count > self.steps_seen:
-            self.smoother.extend(rows[self.steps_seen:count, record.LOSS])
+            self.smoother.extend(rows[self.steps_seen : count, record.LOSS])
             self.steps_seen = count
         return rows, count
 
@@ -396,9 +433,10 @@ class _Run:
             self._validate(finder, count, rows)
         stop = stopping.diverged(self.smoother.values, finder.stop_factor)
         if self.progbar is not None and count:
-            self.progbar.update(min(count, finder.num_steps),
-                                [("lr", rows[count - 1, record.LR]),
-                                 ("loss", rows[count - 1, record.LOSS])])
+            self.progbar.update(
+                min(count, finder.num_steps),
+                [("lr", rows[count - 1, record.LR]), ("loss", rows[count - 1, record.LOSS])],
+            )
         return stop is not None or count >= finder.num_steps
 
     def _validate(self, finder, count, rows):
@@ -407,15 +445,16 @@ class _Run:
         # in all, at most the `num_steps` the result is given.
         if count // finder.val_every > len(self.validation):
             step = count - 1
-            values = self.model.evaluate(*self._validation_subset(finder), verbose=0,
-                                         return_dict=True)
-            self.validation.append((step, rows[step, 0], rows[step, 1],
-                                     float(values[finder.monitor[4:]])))
+            values = self.model.evaluate(
+                *self._validation_subset(finder), verbose=0, return_dict=True
+            )
+            self.validation.append(
+                (step, rows[step, 0], rows[step, 1], float(values[finder.monitor[4:]]))
+            )
 
     def _validation_subset(self, finder):
         if self.val_subset is None:
-            size = (finder.val_batch_size or (finder.params or {}).get("batch_size")
-                    or 32)
+            size = finder.val_batch_size or (finder.params or {}).get("batch_size") or 32
             self.val_subset = take_batches(finder.validation_data, finder.val_steps, size)
         return self.val_subset
 
@@ -436,17 +475,27 @@ class _Run:
                 if variable is None:  # all finite: their sum overflowed
                     reason = "diverged"
                 else:
-                    nonfinite = dict(nonfinite_variable=variable, nonfinite_step=stop,
-                                     nonfinite_lr=float(rows[stop, record.LR]))
+                    nonfinite = dict(
+                        nonfinite_variable=variable,
+                        nonfinite_step=stop,
+                        nonfinite_lr=float(rows[stop, record.LR]),
+                    )
         elif count >= finder.num_steps:
             reason = "completed"
         else:
             reason = "interrupted"
         mode = _default_mode(finder.monitor) if finder.mode == "auto" else finder.mode
-        common = dict(num_steps=finder.num_steps, smoothing=finder.smoothing,
-                      stop_reason=reason, monitor=finder.monitor, mode=mode,
-                      start_lr=finder.start_lr, end_lr=finder.end_lr,
-                      batch_norm=self.batch_norm, **nonfinite)
+        common = dict(
+            num_steps=finder.num_steps,
+            smoothing=finder.smoothing,
+            stop_reason=reason,
+            monitor=finder.monitor,
+            mode=mode,
+            start_lr=finder.start_lr,
+            end_lr=finder.end_lr,
+            batch_norm=self.batch_norm,
+            **nonfinite,
+        )
         if self.validation is not None:
             # One point per `val_every` steps, each at the step it follows;
             # a point is the mean over the same validation batches, so it
@@ -459,17 +508,27 @@ class _Run:
                 values[[p[0] >= stop for p in points]] = np.nan
             train = np.array([p[2] for p in points])
             return results.LRFinderResult(
-                lrs, values, values, metrics={"train_loss": train},
-                steps=[p[0] for p in points], momentum=self.momentum,
-                **{**common, "smoothing": 0.0})
+                lrs,
+                values,
+                values,
+                metrics={"train_loss": train},
+                steps=[p[0] for p in points],
+                momentum=self.momentum,
+                **{**common, "smoothing": 0.0},
+            )
         metrics = None
         if finder.monitor != "loss":
             metrics = {"train_loss": rows[:count, record.LOSS]}
         # The monitored curve is the loss itself: its smoothing is done.
         given = smoothed[:count] if finder.monitor == "loss" else None
-        return results.LRFinderResult(rows[:count, record.LR], rows[:count, record.MONITOR],
-                                      metrics=metrics, smoothed_losses=given,
-                                      momentum=self.momentum, **common)
+        return results.LRFinderResult(
+            rows[:count, record.LR],
+            rows[:count, record.MONITOR],
+            metrics=metrics,
+            smoothed_losses=given,
+            momentum=self.momentum,
+            **common,
+        )
 
     def close(self):
         """Gives the model its own step back and puts every variable back."""

@@ -35,7 +35,8 @@ def take_batches(data, steps, batch_size):
         return (xs, ys)
     raise ValueError(
         "Argument `validation_data` must be a tuple (x, y), a tf.data.Dataset "
-        f"or a keras.utils.PyDataset. Received: validation_data={type(data).__name__}")
+        f"or a keras.utils.PyDataset. Received: validation_data={type(data).__name__}"
+    )
 
 
 def repeating(generator):
@@ -62,23 +63,34 @@ def is_arrays(data):
         return bool(data) and all(is_arrays(v) for v in data.values())
     if isinstance(data, (list, tuple)):
         return bool(data) and all(is_arrays(v) for v in data)
-    return (hasattr(data, "shape") and hasattr(data, "__len__") and len(data.shape) > 0
-            and len(data) > 0)
+    return (
+        hasattr(data, "shape")
+        and hasattr(data, "__len__")
+        and len(data.shape) > 0
+        and len(data) > 0
+    )
 
 
 def check_data(x):
     """ValueError unless `x` is data the range test can plan steps on."""
     if is_tf_dataset(x) and int(x.cardinality()) == 0:
-        raise ValueError("Argument `x` must hold at least one batch. "
-                         "Received: x=an empty tf.data.Dataset")
-    if (is_tf_dataset(x) or isinstance(x, keras.utils.PyDataset)
-            or hasattr(x, "__next__") or is_torch_loader(x) or is_arrays(x)):
+        raise ValueError(
+            "Argument `x` must hold at least one batch. Received: x=an empty tf.data.Dataset"
+        )
+    if (
+        is_tf_dataset(x)
+        or isinstance(x, keras.utils.PyDataset)
+        or hasattr(x, "__next__")
+        or is_torch_loader(x)
+        or is_arrays(x)
+    ):
         return
     raise ValueError(
         "Argument `x` must be training data as `fit` takes it: NumPy arrays (or "
         "a dict or list of them), a tf.data.Dataset, a keras.utils.PyDataset, a "
         "Python generator or, on the PyTorch backend, a torch DataLoader, with "
-        f"at least one sample. Received: x={_describe(x)}")
+        f"at least one sample. Received: x={_describe(x)}"
+    )
 
 
 def _describe(x):
@@ -158,8 +170,9 @@ def reordered(x, y, seed, sample_weight=None, validation_split=None):
         first = next(iter(first.values()))
     count = len(first)
     trained = int(math.floor(count * (1.0 - (validation_split or 0.0))))  # as Keras splits
-    order = np.concatenate([np.random.default_rng(seed).permutation(trained),
-                            np.arange(trained, count)])
+    order = np.concatenate(
+        [np.random.default_rng(seed).permutation(trained), np.arange(trained, count)]
+    )
     return take(x, order), take(y, order), take(sample_weight, order)
 
 

@@ -35,11 +35,11 @@ from keras_clr.range_test import state
 def ramp(step, start_lr, end_lr, num_steps, step_mode):
     """The test's learning rate at `step` (an int, array or tensor)."""
     if isinstance(step, (int, np.integer, np.ndarray, list, tuple)):
-        return curves.range_test(step, start_lr, end_lr, num_steps, step_mode,
-                                 curves.NumpyOps)
+        return curves.range_test(step, start_lr, end_lr, num_steps, step_mode, curves.NumpyOps)
     with _backend.graph_precision():
-        value = curves.range_test(ops.cast(step, "int64"), start_lr, end_lr,
-                                  num_steps, step_mode, _backend.graph_ops())
+        value = curves.range_test(
+            ops.cast(step, "int64"), start_lr, end_lr, num_steps, step_mode, _backend.graph_ops()
+        )
         return ops.cast(value, "float32")
 
 
@@ -74,14 +74,19 @@ class RangeTestStep:
         with _backend.strategy_scope(model):
             self.record = keras.Variable(
                 np.zeros((num_steps + 1, 4), dtype="float32"),
-                trainable=False, dtype="float32", name="lr_finder_record",
-                aggregation="only_first_replica")
+                trainable=False,
+                dtype="float32",
+                name="lr_finder_record",
+                aggregation="only_first_replica",
+            )
             _backend.fill(self.record, np.nan)  # no row written yet
         self.rates = rates
         self.control = train_step.StepControl(
-            model, rates, before_step=lambda step: _reset_metrics(model),
-            after_step=lambda step, logs, values: self._write(
-                check_keys, step, logs, values))
+            model,
+            rates,
+            before_step=lambda step: _reset_metrics(model),
+            after_step=lambda step, logs, values: self._write(check_keys, step, logs, values),
+        )
         self.control.count_offset = start
         self._carrier = None
         # What the step checks: a variable that holds NaN, inf or values near
@@ -119,10 +124,14 @@ class RangeTestStep:
         check_keys(list(logs))
         loss = ops.cast(logs["loss"] if "loss" in logs else logs[self.monitor], "float32")
         nan_unless_finite = _nan_unless_finite(self.checked)
-        row = ops.stack([ops.cast(values["learning_rate"], "float32"),
-                         loss + nan_unless_finite,
-                         ops.cast(logs[self.monitor], "float32") + nan_unless_finite,
-                         loss])
+        row = ops.stack(
+            [
+                ops.cast(values["learning_rate"], "float32"),
+                loss + nan_unless_finite,
+                ops.cast(logs[self.monitor], "float32") + nan_unless_finite,
+                loss,
+            ]
+        )
         row = _backend.replica_mean(row)  # the global batch's, as Keras logs it
         _backend.write_row(self.record, ops.minimum(step, self.num_steps), row)
         return logs
@@ -151,16 +160,19 @@ def _nan_unless_finite(variables):
         flags.append(ops.all(ops.isfinite(ops.stack(sums))))
     if not flags:
         return ops.zeros((), "float32")
-    return ops.where(ops.all(ops.stack(flags)), ops.zeros((), "float32"),
-                     ops.full((), np.nan, "float32"))
+    return ops.where(
+        ops.all(ops.stack(flags)), ops.zeros((), "float32"), ops.full((), np.nan, "float32")
+    )
 
 
 def _checkable(variable):
     """Whether `variable` holds finite values whose sum stays well within
     float32's range, as the step's check needs (read once, on the host)."""
     values = keras.ops.convert_to_numpy(variable.value)
-    return bool(np.isfinite(values).all()
-                and np.sum(np.abs(values), dtype=np.float64) < np.finfo(np.float32).max / 2)
+    return bool(
+        np.isfinite(values).all()
+        and np.sum(np.abs(values), dtype=np.float64) < np.finfo(np.float32).max / 2
+    )
 
 
 def _reset_metrics(model):
@@ -177,18 +189,25 @@ def range_test_step(model, num_steps, monitor, check_keys, ramp_fn, start, baked
     key = (num_steps, monitor)
     shared = _backend.trace_reads_variables()
     entry = steps.get(key)
-    if (entry is None or not entry.control.serves(model)
-            or (not shared and entry.baked != (baked, start))):
+    if (
+        entry is None
+        or not entry.control.serves(model)
+        or (not shared and entry.baked != (baked, start))
+    ):
         if shared:
             rates = tables.VariableTable(model, num_steps + 1, "lr_finder_rates")
             with _backend.strategy_scope(model):
-                offset = keras.Variable(start, trainable=False, dtype="int64",
-                                        name="lr_finder_start",
-                                        aggregation="only_first_replica")
+                offset = keras.Variable(
+                    start,
+                    trainable=False,
+                    dtype="int64",
+                    name="lr_finder_start",
+                    aggregation="only_first_replica",
+                )
         else:  # the rates of every step the test can take, and of the one after
             rates, offset = tables.Tabulated(ramp_fn, 0, num_steps + 1), start
-        entry = steps[key] = RangeTestStep(model, num_steps, monitor, check_keys,
-                                           rates, offset,
-                                           None if shared else (baked, start))
+        entry = steps[key] = RangeTestStep(
+            model, num_steps, monitor, check_keys, rates, offset, None if shared else (baked, start)
+        )
     entry.begin(ramp_fn, start)
     return entry

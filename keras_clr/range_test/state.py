@@ -35,8 +35,11 @@ def float_variables(model):
     the model's (trainable and not, such as batch-norm statistics) and the
     optimizer's, each once, in that order."""
     seen, found = set(), []
-    for variable in (*model.trainable_variables, *model.non_trainable_variables,
-                     *model.optimizer.variables):
+    for variable in (
+        *model.trainable_variables,
+        *model.non_trainable_variables,
+        *model.optimizer.variables,
+    ):
         dtype = keras.backend.standardize_dtype(variable.dtype)
         if id(variable) not in seen and "float" in dtype:
             seen.add(id(variable))
@@ -49,8 +52,9 @@ def first_nonfinite(variables):
     None: one reduction per variable on the device, then one host read."""
     if not variables:
         return None
-    finite = keras.ops.convert_to_numpy(keras.ops.stack(
-        [keras.ops.all(keras.ops.isfinite(v.value)) for v in variables]))
+    finite = keras.ops.convert_to_numpy(
+        keras.ops.stack([keras.ops.all(keras.ops.isfinite(v.value)) for v in variables])
+    )
     bad = np.flatnonzero(~finite.astype(bool))
     if not len(bad):
         return None
@@ -60,8 +64,9 @@ def first_nonfinite(variables):
 
 def snapshot(model):
     """Host copies of every model, optimizer and metric variable, one each."""
-    return [(part, _host_copy(part))
-            for v in _state_variables(model) for part in _backend.replicas(v)]
+    return [
+        (part, _host_copy(part)) for v in _state_variables(model) for part in _backend.replicas(v)
+    ]
 
 
 def _host_copy(part):
@@ -82,7 +87,7 @@ def _host_copy(part):
 
 
 # Arrays from this size on get pages of their own (see `_aligned_empty`).
-_OWN_PAGES = 2 ** 20
+_OWN_PAGES = 2**20
 
 
 def _aligned_empty(shape, dtype, alignment=64):
@@ -102,7 +107,7 @@ def _aligned_empty(shape, dtype, alignment=64):
         return np.frombuffer(pages, dtype=dtype).reshape(shape)
     buffer = np.empty(nbytes + alignment, dtype=np.uint8)
     offset = -buffer.ctypes.data % alignment
-    return buffer[offset:offset + nbytes].view(dtype).reshape(shape)
+    return buffer[offset : offset + nbytes].view(dtype).reshape(shape)
 
 
 def restore(saved):

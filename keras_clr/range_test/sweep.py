@@ -65,16 +65,20 @@ class WeightDecaySweep:
 
     def __init__(self, results):
         if not isinstance(results, dict) or not results:
-            raise ValueError("Argument `results` must be a non-empty dict weight decay -> "
-                             f"LRFinderResult. Received: results={results!r}")
+            raise ValueError(
+                "Argument `results` must be a non-empty dict weight decay -> "
+                f"LRFinderResult. Received: results={results!r}"
+            )
         self.results = {}
         for weight_decay, result in results.items():
             if not isinstance(result, LRFinderResult):
                 raise ValueError(
                     "Argument `results` must map each weight decay to an LRFinderResult. "
-                    f"Received: results[{weight_decay!r}] of type {type(result).__name__}")
-            weight_decay = _checks.in_interval("weight_decay", weight_decay, 0, np.inf,
-                                               high_open=True)
+                    f"Received: results[{weight_decay!r}] of type {type(result).__name__}"
+                )
+            weight_decay = _checks.in_interval(
+                "weight_decay", weight_decay, 0, np.inf, high_open=True
+            )
             self.results[weight_decay] = result
         self.weight_decay = min(self.results, key=lambda wd: _lowest(self.results[wd]))
         self.best = self.results[self.weight_decay]
@@ -141,16 +145,20 @@ class WeightDecaySweep:
 
     def __repr__(self):
         best = self.best
-        lines = [f"WeightDecaySweep(monitor={best.monitor!r}, mode={best.mode!r}, "
-                 f"weight_decay={self.weight_decay:g})"]
+        lines = [
+            f"WeightDecaySweep(monitor={best.monitor!r}, mode={best.mode!r}, "
+            f"weight_decay={self.weight_decay:g})"
+        ]
         for weight_decay, result in self.results.items():
             sign = -1.0 if result.mode == "max" else 1.0
             lr = apply_rule(result, "one_cycle")[0]  # the default suggestion, without a warning
-            lines.append(f"  weight decay {weight_decay:g}: "
-                         f"{'highest' if sign < 0 else 'lowest'} smoothed {result.monitor} "
-                         f"{sign * _lowest(result):.4g}, suggestion "
-                         f"{'none' if lr is None else format(lr, '.1e')}"
-                         f"{' (best)' if weight_decay == self.weight_decay else ''}")
+            lines.append(
+                f"  weight decay {weight_decay:g}: "
+                f"{'highest' if sign < 0 else 'lowest'} smoothed {result.monitor} "
+                f"{sign * _lowest(result):.4g}, suggestion "
+                f"{'none' if lr is None else format(lr, '.1e')}"
+                f"{' (best)' if weight_decay == self.weight_decay else ''}"
+            )
         return "\n".join(lines)
 
 
@@ -169,19 +177,20 @@ def weight_decay_sweep(model, weight_decays, run_test):
     # A MultiOptimizer applies no weight decay itself: each group's
     # sub-optimizer gets the value swept.
     optimizers.know_groups(model)
-    owners = (list(optimizer.optimizers) if optimizers.is_multi_optimizer(optimizer)
-              else [optimizer])
+    owners = list(optimizer.optimizers) if optimizers.is_multi_optimizer(optimizer) else [optimizer]
     if not owners:
         raise ValueError(
             "Argument `weight_decays` sets the weight decay of each of the "
             "MultiOptimizer's sub-optimizers, and it has none yet (one given a "
             "function finds them as it is built). Build the model first, for "
-            "example with `model(x[:1])`. Received: optimizer.optimizers=[]")
+            "example with `model(x[:1])`. Received: optimizer.optimizers=[]"
+        )
     for owner in owners:
         if getattr(owner, "weight_decay", False) is False:
             raise ValueError(
                 "Argument `weight_decays` needs an optimizer with `weight_decay`. "
-                f"Received: optimizer={type(owner).__name__}")
+                f"Received: optimizer={type(owner).__name__}"
+            )
     originals = [owner.weight_decay for owner in owners]
     tested = {}
     try:
@@ -197,7 +206,12 @@ def weight_decay_sweep(model, weight_decays, run_test):
 
 def _recorded(result, weight_decay):
     """`result` built again with the weight decay it ran at, for the record."""
-    return LRFinderResult(result.lrs, result.losses, result.smoothed_losses,
-                          metrics=result.metrics, loss_band=result.loss_band,
-                          steps=result.steps,
-                          **{**files.metadata(result), "weight_decay": weight_decay})
+    return LRFinderResult(
+        result.lrs,
+        result.losses,
+        result.smoothed_losses,
+        metrics=result.metrics,
+        loss_band=result.loss_band,
+        steps=result.steps,
+        **{**files.metadata(result), "weight_decay": weight_decay},
+    )

@@ -47,9 +47,9 @@ def windows():
         steps = result.steps.tolist()
         if result.mode != "min" or any(b - a != 1 for a, b in zip(steps, steps[1:])):
             continue  # fastai has no curve to maximise, nor points steps apart
-        lrs, losses = test_results.ref_window(result.lrs.tolist(),
-                                              result.smoothed_losses.tolist(),
-                                              result.num_steps)
+        lrs, losses = test_results.ref_window(
+            result.lrs.tolist(), result.smoothed_losses.tolist(), result.num_steps
+        )
         if len(losses) >= 2:  # fastai's rules index past one point
             cases[name] = {"num_steps": result.num_steps, "lrs": lrs, "losses": losses}
     return cases
@@ -77,24 +77,38 @@ def fastai_suggestions(cases):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--fastai-python", default=sys.executable,
-                        help="an interpreter with fastai and torch (default: this one)")
-    parser.add_argument("--fastai-only", action="store_true",
-                        help="read the windows on stdin, print fastai's suggestions")
+    parser.add_argument(
+        "--fastai-python",
+        default=sys.executable,
+        help="an interpreter with fastai and torch (default: this one)",
+    )
+    parser.add_argument(
+        "--fastai-only",
+        action="store_true",
+        help="read the windows on stdin, print fastai's suggestions",
+    )
     args = parser.parse_args()
     if args.fastai_only:
         suggestions, versions = fastai_suggestions(json.load(sys.stdin))
         json.dump({"suggestions": suggestions, "versions": versions}, sys.stdout)
         return
     cases = windows()
-    run = subprocess.run([args.fastai_python, __file__, "--fastai-only"],
-                         input=json.dumps(cases), capture_output=True, text=True, check=True)
+    run = subprocess.run(
+        [args.fastai_python, __file__, "--fastai-only"],
+        input=json.dumps(cases),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     answer = json.loads(run.stdout)
     for name, case in cases.items():
         case.update(answer["suggestions"][name])
     lines = [f" {json.dumps(name)}: {json.dumps(case)}" for name, case in cases.items()]
-    OUTPUT.write_text(f'{{"versions": {json.dumps(answer["versions"])},\n"cases": {{\n'
-                      + ",\n".join(lines) + "\n}}\n")
+    OUTPUT.write_text(
+        f'{{"versions": {json.dumps(answer["versions"])},\n"cases": {{\n'
+        + ",\n".join(lines)
+        + "\n}}\n"
+    )
     print(f"wrote {OUTPUT} ({len(cases)} curves, fastai {answer['versions']['fastai']})")
 
 

@@ -29,15 +29,17 @@ CASES = {}
 for warmup in ("linear", "cosine", "1-sqrt"):
     for decay in ("linear", "cosine", "1-sqrt"):
         CASES[f"{warmup}-{decay}"] = (7, 5, 9, warmup, decay, 0.1)
-CASES.update({
-    "no-warmup": (0, 4, 6, "linear", "1-sqrt", 0.0),
-    "no-stable": (5, 0, 5, "cosine", "cosine", 0.25),
-    "no-decay": (3, 4, 0, "linear", "linear", 0.2),
-    "one-step-phases": (1, 1, 1, "1-sqrt", "1-sqrt", 0.05),
-    "floor-zero": (10, 10, 10, "linear", "cosine", 0.0),
-    "floor-one": (4, 2, 4, "cosine", "linear", 1.0),
-    "long": (100, 300, 200, "linear", "1-sqrt", 0.01),
-})
+CASES.update(
+    {
+        "no-warmup": (0, 4, 6, "linear", "1-sqrt", 0.0),
+        "no-stable": (5, 0, 5, "cosine", "cosine", 0.25),
+        "no-decay": (3, 4, 0, "linear", "linear", 0.2),
+        "one-step-phases": (1, 1, 1, "1-sqrt", "1-sqrt", 0.05),
+        "floor-zero": (10, 10, 10, "linear", "cosine", 0.0),
+        "floor-one": (4, 2, 4, "cosine", "linear", 1.0),
+        "long": (100, 300, 200, "linear", "1-sqrt", 0.01),
+    }
+)
 
 
 def run(optimizer, step, steps):
@@ -53,10 +55,15 @@ def transformers_rates(warmup, stable, decay, warmup_type, decay_type, ratio, st
     from transformers.optimization import get_wsd_schedule
 
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=MAX_LR)
-    scheduler = get_wsd_schedule(optimizer, num_warmup_steps=warmup,
-                                 num_decay_steps=decay, num_stable_steps=stable,
-                                 warmup_type=warmup_type, decay_type=decay_type,
-                                 min_lr_ratio=ratio)
+    scheduler = get_wsd_schedule(
+        optimizer,
+        num_warmup_steps=warmup,
+        num_decay_steps=decay,
+        num_stable_steps=stable,
+        warmup_type=warmup_type,
+        decay_type=decay_type,
+        min_lr_ratio=ratio,
+    )
     return run(optimizer, lambda k: scheduler.step(), steps)
 
 
@@ -76,9 +83,15 @@ def timm_rates(warmup, stable, decay, warmup_type, decay_type, ratio, steps):
         return None  # timm warms up linearly and needs a decay phase
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=MAX_LR)
     scheduler = timm_module().WSDLRScheduler(
-        optimizer, t_initial=stable + decay, decay_t=decay, lr_min=ratio * MAX_LR,
-        decay_fn=decay_type, warmup_t=warmup, warmup_lr_init=ratio * MAX_LR,
-        t_in_epochs=False)
+        optimizer,
+        t_initial=stable + decay,
+        decay_t=decay,
+        lr_min=ratio * MAX_LR,
+        decay_fn=decay_type,
+        warmup_t=warmup,
+        warmup_lr_init=ratio * MAX_LR,
+        t_in_epochs=False,
+    )
     return run(optimizer, lambda k: scheduler.step_update(num_updates=k + 1), steps)
 
 
@@ -91,10 +104,16 @@ def main():
         steps = warmup + stable + decay + 3
         args = (warmup, stable, decay, wt, dt, ratio, steps)
         cases[name] = {
-            "max_lr": MAX_LR, "warmup_steps": warmup, "stable_steps": stable,
-            "decay_steps": decay, "warmup_type": wt, "decay_type": dt,
-            "min_lr_ratio": ratio, "transformers": transformers_rates(*args),
-            "timm": timm_rates(*args)}
+            "max_lr": MAX_LR,
+            "warmup_steps": warmup,
+            "stable_steps": stable,
+            "decay_steps": decay,
+            "warmup_type": wt,
+            "decay_type": dt,
+            "min_lr_ratio": ratio,
+            "transformers": transformers_rates(*args),
+            "timm": timm_rates(*args),
+        }
     path = pathlib.Path(__file__).with_name("wsd_reference.json")
     path.write_text(json.dumps({"versions": versions, "cases": cases}, indent=1) + "\n")
 
