@@ -133,7 +133,8 @@ def planned_trainings(count, epochs):
 
 def candidates_from(result, plan):
     """(candidates, centre, rule): `CANDIDATES` rates `SPACING` apart,
-    centred on the range test's `suggest(one_cycle=...)`. Without one the
+    centred on the range test's suggestion for `plan`'s peak momentum
+    (`suggest(peak_momentum=...)`). Without one the
     curve never clearly descends, and where the rate should be is less
     sure: `CANDIDATES` rates half a decade apart, from a decade below where
     the test ended down."""
@@ -148,7 +149,7 @@ def candidates_from(result, plan):
             suggestion,
             (
                 f"rates a third of a decade apart around the "
-                f"range test's suggest(one_cycle=...) ({suggestion:.3g})"
+                f"range test's suggestion for {plan.name} ({suggestion:.3g})"
             ),
         )
     top = float(result.lrs[-1]) if len(result.lrs) else 1e-1
@@ -228,8 +229,8 @@ class MaxLRRace:
         self.steps_per_training = steps_per_training
         self.range_test, self.range_steps = range_test, int(range_steps)
         self.plan = plan or PlannedSchedule(OneCycle, {})
-        self.schedule, self.options = self.plan.name, dict(self.plan.options)
-        self.one_cycle = None if self.plan.wsd else self.options
+        self.schedule, self.options = self.plan.name, self.plan.shown_options
+        self.one_cycle = None if self.plan.wsd else dict(self.plan.options)
         self.val_loss = {rate: [] for rate in self.candidates}
         self.steps = {rate: 0 for rate in self.candidates}
         self.dropped = {}

@@ -38,13 +38,29 @@ class PlannedSchedule:
     """A schedule's kind and arguments, without `max_lr` and a length.
 
     Attributes:
-        kind: the callback class, `OneCycle` or `WarmupStableDecay`.
-        options: its other arguments, a dict ({} for the defaults).
+        kind: the callback class, `OneCycle` or `WarmupStableDecay` (or a
+            subclass whose constructor takes their arguments).
+        options: the arguments every run is built with, a dict.
     """
 
     def __init__(self, kind, options):
         self.kind, self.options = kind, dict(options)
         self._template = kind(1.0, **self.options)
+
+    @property
+    def template(self):
+        """The schedule at `max_lr` 1.0, without a length."""
+        return self._template
+
+    @property
+    def shown_options(self):
+        """The arguments that differ from the kind's own defaults."""
+        defaults = _defaults(self.kind)
+        return {
+            key: value
+            for key, value in self.options.items()
+            if key not in defaults or not _same(value, defaults[key])
+        }
 
     @property
     def wsd(self):
@@ -104,32 +120,33 @@ class PlannedSchedule:
         return self.kind(max_lr, total_steps=steps, **self.options)
 
     def described(self, length="probe_steps"):
-        shown = "".join(f", {key}={value!r}" for key, value in self.options.items())
+        shown = "".join(f", {key}={value!r}" for key, value in self.shown_options.items())
         return f"{self.name}(max_lr, total_steps={length}{shown})"
 
     def shown(self):
         """How a report of the runs shows the schedule."""
         if not self.wsd:
-            return f"one_cycle={self.options!r}"
-        return f"schedule={self.name}, options={self.options!r}"
+            return f"one_cycle={self.shown_options!r}"
+        return f"schedule={self.name}, options={self.shown_options!r}"
 
     def __repr__(self):
         return self.described("...")
 
 
-def one_cycle_options(one_cycle, owner):
+def one_cycle_options(one_cycle, owner, argument="one_cycle"):
     """The `OneCycle` arguments (besides `max_lr` and `total_steps`) of
     `one_cycle`: None, a dict of them, or a `keras_clr.OneCycle` whose
     `max_lr` is replaced (and whose `total_steps` must be None); ValueError
-    for anything else, an unknown key or an invalid value."""
+    for anything else, an unknown key or an invalid value. `argument` is
+    the name the messages give it."""
     if one_cycle is None:
         return {}
     if isinstance(one_cycle, OneCycle):
         if one_cycle.total_steps is not None:
             raise ValueError(
-                f"Argument `one_cycle` is a OneCycle with its own total_steps; "
-                f"{owner} sets the probes' lengths and the training's. Build it "
-                f"with total_steps=None. Received: one_cycle=OneCycle(..., "
+                f"Argument `{argument}` is a OneCycle with its own total_steps; "
+                f"{owner} sets the length of each run itself. Build it "
+                f"with total_steps=None. Received: {argument}=OneCycle(..., "
                 f"total_steps={one_cycle.total_steps})"
             )
         return {name: getattr(one_cycle, name) for name in ONE_CYCLE_OPTIONS}
@@ -186,10 +203,7 @@ def planned_schedule(one_cycle, schedule, owner):
             f"one_cycle={one_cycle!r}, schedule={type(schedule).__name__}"
         )
     if isinstance(schedule, OneCycle):
-        try:
-            return PlannedSchedule(type(schedule), one_cycle_options(schedule, owner))
-        except ValueError as error:
-            raise ValueError(str(error).replace("one_cycle", "schedule")) from None
+        return _rebuilt(schedule, one_cycle_options(schedule, owner, "schedule"), owner)
     if isinstance(schedule, WarmupStableDecay):
         if schedule.total_steps is not None or schedule.stable_steps is not None:
             raise ValueError(
@@ -200,14 +214,61 @@ def planned_schedule(one_cycle, schedule, owner):
                 f"total_steps={schedule.total_steps}, "
                 f"stable_steps={schedule.stable_steps})"
             )
-        options = {key: getattr(schedule, key) for key in WSD_OPTIONS}
-        defaults = inspect.signature(WarmupStableDecay).parameters
-        options = {key: value for key, value in options.items() if value != defaults[key].default}
-        return PlannedSchedule(type(schedule), options)
+        return _rebuilt(schedule, {key: getattr(schedule, key) for key in WSD_OPTIONS}, owner)
     raise ValueError(
         "Argument `schedule` must be a keras_clr.OneCycle or keras_clr.WarmupStableDecay "
         f"built without a length (its max_lr is replaced). Received: schedule={schedule!r}"
     )
+
+
+def _rebuilt(schedule, options, owner):
+    """The `PlannedSchedule` of a template: every run is built as
+    `type(schedule)(max_lr, **options, <length>)`; ValueError, before any
+    step, for a subclass that this would not rebuild as it is (its
+    constructor takes other arguments, or sets other attributes)."""
+    kind = type(schedule)
+    base = OneCycle if isinstance(schedule, OneCycle) else WarmupStableDecay
+    length = {"total_steps": None} if base is OneCycle else {}
+    try:
+        copy = kind(schedule.max_lr, **options, **length)
+    except TypeError as error:
+        copy, why = None, f"its constructor does not take {base.__name__}'s arguments ({error})"
+    if copy is not None:
+        differ = sorted(
+            key
+            for key, value in vars(schedule).items()
+            if not key.startswith("_") and not _same(vars(copy).get(key, _MISSING), value)
+        )
+        why = f"built again from {base.__name__}'s arguments it differs in {differ}"
+        if not differ:
+            return PlannedSchedule(kind, options)
+    raise ValueError(
+        f"Argument `schedule` is a {kind.__name__}, which {owner} cannot rebuild at each "
+        f"candidate's rate and each run's length: {why}. Pass a keras_clr.{base.__name__} "
+        f"(or a subclass that takes its arguments). Received: schedule={kind.__name__}"
+    )
+
+
+_MISSING = object()
+
+
+def _defaults(kind):
+    """The constructor defaults of `kind`, a subclass's over its bases'
+    (a subclass that passes `**kwargs` on keeps its base's)."""
+    out = {}
+    for cls in reversed(kind.__mro__):
+        if "__init__" in vars(cls):
+            for name, parameter in inspect.signature(cls.__init__).parameters.items():
+                if parameter.default is not inspect.Parameter.empty:
+                    out[name] = parameter.default
+    return out
+
+
+def _same(a, b):
+    try:
+        return bool(a == b)
+    except Exception:  # arrays, or values that do not compare
+        return a is b
 
 
 def check_optimizer(model, plan, owner):

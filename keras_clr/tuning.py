@@ -31,6 +31,7 @@ from keras_clr import _checks
 from keras_clr import optimizers
 from keras_clr import race
 from keras_clr.callbacks import OneCycle
+from keras_clr.callbacks import check_conflicts
 from keras_clr.range_test import state
 from keras_clr.range_test.api import find_lr
 from keras_clr.range_test.data import batches_per_epoch
@@ -122,8 +123,8 @@ class MaxLRSearch:
         self.total_steps = total_steps
         self.start_loss = start_loss
         self.plan = plan or PlannedSchedule(OneCycle, {})
-        self.schedule, self.options = self.plan.name, dict(self.plan.options)
-        self.one_cycle = None if self.plan.wsd else self.options
+        self.schedule, self.options = self.plan.name, self.plan.shown_options
+        self.one_cycle = None if self.plan.wsd else dict(self.plan.options)
 
     def to_frame(self):
         """Every candidate evaluated: max_lr, probe_steps, loss, note, chosen.
@@ -591,9 +592,10 @@ def fit_one_cycle(
         epochs: epochs of the training.
         max_lr: a float; "auto" to run `tune_max_lr` for this training
             first (spending `budget_steps` optimizer steps); or "race" to
-            train several `OneCycle` candidates through the training itself,
-            drop the losers early on validation loss and keep the winner's
-            training (`keras_clr.race`; about 3 trainings of compute).
+            train several candidates (`OneCycle`, or `schedule`) through the
+            training itself, drop the losers early on validation loss and
+            keep the winner's training (`MaxLRRace`; about 3 trainings of
+            compute).
         budget_steps: with `max_lr="auto"`, the optimizer steps
             `tune_max_lr` may spend (at least 160); ignored otherwise.
         candidates: with `max_lr="race"`, the rates to race (at least two
@@ -609,8 +611,9 @@ def fit_one_cycle(
         schedule: instead of `one_cycle`, the schedule to train with, as
             for `tune_max_lr`: a `keras_clr.WarmupStableDecay` built without
             a length is planned for the whole training (`epochs` of the
-            data, which must have a length); the race's candidates run it
-            too (`tune_max_lr`'s probes run a `OneCycle`: see there).
+            data, which must have a length or come with `steps_per_epoch`);
+            the race's candidates run it too (`tune_max_lr`'s probes run a
+            `OneCycle`: see there).
         **fit_kwargs: every other `fit` argument, callbacks included.
 
     Returns:
@@ -675,8 +678,25 @@ def fit_one_cycle(
             )
     search = None
     steps = None
-    if plan.wsd:  # planned for the training's length
+    # A callback that also sets the rate is refused before any tuning.
+    check_conflicts(plan.template, fit_kwargs.get("callbacks") or [])
+    if plan.wsd or (isinstance(max_lr, str) and max_lr == "auto"):
         check_data(x)
+        unknown = (
+            fit_kwargs.get("steps_per_epoch") is None
+            and batches_per_epoch(
+                x, fit_kwargs.get("batch_size"), fit_kwargs.get("validation_split")
+            )
+            is None
+        )
+        if unknown:
+            needs = "a WarmupStableDecay is planned" if plan.wsd else "max_lr='auto' tunes"
+            raise ValueError(
+                f"Argument `x` has no known length, and {needs} for the training's "
+                f"length in steps: pass `steps_per_epoch`. Received: x={type(x).__name__}, "
+                f"epochs={epochs!r}, steps_per_epoch=None"
+            )
+    if plan.wsd:  # planned for the training's length
         steps = _planned_steps(model, x, fit_kwargs.get("batch_size"), None, epochs, fit_kwargs)
         check_planned_length(plan, steps, "fit_one_cycle")
     if isinstance(max_lr, str) and max_lr == "auto":

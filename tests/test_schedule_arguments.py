@@ -256,3 +256,103 @@ def test_an_optimizer_without_momentum_is_told_how_to_leave_it_alone():
         schedule=keras_clr.WarmupStableDecay(1.0, cycle_momentum=False),
     )
     assert search.max_lr is not None
+
+
+def test_a_subclass_is_rebuilt_with_the_arguments_it_was_given():
+    # A subclass with another default: the value passed explicitly (the
+    # base class's default) is the one every run is built with.
+    class LinearCooldown(keras_clr.WarmupStableDecay):
+        def __init__(self, max_lr, decay_type="linear", **kwargs):
+            super().__init__(max_lr, decay_type=decay_type, **kwargs)
+
+    x, y = _data()
+    template = LinearCooldown(1.0, warmup_steps=4, decay_steps=6, decay_type="1-sqrt")
+    history = keras_clr.fit_one_cycle(
+        _compiled(), x, y, batch_size=BATCH, epochs=4, max_lr=0.05, schedule=template, verbose=0
+    )
+    rates, _ = _expected(0.05, 24, warmup=4, decay=6)  # 1-sqrt
+    np.testing.assert_allclose(history.history["learning_rate"], rates[5::6], rtol=1e-6)
+
+
+def test_a_subclass_that_cannot_be_rebuilt_is_refused_before_any_step():
+    class Scaled(keras_clr.WarmupStableDecay):
+        def __init__(self, max_lr, scale, **kwargs):
+            super().__init__(max_lr * scale, **kwargs)
+
+    class Tagged(keras_clr.WarmupStableDecay):
+        def __init__(self, max_lr, tag="a", **kwargs):
+            super().__init__(max_lr, **kwargs)
+            self.tag = tag
+
+    x, y = _data()
+    model = _compiled()
+    for template, why in ((Scaled(1.0, 0.5), "does not take"), (Tagged(1.0, tag="b"), "'tag'")):
+        with pytest.raises(
+            ValueError,
+            match=f"Argument `schedule` is a {type(template).__name__}.*cannot rebuild.*{why}",
+        ):
+            keras_clr.fit_one_cycle(
+                model, x, y, batch_size=BATCH, epochs=2, max_lr=0.05, schedule=template
+            )
+    assert int(model.optimizer.iterations) == 0
+
+
+def test_a_one_cycle_with_a_length_is_named_as_passed():
+    x, y = _data()
+    with pytest.raises(ValueError) as info:
+        keras_clr.fit_one_cycle(
+            _compiled(),
+            x,
+            y,
+            batch_size=BATCH,
+            epochs=2,
+            max_lr=0.05,
+            schedule=keras_clr.OneCycle(1.0, total_steps=14),
+        )
+    message = str(info.value)
+    assert "Argument `schedule` is a OneCycle" in message and "fit_one_cycle sets" in message
+    assert "fit_schedule" not in message and "probes" not in message
+
+
+def test_data_without_a_length_is_told_to_pass_steps_per_epoch():
+    import tensorflow as tf
+
+    x, y = _data()
+    data = tf.data.Dataset.from_tensor_slices((x, y)).filter(lambda a, b: True).batch(BATCH)
+    model = _compiled()
+    for max_lr, schedule in ((0.05, keras_clr.WarmupStableDecay(1.0)), ("auto", None)):
+        with pytest.raises(ValueError, match=r"no known length.*pass `steps_per_epoch`"):
+            keras_clr.fit_one_cycle(model, data, epochs=2, max_lr=max_lr, schedule=schedule)
+    assert int(model.optimizer.iterations) == 0
+    # with steps_per_epoch, the WSD is planned for 2 epochs of 3 steps
+    history = keras_clr.fit_one_cycle(
+        model,
+        data.repeat(),
+        epochs=2,
+        steps_per_epoch=3,
+        max_lr=0.05,
+        schedule=keras_clr.WarmupStableDecay(1.0, warmup_steps=1, decay_steps=2),
+        verbose=0,
+    )
+    rates, _ = _expected(0.05, 6, warmup=1, decay=2)
+    np.testing.assert_allclose(history.history["learning_rate"], rates[2::3], rtol=1e-6)
+
+
+def test_a_callback_that_sets_the_rate_is_refused_before_any_tuning(monkeypatch):
+    def no_tuning(*args, **kwargs):
+        raise AssertionError("tuned before refusing the callback")
+
+    monkeypatch.setattr(tuning, "tune_max_lr", no_tuning)
+    x, y = _data()
+    for schedule in (None, keras_clr.WarmupStableDecay(1.0)):
+        with pytest.raises(ValueError, match="ReduceLROnPlateau cannot change the learning rate"):
+            keras_clr.fit_one_cycle(
+                _compiled(),
+                x,
+                y,
+                batch_size=BATCH,
+                epochs=2,
+                max_lr="auto",
+                schedule=schedule,
+                callbacks=[keras.callbacks.ReduceLROnPlateau()],
+            )
