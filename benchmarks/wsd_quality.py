@@ -153,6 +153,35 @@ def wsd_metric(bench, task, seed, peak):
     return bench.saved_curves[name]
 
 
+def suggested(bench, task, seed, epochs):
+    """The metrics of `SCHEDULES` for (task, seed), NaN without a suggestion."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        peak = bench.curve(task, seed).suggest()
+    if peak is None:
+        return [np.nan] * len(SCHEDULES)
+    return [
+        bench.metric(task, seed, peak, epochs),
+        wsd_metric(bench, task, seed, peak),
+        wsd_metric(bench, task, seed, peak / 2),
+    ]
+
+
+def tuned(bench, task, seed, epochs):
+    """The metrics of `TUNED` for (task, seed), and the WSD race's compute."""
+    peak = tuned_wsd(bench, task, seed)
+    one_cycle = bench.tuned(task, seed, 0, epochs, sq.TUNE_BUDGET)
+    bench.save()
+    metric, _, compute = wsd_race(bench, task, seed)
+    return [
+        np.nan if peak is None else wsd_metric(bench, task, seed, peak),
+        np.nan if one_cycle is None else wsd_metric(bench, task, seed, one_cycle),
+        np.nan if one_cycle is None else bench.metric(task, seed, one_cycle, epochs),
+        metric,
+        race_quality.race(bench, task, seed, epochs)[0],
+    ], compute
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", nargs="+", choices=sorted(sq.TASKS), default=None)
@@ -166,90 +195,33 @@ def main(argv=None):
     )
     args = parser.parse_args(argv)
     tasks = args.tasks or [t for t in sq.TASKS if (t in sq.HELD_OUT) == args.held_out]
-    if args.tuned:
-        return tuned_main(args, tasks)
+    names = TUNED if args.tuned else SCHEDULES
     bench = sq.Bench(100, args.cache)
     start = time.perf_counter()
     rows = []
     for task in tasks:
         epochs, grid = sq.TASKS[task][4], sq.TASKS[task][5]
-        best = float(
-            np.max(
-                np.mean(
-                    [[bench.metric(task, s, lr, epochs) for lr in grid] for s in args.seeds], axis=0
-                )
-            )
-        )
-        shares = {name: [] for name in SCHEDULES}
+        metrics = [[bench.metric(task, s, lr, epochs) for lr in grid] for s in args.seeds]
+        best = float(np.max(np.mean(metrics, axis=0)))
+        shares, computes = {name: [] for name in names}, []
         for seed in args.seeds:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                peak = bench.curve(task, seed).suggest()
-            if peak is None:
-                for name in SCHEDULES:
-                    shares[name].append(np.nan)
-                continue
-            shares[SCHEDULES[0]].append(bench.metric(task, seed, peak, epochs))
-            shares[SCHEDULES[1]].append(wsd_metric(bench, task, seed, peak))
-            shares[SCHEDULES[2]].append(wsd_metric(bench, task, seed, peak / 2))
+            if args.tuned:
+                values, compute = tuned(bench, task, seed, epochs)
+                computes.append(compute)
+            else:
+                values = suggested(bench, task, seed, epochs)
+            for name, value in zip(names, values):
+                shares[name].append(value)
         bench.save()
         row = {name: float(np.nanmean(values)) / best for name, values in shares.items()}
         rows.append((task, row))
-        print(f"{task}: " + "; ".join(f"{k} {v:.2%}" for k, v in row.items()), flush=True)
-    print("\n| task | " + " | ".join(SCHEDULES) + " |")
-    print("|---|" + "---|" * len(SCHEDULES))
+        extra = f"; WSD race compute {np.mean(computes):.2f}" if computes else ""
+        print(f"{task}: " + "; ".join(f"{k} {v:.2%}" for k, v in row.items()) + extra, flush=True)
+    print("\n| task | " + " | ".join(names) + " |")
+    print("|---|" + "---|" * len(names))
     for task, row in rows:
-        print(f"| {task} | " + " | ".join(f"{row[k]:.2%}" for k in SCHEDULES) + " |")
-    for name in SCHEDULES:
-        values = [row[name] for _, row in rows if not math.isnan(row[name])]
-        print(f"{name}: mean {np.mean(values):.2%}, worst {min(values):.2%}")
-    print(f"{time.perf_counter() - start:.0f} s; seeds {args.seeds}")
-
-
-def tuned_main(args, tasks):
-    bench = sq.Bench(100, args.cache)
-    start = time.perf_counter()
-    rows = []
-    for task in tasks:
-        epochs, grid = sq.TASKS[task][4], sq.TASKS[task][5]
-        best = float(
-            np.max(
-                np.mean(
-                    [[bench.metric(task, s, lr, epochs) for lr in grid] for s in args.seeds], axis=0
-                )
-            )
-        )
-        shares = {name: [] for name in TUNED}
-        computes = []
-        for seed in args.seeds:
-            peak = tuned_wsd(bench, task, seed)
-            shares[TUNED[0]].append(np.nan if peak is None else wsd_metric(bench, task, seed, peak))
-            one_cycle = bench.tuned(task, seed, 0, epochs, sq.TUNE_BUDGET)
-            bench.save()
-            shares[TUNED[1]].append(
-                np.nan if one_cycle is None else wsd_metric(bench, task, seed, one_cycle)
-            )
-            shares[TUNED[2]].append(
-                np.nan if one_cycle is None else bench.metric(task, seed, one_cycle, epochs)
-            )
-            metric, _, compute = wsd_race(bench, task, seed)
-            shares[TUNED[3]].append(metric)
-            computes.append(compute)
-            shares[TUNED[4]].append(race_quality.race(bench, task, seed, epochs)[0])
-        bench.save()
-        row = {name: float(np.nanmean(values)) / best for name, values in shares.items()}
-        rows.append((task, row))
-        print(
-            f"{task}: "
-            + "; ".join(f"{k} {v:.2%}" for k, v in row.items())
-            + f"; WSD race compute {np.mean(computes):.2f}",
-            flush=True,
-        )
-    print("\n| task | " + " | ".join(TUNED) + " |")
-    print("|---|" + "---|" * len(TUNED))
-    for task, row in rows:
-        print(f"| {task} | " + " | ".join(f"{row[k]:.2%}" for k in TUNED) + " |")
-    for name in TUNED:
+        print(f"| {task} | " + " | ".join(f"{row[k]:.2%}" for k in names) + " |")
+    for name in names:
         values = [row[name] for _, row in rows if not math.isnan(row[name])]
         print(f"{name}: mean {np.mean(values):.2%}, worst {min(values):.2%}")
     print(f"{time.perf_counter() - start:.0f} s; seeds {args.seeds}")
