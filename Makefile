@@ -19,8 +19,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 # test_multiprocess_jax's tests share the processes its fixture runs.
 # (loadgroup's xdist_group marks do nothing on pytest 9.2 with xdist 3.8.)
 XDIST ?= -n 2 --dist loadfile --no-loadscope-reorder
-# `ruff format --check` in `make lint`: off until the code has been through
-# `ruff format` once.
+# `ruff format --check` in `make lint` (FORMAT_CHECK=off skips it).
 FORMAT_CHECK ?= on
 
 .PHONY: demo lint test test-newest test-oldest docs benchmark clean

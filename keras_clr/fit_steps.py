@@ -1,6 +1,6 @@
 """The step accounting of one schedule `fit`: which update is schedule step k.
 
-Step k of a `CyclicLR` or `OneCycle` schedule is the k-th update the
+Step k of a `CyclicLR`, `OneCycle` or `WarmupStableDecay` schedule is the k-th update the
 optimizer applied: its batch count divided by its gradient accumulation
 steps, minus the update count at step 0 (`updates_at_zero`); `StepControl`
 computes the same step in the graph from the optimizer's update count
