@@ -632,7 +632,9 @@ class OneCycle(_ScheduleCallback):
     def _prepare(self, epochs, steps, accumulation):
         if self.total_steps is not None:
             return
-        planned = epochs * steps // accumulation if epochs and steps else None
+        planned = (
+            optimizers.planned_updates(epochs, steps, accumulation) if epochs and steps else None
+        )
         if self._fit_total_steps is None:
             if planned is None:
                 self._steps()  # raises: the length is unknown

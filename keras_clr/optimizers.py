@@ -62,6 +62,13 @@ def iterations(optimizer):
     return count
 
 
+def planned_updates(epochs, batches_per_epoch, accumulation):
+    """The optimizer updates of `epochs` epochs of `batches_per_epoch`
+    batches, `accumulation` batches an update (the batches left over at
+    the end make no update)."""
+    return epochs * batches_per_epoch // accumulation
+
+
 def batch_count(optimizer):
     """The batches the optimizer has counted, as a Python int: its update
     count, or under gradient accumulation its micro-batch count (of which

@@ -485,7 +485,7 @@ def race(
     fit_kwargs.setdefault("validation_batch_size", batch_size)
     accumulation = optimizers.accumulation_steps(optimizers.base_optimizer(model))
     per_epoch = math.ceil(_length(x) / batch_size)
-    total_steps = max(1, epochs * per_epoch // accumulation)
+    total_steps = max(1, optimizers.planned_updates(epochs, per_epoch, accumulation))
     check_planned_length(plan, total_steps, "the race")
     x = ensure_built(model, x, batch_size)
     state.build_optimizer(model)

@@ -136,10 +136,13 @@ class StepControl:
             step; `values` holds the step's `learning_rate` when scheduled.
 
     The step passed to the schedules is the optimizer's update count minus
-    `count_offset`, an int or an int64 variable. The schedules (and an int
-    `count_offset`) are read when the train step is traced, so set them before
-    the first training step of the `fit`; a variable's value is read at
-    every step.
+    `count_offset`, an int or an int64 variable. A schedule is a function of
+    the schedule step itself (`count_offset` is the update count at step
+    0), or, under `keras_clr.tables.SharedControl`, a table read at an index
+    (`count_offset` is then the update count at the table's first row).
+    The schedules (and an int `count_offset`) are read when the train step
+    is traced, so set them before the first training step of the `fit`; a
+    variable's value is read at every step.
     """
 
     def __init__(

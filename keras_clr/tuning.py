@@ -196,7 +196,7 @@ def _planned_steps(model, x, batch_size, total_steps, epochs, fit_kwargs):
             f"`steps_per_epoch`). Received: x={type(x).__name__}, epochs={epochs}"
         )
     accumulation = optimizers.accumulation_steps(optimizers.base_optimizer(model))
-    return max(1, epochs * int(per_epoch) // accumulation)
+    return max(1, optimizers.planned_updates(epochs, int(per_epoch), accumulation))
 
 
 def _evaluation_data(x, y, batch_size, fit_kwargs):
