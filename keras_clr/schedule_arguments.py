@@ -28,10 +28,6 @@ WSD_OPTIONS = tuple(
     for name in inspect.signature(WarmupStableDecay).parameters
     if name not in ("max_lr", "total_steps", "stable_steps")
 )
-_WSD_DEFAULTS = {
-    name: parameter.default
-    for name, parameter in inspect.signature(WarmupStableDecay).parameters.items()
-}
 
 
 class PlannedSchedule:
@@ -45,12 +41,7 @@ class PlannedSchedule:
 
     def __init__(self, kind, options):
         self.kind, self.options = kind, dict(options)
-        self._template = kind(1.0, **self.options)
-
-    @property
-    def template(self):
-        """The schedule at `max_lr` 1.0, without a length."""
-        return self._template
+        self.template = kind(1.0, **self.options)  # at max_lr 1.0, without a length
 
     @property
     def shown_options(self):
@@ -74,7 +65,7 @@ class PlannedSchedule:
 
     @property
     def cycle_momentum(self):
-        return self._template.cycle_momentum
+        return self.template.cycle_momentum
 
     def peak_momentum(self, test_momentum):
         """The momentum the schedule holds at its peak rate (what the range
@@ -82,7 +73,7 @@ class PlannedSchedule:
         test's own momentum when it leaves the momentum alone."""
         if self.cycle_momentum is False:
             return test_momentum
-        return self._template.base_momentum
+        return self.template.base_momentum
 
     def as_one_cycle(self):
         """A `OneCycle` with this schedule's momenta (the schedule itself
@@ -104,7 +95,7 @@ class PlannedSchedule:
         if training_steps is not None and training_steps != steps:
             share = steps / training_steps
             for key in ("warmup_steps", "decay_steps"):
-                value = options.setdefault(key, _WSD_DEFAULTS[key])
+                value = options.setdefault(key, _defaults(self.kind)[key])
                 if isinstance(value, int) and value > 0:
                     options[key] = max(1, round(value * share))
             # a run too short for both: the cooldown keeps its steps
